@@ -1,0 +1,48 @@
+# mmcurate: every target installs what it needs into .venv first (fresh machine: `make demo`, `make test`).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+# Corpus runs: override on the command line, e.g. `make caption INPUT=s3://bucket/{00000..00099}.tar OUTPUT=s3://out`
+INPUT ?= demo/corpus
+OUTPUT ?= out/caption
+CONFIG ?=
+BEAM_ARGS ?=
+
+.PHONY: install demo test test-fast caption select bench lint format clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+demo: install
+	$(BIN)/mmcurate demo --workdir demo $(BEAM_ARGS)
+
+caption: install
+	$(BIN)/mmcurate caption --input $(INPUT) --output $(OUTPUT) $(if $(CONFIG),--config $(CONFIG)) --overwrite $(BEAM_ARGS)
+
+select: install
+	$(BIN)/mmcurate select --run $(RUN) --output $(OUTPUT) $(if $(CONFIG),--config $(CONFIG)) --overwrite $(BEAM_ARGS)
+
+test: install
+	$(BIN)/ruff check .
+	$(PY) -m pytest -q
+
+bench: install
+	$(PY) bench/run.py $(BENCH_ARGS)
+
+lint: install
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
+
+clean:
+	rm -rf demo out bench/out .pytest_cache .ruff_cache

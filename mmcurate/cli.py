@@ -1,0 +1,127 @@
+"""The `mmcurate` command: one sub-command per corpus, plus `select`, `demo` and `summary`.
+
+Unknown arguments are Beam pipeline options and pass through untouched (e.g. `--runner`,
+`--direct_num_workers=2 --direct_running_mode=multi_processing`, `--job_endpoint`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+import fsspec
+
+
+def print_summary(manifest: dict, out: str | None = None) -> None:
+    """The kept / dropped / quarantined table, per reason, that ends every local run."""
+    from rich.console import Console
+    from rich.table import Table
+
+    counts = manifest["counts"]
+    table = Table(title=f"{manifest.get('kind', '')} run: {counts['input']} input records")
+    table.add_column("fate")
+    table.add_column("reason")
+    table.add_column("records", justify="right")
+    table.add_row("kept", "", str(counts["kept"]), style="green")
+    for fate, style in (("dropped", "yellow"), ("quarantined", "red")):
+        for reason, n in sorted(manifest["reasons"][fate].items(), key=lambda kv: (-kv[1], kv[0])):
+            table.add_row(fate, reason, str(n), style=style)
+    table.add_section()
+    ok = "ok" if manifest["accounting_ok"] else "MISMATCH"
+    table.add_row(
+        "total",
+        f"input = kept + dropped + quarantined: {ok}",
+        f"{counts['kept'] + counts['dropped'] + counts['quarantined']}",
+    )
+    console = Console()
+    console.print(table)
+    t = manifest["totals"]
+    where = f" in {out}" if out else ""
+    console.print(f"{t['samples']} samples in {t['shards']} shards ({t['bytes'] / 1e6:.1f} MB){where}")
+
+
+def _common(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--output", required=True, help="output folder URI (local, s3://, gs://, memory://)")
+    sp.add_argument("--config", help="YAML config; default: the embedded defaults of this corpus")
+    sp.add_argument("--overwrite", action="store_true", help="replace an earlier run in --output")
+    sp.add_argument("--no-progress", action="store_true", help="no progress bar on local runs")
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="mmcurate", description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+    cap = sub.add_parser("caption", help="image-caption pairs: read, score, dedup, select, shard")
+    cap.add_argument("--input", nargs="+", required=True, help="URIs: tar shards, parquet, jsonl, image folders")
+    _common(cap)
+    sel = sub.add_parser("select", help="re-apply thresholds to a run's score ledger; no score is recomputed")
+    sel.add_argument("--run", required=True, help="output folder of an earlier run (holds ledger/ and units.json)")
+    _common(sel)
+    demo = sub.add_parser("demo", help="build the demo corpus and run the caption pipeline on it")
+    demo.add_argument("--workdir", default="demo", help="where the demo corpus and its output go")
+    summ = sub.add_parser("summary", help="print the kept/dropped/quarantined table of a manifest")
+    summ.add_argument("manifest", help="manifest.json URI, or the run folder holding it")
+    return ap
+
+
+def _caption(args: argparse.Namespace, beam_args: list[str]) -> dict:
+    from mmcurate.pipelines import caption
+    from mmcurate.pipelines.config import load_config
+    from mmcurate.pipelines.run import execute
+    from mmcurate.stages.readers import list_units
+
+    config = load_config(args.config)
+    units = list_units(args.input, config.read)
+    meta = caption.meta_for(args.input, config, units)
+    return execute(caption.build, units, config, args.output, meta, beam_args, args.overwrite, not args.no_progress)
+
+
+def _select(args: argparse.Namespace, beam_args: list[str]) -> dict:
+    from mmcurate.pipelines import select
+
+    return select.run(args.run, args.output, args.config, beam_args, args.overwrite, not args.no_progress)
+
+
+def _demo(args: argparse.Namespace, beam_args: list[str]) -> dict:
+    from pathlib import Path
+
+    from mmcurate.pipelines import demo
+
+    work = Path(args.workdir)
+    corpus = demo.build_corpus(work / "corpus")
+    ns = argparse.Namespace(
+        input=[str(corpus)], output=str(work / "output"), config=None, overwrite=True, no_progress=False
+    )
+    manifest = _caption(ns, beam_args)
+    print(f"demo corpus:   {corpus}")
+    print(f"shards:        {work / 'output' / 'shards'}")
+    print(f"manifest:      {work / 'output' / 'manifest.json'}")
+    print(f"dropped:       {work / 'output' / 'dropped'}   quarantined: {work / 'output' / 'quarantined'}")
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> int:
+    from mmcurate.pipelines.config import ConfigError
+    from mmcurate.pipelines.run import OutputError
+    from mmcurate.stages.readers import InputError
+
+    args, beam_args = parser().parse_known_args(argv)
+    try:
+        if args.command == "summary":
+            uri = args.manifest if args.manifest.endswith(".json") else args.manifest.rstrip("/") + "/manifest.json"
+            with fsspec.open(uri, "rt") as f:
+                manifest: dict[str, Any] = json.load(f)
+            print_summary(manifest)
+            return 0
+        run = {"caption": _caption, "select": _select, "demo": _demo}[args.command]
+        manifest = run(args, beam_args)
+    except (ConfigError, InputError, OutputError) as exc:
+        print(f"mmcurate: error: {exc}", file=sys.stderr)
+        return 2
+    print_summary(manifest, getattr(args, "output", None))
+    return 0 if manifest["accounting_ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

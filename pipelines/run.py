@@ -1,0 +1,112 @@
+"""Running a pipeline: fail-fast checks, output preparation, Beam options, local progress."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import apache_beam as beam
+import fsspec
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+from mmcurate.stages.readers import Unit
+from mmcurate.stages.writers import join
+
+from .common import write_units
+
+OUTPUT_PARTS = ("shards", "ledger", "dropped", "quarantined", "manifest.json", "units.json")
+LOCAL_RUNNERS = ("DirectRunner", "SwitchingDirectRunner", "BundleBasedDirectRunner", "FnApiRunner", None)
+
+
+class OutputError(ValueError):
+    """The output location cannot be used as asked."""
+
+
+def prepare_output(out_root: str, overwrite: bool) -> None:
+    """Refuse to mix two runs in one folder; with `overwrite`, clear only what a run writes."""
+    fs, path = fsspec.core.url_to_fs(out_root)
+    existing = [p for p in OUTPUT_PARTS if fs.exists(join(path, p))]
+    if existing and not overwrite:
+        raise OutputError(f"output {out_root} already holds a run ({', '.join(existing)}); pass --overwrite")
+    for part in existing:
+        fs.rm(join(path, part), recursive=True)
+    fs.makedirs(path, exist_ok=True)
+
+
+def beam_options(beam_args: list[str]) -> PipelineOptions:
+    options = PipelineOptions(beam_args)
+    std = options.view_as(StandardOptions)
+    if std.runner is None:
+        std.runner = "DirectRunner"
+    return options
+
+
+def is_local(options: PipelineOptions) -> bool:
+    return options.view_as(StandardOptions).runner in LOCAL_RUNNERS
+
+
+class Progress:
+    """A progress bar for local runs, fed by marker files the DoFns touch per unit read and written."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.total, self.enabled = total, enabled
+        self.dir = tempfile.mkdtemp(prefix="mmcurate-progress-") if enabled else None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> Progress:
+        if self.enabled:
+            self._thread = threading.Thread(target=self._loop, daemon=True)
+            self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+        assert self.dir is not None
+        with Progress(
+            "{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=False
+        ) as bar:
+            read = bar.add_task("units read+scored", total=self.total)
+            written = bar.add_task("units written    ", total=self.total)
+            while True:
+                names = [p.name for p in Path(self.dir).iterdir()]
+                bar.update(read, completed=sum(n.startswith("read-") for n in names))
+                bar.update(written, completed=sum(n.startswith("write-") for n in names))
+                if self._stop.wait(0.25):
+                    names = [p.name for p in Path(self.dir).iterdir()]
+                    bar.update(read, completed=sum(n.startswith("read-") for n in names))
+                    bar.update(written, completed=sum(n.startswith("write-") for n in names))
+                    return
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join()
+        if self.dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def execute(
+    build: Callable[..., Any],
+    units: list[Unit],
+    config: Any,
+    out_root: str,
+    meta: dict,
+    beam_args: list[str],
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict:
+    """Build and run one pipeline to completion; return the manifest it wrote."""
+    options = beam_options(beam_args)
+    prepare_output(out_root, overwrite)
+    write_units(out_root, units)
+    with Progress(len(units), progress and is_local(options)) as bar, beam.Pipeline(options=options) as p:
+        build(p, units, config, out_root, meta, bar.dir)
+    with fsspec.open(join(out_root, "manifest.json"), "rt") as f:
+        return json.load(f)
