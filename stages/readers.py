@@ -87,12 +87,15 @@ def list_units(inputs: list[str], params: ReadParams) -> list[Unit]:
     if not inputs:
         raise InputError("no input given: pass --input URI [URI ...]")
     found: list[tuple[str, str]] = []
+    folders: dict[str, list[str]] = {}
     for given in inputs:
         for uri in braceexpand.braceexpand(given):
             fs, path = fsspec.core.url_to_fs(uri)
+            is_dir = False
             if any(c in path for c in "*?["):
                 paths = sorted(fs.glob(path))
             elif fs.isdir(path):
+                is_dir = True
                 paths = sorted(p for p in fs.find(path) if not posixpath.basename(p).startswith("."))
             elif fs.exists(path):
                 paths = [path]
@@ -102,15 +105,20 @@ def list_units(inputs: list[str], params: ReadParams) -> list[Unit]:
             usable = [(k, p) for k, p in kinds if k]
             if not usable:
                 raise InputError(f"input {uri!r} holds no tar, parquet, jsonl or image files")
-            found.extend(usable)
+            containers = [(k, p) for k, p in usable if k != "image"]
+            found.extend(containers)
+            if not containers:
+                # A folder of images with sidecar captions. Images beside a jsonl/parquet are the
+                # ones it points at, so they are not read a second time as a folder corpus.
+                root = _unstrip(fs, path.rstrip("/")) if is_dir else posixpath.dirname(usable[0][1])
+                folders.setdefault(root, []).extend(p for _, p in usable)
     seen_parquet: set[str] = set()
     for kind, path in found:
         if kind == "parquet" and posixpath.dirname(path) not in seen_parquet:
             seen_parquet.add(posixpath.dirname(path))
             _check_parquet(path, params)
     units: list[Unit] = []
-    images = sorted(p for k, p in found if k == "image")
-    for kind, path in sorted((k, p) for k, p in found if k != "image"):
+    for kind, path in sorted(set(found)):
         if kind == "jsonl":
             n = _count_lines(path)
             step = params.jsonl_unit_lines
@@ -119,9 +127,10 @@ def list_units(inputs: list[str], params: ReadParams) -> list[Unit]:
         else:
             units.append(Unit(len(units), kind, path))
     step = params.folder_unit_size
-    for start in range(0, len(images), step):
-        chunk = tuple(images[start : start + step])
-        units.append(Unit(len(units), "folder", posixpath.dirname(chunk[0]), files=chunk))
+    for root in sorted(folders):
+        images = sorted(set(folders[root]))
+        for start in range(0, len(images), step):
+            units.append(Unit(len(units), "folder", root, files=tuple(images[start : start + step])))
     return units
 
 
