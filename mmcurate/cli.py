@@ -37,6 +37,14 @@ def print_summary(manifest: dict, out: str | None = None) -> None:
     )
     console = Console()
     console.print(table)
+    counters = manifest.get("metrics", {}).get("counters", {})
+    if counters:
+        mt = Table(title="Beam metrics")
+        mt.add_column("counter")
+        mt.add_column("value", justify="right")
+        for name, value in counters.items():
+            mt.add_row(name, f"{value:g}")
+        console.print(mt)
     t = manifest["totals"]
     where = f" in {out}" if out else ""
     console.print(f"{t['samples']} samples in {t['shards']} shards ({t['bytes'] / 1e6:.1f} MB){where}")

@@ -15,11 +15,11 @@ import fsspec
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from mmcurate.stages.readers import Unit
-from mmcurate.stages.writers import join
+from mmcurate.stages.writers import atomic_write, join, json_bytes
 
 from .common import write_units
 
-OUTPUT_PARTS = ("shards", "ledger", "dropped", "quarantined", "manifest.json", "units.json")
+OUTPUT_PARTS = ("shards", "ledger", "dropped", "quarantined", "manifest.json", "units.json", "metrics.json")
 LOCAL_RUNNERS = ("DirectRunner", "SwitchingDirectRunner", "BundleBasedDirectRunner", "FnApiRunner", None)
 
 
@@ -106,7 +106,32 @@ def execute(
     options = beam_options(beam_args)
     prepare_output(out_root, overwrite)
     write_units(out_root, units)
-    with Progress(len(units), progress and is_local(options)) as bar, beam.Pipeline(options=options) as p:
+    with Progress(len(units), progress and is_local(options)) as bar:
+        p = beam.Pipeline(options=options)
         build(p, units, config, out_root, meta, bar.dir)
+        result = p.run()
+        result.wait_until_finish()
     with fsspec.open(join(out_root, "manifest.json"), "rt") as f:
-        return json.load(f)
+        manifest = json.load(f)
+    metrics = collect_metrics(result)
+    atomic_write(join(out_root, "metrics.json"), json_bytes(metrics))
+    manifest["metrics"] = metrics
+    return manifest
+
+
+def collect_metrics(result: Any) -> dict[str, dict[str, float]]:
+    """Beam counters and distributions (ours and RunInference's), summed over steps, for the run summary."""
+    out: dict[str, dict[str, float]] = {"counters": {}, "distributions": {}}
+    try:
+        query = result.metrics().query()
+    except (AttributeError, NotImplementedError):  # some runners report no metrics
+        return out
+    for c in query.get("counters", []):
+        name = f"{c.key.metric.namespace}/{c.key.metric.name}"
+        out["counters"][name] = out["counters"].get(name, 0) + (c.committed or c.attempted or 0)
+    for d in query.get("distributions", []):
+        r = d.committed or d.attempted
+        if r is not None and r.count:
+            name = f"{d.key.metric.namespace}/{d.key.metric.name}"
+            out["distributions"][name] = {"count": r.count, "sum": r.sum, "mean": r.sum / r.count, "max": r.max}
+    return dict(sorted(out.items()))
