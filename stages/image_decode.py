@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+import re
 import warnings
 from dataclasses import dataclass
 
@@ -102,10 +103,19 @@ def decode(data: bytes, params: DecodeParams) -> Decoded:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageRejected("decompression_bomb", str(exc)) from exc
     except (OSError, SyntaxError, ValueError, Image.UnidentifiedImageError, EOFError) as exc:
-        raise ImageBroken("decode_error", f"{type(exc).__name__}: {exc}") from exc
+        raise ImageBroken("decode_error", f"{type(exc).__name__}: {_stable(str(exc))}") from exc
     if orientation in (5, 6, 7, 8):
         w, h = h, w
     return Decoded(image=rgb, width=w, height=h, mode=mode, format=fmt)
+
+
+_OBJECT_REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-fA-F]+>")
+
+
+def _stable(message: str) -> str:
+    """Pillow names the stream by its repr (`<_io.BytesIO object at 0x7f..>`): drop the address,
+    so the error column of the ledger is the same on every rerun."""
+    return _OBJECT_REPR.sub("<image bytes>", message)
 
 
 def pixel_hash(img: Image.Image) -> str:
