@@ -10,18 +10,19 @@
 
 `EXPECTED` maps every image file name to the (status, reason) the default caption config gives it,
 so `mmcurate demo` doubles as an end-to-end check. The build is deterministic: fixed JPEG quality
-and PNG compression, no timestamps or EXIF, a fixed noise seed; same bytes on every build.
+and PNG compression, no timestamps or EXIF, no randomness; same bytes on every build.
 """
 
 from __future__ import annotations
 
 import io
-import shutil
 import struct
 import zlib
 from pathlib import Path
 
 from PIL import Image
+
+from .run import OutputError
 
 JPEG_QUALITY = 90
 PNG_LEVEL = 9
@@ -157,26 +158,23 @@ def _bomb_png(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
-def _bad_inputs() -> dict[str, tuple[bytes, str]]:
-    """name -> (file bytes, caption) for every deliberately bad input."""
-    good = {name: _photo(src) for name, (src, _) in GOOD.items()}
-    motorcycle_right = _photo("motorcycle_right.png")
-    retina = good["retina.jpg"]
-    rocket = good["rocket.jpg"]
-    full_truncated = _jpeg(motorcycle_right)
-    w, h = rocket.size
-    small = rocket.resize((round(w * 0.7), round(h * 0.7)), Image.Resampling.LANCZOS)
-    strip_top = (retina.height - 64) // 2
-    strip = retina.crop((0, strip_top, 1280, strip_top + 64))
+def _bad_inputs(good: dict[str, tuple[bytes, str]]) -> dict[str, tuple[bytes, str]]:
+    """name -> (file bytes, caption) for every deliberately bad input; `good` are the good files."""
+    motorcycle = _jpeg(_photo("motorcycle_right.png"))  # the other eye of the stereo pair
+    rocket = _photo("rocket.jpg")
+    small_rocket = rocket.resize((round(rocket.width * 0.7), round(rocket.height * 0.7)), Image.Resampling.LANCZOS)
+    retina = _photo("retina.jpg")
+    top = (retina.height - 64) // 2
+    strip = retina.crop((0, top, 1280, top + 64))  # 1280x64 = 20:1, short side exactly min_side
     return {
         "truncated.jpg": (
-            full_truncated[: len(full_truncated) // 2],
+            motorcycle[: len(motorcycle) // 2],
             "A red motorcycle parked indoors next to a wooden bench and metal shelving.",
         ),
         "empty.jpg": (b"", "A photograph that was never written to disk."),
         "not_an_image.jpg": (
             b"This is a plain text note saved with a .jpg extension, not an image.\n",
-            "A scanned note about a museum visit with a city skyline on the back.",
+            "A handwritten shopping list on a sheet of lined paper.",
         ),
         "bomb.png": (_bomb_png(10_000, 10_000), "A completely black square image with nothing in it."),
         "tiny.png": (
@@ -194,22 +192,21 @@ def _bad_inputs() -> dict[str, tuple[bytes, str]]:
             _jpeg(_photo("gravel.png")),
             "Grauer Kies aus vielen kleinen, kantigen Steinen, von oben fotografiert.",
         ),
-        "coffee_copy.jpg": (b"", "Espresso in a red cup and saucer on a rustic wooden tabletop."),  # filled below
+        "coffee_copy.jpg": (
+            good["coffee.jpg"][0],  # byte-identical; sorts after coffee.jpg, so coffee.jpg is kept
+            "Espresso in a red cup and saucer on a rustic wooden tabletop.",
+        ),
         "rocket_small.jpg": (
-            _jpeg(small, quality=60),
+            _jpeg(small_rocket, quality=60),
             "Rocket on the launch pad at twilight, surrounded by lightning rods and bright lights.",
         ),
     }
 
 
 def corpus_files() -> dict[str, tuple[bytes, str]]:
-    """Every demo input as name -> (image file bytes, caption), in memory."""
-    files: dict[str, tuple[bytes, str]] = {}
-    for name, (src, caption) in GOOD.items():
-        files[name] = (_encode(name, _photo(src)), caption)
-    bad = _bad_inputs()
-    bad["coffee_copy.jpg"] = (files["coffee.jpg"][0], bad["coffee_copy.jpg"][1])
-    files.update(bad)
+    """Every demo input as name -> (image file bytes, caption), in memory, sorted by name."""
+    files = {name: (_encode(name, _photo(src)), caption) for name, (src, caption) in GOOD.items()}
+    files.update(_bad_inputs(files))
     if set(files) != set(EXPECTED):
         raise AssertionError(f"demo corpus and EXPECTED disagree: {sorted(set(files) ^ set(EXPECTED))}")
     return dict(sorted(files.items()))
@@ -221,12 +218,23 @@ def caption_file(name: str) -> str:
 
 
 def build_corpus(dest: Path) -> Path:
-    """Write the demo corpus into `dest` (replacing what is there) and return `dest`."""
+    """Write the demo corpus into `dest` and return `dest`.
+
+    Rebuilding over an earlier demo corpus replaces it; a folder holding anything else is refused
+    rather than cleared, since every image in the folder would otherwise become a demo input.
+    """
     dest = Path(dest)
-    if dest.exists():
-        shutil.rmtree(dest)
-    dest.mkdir(parents=True)
-    for name, (data, caption) in corpus_files().items():
+    files = corpus_files()
+    names = set(files) | {caption_file(n) for n in files}
+    if dest.is_dir():
+        foreign = sorted(p.name for p in dest.iterdir() if p.name not in names)
+        if foreign:
+            raise OutputError(
+                f"{dest} holds files that are not part of the demo corpus ({', '.join(foreign[:5])}); "
+                "choose another --workdir"
+            )
+    dest.mkdir(parents=True, exist_ok=True)
+    for name, (data, caption) in files.items():
         (dest / name).write_bytes(data)
         (dest / caption_file(name)).write_bytes(caption.encode("utf-8") + (b"\n" if caption else b""))
     return dest
