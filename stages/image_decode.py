@@ -12,7 +12,6 @@ import hashlib
 import io
 import math
 import re
-import warnings
 from dataclasses import dataclass
 
 import imagehash
@@ -23,6 +22,9 @@ from .base import Params
 
 # A truncated file must fail, not decode into a grey half-image.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
+# The pixel bound is `DecodeParams.max_pixels`, checked from the header before any pixel is decoded;
+# Pillow's own global bound would otherwise cap it at 89 MP whatever the config says.
+Image.MAX_IMAGE_PIXELS = None
 
 
 class ImageRejected(Exception):
@@ -81,26 +83,24 @@ def decode(data: bytes, params: DecodeParams) -> Decoded:
     if not data:
         raise ImageBroken("empty_file", "zero-byte image")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            w, h = img.size
-            if w * h > params.max_pixels:
-                raise ImageRejected(
-                    "decompression_bomb", f"{w}x{h} = {w * h} pixels exceeds max_pixels={params.max_pixels}"
-                )
-            mode, fmt = img.mode, (img.format or "").lower()
-            orientation = img.getexif().get(0x0112, 1)
-            side = params.working_side
-            if fmt == "jpeg" and side > 0 and max(w, h) > side:
-                scale = side / max(w, h)
-                img.draft("RGB", (math.ceil(w * scale), math.ceil(h * scale)))
-            img.load()
-            img = ImageOps.exif_transpose(img)
-            rgb = _to_rgb(img)
+        img = Image.open(io.BytesIO(data))
+        w, h = img.size
+        if w * h > params.max_pixels:
+            raise ImageRejected(
+                "decompression_bomb", f"{w}x{h} = {w * h} pixels exceeds max_pixels={params.max_pixels}"
+            )
+        mode, fmt = img.mode, (img.format or "").lower()
+        orientation = img.getexif().get(0x0112, 1)
+        side = params.working_side
+        if fmt == "jpeg" and side > 0 and max(w, h) > side:
+            scale = side / max(w, h)
+            img.draft("RGB", (math.ceil(w * scale), math.ceil(h * scale)))
+        img.load()
+        img = ImageOps.exif_transpose(img)
+        rgb = _to_rgb(img)
     except (ImageRejected, ImageBroken):
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except Image.DecompressionBombError as exc:
         raise ImageRejected("decompression_bomb", str(exc)) from exc
     except (OSError, SyntaxError, ValueError, Image.UnidentifiedImageError, EOFError) as exc:
         raise ImageBroken("decode_error", f"{type(exc).__name__}: {_stable(str(exc))}") from exc
