@@ -150,24 +150,33 @@ def _count_lines(uri: str) -> int:
         return sum(1 for _ in f)
 
 
+def _utf8(text: str) -> str:
+    """Replace lone surrogates (JSON escapes like "\\ud83d", undecodable tar names) so columns can be written."""
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
 def _quarantine(unit: Unit, index: int, member: str, reason: str, error: str, uri: str = "") -> CaptionSample:
-    src = Source(uri=uri or unit.uri, unit=unit.index, member=member, index=index)
+    src = Source(uri=uri or unit.uri, unit=unit.index, member=_utf8(member), index=index)
     return CaptionSample(
-        id=content_id(src.ref().encode(), ""),
+        id=content_id(src.ref().encode("utf-8", "surrogatepass"), ""),
         source=src,
-        fate=Fate(status=Status.QUARANTINED, reason=reason, error=error[:2000]),
+        fate=Fate(status=Status.QUARANTINED, reason=reason, error=_utf8(error[:2000])),
     )
 
 
 def _sample(unit: Unit, index: int, member: str, image: bytes, caption: str, extra: dict, uri: str = ""):
+    caption = _utf8(caption)
     return CaptionSample(
         id=content_id(image, caption),
-        source=Source(uri=uri or unit.uri, unit=unit.index, member=member, index=index),
+        source=Source(uri=uri or unit.uri, unit=unit.index, member=_utf8(member), index=index),
         caption=caption,
-        extra=json.dumps(extra, sort_keys=True, ensure_ascii=False, default=str),
+        extra=_utf8(json.dumps(extra, sort_keys=True, ensure_ascii=False, default=str)),
         file_bytes=len(image),
         image=image,
     )
+
+
+_OBJECT_REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-fA-F]+>")
 
 
 def read_unit(unit: Unit, params: ReadParams) -> Iterator[CaptionSample]:
@@ -179,7 +188,10 @@ def read_unit(unit: Unit, params: ReadParams) -> Iterator[CaptionSample]:
             count += 1
             yield rec
     except Exception as exc:  # the unit broke part-way: account for the unread rest as one record
-        yield _quarantine(unit, count, "<unread-remainder>", "read_error", f"{type(exc).__name__}: {exc}")
+        # webdataset appends the stream's repr (`@ <...File object at 0x7f..>`): name the unit instead,
+        # so the quarantine table is the same on every rerun.
+        error = _OBJECT_REPR.sub(unit.uri, f"{type(exc).__name__}: {exc}")
+        yield _quarantine(unit, count, "<unread-remainder>", "read_error", error)
 
 
 def _caption_from(sample: dict[str, Any]) -> tuple[str, dict]:
@@ -308,13 +320,18 @@ def _read_jsonl(unit: Unit, params: ReadParams) -> Iterator[CaptionSample]:
                 yield _quarantine(unit, lineno, member, "bad_json", str(exc))
                 continue
             names = list(row)
-            img_col = _pick(names, params.image_column, IMAGE_COLUMNS, "image", unit.uri)
-            cap_col = _pick(names, params.caption_column, CAPTION_COLUMNS, "caption", unit.uri)
+            # Rows differ (LLaVA mixes hold text-only rows): a configured column a row lacks is an empty
+            # value for that row, never an error that would end the unit.
+            img_col = params.image_column or _pick(names, None, IMAGE_COLUMNS, "image", unit.uri)
+            cap_col = params.caption_column or _pick(names, None, CAPTION_COLUMNS, "caption", unit.uri)
             extra = {k: v for k, v in row.items() if k not in (img_col, cap_col)}
             caption = _clean_caption(str(row.get(cap_col) or "")) if cap_col else ""
             if not cap_col and isinstance(row.get("conversations"), list):
                 caption, prompt = _llava_caption(row["conversations"])
                 extra["prompt"] = prompt
+            if img_col and img_col not in row:
+                yield _quarantine(unit, lineno, member, "missing_image", f"no {img_col!r} key; keys are {names}")
+                continue
             value = row.get(img_col) if img_col else None
             if isinstance(value, list):  # LLaVA multi-image rows: the caption corpus takes the first
                 value = value[0] if value else None

@@ -12,6 +12,7 @@ import io
 import json
 import os
 import posixpath
+import tarfile
 import tempfile
 import uuid
 from collections.abc import Iterable, Sequence
@@ -27,7 +28,8 @@ from mmcurate.schemas import CaptionSample
 
 from .base import Params
 
-FIXED_MTIME = 0.0
+FIXED_MTIME = 0
+"""An int: a float mtime makes tarfile add a PAX header (1 KiB) to every member."""
 
 
 class ShardParams(Params):
@@ -109,18 +111,20 @@ def sample_json(rec: CaptionSample) -> dict[str, Any]:
     return row
 
 
+def _members(rec: CaptionSample) -> dict[str, bytes | None]:
+    """The tar members of one sample, by extension (a missing image fails in TarWriter, loudly)."""
+    return {
+        rec.out_ext: rec.image,
+        "txt": rec.caption.encode("utf-8"),
+        "json": json.dumps(sample_json(rec), sort_keys=True, ensure_ascii=False).encode("utf-8"),
+    }
+
+
 def _tar_bytes(samples: Sequence[CaptionSample]) -> bytes:
     buf = io.BytesIO()
     with TarWriter(buf, encoder=False, mtime=FIXED_MTIME) as sink:
         for rec in samples:
-            sink.write(
-                {
-                    "__key__": rec.id,
-                    rec.out_ext: rec.image,
-                    "txt": rec.caption.encode("utf-8"),
-                    "json": json.dumps(sample_json(rec), sort_keys=True, ensure_ascii=False).encode("utf-8"),
-                }
-            )
+            sink.write({"__key__": rec.id, **_members(rec)})
     return buf.getvalue()
 
 
@@ -132,8 +136,10 @@ def _chunks(samples: Sequence[CaptionSample], params: ShardParams) -> Iterable[S
     chunk: list[CaptionSample] = []
     size = 1024  # tar end-of-archive blocks
     for rec in samples:
-        rec_bytes = sum(512 + -(-n // 512) * 512 for n in (len(rec.image or b""), len(rec.caption.encode()), 2048))
-        if chunk and (len(chunk) >= params.max_samples or size + rec_bytes > params.max_bytes):
+        rec_bytes = sum(512 + -(-len(v or b"") // 512) * 512 for v in _members(rec).values())
+        # tar pads the whole archive to a multiple of its record size (10 KiB); count that too.
+        padded = -(-(size + rec_bytes) // tarfile.RECORDSIZE) * tarfile.RECORDSIZE
+        if chunk and (len(chunk) >= params.max_samples or padded > params.max_bytes):
             yield chunk
             chunk, size = [], 1024
         chunk.append(rec)
