@@ -1,0 +1,205 @@
+"""Record dataclasses and the pyarrow schema derived from them: columns on disk must match the Python type."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import io
+from dataclasses import dataclass, field
+from typing import Optional, Union
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from mmcurate.schemas import RECORD_KINDS, SCHEMA_VERSION, CaptionSample, Fate, Source, Status, arrow_schema
+from mmcurate.schemas.base import Record, arrow_type, payload
+
+
+class Colour(str, enum.Enum):
+    RED = "red"
+    BLUE = "blue"
+
+
+@dataclass
+class Inner:
+    a: int
+    b: str = ""
+
+
+@dataclass
+class Everything(Record):
+    """One field of every supported hint kind."""
+
+    kind = "everything"
+
+    s: str
+    i: int = 0
+    f: float = 0.0
+    flag: bool = False
+    raw: bytes = b""
+    maybe: Optional[int] = None  # noqa: UP045 - the typing spelling must be supported too
+    maybe_new: str | None = None
+    colour: Colour = Colour.RED
+    tags: list[str] = field(default_factory=list)
+    scores: dict[str, float] = field(default_factory=dict)
+    inner: Inner = field(default_factory=lambda: Inner(0))
+    blob: bytes | None = payload()
+
+
+def sample(**kw: object) -> CaptionSample:
+    base: dict[str, object] = {
+        "id": "0" * 32,
+        "source": Source(uri="memory:///in/a.tar", unit=3, member="k1", index=7),
+        "caption": "a red bicycle leaning on a wall",
+        "extra": '{"url": "http://example.com/x.jpg"}',
+        "file_bytes": 12345,
+        "width": 640,
+        "height": 480,
+        "mode": "RGB",
+        "image_format": "jpeg",
+        "pixel_hash": "ab" * 32,
+        "phash": "8f373714acfcf4d0",
+        "scores": {"width": 640.0, "lang_prob": 0.93},
+        "labels": {"lang": "en"},
+        "fate": Fate(Status.DROPPED, reason="too_small", duplicate_of="f" * 32),
+    }
+    base.update(kw)
+    return CaptionSample(**base)  # type: ignore[arg-type]
+
+
+def test_arrow_type_scalars_and_containers() -> None:
+    """Each hint maps to the arrow type a reader of the parquet would expect."""
+    assert arrow_type(str) == (pa.string(), False)
+    assert arrow_type(int) == (pa.int64(), False)
+    assert arrow_type(float) == (pa.float64(), False)
+    assert arrow_type(bool) == (pa.bool_(), False)
+    assert arrow_type(bytes) == (pa.binary(), False)
+    assert arrow_type(Colour) == (pa.string(), False)
+    assert arrow_type(Optional[int]) == (pa.int64(), True)  # noqa: UP045
+    assert arrow_type(int | None) == (pa.int64(), True)
+    assert arrow_type(list[str]) == (pa.list_(pa.string()), False)
+    assert arrow_type(dict[str, float]) == (pa.map_(pa.string(), pa.float64()), False)
+    typ, nullable = arrow_type(Inner)
+    assert not nullable
+    assert typ == pa.struct([pa.field("a", pa.int64(), nullable=False), pa.field("b", pa.string(), nullable=False)])
+
+
+@pytest.mark.parametrize("hint", [Union[int, str], int | str | None, set[int], object])  # noqa: UP007
+def test_arrow_type_rejects_unsupported_hints(hint: object) -> None:
+    """A hint with no faithful arrow type is an error at import time, not a lossy column."""
+    with pytest.raises(TypeError):
+        arrow_type(hint)
+
+
+def test_schema_leaves_out_payload_and_carries_version() -> None:
+    """Payload fields (image bytes, pixels) never become columns; the schema version travels in metadata."""
+    schema = CaptionSample.arrow_schema()
+    payload_names = {f.name for f in dataclasses.fields(CaptionSample) if f.metadata.get("arrow") is False}
+    assert payload_names == {"image", "pixels"}
+    assert not payload_names & set(schema.names)
+    assert set(schema.names) == {f.name for f in dataclasses.fields(CaptionSample)} - payload_names
+    assert schema.metadata[b"mmcurate.schema_version"] == SCHEMA_VERSION.encode()
+    assert schema.field("source").type == pa.struct(
+        [
+            pa.field("uri", pa.string(), nullable=False),
+            pa.field("unit", pa.int64(), nullable=False),
+            pa.field("member", pa.string(), nullable=False),
+            pa.field("index", pa.int64(), nullable=False),
+        ]
+    )
+    assert schema.field("fate").type.get_field_index("status") >= 0
+    assert arrow_schema(CaptionSample, exclude=("caption",)).names == [n for n in schema.names if n != "caption"]
+
+
+def test_every_hint_kind_round_trips_through_a_table() -> None:
+    """to_row -> arrow table -> from_row gives the same record back, enums and nested dataclasses included."""
+    rec = Everything(
+        s="x",
+        i=-3,
+        f=2.5,
+        flag=True,
+        raw=b"\x00\xff",
+        maybe=4,
+        colour=Colour.BLUE,
+        tags=["a", "b"],
+        scores={"z": 1.0, "a": 2.0},
+        inner=Inner(5, "q"),
+        blob=b"not a column",
+    )
+    table = Everything.to_table([rec, Everything(s="y")])
+    assert table.schema == Everything.arrow_schema()
+    assert table.num_rows == 2
+    assert "blob" not in table.column_names
+    back = [Everything.from_row(r) for r in table.to_pylist()]
+    assert back[0] == rec  # blob is compare=False, everything else must survive
+    assert back[0].colour is Colour.BLUE
+    assert back[0].blob is None
+    assert back[1] == Everything(s="y")
+    assert back[1].maybe is None
+
+
+def test_caption_sample_round_trips_through_parquet() -> None:
+    """The ledger is parquet: a record written and read back equals the original (payload aside)."""
+    recs = [sample(), sample(id="1" * 32, fate=Fate(), scores={}, labels={}, image=b"jpeg bytes")]
+    buf = io.BytesIO()
+    pq.write_table(CaptionSample.to_table(recs), buf)
+    rows = pq.read_table(io.BytesIO(buf.getvalue())).to_pylist()
+    back = [CaptionSample.from_row(r) for r in rows]
+    assert back == recs
+    assert back[0].fate.status is Status.DROPPED
+    assert back[0].source == recs[0].source
+    assert back[0].scores == {"width": 640.0, "lang_prob": 0.93}
+    assert back[1].image is None
+
+
+def test_to_row_is_plain_and_sorted() -> None:
+    """Rows hold only plain values; maps become sorted (key, value) pairs so output is reproducible."""
+    row = sample(scores={"b": 2.0, "a": 1.0}).to_row()
+    assert "image" not in row
+    assert "pixels" not in row
+    assert row["scores"] == [("a", 1.0), ("b", 2.0)]
+    assert row["fate"]["status"] == "dropped"
+    assert row["source"] == {"uri": "memory:///in/a.tar", "unit": 3, "member": "k1", "index": 7}
+
+
+def test_from_row_ignores_unknown_columns() -> None:
+    """Reading an index parquet (which adds key/shard columns) still yields a record."""
+    rec = sample()
+    row = {**rec.to_row(), "key": rec.id, "shard": "part-00000-0000.tar"}
+    assert CaptionSample.from_row(row) == rec
+
+
+def test_source_ref() -> None:
+    assert Source("s3://b/x.tar", 0, member="000123").ref() == "s3://b/x.tar#000123"
+    assert Source("/data/img.jpg", 2).ref() == "/data/img.jpg"
+
+
+@pytest.mark.parametrize(
+    ("status", "final"),
+    [(Status.PENDING, False), (Status.KEPT, False), (Status.DROPPED, True), (Status.QUARANTINED, True)],
+)
+def test_fate_final(status: Status, final: bool) -> None:
+    """Only dropped and quarantined are final: a later stage may still drop a kept record."""
+    assert Fate(status).final is final
+
+
+def test_uid_is_unique_and_orders_like_input() -> None:
+    """Identical content read at two places has one id but two uids; uids sort in (unit, index) order."""
+    places = [(0, 5), (0, 40), (1, 0), (12, 3), (3, 999_999)]
+    recs = [sample(source=Source("u", unit=u, index=i)) for u, i in places]
+    assert len({r.id for r in recs}) == 1
+    assert len({r.uid for r in recs}) == len(recs)
+    assert sorted(recs, key=lambda r: r.uid) == sorted(recs, key=lambda r: (r.source.unit, r.source.index))
+
+
+def test_payload_is_not_compared_or_shown() -> None:
+    """Two records differing only in payload are equal, and repr never dumps image bytes."""
+    a, b = sample(image=b"A" * 1000), sample(image=b"B" * 10)
+    assert a == b
+    assert "AAAA" not in repr(a)
+
+
+def test_record_kinds_registry() -> None:
+    assert {"caption": CaptionSample} == RECORD_KINDS
+    assert CaptionSample.kind == "caption"
