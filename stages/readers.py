@@ -55,6 +55,8 @@ class Unit:
     files: tuple[str, ...] = field(default_factory=tuple)
     start: int = 0
     stop: int = -1
+    offset: int = 0
+    """Byte offset of line `start` (jsonl), so a slice seeks instead of re-reading the lines before it."""
 
 
 def content_id(image: bytes, caption: str) -> str:
@@ -120,10 +122,11 @@ def list_units(inputs: list[str], params: ReadParams) -> list[Unit]:
     units: list[Unit] = []
     for kind, path in sorted(set(found)):
         if kind == "jsonl":
-            n = _count_lines(path)
-            step = params.jsonl_unit_lines
-            for start in range(0, max(n, 1), step):
-                units.append(Unit(len(units), kind, path, start=start, stop=min(start + step, n)))
+            n, offsets = _line_offsets(path, params.jsonl_unit_lines)
+            for i, offset in enumerate(offsets):
+                start = i * params.jsonl_unit_lines
+                stop = min(start + params.jsonl_unit_lines, n)
+                units.append(Unit(len(units), kind, path, start=start, stop=stop, offset=offset))
         else:
             units.append(Unit(len(units), kind, path))
     step = params.folder_unit_size
@@ -145,9 +148,17 @@ def _check_parquet(uri: str, params: ReadParams) -> None:
         )
 
 
-def _count_lines(uri: str) -> int:
+def _line_offsets(uri: str, step: int) -> tuple[int, list[int]]:
+    """(number of lines, byte offset of every `step`-th line) in one pass over the file."""
+    offsets, pos, n = [0], 0, 0
     with fsspec.open(uri, "rb") as f:
-        return sum(1 for _ in f)
+        for n, line in enumerate(f, 1):
+            pos += len(line)
+            if n % step == 0:
+                offsets.append(pos)
+    if len(offsets) > 1 and offsets[-1] == pos and n % step == 0:
+        offsets.pop()  # no slice starts at the very end
+    return n, offsets
 
 
 def _utf8(text: str) -> str:
@@ -302,12 +313,12 @@ def _clean_caption(text: str) -> str:
 
 
 def _read_jsonl(unit: Unit, params: ReadParams) -> Iterator[CaptionSample]:
-    with fsspec.open(unit.uri, "rt", encoding="utf-8", errors="replace") as f:
-        for lineno, line in enumerate(f):
-            if lineno < unit.start:
-                continue
+    with fsspec.open(unit.uri, "rb") as f:
+        f.seek(unit.offset)
+        for lineno, raw in enumerate(f, unit.start):
             if unit.stop >= 0 and lineno >= unit.stop:
                 break
+            line = raw.decode("utf-8", "replace")
             member = f"line{lineno + 1}"
             if not line.strip():
                 yield _quarantine(unit, lineno, member, "bad_json", "empty line")
