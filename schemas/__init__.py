@@ -3,7 +3,7 @@
 This package imports nothing else of mmcurate.
 """
 
-from .base import SCHEMA_VERSION, Fate, Record, Source, Status, arrow_schema
+from .base import SCHEMA_VERSION, Fate, OcrLine, Record, Source, Status, arrow_schema
 from .caption import CaptionSample
 
 RECORD_KINDS: dict[str, type[Record]] = {CaptionSample.kind: CaptionSample}
@@ -13,6 +13,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "CaptionSample",
     "Fate",
+    "OcrLine",
     "Record",
     "Source",
     "Status",

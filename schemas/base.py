@@ -58,6 +58,16 @@ class Fate:
         return self.status in (Status.DROPPED, Status.QUARANTINED)
 
 
+@dataclass
+class OcrLine:
+    """One line of text found in an image: its quadrilateral, the text, and the recogniser's confidence."""
+
+    box: list[list[float]]
+    """Four (x, y) corners in pixels of the scored image, clockwise from top-left."""
+    text: str
+    confidence: float
+
+
 _SCALARS: dict[Any, pa.DataType] = {
     str: pa.string(),
     int: pa.int64(),

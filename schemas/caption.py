@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .base import Fate, Record, Source, payload
+from .base import Fate, OcrLine, Record, Source, payload
 
 
 @dataclass(kw_only=True)
@@ -40,6 +40,8 @@ class CaptionSample(Record):
     out_ext: str = ""
     scores: dict[str, float] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
+    ocr: list[OcrLine] = field(default_factory=list)
+    """Text lines found by the OCR stage (when enabled), in the coordinates of `width` x `height`."""
     fate: Fate = field(default_factory=Fate)
     image: bytes | None = payload()
     pixels: Any = payload()
