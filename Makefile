@@ -16,10 +16,11 @@ BEAM_ARGS ?=
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml constraints.txt
+$(VENV)/.installed: pyproject.toml constraints.txt env/torchvision_cpu_shim.py env/install_cpu_shim.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,models]'
+	$(PY) env/install_cpu_shim.py
 	touch $@
 
 demo: install

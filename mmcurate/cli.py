@@ -76,10 +76,12 @@ def parser() -> argparse.ArgumentParser:
 def _caption(args: argparse.Namespace, beam_args: list[str]) -> dict:
     from mmcurate.pipelines import caption
     from mmcurate.pipelines.config import load_config
+    from mmcurate.pipelines.models import validate_models
     from mmcurate.pipelines.run import execute
     from mmcurate.stages.readers import list_units
 
     config = load_config(args.config)
+    validate_models(config)
     units = list_units(args.input, config.read)
     meta = caption.meta_for(args.input, config, units)
     return execute(caption.build, units, config, args.output, meta, beam_args, args.overwrite, not args.no_progress)
@@ -112,6 +114,7 @@ def _demo(args: argparse.Namespace, beam_args: list[str]) -> dict:
 def main(argv: list[str] | None = None) -> int:
     from mmcurate.pipelines.config import ConfigError
     from mmcurate.pipelines.run import OutputError
+    from mmcurate.stages.clip import ModelUnavailable
     from mmcurate.stages.readers import InputError
 
     args, beam_args = parser().parse_known_args(argv)
@@ -124,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         run = {"caption": _caption, "select": _select, "demo": _demo}[args.command]
         manifest = run(args, beam_args)
-    except (ConfigError, InputError, OutputError) as exc:
+    except (ConfigError, InputError, OutputError, ModelUnavailable) as exc:
         print(f"mmcurate: error: {exc}", file=sys.stderr)
         return 2
     print_summary(manifest, getattr(args, "output", None))

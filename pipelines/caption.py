@@ -17,6 +17,7 @@ from apache_beam.metrics import Metrics
 
 from mmcurate.schemas import CaptionSample, Status
 from mmcurate.stages.base import Filter
+from mmcurate.stages.clip import QuantileFilter
 from mmcurate.stages.image_decode import (
     DecodeParams,
     EncodeParams,
@@ -31,6 +32,7 @@ from mmcurate.stages.readers import Unit
 
 from .common import COUNTS_TAG, NS, Finish, ReadUnitFn, Safely, pending, run_meta, write_units
 from .config import CaptionConfig
+from .models import Cutoffs, ScoreWithModels, cutoff_key, model_stages
 
 
 def settle(rec: CaptionSample, status: Status, reason: str, error: str = "") -> CaptionSample:
@@ -72,26 +74,46 @@ class DecodeAndScore(beam.DoFn):
         yield rec
 
 
-def apply_thresholds(rec: Any, filters: list[Filter]) -> Any:
-    """The first filter whose threshold fails names the drop reason; scores come from the record only."""
+def apply_thresholds(rec: Any, filters: list[Filter], cutoffs: dict[str, float], group: str = "") -> Any:
+    """The first filter whose threshold fails names the drop reason; scores come from the record only
+    (and run-wide cutoffs, for `top_fraction` filters, which were computed from scores too)."""
     if not pending(rec):
         return rec
     for f in filters:
-        reason = f.decide(rec.scores, rec.labels)
+        if isinstance(f, QuantileFilter):
+            reason = f.decide_with(rec.scores, rec.labels, cutoffs.get(cutoff_key(f, group)))
+        else:
+            reason = f.decide(rec.scores, rec.labels)
         if reason:
             return settle(rec, Status.DROPPED, reason)
     return rec
 
 
 class ApplyThresholds(beam.DoFn):
-    def __init__(self, config: CaptionConfig) -> None:
-        self.config = config
+    def __init__(self, config: CaptionConfig, groups: dict[int, str] | None = None) -> None:
+        self.config, self.groups = config, groups or {}
 
     def setup(self) -> None:
         self.filters = self.config.build_filters()
 
-    def process(self, rec: Any) -> Iterator[Any]:
-        yield apply_thresholds(rec, self.filters)
+    def process(self, rec: Any, cutoffs: dict[str, float] | None = None) -> Iterator[Any]:
+        yield apply_thresholds(rec, self.filters, cutoffs or {}, self.groups.get(rec.source.unit, ""))
+
+
+class Thresholds(beam.PTransform):
+    """Run-wide cutoffs (when a filter asks for a top fraction), then every filter's threshold."""
+
+    def __init__(self, config: CaptionConfig, units: list[Unit]) -> None:
+        super().__init__()
+        self.config, self.groups = config, {u.index: u.group for u in units}
+
+    def expand(self, records: beam.PCollection) -> beam.PCollection:
+        filters = self.config.build_filters()
+        fn = ApplyThresholds(self.config, self.groups)
+        if not any(isinstance(f, QuantileFilter) and f.params.top_fraction for f in filters):
+            return records | "Apply" >> Safely(fn, "apply_thresholds")
+        cutoffs = records | "Cutoffs" >> Cutoffs(filters, self.groups)
+        return records | "Apply" >> Safely(fn, "apply_thresholds", cutoffs=beam.pvalue.AsDict(cutoffs))
 
 
 class EncodeOutput(beam.DoFn):
@@ -124,7 +146,8 @@ def build(
     records = (
         read.records
         | "DecodeAndScore" >> Safely(DecodeAndScore(config.decode, config), "decode_and_score")
-        | "ApplyThresholds" >> Safely(ApplyThresholds(config), "apply_thresholds")
+        | "ScoreWithModels" >> ScoreWithModels(model_stages(config))
+        | "ApplyThresholds" >> Thresholds(config, units)
         | "EncodeOutput" >> Safely(EncodeOutput(config.output), "encode_output")
     )
     return records | "Finish" >> Finish(

@@ -79,12 +79,12 @@ def quarantine_failed(failure: tuple[Any, tuple], stage: str) -> Any:
 class Safely(beam.PTransform):
     """ParDo with a dead-letter output folded back in as quarantined records (Beam's with_exception_handling)."""
 
-    def __init__(self, fn: beam.DoFn, stage: str) -> None:
+    def __init__(self, fn: beam.DoFn, stage: str, **side_inputs: Any) -> None:
         super().__init__()
-        self.fn, self.stage = fn, stage
+        self.fn, self.stage, self.side_inputs = fn, stage, side_inputs
 
     def expand(self, pcoll: beam.PCollection) -> beam.PCollection:
-        good, bad = pcoll | beam.ParDo(self.fn).with_exception_handling()
+        good, bad = pcoll | beam.ParDo(self.fn, **self.side_inputs).with_exception_handling()
         failed = bad | "DeadLetterToQuarantine" >> beam.Map(quarantine_failed, stage=self.stage)
         return (good, failed) | "MergeDeadLetters" >> beam.Flatten()
 

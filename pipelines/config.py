@@ -13,6 +13,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator
 
 from mmcurate.stages.base import Filter, Params, load_filters
+from mmcurate.stages.clip import AestheticParams, ClipParams
 from mmcurate.stages.dedup import DedupParams
 from mmcurate.stages.image_decode import DecodeParams, EncodeParams
 from mmcurate.stages.readers import ReadParams
@@ -29,6 +30,13 @@ class OutputParams(EncodeParams):
     shard: ShardParams = ShardParams()
 
 
+class ModelsConfig(Params):
+    """Models behind the model filters; a model runs only when a configured filter needs it."""
+
+    clip: ClipParams = ClipParams()
+    aesthetic: AestheticParams = AestheticParams()
+
+
 class CaptionConfig(Params):
     read: ReadParams = ReadParams()
     decode: DecodeParams = DecodeParams()
@@ -36,6 +44,7 @@ class CaptionConfig(Params):
     """Filter name -> parameters, applied in this order; a filter left out is not applied."""
     dedup: DedupParams = DedupParams()
     output: OutputParams = OutputParams()
+    models: ModelsConfig = ModelsConfig()
 
     @field_validator("filters")
     @classmethod

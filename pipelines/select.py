@@ -24,7 +24,7 @@ from mmcurate.stages.image_decode import DecodeParams, ImageBroken, ImageRejecte
 from mmcurate.stages.readers import ReadParams, Unit, read_unit
 from mmcurate.stages.writers import join
 
-from .caption import ApplyThresholds, EncodeOutput, settle
+from .caption import EncodeOutput, Thresholds, settle
 from .common import COUNTS_TAG, Finish, Safely, load_units, pending, run_meta, touch
 from .config import CaptionConfig, ConfigError, load_config
 from .run import execute
@@ -92,7 +92,7 @@ def build(
     )
     records = (
         read.records
-        | "ApplyThresholds" >> Safely(ApplyThresholds(config), "apply_thresholds")
+        | "ApplyThresholds" >> Thresholds(config, units)
         | "Redecode" >> Safely(Redecode(config.decode), "redecode")
         | "EncodeOutput" >> Safely(EncodeOutput(config.output), "encode_output")
     )

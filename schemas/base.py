@@ -10,7 +10,7 @@ import dataclasses
 import enum
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar, Union, get_args, get_origin, get_type_hints
 
 import pyarrow as pa
@@ -116,9 +116,8 @@ def arrow_schema(cls: type, exclude: tuple[str, ...] = ()) -> pa.Schema:
     return pa.schema(arrow_fields(cls, exclude), metadata={"mmcurate.schema_version": SCHEMA_VERSION})
 
 
-def payload(default: Any = None) -> Any:
-    """A field that travels with the record but is not a ledger column (image bytes, pixels)."""
-    return field(default=default, metadata={"arrow": False}, repr=False, compare=False)
+PAYLOAD = {"arrow": False}
+"""Field metadata of data that travels with a record but is no ledger column (image bytes, pixels)."""
 
 
 def _to_plain(value: Any) -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .base import Fate, OcrLine, Record, Source, payload
+from .base import PAYLOAD, Fate, OcrLine, Record, Source
 
 
 @dataclass(kw_only=True)
@@ -43,8 +43,8 @@ class CaptionSample(Record):
     ocr: list[OcrLine] = field(default_factory=list)
     """Text lines found by the OCR stage (when enabled), in the coordinates of `width` x `height`."""
     fate: Fate = field(default_factory=Fate)
-    image: bytes | None = payload()
-    pixels: Any = payload()
+    image: bytes | None = field(default=None, metadata=PAYLOAD, repr=False, compare=False)
+    pixels: Any = field(default=None, metadata=PAYLOAD, repr=False, compare=False)
     """The decoded RGB image between decode and encode (never written, never shuffled)."""
 
     @property

@@ -57,6 +57,8 @@ class Unit:
     stop: int = -1
     offset: int = 0
     """Byte offset of line `start` (jsonl), so a slice seeks instead of re-reading the lines before it."""
+    group: str = ""
+    """The --input argument this unit came from: "per input" statistics (top fractions) group by it."""
 
 
 def content_id(image: bytes, caption: str) -> str:
@@ -88,8 +90,9 @@ def list_units(inputs: list[str], params: ReadParams) -> list[Unit]:
     """Expand URIs (braces, globs, folders) into a sorted, deterministic list of units."""
     if not inputs:
         raise InputError("no input given: pass --input URI [URI ...]")
-    found: list[tuple[str, str]] = []
+    found: dict[tuple[str, str], str] = {}  # (kind, path) -> the input it was given as
     folders: dict[str, list[str]] = {}
+    folder_group: dict[str, str] = {}
     for given in inputs:
         for uri in braceexpand.braceexpand(given):
             fs, path = fsspec.core.url_to_fs(uri)
@@ -108,32 +111,35 @@ def list_units(inputs: list[str], params: ReadParams) -> list[Unit]:
             if not usable:
                 raise InputError(f"input {uri!r} holds no tar, parquet, jsonl or image files")
             containers = [(k, p) for k, p in usable if k != "image"]
-            found.extend(containers)
+            for c in containers:
+                found.setdefault(c, given)
             if not containers:
                 # A folder of images with sidecar captions. Images beside a jsonl/parquet are the
                 # ones it points at, so they are not read a second time as a folder corpus.
                 root = _unstrip(fs, path.rstrip("/")) if is_dir else posixpath.dirname(usable[0][1])
                 folders.setdefault(root, []).extend(p for _, p in usable)
+                folder_group.setdefault(root, given)
     seen_parquet: set[str] = set()
     for kind, path in found:
         if kind == "parquet" and posixpath.dirname(path) not in seen_parquet:
             seen_parquet.add(posixpath.dirname(path))
             _check_parquet(path, params)
     units: list[Unit] = []
-    for kind, path in sorted(set(found)):
+    for (kind, path), group in sorted(found.items()):
         if kind == "jsonl":
             n, offsets = _line_offsets(path, params.jsonl_unit_lines)
             for i, offset in enumerate(offsets):
                 start = i * params.jsonl_unit_lines
                 stop = min(start + params.jsonl_unit_lines, n)
-                units.append(Unit(len(units), kind, path, start=start, stop=stop, offset=offset))
+                units.append(Unit(len(units), kind, path, start=start, stop=stop, offset=offset, group=group))
         else:
-            units.append(Unit(len(units), kind, path))
+            units.append(Unit(len(units), kind, path, group=group))
     step = params.folder_unit_size
     for root in sorted(folders):
         images = sorted(set(folders[root]))
         for start in range(0, len(images), step):
-            units.append(Unit(len(units), "folder", root, files=tuple(images[start : start + step])))
+            files = tuple(images[start : start + step])
+            units.append(Unit(len(units), "folder", root, files=files, group=folder_group[root]))
     return units
 
 

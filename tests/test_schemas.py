@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from mmcurate.schemas import RECORD_KINDS, SCHEMA_VERSION, CaptionSample, Fate, Source, Status, arrow_schema
-from mmcurate.schemas.base import Record, arrow_type, payload
+from mmcurate.schemas.base import PAYLOAD, Record, arrow_type
 
 
 class Colour(str, enum.Enum):
@@ -44,7 +44,7 @@ class Everything(Record):
     tags: list[str] = field(default_factory=list)
     scores: dict[str, float] = field(default_factory=dict)
     inner: Inner = field(default_factory=lambda: Inner(0))
-    blob: bytes | None = payload()
+    blob: bytes | None = field(default=None, metadata=PAYLOAD, repr=False, compare=False)
 
 
 def sample(**kw: object) -> CaptionSample:
