@@ -37,13 +37,15 @@ def print_summary(manifest: dict, out: str | None = None) -> None:
     )
     console = Console()
     console.print(table)
-    counters = manifest.get("metrics", {}).get("counters", {})
-    if counters:
-        mt = Table(title="Beam metrics")
-        mt.add_column("counter")
+    metrics = manifest.get("metrics", {})
+    if metrics.get("counters") or metrics.get("distributions"):
+        mt = Table(title="Beam metrics (RunInference's included)")
+        mt.add_column("metric")
         mt.add_column("value", justify="right")
-        for name, value in counters.items():
+        for name, value in metrics.get("counters", {}).items():
             mt.add_row(name, f"{value:g}")
+        for name, d in metrics.get("distributions", {}).items():
+            mt.add_row(name, f"n={d['count']} mean={d['mean']:.4g} max={d['max']:g}")
         console.print(mt)
     t = manifest["totals"]
     where = f" in {out}" if out else ""

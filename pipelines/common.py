@@ -81,10 +81,10 @@ class Safely(beam.PTransform):
 
     def __init__(self, fn: beam.DoFn, stage: str, **side_inputs: Any) -> None:
         super().__init__()
-        self.fn, self.stage, self.side_inputs = fn, stage, side_inputs
+        self.fn, self.stage, self.fn_kwargs = fn, stage, side_inputs
 
     def expand(self, pcoll: beam.PCollection) -> beam.PCollection:
-        good, bad = pcoll | beam.ParDo(self.fn, **self.side_inputs).with_exception_handling()
+        good, bad = pcoll | beam.ParDo(self.fn, **self.fn_kwargs).with_exception_handling()
         failed = bad | "DeadLetterToQuarantine" >> beam.Map(quarantine_failed, stage=self.stage)
         return (good, failed) | "MergeDeadLetters" >> beam.Flatten()
 
