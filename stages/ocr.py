@@ -1,0 +1,444 @@
+"""OCR as a Beam `ModelHandler`: the text lines in an image, and how much of the image they cover.
+
+Two backends sit behind one interface, a callable `backend(images) -> [[OcrLine, ...], ...]`:
+
+* `rapidocr` (default): the PP-OCR detector, orientation classifier and recogniser exported to ONNX,
+  shipped inside the `rapidocr` wheel and run by onnxruntime, so it works on an offline machine.
+* `paddleocr`: PaddleOCR 3.x on PaddlePaddle (GPU capable). It downloads its models on first use
+  unless given local model directories, so those are required (`models.ocr.det_model_dir`,
+  `models.ocr.rec_model_dir`); `check_backend` says what is missing before a pipeline starts.
+  A missing backend is an error, never a silent fallback to the other one.
+
+Every image is shrunk so its longest side is at most `max_side` before OCR, and the boxes are mapped
+back to the coordinates of the image that was given (the decoded `pixels`). The model stage writes
+`ocr_scores(...)` (`ocr_text_area`, `ocr_lines`, `ocr_chars`, `ocr_mean_confidence`) into the
+ledger; the `text_area` filter decides from `ocr_text_area` alone.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import os
+import re
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from apache_beam.ml.inference.base import ModelHandler
+from PIL import Image, ImageDraw
+
+from mmcurate.schemas import OcrLine
+
+from .base import Filter, Params, register
+
+OcrBackend = Callable[[list[Image.Image]], list[list[OcrLine]]]
+
+MIN_SIDE = 8
+"""Images whose shorter side (after the `max_side` shrink) is below this hold no legible text line:
+they get no lines instead of being blown up by the detector's own upscaling (a 2 x 960 strip would
+become a 3630 x 14400 detector input)."""
+
+TALL = 8
+"""rapidocr backend: images taller than this many widths are padded (see `RapidOcrBackend.engine`)."""
+
+MASK_SIDE = 512
+"""Longest side of the mask `text_area_ratio` rasterises the text boxes on."""
+
+_DEVICE = re.compile(r"auto|cpu|(gpu|npu|xpu|mlu|dcu)(:\d+)?")
+
+
+class ModelUnavailable(RuntimeError):
+    """The OCR backend (package or model files) cannot run here: the message says what to install or set."""
+
+
+class OcrFailed(RuntimeError):
+    """The backend raised on one image of a batch; the pipeline quarantines the batch's records."""
+
+    def __init__(self, index: int, cause: BaseException) -> None:
+        super().__init__(f"OCR failed on image {index} of the batch: {type(cause).__name__}: {cause}")
+        self.index = index
+
+
+class OcrParams(Params):
+    backend: str = "rapidocr"
+    """rapidocr (ONNX PP-OCR models inside the wheel, offline) or paddleocr (needs local model dirs)."""
+    min_confidence: float = 0.5
+    """Lines whose recognition confidence is below this are discarded."""
+    max_side: int = 960
+    """The image is shrunk so its longest side is at most this before OCR (boxes are mapped back)."""
+    batch_size: int = 8
+    lang: str = "en"
+    """paddleocr only: the language of the models in the model dirs. PaddleOCR 3.x ignores `lang`
+    whenever model dirs are given (paddleocr/_pipelines/ocr.py), so it is documentation, not passed."""
+    det_model_dir: str | None = None
+    """paddleocr only: a PaddleX text detection model dir (inference.yml + weights), e.g. PP-OCRv5_mobile_det."""
+    rec_model_dir: str | None = None
+    """paddleocr only: a PaddleX text recognition model dir, e.g. en_PP-OCRv5_mobile_rec."""
+    cls_model_dir: str | None = None
+    """paddleocr only, optional: a text line orientation model dir (PP-LCNet_x0_25_textline_ori);
+    null = no orientation classifier (upside-down lines are then misread)."""
+    device: str = "auto"
+    """paddleocr only: auto (GPU 0 when available, else CPU), cpu, gpu, gpu:N."""
+
+    def model_post_init(self, _context: object) -> None:
+        if self.backend not in ("rapidocr", "paddleocr"):
+            raise ValueError(f"models.ocr.backend must be rapidocr or paddleocr, got {self.backend!r}")
+        if not 0.0 <= self.min_confidence <= 1.0:
+            raise ValueError(f"models.ocr.min_confidence must be within 0..1, got {self.min_confidence}")
+        if self.max_side < 32:
+            raise ValueError(f"models.ocr.max_side must be at least 32 pixels, got {self.max_side}")
+        if self.batch_size < 1:
+            raise ValueError(f"models.ocr.batch_size must be at least 1, got {self.batch_size}")
+        if not self.lang.strip():
+            raise ValueError("models.ocr.lang must not be empty")
+        if not _DEVICE.fullmatch(self.device):
+            raise ValueError(f"models.ocr.device must be auto, cpu, gpu or gpu:N, got {self.device!r}")
+        for key in ("det_model_dir", "rec_model_dir", "cls_model_dir"):
+            value = getattr(self, key)
+            if value is not None and not value.strip():
+                raise ValueError(f"models.ocr.{key} must be a directory or null, got an empty string")
+        if self.backend == "rapidocr":
+            # Settings that only the paddleocr backend reads would silently do nothing here.
+            ignored = [k for k in ("det_model_dir", "rec_model_dir", "cls_model_dir") if getattr(self, k)]
+            ignored += ["device"] if self.device != "auto" else []
+            ignored += ["lang"] if self.lang != "en" else []
+            if ignored:
+                keys = ", ".join(f"models.ocr.{k}" for k in ignored)
+                verb = "applies" if len(ignored) == 1 else "apply"
+                raise ValueError(f"{keys} only {verb} to models.ocr.backend = paddleocr (the backend is rapidocr)")
+
+
+# ------------------------------------------------------------------------------------------------
+# Scores
+
+
+def text_area_ratio(lines: Sequence[OcrLine], width: int, height: int) -> float:
+    """Share of the `width` x `height` image covered by the union of the text quadrilaterals.
+
+    The boxes are filled on a mask at most `MASK_SIDE` pixels on its long side, so overlapping
+    boxes count once; edge pixels count as covered, which overestimates tiny boxes slightly.
+    """
+    if not lines or width <= 0 or height <= 0:
+        return 0.0
+    scale = min(1.0, MASK_SIDE / max(width, height))
+    mw, mh = max(1, round(width * scale)), max(1, round(height * scale))
+    sx, sy = mw / width, mh / height
+    mask = Image.new("L", (mw, mh), 0)
+    draw = ImageDraw.Draw(mask)
+    for line in lines:
+        points = [(x * sx, y * sy) for x, y in line.box]
+        if len(points) >= 3:
+            draw.polygon(points, fill=255)
+    covered = int(np.count_nonzero(np.asarray(mask)))
+    return min(1.0, max(0.0, covered / (mw * mh)))
+
+
+def ocr_scores(lines: Sequence[OcrLine], width: int, height: int) -> dict[str, float]:
+    """The ledger columns of the OCR stage for one image (`width` x `height`: the scored image)."""
+    n = len(lines)
+    return {
+        "ocr_text_area": text_area_ratio(lines, width, height),
+        "ocr_lines": float(n),
+        "ocr_chars": float(sum(len("".join(line.text.split())) for line in lines)),
+        "ocr_mean_confidence": float(sum(line.confidence for line in lines) / n) if n else 0.0,
+    }
+
+
+# ------------------------------------------------------------------------------------------------
+# Backends
+
+
+def _shrink(image: Image.Image, max_side: int) -> Image.Image:
+    if max(image.size) <= max_side:
+        return image
+    scale = max_side / max(image.size)
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    return image.resize(size, Image.Resampling.BILINEAR, reducing_gap=3.0)
+
+
+def _quad(points: Any) -> list[list[float]]:
+    """Four corners from a backend's polygon; any other point count becomes its bounding box."""
+    arr = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    if len(arr) != 4:
+        (x0, y0), (x1, y1) = arr.min(axis=0), arr.max(axis=0)
+        arr = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]])
+    return arr.tolist()
+
+
+class _Backend:
+    """Shared per-image frame: RGB, shrink, run the engine, map boxes back, drop weak lines.
+
+    Images run one at a time (both engines take one image per call anyway), so a result never
+    depends on which other images share the batch.
+    """
+
+    benign: tuple[type[BaseException], ...] = ()
+    """Engine errors that mean "this image holds no readable text" (degenerate sizes), not a failure."""
+
+    def __init__(self, params: OcrParams) -> None:
+        self.params = params
+
+    def __call__(self, images: list[Image.Image]) -> list[list[OcrLine]]:
+        out = []
+        for index, image in enumerate(images):
+            try:
+                out.append(self.one(image))
+            except self.benign:
+                out.append([])
+            except Exception as exc:
+                raise OcrFailed(index, exc) from exc
+        return out
+
+    def one(self, image: Image.Image) -> list[OcrLine]:
+        if image.mode != "RGB":
+            image = image.convert("RGB")
+        width, height = image.size
+        small = _shrink(image, self.params.max_side)
+        if min(small.size) < MIN_SIDE:
+            return []
+        sx, sy = width / small.width, height / small.height
+        lines = []
+        for points, text, score in self.engine(small):
+            text = text.strip()
+            if not text or score < self.params.min_confidence:
+                continue
+            box = [
+                [round(min(max(x * sx, 0.0), width), 2), round(min(max(y * sy, 0.0), height), 2)]
+                for x, y in _quad(points)
+            ]
+            lines.append(OcrLine(box=box, text=text, confidence=float(score)))
+        return lines
+
+    def engine(self, image: Image.Image) -> Iterable[tuple[Any, str, float]]:
+        raise NotImplementedError
+
+
+class RapidOcrBackend(_Backend):
+    """rapidocr 3.x: `RapidOCR(params=...)(image)` returns a `RapidOCROutput` whose `boxes` is an
+    (N, 4, 2) array of corners (clockwise from top-left, in the input image's pixels), with `txts`
+    and `scores` tuples of the same length; all three are None when no text is found.
+
+    Only `Global.text_score` (= min_confidence) and the log level are changed; detector and
+    recogniser settings stay at rapidocr's defaults (PP-OCRv6 small det/rec, PP-OCR v2 mobile cls).
+    """
+
+    def __init__(self, params: OcrParams) -> None:
+        super().__init__(params)
+        from rapidocr import RapidOCR
+        from rapidocr.ch_ppocr_det.utils import ResizeImgError as DetResizeError
+        from rapidocr.utils.process_img import ResizeImgError
+
+        self.benign = (ResizeImgError, DetResizeError)
+        self.ocr = RapidOCR(params={"Global.text_score": params.min_confidence, "Global.log_level": "error"})
+
+    def load(self) -> None:
+        """Load the three ONNX sessions now (rapidocr loads them lazily on first use)."""
+        for loader in ("_load_det_model", "_load_cls_model", "_load_rec_model"):
+            getattr(self.ocr, loader, lambda: None)()
+
+    def engine(self, image: Image.Image) -> Iterable[tuple[Any, str, float]]:
+        if image.height > TALL * image.width:
+            # rapidocr pads wide images (width > 8 x height) to keep the detector input bounded, but
+            # not tall ones: its detector scales the short side up to 736 px, so a 9 x 960 strip
+            # became a 736 x 78000 input (75 s). Pad on the right to a quarter of the height, as it
+            # does for wide ones, so box coordinates are unchanged. Edge pixels, not black: with a
+            # black band the detector missed short words that it found with a replicated edge.
+            arr = np.asarray(image)
+            pad = math.ceil(image.height / 4) - image.width
+            image = Image.fromarray(np.pad(arr, ((0, 0), (0, pad), (0, 0)), mode="edge"))
+        # A PIL image is converted RGB -> BGR by rapidocr's LoadImage.
+        result = self.ocr(image)
+        if result.boxes is None or result.txts is None or result.scores is None:
+            return []
+        return zip(result.boxes, result.txts, result.scores, strict=True)
+
+
+def _paddle_model_name(model_dir: str) -> str | None:
+    """The model name PaddleX expects for a dir: `Global.model_name` of its inference.yml.
+
+    PaddleX checks the name it is given against this and otherwise uses its pipeline default
+    (PP-OCRv5_server_det/rec), so a mobile or language-specific model dir fails without it.
+    """
+    import yaml
+
+    config = Path(model_dir) / "inference.yml"
+    if not config.is_file():
+        return None
+    data = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
+    name = (data.get("Global") or {}).get("model_name")
+    return str(name) if name else None
+
+
+def _no_model_source_check() -> None:
+    """All models come from local dirs: skip PaddleX's probe of its model hosts on import, which
+    stalls and then fails on an offline machine (must be set before paddleocr is imported)."""
+    os.environ.setdefault("PADDLE_PDX_DISABLE_MODEL_SOURCE_CHECK", "True")
+
+
+class PaddleOcrBackend(_Backend):
+    """PaddleOCR 3.x (PaddleX pipeline "OCR").
+
+    Constructor names checked against paddleocr/_pipelines/ocr.py and _common_args.py of the
+    PaddleOCR repository (3.x): `text_detection_model_dir`/`_name`, `text_recognition_model_dir`/`_name`,
+    `textline_orientation_model_dir`/`_name`, `use_textline_orientation`, `use_doc_orientation_classify`,
+    `use_doc_unwarping`, `device` (None = GPU 0 if available, else CPU). `predict(ndarray)` returns one
+    result per image with `rec_texts`, `rec_scores` and `rec_polys` (4-point int16 arrays); an ndarray
+    input is read as BGR (paddlex/inference/common/reader/image_reader.py). Not run here: paddleocr
+    is not installed on the development machines.
+    """
+
+    def __init__(self, params: OcrParams) -> None:
+        super().__init__(params)
+        _no_model_source_check()
+        from paddleocr import PaddleOCR
+
+        cls_dir = params.cls_model_dir
+        self.ocr = PaddleOCR(
+            text_detection_model_dir=params.det_model_dir,
+            text_detection_model_name=_paddle_model_name(params.det_model_dir or ""),
+            text_recognition_model_dir=params.rec_model_dir,
+            text_recognition_model_name=_paddle_model_name(params.rec_model_dir or ""),
+            textline_orientation_model_dir=cls_dir,
+            textline_orientation_model_name=_paddle_model_name(cls_dir) if cls_dir else None,
+            use_textline_orientation=cls_dir is not None,
+            # The document preprocessor's models would be downloaded: keep it off.
+            use_doc_orientation_classify=False,
+            use_doc_unwarping=False,
+            text_rec_score_thresh=params.min_confidence,
+            device=None if params.device == "auto" else params.device,
+        )
+
+    def engine(self, image: Image.Image) -> Iterable[tuple[Any, str, float]]:
+        bgr = np.ascontiguousarray(np.asarray(image)[:, :, ::-1])
+        (result,) = self.ocr.predict(bgr)
+        return zip(result["rec_polys"], result["rec_texts"], result["rec_scores"], strict=True)
+
+
+def make_backend(params: OcrParams) -> OcrBackend:
+    """Build the configured backend (models load here; call once per worker)."""
+    if params.backend == "paddleocr":
+        return PaddleOcrBackend(params)
+    backend = RapidOcrBackend(params)
+    backend.load()
+    return backend
+
+
+def _importable(module: str) -> str | None:
+    try:
+        importlib.import_module(module)
+    except Exception as exc:  # an ImportError, or a broken install that fails while importing
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def check_backend(params: OcrParams) -> None:
+    """Raise `ModelUnavailable` naming what is missing and the config key to set; return if OCR can run."""
+    if params.backend == "rapidocr":
+        for module, install in (("onnxruntime", "onnxruntime"), ("rapidocr", "rapidocr onnxruntime")):
+            error = _importable(module)
+            if error:
+                raise ModelUnavailable(
+                    f"models.ocr.backend = rapidocr needs the {module} package ({error}): pip install {install}"
+                )
+        try:
+            RapidOcrBackend(params).load()
+        except Exception as exc:
+            raise ModelUnavailable(
+                "models.ocr.backend = rapidocr could not load the PP-OCR ONNX models that ship inside the "
+                f"rapidocr wheel ({type(exc).__name__}: {exc}); reinstall rapidocr"
+            ) from exc
+        return
+
+    problems = []
+    for key, what in (("det_model_dir", "text detection"), ("rec_model_dir", "text recognition")):
+        if not getattr(params, key):
+            problems.append(
+                f"models.ocr.{key} is not set: PaddleOCR downloads its {what} model on first use, which an "
+                f"offline machine cannot; download it once (e.g. PP-OCRv5_mobile_det / en_PP-OCRv5_mobile_rec "
+                f"inference models) and set models.ocr.{key} to its directory"
+            )
+    for key in ("det_model_dir", "rec_model_dir", "cls_model_dir"):
+        value = getattr(params, key)
+        if not value:
+            continue
+        path = Path(value).expanduser()
+        if not path.is_dir():
+            problems.append(f"models.ocr.{key} = {value!r}: no such directory")
+        elif not (path / "inference.yml").is_file():
+            problems.append(
+                f"models.ocr.{key} = {value!r} has no inference.yml: PaddleOCR 3.x needs a PaddleX inference "
+                "model directory (inference.yml next to the inference.json/pdiparams weights)"
+            )
+    _no_model_source_check()
+    for module in ("paddleocr", "paddle"):
+        error = _importable(module)
+        if error:
+            problems.append(
+                f"models.ocr.backend = paddleocr needs the {module} package ({error}): "
+                "pip install paddleocr paddlepaddle (or paddlepaddle-gpu)"
+            )
+            break
+    if problems:
+        raise ModelUnavailable("OCR backend paddleocr cannot run:\n  - " + "\n  - ".join(problems))
+
+
+# ------------------------------------------------------------------------------------------------
+# Beam
+
+
+class OcrModelHandler(ModelHandler[Image.Image, list[OcrLine], OcrBackend]):
+    """RunInference handler: RGB PIL images in, one `list[OcrLine]` per image out."""
+
+    def __init__(self, params: OcrParams | None = None) -> None:
+        self.params = params if params is not None else OcrParams()
+        super().__init__(min_batch_size=1, max_batch_size=self.params.batch_size)
+
+    def load_model(self) -> OcrBackend:
+        return make_backend(self.params)
+
+    def run_inference(
+        self,
+        batch: Sequence[Image.Image],
+        model: OcrBackend,
+        inference_args: dict[str, Any] | None = None,
+    ) -> Iterable[list[OcrLine]]:
+        return model(list(batch))
+
+    def get_num_bytes(self, batch: Sequence[Image.Image]) -> int:
+        return sum(image.width * image.height * len(image.getbands()) for image in batch)
+
+    def get_metrics_namespace(self) -> str:
+        return "mmcurate_ocr"
+
+
+# ------------------------------------------------------------------------------------------------
+# Filter
+
+
+@register
+class TextArea(Filter):
+    """Drop text-heavy images (screenshots, posters, scanned pages): OCR text covers more than `max`.
+
+    `score` computes nothing: `ocr_text_area` is written by the model stage named by `model`, which
+    the pipeline runs (through RunInference) only when a filter with `model = "ocr"` is configured.
+    """
+
+    name = "text_area"
+    reasons = ("text_heavy",)
+    model: ClassVar[str] = "ocr"
+
+    class Params(Params):
+        max: float = 0.3
+        """Largest share of the image that text boxes may cover (0..1)."""
+
+        def model_post_init(self, _context: object) -> None:
+            if not 0.0 <= self.max <= 1.0:
+                raise ValueError(f"filters.text_area.max must be within 0..1, got {self.max}")
+
+    def score(self, record: Any) -> tuple[dict[str, float], dict[str, str]]:
+        return {}, {}
+
+    def decide(self, scores: dict[str, float], labels: dict[str, str]) -> str | None:
+        return "text_heavy" if scores["ocr_text_area"] > self.params.max else None
