@@ -34,7 +34,7 @@ select: install
 
 test: install
 	$(BIN)/ruff check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 bench: install
 	$(PY) bench/run.py $(BENCH_ARGS)

@@ -70,19 +70,20 @@ def parser() -> argparse.ArgumentParser:
     _common(sel)
     demo = sub.add_parser("demo", help="build the demo corpus and run the caption pipeline on it")
     demo.add_argument("--workdir", default="demo", help="where the demo corpus and its output go")
+    demo.add_argument("--no-progress", action="store_true", help="no progress bar")
     summ = sub.add_parser("summary", help="print the kept/dropped/quarantined table of a manifest")
     summ.add_argument("manifest", help="manifest.json URI, or the run folder holding it")
     return ap
 
 
-def _caption(args: argparse.Namespace, beam_args: list[str]) -> dict:
+def _caption(args: argparse.Namespace, beam_args: list[str], config: Any = None) -> dict:
     from mmcurate.pipelines import caption
     from mmcurate.pipelines.config import load_config
     from mmcurate.pipelines.models import validate_models
     from mmcurate.pipelines.run import execute
     from mmcurate.stages.readers import list_units
 
-    config = load_config(args.config)
+    config = config if config is not None else load_config(args.config)
     validate_models(config)
     units = list_units(args.input, config.read)
     meta = caption.meta_for(args.input, config, units)
@@ -102,10 +103,13 @@ def _demo(args: argparse.Namespace, beam_args: list[str]) -> dict:
 
     work = Path(args.workdir)
     corpus = demo.build_corpus(work / "corpus")
+    config, notes = demo.demo_config()
+    for note in notes:
+        print(f"mmcurate demo: {note}")
     ns = argparse.Namespace(
-        input=[str(corpus)], output=str(work / "output"), config=None, overwrite=True, no_progress=False
+        input=[str(corpus)], output=str(work / "output"), config=None, overwrite=True, no_progress=args.no_progress
     )
-    manifest = _caption(ns, beam_args)
+    manifest = _caption(ns, beam_args, config)
     print(f"demo corpus:   {corpus}")
     print(f"shards:        {work / 'output' / 'shards'}")
     print(f"manifest:      {work / 'output' / 'manifest.json'}")
@@ -116,7 +120,7 @@ def _demo(args: argparse.Namespace, beam_args: list[str]) -> dict:
 def main(argv: list[str] | None = None) -> int:
     from mmcurate.pipelines.config import ConfigError
     from mmcurate.pipelines.run import OutputError
-    from mmcurate.stages.clip import ModelUnavailable
+    from mmcurate.stages.base import ModelUnavailable
     from mmcurate.stages.readers import InputError
 
     args, beam_args = parser().parse_known_args(argv)

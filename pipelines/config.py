@@ -16,6 +16,7 @@ from mmcurate.stages.base import Filter, Params, load_filters
 from mmcurate.stages.clip import AestheticParams, ClipParams
 from mmcurate.stages.dedup import DedupParams
 from mmcurate.stages.image_decode import DecodeParams, EncodeParams
+from mmcurate.stages.ocr import OcrParams
 from mmcurate.stages.readers import ReadParams
 from mmcurate.stages.writers import ShardParams
 
@@ -35,6 +36,7 @@ class ModelsConfig(Params):
 
     clip: ClipParams = ClipParams()
     aesthetic: AestheticParams = AestheticParams()
+    ocr: OcrParams = OcrParams()
 
 
 class CaptionConfig(Params):
@@ -77,9 +79,7 @@ def _format(exc: ValidationError, prefix: str = "") -> str:
     return "; ".join(lines)
 
 
-def load_config(path: str | Path | None, model: type[Params] = CaptionConfig, default: str = "caption.yaml") -> Any:
-    """Load YAML (or the embedded defaults when `path` is None) and validate every key."""
-    source = Path(path) if path else DEFAULTS_DIR / default
+def _read_yaml(source: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
     except FileNotFoundError:
@@ -88,6 +88,31 @@ def load_config(path: str | Path | None, model: type[Params] = CaptionConfig, de
         raise ConfigError(f"config file {source} is not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {source} must hold a mapping at the top level")
+    return data
+
+
+def merge(base: dict[str, Any], override: dict[str, Any], replace: tuple[str, ...] = ("filters",)) -> dict[str, Any]:
+    """Deep-merge `override` onto `base`; keys in `replace` (the filter list) are taken whole."""
+    out = dict(base)
+    for key, value in override.items():
+        if key not in replace and isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value, ())
+        else:
+            out[key] = value
+    return out
+
+
+def load_config(path: str | Path | None, model: type[Params] = CaptionConfig, default: str = "caption.yaml") -> Any:
+    """The embedded defaults, overridden key by key by the YAML at `path`, validated in full.
+
+    `filters` is replaced as a whole when given (it is an ordered recipe, not a set of overrides).
+    """
+    defaults = DEFAULTS_DIR / default
+    data = _read_yaml(defaults)
+    source = defaults
+    if path:
+        source = Path(path)
+        data = merge(data, _read_yaml(source))
     try:
         return model(**data)
     except ValidationError as exc:

@@ -22,6 +22,10 @@ from pathlib import Path
 
 from PIL import Image
 
+from mmcurate.stages.base import ModelUnavailable
+
+from .config import CaptionConfig, load_config
+from .models import needed_models, validate_models
 from .run import OutputError
 
 JPEG_QUALITY = 90
@@ -98,6 +102,8 @@ EXPECTED: dict[str, tuple[str, str]] = {
     "handwriting.jpg": ("dropped", "caption_boilerplate"),
     "cell.jpg": ("dropped", "caption_repetition"),
     "gravel.jpg": ("dropped", "language"),
+    # Model filters (OCR runs offline, so it is always on in the demo).
+    "poster.png": ("dropped", "text_heavy"),
     # Duplicates, decided after the filters.
     "coffee_copy.jpg": ("dropped", "duplicate_exact"),
     "rocket_small.jpg": ("dropped", "duplicate_near"),
@@ -158,6 +164,18 @@ def _bomb_png(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
+def _poster() -> Image.Image:
+    """A text-heavy image (a poster): large words over most of a light background, in Pillow's bundled font."""
+    from PIL import ImageDraw, ImageFont
+
+    img = Image.new("RGB", (640, 480), (250, 246, 232))
+    draw = ImageDraw.Draw(img)
+    font = ImageFont.load_default(size=84)
+    for row, line in enumerate(("SUMMER", "SALE ON", "SHOES", "HALF OFF", "TODAY")):
+        draw.text((20, 8 + row * 94), line, fill=(20, 20, 20), font=font)
+    return img
+
+
 def _bad_inputs(good: dict[str, tuple[bytes, str]]) -> dict[str, tuple[bytes, str]]:
     """name -> (file bytes, caption) for every deliberately bad input; `good` are the good files."""
     motorcycle = _jpeg(_photo("motorcycle_right.png"))  # the other eye of the stereo pair
@@ -192,6 +210,7 @@ def _bad_inputs(good: dict[str, tuple[bytes, str]]) -> dict[str, tuple[bytes, st
             _jpeg(_photo("gravel.png")),
             "Grauer Kies aus vielen kleinen, kantigen Steinen, von oben fotografiert.",
         ),
+        "poster.png": (_png(_poster()), "A shop poster announcing a summer sale on shoes at half price."),
         "coffee_copy.jpg": (
             good["coffee.jpg"][0],  # byte-identical; sorts after coffee.jpg, so coffee.jpg is kept
             "Espresso in a red cup and saucer on a rustic wooden tabletop.",
@@ -238,3 +257,23 @@ def build_corpus(dest: Path) -> Path:
         (dest / name).write_bytes(data)
         (dest / caption_file(name)).write_bytes(caption.encode("utf-8") + (b"\n" if caption else b""))
     return dest
+
+
+def demo_config() -> tuple[CaptionConfig, list[str]]:
+    """The embedded defaults, less the model filters whose weights this machine cannot have.
+
+    Each model filter is checked on its own; one that cannot run here is switched off and the reason
+    is returned, to be printed: the demo says what it left out, the pipeline itself never does.
+    """
+    config = load_config(None)
+    filters, notes = dict(config.filters), []
+    for name, params in config.filters.items():
+        trial = config.model_copy(update={"filters": {name: params}})
+        if not needed_models(trial.build_filters()):
+            continue
+        try:
+            validate_models(trial)
+        except ModelUnavailable as exc:
+            del filters[name]
+            notes.append(f"filter {name} is off in this demo: {exc}")
+    return config.model_copy(update={"filters": filters}), notes

@@ -13,6 +13,10 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict
 
 
+class ModelUnavailable(RuntimeError):
+    """A model (its weights, files or package) cannot run here: the message says what to install or set."""
+
+
 class Params(BaseModel):
     """Base of every stage's parameters: unknown keys are an error, never silently ignored."""
 

@@ -21,11 +21,7 @@ from typing import Any
 
 from apache_beam.ml.inference.base import ModelHandler
 
-from .base import Filter, Params, register
-
-
-class ModelUnavailable(RuntimeError):
-    """Weights (or a package) a configured model needs are missing: the message says what to set."""
+from .base import Filter, ModelUnavailable, Params, register
 
 
 class ClipParams(Params):
@@ -42,14 +38,15 @@ class ClipParams(Params):
     precision: str = "auto"
     """auto (bf16 autocast on CUDA, fp32 on CPU), fp32, fp16, bf16."""
     batch_size: int = 32
-    min_batch_size: int = 1
+    min_batch_size: int | None = None
+    """Smallest batch BatchElements may form; null = batch_size (full batches keep a GPU busy)."""
 
     def model_post_init(self, _context: object) -> None:
         if self.precision not in ("auto", "fp32", "fp16", "bf16"):
             raise ValueError(f"models.clip.precision must be auto, fp32, fp16 or bf16, got {self.precision!r}")
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
             raise ValueError(f"models.clip.device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
-        if not 1 <= self.min_batch_size <= self.batch_size:
+        if self.batch_size < 1 or not 1 <= (self.min_batch_size or self.batch_size) <= self.batch_size:
             raise ValueError("models.clip: need 1 <= min_batch_size <= batch_size")
 
     @property
@@ -236,7 +233,7 @@ class ClipModelHandler(ModelHandler):
     """Examples: (RGB PIL image, caption). Predictions: {"clip_score": cos, "aesthetic": score}."""
 
     def __init__(self, params: ClipParams, text: bool = True, aesthetic_weights: str | None = None) -> None:
-        super().__init__(min_batch_size=params.min_batch_size, max_batch_size=params.batch_size)
+        super().__init__(min_batch_size=params.min_batch_size or params.batch_size, max_batch_size=params.batch_size)
         self.params, self.text, self.aesthetic_weights = params, text, aesthetic_weights
 
     def load_model(self) -> Tower:

@@ -31,7 +31,7 @@ from PIL import Image, ImageDraw
 
 from mmcurate.schemas import OcrLine
 
-from .base import Filter, Params, register
+from .base import Filter, ModelUnavailable, Params, register
 
 OcrBackend = Callable[[list[Image.Image]], list[list[OcrLine]]]
 
@@ -49,10 +49,6 @@ MASK_SIDE = 512
 _DEVICE = re.compile(r"auto|cpu|(gpu|npu|xpu|mlu|dcu)(:\d+)?")
 
 
-class ModelUnavailable(RuntimeError):
-    """The OCR backend (package or model files) cannot run here: the message says what to install or set."""
-
-
 class OcrFailed(RuntimeError):
     """The backend raised on one image of a batch; the pipeline quarantines the batch's records."""
 
@@ -66,6 +62,9 @@ class OcrParams(Params):
     """rapidocr (ONNX PP-OCR models inside the wheel, offline) or paddleocr (needs local model dirs)."""
     min_confidence: float = 0.5
     """Lines whose recognition confidence is below this are discarded."""
+    min_chars: int = 2
+    """Lines with fewer letters or digits are discarded: a lone "O" or "0" boxing a round object
+    (a retina, a coin, an eye) is the detector's commonest false positive on photographs."""
     max_side: int = 960
     """The image is shrunk so its longest side is at most this before OCR (boxes are mapped back)."""
     batch_size: int = 8
@@ -87,6 +86,8 @@ class OcrParams(Params):
             raise ValueError(f"models.ocr.backend must be rapidocr or paddleocr, got {self.backend!r}")
         if not 0.0 <= self.min_confidence <= 1.0:
             raise ValueError(f"models.ocr.min_confidence must be within 0..1, got {self.min_confidence}")
+        if self.min_chars < 0:
+            raise ValueError(f"models.ocr.min_chars must be >= 0, got {self.min_chars}")
         if self.max_side < 32:
             raise ValueError(f"models.ocr.max_side must be at least 32 pixels, got {self.max_side}")
         if self.batch_size < 1:
@@ -202,7 +203,7 @@ class _Backend:
         lines = []
         for points, text, score in self.engine(small):
             text = text.strip()
-            if not text or score < self.params.min_confidence:
+            if score < self.params.min_confidence or sum(ch.isalnum() for ch in text) < self.params.min_chars:
                 continue
             box = [
                 [round(min(max(x * sx, 0.0), width), 2), round(min(max(y * sy, 0.0), height), 2)]

@@ -90,7 +90,24 @@ def ledger(out: Path) -> dict[str, dict]:
     return {r["source"]["member"]: r for r in rows}
 
 
+RULES = """filters:
+  file_size: {min_bytes: 1024}
+  min_side: {min: 64}
+  aspect_ratio: {max: 3.0}
+  caption_length: {}
+  caption_boilerplate: {max_ratio: 0.5}
+  caption_repetition: {max_ratio: 0.5}
+  language: {allowed: [en], min_prob: 0.5}
+"""
+
+
 def run_cli(*args: str) -> int:
+    """The CLI with the default rule filters only (model filters have tests of their own)."""
+    if args[0] == "caption" and "--config" not in args:
+        out = Path(args[args.index("--output") + 1])
+        cfg = out.parent / f"{out.name}-rules.yaml"
+        cfg.write_text(RULES)
+        args = (*args, "--config", str(cfg))
     return main([*args, "--no-progress"])
 
 
@@ -257,8 +274,7 @@ def test_select_rethresholds_from_the_ledger(tmp_path: Path) -> None:
     assert run_cli("caption", "--input", *inputs, "--output", str(run1)) == 0
     first = ledger(run1)
     cfg = tmp_path / "strict.yaml"
-    base = (Path(caption.__file__).parent / "configs" / "caption.yaml").read_text()
-    cfg.write_text(base.replace("min_side: {min: 64}", "min_side: {min: 260}"))
+    cfg.write_text(RULES.replace("min_side: {min: 64}", "min_side: {min: 260}"))
     assert run_cli("select", "--run", str(run1), "--output", str(strict), "--config", str(cfg)) == 0
     second = ledger(strict)
     # min_side is the second filter: every scored image with a side under 260 px now falls to it
@@ -300,7 +316,10 @@ def test_killed_run_leaves_no_half_written_shard(tmp_path: Path) -> None:
     """SIGKILL a run while it writes: every shard that exists is complete; a rerun then succeeds."""
     inputs = write_corpus(tmp_path / "in", shards=4)
     out = tmp_path / "out"
+    cfg = tmp_path / "rules.yaml"
+    cfg.write_text(RULES)
     cmd = [sys.executable, "-m", "mmcurate", "caption", "--input", *inputs, "--output", str(out), "--no-progress"]
+    cmd += ["--config", str(cfg)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while not (out / "shards").exists() and proc.poll() is None and time.monotonic() < deadline:

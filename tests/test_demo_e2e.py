@@ -15,6 +15,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
+import yaml
 from PIL import Image
 
 from mmcurate.cli import main
@@ -53,7 +54,7 @@ def sha256(path: Path) -> str:
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, Path]:
     work = tmp_path_factory.mktemp("demo")
-    rc = main(["demo", "--workdir", str(work)])
+    rc = main(["demo", "--workdir", str(work), "--no-progress"])
     return rc, work
 
 
@@ -230,9 +231,12 @@ def test_build_refuses_a_folder_with_other_files(tmp_path: Path) -> None:
 
 def test_rerun_into_another_folder_is_byte_identical(tmp_path: Path) -> None:
     corpus = demo.build_corpus(tmp_path / "corpus")
+    config = tmp_path / "demo.yaml"
+    config.write_text(yaml.safe_dump(demo.demo_config()[0].model_dump(mode="json")))
     outs = [tmp_path / "out1", tmp_path / "out2"]
     for out in outs:
-        assert main(["caption", "--input", str(corpus), "--output", str(out), "--no-progress"]) == 0
+        args = ["caption", "--input", str(corpus), "--output", str(out), "--config", str(config), "--no-progress"]
+        assert main(args) == 0
     manifests = [json.loads((out / "manifest.json").read_text()) for out in outs]
     for kind in ("shards", "ledger", "dropped", "quarantined"):
         assert manifests[0][kind] == manifests[1][kind], kind
