@@ -5,16 +5,20 @@ This package imports nothing else of mmcurate.
 
 from .base import SCHEMA_VERSION, Fate, OcrLine, Record, Source, Status, arrow_schema
 from .caption import CaptionSample
+from .question import AnswerType, Question, Rollout
 
-RECORD_KINDS: dict[str, type[Record]] = {CaptionSample.kind: CaptionSample}
+RECORD_KINDS: dict[str, type[Record]] = {r.kind: r for r in (CaptionSample, Question, Rollout)}
 
 __all__ = [
     "RECORD_KINDS",
     "SCHEMA_VERSION",
+    "AnswerType",
     "CaptionSample",
     "Fate",
     "OcrLine",
+    "Question",
     "Record",
+    "Rollout",
     "Source",
     "Status",
     "arrow_schema",
