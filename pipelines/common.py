@@ -65,28 +65,59 @@ class ReadUnitFn(beam.DoFn):
         yield beam.pvalue.TaggedOutput(COUNTS_TAG, n)
 
 
-def quarantine_failed(failure: tuple[Any, tuple], stage: str) -> Any:
+def quarantine_failed(element: Any, error: str, stage: str) -> Any:
     """A record whose stage raised unexpectedly becomes a quarantined record, never a lost one."""
-    element, (_, exc_repr, *_rest) = failure
     rec = dataclasses.replace(element, image=None, pixels=None)
     rec.fate = dataclasses.replace(
-        rec.fate, status=Status.QUARANTINED, reason="internal_error", error=f"{stage}: {exc_repr}"[:2000]
+        rec.fate, status=Status.QUARANTINED, reason="internal_error", error=f"{stage}: {error}"[:2000]
     )
     Metrics.counter(NS, f"internal_error_{stage}").inc()
     return rec
 
 
+class _Guarded(beam.DoFn):
+    """Runs a DoFn and turns an exception on one element into that element, quarantined.
+
+    Why not `ParDo(...).with_exception_handling()` plus a Flatten of the dead letters: on the
+    DirectRunner's FnApiRunner a Flatten is always materialised, so every record (decoded pixels
+    included) would be pickled at each guarded step, and with several workers Beam 2.77 lost large
+    elements at such Flattens (bench/run.py found both). Catching inside one DoFn keeps the whole
+    read -> score -> encode chain one fused stage with a single output.
+    """
+
+    def __init__(self, fn: beam.DoFn, stage: str) -> None:
+        self.fn, self.stage = fn, stage
+
+    def setup(self) -> None:
+        self.fn.setup()
+
+    def start_bundle(self) -> None:
+        self.fn.start_bundle()
+
+    def finish_bundle(self) -> Any:
+        return self.fn.finish_bundle()
+
+    def teardown(self) -> None:
+        self.fn.teardown()
+
+    def process(self, element, **side_inputs):  # unannotated: Beam reads hints from this signature
+        try:
+            out = list(self.fn.process(element, **side_inputs))  # all or nothing for this element
+        except Exception as exc:
+            yield quarantine_failed(element, f"{type(exc).__name__}: {exc}", self.stage)
+            return
+        yield from out
+
+
 class Safely(beam.PTransform):
-    """ParDo with a dead-letter output folded back in as quarantined records (Beam's with_exception_handling)."""
+    """A ParDo whose failures on single elements come out as quarantined records, in the same output."""
 
     def __init__(self, fn: beam.DoFn, stage: str, **side_inputs: Any) -> None:
         super().__init__()
         self.fn, self.stage, self.fn_kwargs = fn, stage, side_inputs
 
     def expand(self, pcoll: beam.PCollection) -> beam.PCollection:
-        good, bad = pcoll | beam.ParDo(self.fn, **self.fn_kwargs).with_exception_handling()
-        failed = bad | "DeadLetterToQuarantine" >> beam.Map(quarantine_failed, stage=self.stage)
-        return (good, failed) | "MergeDeadLetters" >> beam.Flatten()
+        return pcoll | beam.ParDo(_Guarded(self.fn, self.stage), **self.fn_kwargs)
 
 
 def pending(rec: Any) -> bool:

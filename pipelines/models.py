@@ -113,17 +113,69 @@ def validate_models(config: Any) -> None:
         check_backend(config.models.ocr)
 
 
-def _quarantine_batch(failure: tuple[Any, Any], stage: str) -> list[Any]:
-    batch, error = failure
-    out = []
-    for rec, _example in batch:
+@dataclasses.dataclass(frozen=True)
+class ModelFailure:
+    error: str
+
+
+class GuardedHandler(ModelHandler):
+    """Wraps one of our handlers so every record can flow through RunInference in one fused stage.
+
+    Records that need no scoring carry `None` as their example and get `None` back (no model call);
+    a batch whose inference raises gets a `ModelFailure` per record, which the merge step turns into
+    a quarantined record. So there is no Partition, no dead-letter output and no Flatten: on the
+    FnApiRunner those materialise every element (decoded pixels included), and Beam 2.77 lost large
+    elements at Flattens with several workers.
+    """
+
+    def __init__(self, inner: ModelHandler) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def load_model(self) -> Any:
+        return self.inner.load_model()
+
+    def run_inference(self, batch: Any, model: Any, inference_args: dict[str, Any] | None = None) -> list[Any]:
+        todo = [i for i, ex in enumerate(batch) if ex is not None]
+        out: list[Any] = [None] * len(batch)
+        if not todo:
+            return out
+        try:
+            preds = self.inner.run_inference([batch[i] for i in todo], model, inference_args)
+        except Exception as exc:
+            preds = [ModelFailure(f"{type(exc).__name__}: {exc}")] * len(todo)
+        for i, pred in zip(todo, preds, strict=True):
+            out[i] = pred
+        return out
+
+    def get_num_bytes(self, batch: Any) -> int:
+        return self.inner.get_num_bytes([ex for ex in batch if ex is not None]) if any(batch) else 0
+
+    def get_metrics_namespace(self) -> str:
+        return self.inner.get_metrics_namespace()
+
+    def batch_elements_kwargs(self) -> Any:
+        return self.inner.batch_elements_kwargs()
+
+    def share_model_across_processes(self) -> bool:
+        return self.inner.share_model_across_processes()
+
+    def model_copies(self) -> int:
+        return self.inner.model_copies()
+
+
+def _merge(element: tuple[Any, Any], stage: str, merge: Callable[[Any, Any], Any]) -> Any:
+    rec, pred = element
+    if pred is None:
+        return rec
+    if isinstance(pred, ModelFailure):
         rec.fate = dataclasses.replace(
-            rec.fate, status=Status.QUARANTINED, reason="model_error", error=f"{stage}: {error!r}"[:2000]
+            rec.fate, status=Status.QUARANTINED, reason="model_error", error=f"{stage}: {pred.error}"[:2000]
         )
         rec.image = rec.pixels = None
         beam.metrics.Metrics.counter(NS, f"model_error_{stage}").inc()
-        out.append(rec)
-    return out
+        return rec
+    return merge(rec, pred)
 
 
 class ScoreWithModels(beam.PTransform):
@@ -133,17 +185,13 @@ class ScoreWithModels(beam.PTransform):
 
     def expand(self, records: beam.PCollection) -> beam.PCollection:
         for st in self.stages:
-            todo, skip = records | f"Route[{st.name}]" >> beam.Partition(
-                lambda r, _n: 0 if pending(r) and r.pixels is not None else 1, 2
+            records = (
+                records
+                | f"Example[{st.name}]"
+                >> beam.Map(lambda r, fn=st.example: (r, fn(r) if pending(r) and r.pixels is not None else None))
+                | f"RunInference[{st.name}]" >> RunInference(KeyedModelHandler(GuardedHandler(st.handler)))
+                | f"Merge[{st.name}]" >> beam.Map(_merge, stage=st.name, merge=st.merge)
             )
-            main, dlq = (
-                todo
-                | f"Example[{st.name}]" >> beam.Map(lambda r, fn=st.example: (r, fn(r)))
-                | f"RunInference[{st.name}]" >> RunInference(KeyedModelHandler(st.handler)).with_exception_handling()
-            )
-            scored = main | f"Merge[{st.name}]" >> beam.MapTuple(lambda r, pred, fn=st.merge: fn(r, pred))
-            failed = dlq.failed_inferences | f"Quarantine[{st.name}]" >> beam.FlatMap(_quarantine_batch, stage=st.name)
-            records = (scored, failed, skip) | f"Merge[{st.name}]Flatten" >> beam.Flatten()
         return records
 
 
