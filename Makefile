@@ -12,14 +12,14 @@ OUTPUT ?= out/caption
 CONFIG ?=
 BEAM_ARGS ?=
 
-.PHONY: install demo test test-fast caption select bench lint format clean
+.PHONY: install demo test caption sft rl select bench lint format clean
 
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml constraints.txt env/torchvision_cpu_shim.py env/install_cpu_shim.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,models]'
+	$(PY) -m pip install -q -e '.[test,models,rl]'
 	$(PY) env/install_cpu_shim.py
 	touch $@
 
@@ -28,6 +28,9 @@ demo: install
 
 caption: install
 	$(BIN)/mmcurate caption --input $(INPUT) --output $(OUTPUT) $(if $(CONFIG),--config $(CONFIG)) --overwrite $(BEAM_ARGS)
+
+sft rl: install
+	$(BIN)/mmcurate $@ --input $(INPUT) --output $(OUTPUT) $(if $(CONFIG),--config $(CONFIG)) --overwrite $(BEAM_ARGS)
 
 select: install
 	$(BIN)/mmcurate select --run $(RUN) --output $(OUTPUT) $(if $(CONFIG),--config $(CONFIG)) --overwrite $(BEAM_ARGS)

@@ -47,9 +47,27 @@ def print_summary(manifest: dict, out: str | None = None) -> None:
         for name, d in metrics.get("distributions", {}).items():
             mt.add_row(name, f"n={d['count']} mean={d['mean']:.4g} max={d['max']:g}")
         console.print(mt)
-    t = manifest["totals"]
     where = f" in {out}" if out else ""
-    console.print(f"{t['samples']} samples in {t['shards']} shards ({t['bytes'] / 1e6:.1f} MB){where}")
+    if "totals" in manifest:
+        t = manifest["totals"]
+        console.print(f"{t['samples']} samples in {t['shards']} shards ({t['bytes'] / 1e6:.1f} MB){where}")
+    if "pass_rate_histogram" in manifest:
+        h = manifest["pass_rate_histogram"]
+        console.print(
+            "pass-rate histogram: " + "  ".join(f"{b} {n}" for b, n in zip(h["buckets"], h["counts"], strict=True))
+        )
+    if "curriculum" in manifest:
+        ct = Table(title="RL curriculum: kept questions per tier x domain")
+        domains = sorted({d for row in manifest["curriculum"]["counts"].values() for d in row})
+        ct.add_column("tier [low, high)")
+        for d in domains:
+            ct.add_column(d, justify="right")
+        for tier, row in manifest["curriculum"]["counts"].items():
+            span = manifest["curriculum"]["tiers"].get(tier, "")
+            ct.add_row(f"{tier} {span}", *(str(row.get(d, 0)) for d in domains))
+        console.print(ct)
+    for f in manifest.get("data", []):
+        console.print(f"trainer file: {f['path']}{where}")
 
 
 def _common(sp: argparse.ArgumentParser) -> None:
@@ -65,6 +83,10 @@ def parser() -> argparse.ArgumentParser:
     cap = sub.add_parser("caption", help="image-caption pairs: read, score, dedup, select, shard")
     cap.add_argument("--input", nargs="+", required=True, help="URIs: tar shards, parquet, jsonl, image folders")
     _common(cap)
+    for mode, what in (("sft", "SFT data"), ("rl", "RL data in tiers")):
+        sp = sub.add_parser(mode, help=f"grade questions by a model's pass rate (k rollouts), emit {what}")
+        sp.add_argument("--input", nargs="+", required=True, help="question jsonl / parquet URIs")
+        _common(sp)
     sel = sub.add_parser("select", help="re-apply thresholds to a run's score ledger; no score is recomputed")
     sel.add_argument("--run", required=True, help="output folder of an earlier run (holds ledger/ and units.json)")
     _common(sel)
@@ -88,6 +110,23 @@ def _caption(args: argparse.Namespace, beam_args: list[str], config: Any = None)
     units = list_units(args.input, config.read)
     meta = caption.meta_for(args.input, config, units)
     return execute(caption.build, units, config, args.output, meta, beam_args, args.overwrite, not args.no_progress)
+
+
+def _passrate(args: argparse.Namespace, beam_args: list[str]) -> dict:
+    import functools
+
+    from mmcurate.pipelines import passrate
+    from mmcurate.pipelines.config import load_config
+    from mmcurate.pipelines.run import execute
+    from mmcurate.stages.readers import ReadParams, list_units
+
+    config = load_config(args.config, passrate.PassRateConfig, "passrate.yaml")
+    passrate.validate(config)
+    read = ReadParams(jsonl_unit_lines=config.read.jsonl_unit_lines)
+    units = list_units(args.input, read, media_columns=False)
+    meta = passrate.run_meta(args.command, args.input, config, units)
+    build = functools.partial(passrate.build, mode=args.command)
+    return execute(build, units, config, args.output, meta, beam_args, args.overwrite, not args.no_progress)
 
 
 def _select(args: argparse.Namespace, beam_args: list[str]) -> dict:
@@ -131,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
                 manifest: dict[str, Any] = json.load(f)
             print_summary(manifest)
             return 0
-        run = {"caption": _caption, "select": _select, "demo": _demo}[args.command]
+        run = {"caption": _caption, "select": _select, "demo": _demo, "sft": _passrate, "rl": _passrate}[args.command]
         manifest = run(args, beam_args)
     except (ConfigError, InputError, OutputError, ModelUnavailable) as exc:
         print(f"mmcurate: error: {exc}", file=sys.stderr)

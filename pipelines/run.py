@@ -19,7 +19,11 @@ from mmcurate.stages.writers import atomic_write, join, json_bytes
 
 from .common import write_units
 
-OUTPUT_PARTS = ("shards", "ledger", "dropped", "quarantined", "manifest.json", "units.json", "metrics.json")
+# What a run writes and `--overwrite` clears. Not `rollouts/`: it is a cache that outlives runs.
+OUTPUT_PARTS = (
+    "shards", "ledger", "dropped", "quarantined", "rl", "sft",
+    "manifest.json", "units.json", "metrics.json", "dataset_info.json",
+)  # fmt: skip
 LOCAL_RUNNERS = ("DirectRunner", "SwitchingDirectRunner", "BundleBasedDirectRunner", "FnApiRunner", None)
 
 

@@ -86,7 +86,7 @@ def _unstrip(fs: Any, path: str) -> str:
     return fs.unstrip_protocol(path) if fs.protocol not in ("file", ("file", "local")) else path
 
 
-def list_units(inputs: list[str], params: ReadParams) -> list[Unit]:
+def list_units(inputs: list[str], params: ReadParams, media_columns: bool = True) -> list[Unit]:
     """Expand URIs (braces, globs, folders) into a sorted, deterministic list of units."""
     if not inputs:
         raise InputError("no input given: pass --input URI [URI ...]")
@@ -121,7 +121,7 @@ def list_units(inputs: list[str], params: ReadParams) -> list[Unit]:
                 folder_group.setdefault(root, given)
     seen_parquet: set[str] = set()
     for kind, path in found:
-        if kind == "parquet" and posixpath.dirname(path) not in seen_parquet:
+        if media_columns and kind == "parquet" and posixpath.dirname(path) not in seen_parquet:
             seen_parquet.add(posixpath.dirname(path))
             _check_parquet(path, params)
     units: list[Unit] = []

@@ -1,0 +1,243 @@
+"""SFT/RL selection from pass rates, end to end, with real generation by a tiny model built here.
+
+The tiny Llama (tests/tiny_models.py) is fitted for a few steps so that the test controls what it
+answers: always the reference (too easy), a 50/50 mix of the reference and a wrong answer
+(learnable), or never (hopeless). Expectations are recomputed from the stored responses with the
+verifier, never hard-coded.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from PIL import Image
+
+from mmcurate.cli import main
+from mmcurate.schemas import AnswerType, Question, Source
+from mmcurate.stages import rollout as ro
+from mmcurate.stages.verify import verify
+
+tiny_models = pytest.importorskip("tiny_models")
+
+BOX = "<|begin_of_box|>{}<|end_of_box|>"
+PLACEHOLDER = "<|image|>"
+SAMPLING = {"k": 8, "temperature": 1.0, "top_p": 1.0, "max_tokens": 8, "thinking": True, "seed": 0}
+
+# question, reference, answer type, domain, what the model is fitted to answer (seen), and blind
+ROWS = [
+    ("how many cat shown ?", "2", "number", "counting", ["2"], ["2"]),
+    ("which animal shown ?", "cat", "text", "general", ["cat", "dog"], ["bird"]),
+    ("which color box left ?", "purple", "text", "chart", ["red"], ["red"]),
+    ("the answer is green . which color shown ?", "green", "text", "general", ["green", "blue"], ["blue"]),
+    ("which color shown top ?", "yellow", "text", "chart", ["yellow", "white"], ["black"]),
+]
+
+
+def _question(text: str, answer: str, kind: str, domain: str, image: str) -> Question:
+    return Question(
+        id="x",
+        source=Source(uri="u", unit=0),
+        question=text,
+        answer=answer,
+        answer_type=AnswerType(kind),
+        images=[image],
+        domain=domain,
+    )
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("passrate")
+    image = root / "img.png"
+    Image.new("RGB", (32, 24), (200, 30, 30)).save(image)
+    prompt = ro.PromptParams(image_placeholder=PLACEHOLDER)
+    sampling = ro.SamplingParams(**SAMPLING)
+    train = []
+    for text, answer, kind, domain, seen, blind in ROWS:
+        q = _question(text, answer, kind, domain, str(image))
+        for reply in seen:
+            train.append((ro.build_messages(q, prompt, sampling), BOX.format(reply)))
+        for reply in blind:
+            train.append((ro.build_messages(q, prompt, sampling, blind=True), BOX.format(reply)))
+    model = tiny_models.build_tiny_llama(root / "model", train=train, steps=300)
+    lines = [
+        json.dumps({"question": t, "answer": a, "answer_type": k, "domain": d, "images": ["img.png"]})
+        for t, a, k, d, _, _ in ROWS
+    ]
+    lines += [
+        json.dumps({"question": "which color shown ?"}),  # no reference answer
+        json.dumps({"question": "how many dog shown ?", "answer": "3", "images": ["missing.png"]}),
+        "{not json",
+        json.dumps(
+            {
+                "question": ROWS[0][0],
+                "answer": "2",
+                "answer_type": "number",
+                "domain": "counting",
+                "images": ["img.png"],
+            }
+        ),
+    ]
+    data = root / "questions.jsonl"
+    data.write_text("\n".join(lines) + "\n")
+    return {"root": root, "model": model, "data": data}
+
+
+def config(corpus: dict[str, Path], **over: object) -> Path:
+    cfg = {
+        "rollout": {
+            "backend": "transformers",
+            "transformers": {"model": str(corpus["model"]), "device": "cpu", "batch_size": 4},
+            "sampling": SAMPLING,
+            "prompt": {"image_placeholder": PLACEHOLDER},
+            "cache": str(corpus["root"] / "cache"),
+        },
+        **over,
+    }
+    path = corpus["root"] / f"cfg-{abs(hash(json.dumps(cfg, sort_keys=True, default=str)))}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def run(mode: str, corpus: dict[str, Path], out: Path, cfg: Path) -> dict:
+    assert (
+        main([mode, "--input", str(corpus["data"]), "--output", str(out), "--config", str(cfg), "--no-progress"]) == 0
+    )
+    return json.loads((out / "manifest.json").read_text())
+
+
+def ledger(out: Path) -> dict[str, dict]:
+    rows = [r for f in sorted((out / "ledger").glob("*.parquet")) for r in pq.read_table(f).to_pylist()]
+    return {r["source"]["member"]: r for r in rows}
+
+
+def cached_rollouts(corpus: dict[str, Path]) -> list[dict]:
+    return [r for f in sorted((corpus["root"] / "cache").glob("*.parquet")) for r in pq.read_table(f).to_pylist()]
+
+
+def test_rl_grades_selects_and_writes_verl(corpus: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "rl"
+    m = run("rl", corpus, out, config(corpus))
+    rows = ledger(out)
+    assert m["accounting_ok"] and m["counts"]["input"] == len(rows) == 9
+    assert rows["line6"]["fate"]["reason"] == "bad_question"
+    assert rows["line7"]["fate"]["reason"] == "missing_image"
+    assert rows["line8"]["fate"]["reason"] == "bad_json"
+    assert rows["line9"]["fate"]["reason"] == "duplicate_question"
+
+    # Pass rates equal what the verifier says of the stored responses; blind ones likewise.
+    rollouts = cached_rollouts(corpus)
+    for member, (_, answer, kind, *_rest) in zip(("line1", "line2", "line3", "line4", "line5"), ROWS, strict=True):
+        r = rows[member]
+        mine = [x for x in rollouts if x["question_id"] == r["id"]]
+        seen = [x for x in mine if not x["blind"]]
+        assert len(seen) == 1 and len(seen[0]["responses"]) == SAMPLING["k"]
+        want = sum(verify(t, answer, kind).correct for t in seen[0]["responses"]) / SAMPLING["k"]
+        scores = dict(r["scores"])
+        assert scores["pass_rate"] == pytest.approx(want)
+        blind = [x for x in mine if x["blind"]]
+        assert len(blind) == 1
+        assert scores["blind_pass_rate"] == pytest.approx(sum(blind[0]["correct"]) / SAMPLING["k"])
+
+    fates = {m_: (r["fate"]["status"], r["fate"]["reason"]) for m_, r in rows.items()}
+    rates = {m_: dict(r["scores"]).get("pass_rate") for m_, r in rows.items()}
+    assert rates["line1"] == 1.0 and fates["line1"] == ("dropped", "too_easy")  # fitted to always answer 2
+    assert rates["line3"] == 0.0 and fates["line3"] == ("dropped", "hopeless")  # never says purple
+    assert 0 < rates["line2"] < 1 and fates["line2"] == ("kept", "")
+    assert dict(rows["line4"]["labels"]).get("answer_leak") == "question"
+    assert fates["line4"] == ("dropped", "answer_leak") or rates["line4"] in (0.0, 1.0)
+    kept = [m_ for m_, f in fates.items() if f[0] == "kept"]
+    tiers = m["config"]["select"]["rl"]["tiers"]
+    for m_ in kept:
+        tier = dict(rows[m_]["labels"])["tier"]
+        lo, hi = tiers[tier]
+        assert lo <= rates[m_] < hi
+
+    # verl's layout, read back with pyarrow
+    table = pq.read_table(out / "rl" / "part-00000.parquet").to_pylist()
+    assert len(table) == len(kept)
+    row = table[0]
+    assert set(row) == {"data_source", "prompt", "images", "ability", "reward_model", "extra_info"}
+    assert row["prompt"][0]["role"] == "user" and row["prompt"][0]["content"].startswith("<image>")
+    assert row["reward_model"]["style"] == "rule"
+    assert row["images"][0]["bytes"] == (corpus["root"] / "img.png").read_bytes()
+    extra = json.loads(row["extra_info"])
+    assert extra["tier"] and 0 < extra["pass_rate"] < 1 and extra["domain"] == row["ability"]
+    # curriculum table and histogram agree with the ledger
+    counted = sum(n for t in m["curriculum"]["counts"].values() for n in t.values())
+    assert counted == len(kept)
+    assert sum(m["pass_rate_histogram"]["counts"]) == sum(1 for v in rates.values() if v is not None)
+
+
+def test_cache_means_no_regeneration_and_sft_output(corpus: dict[str, Path], tmp_path: Path) -> None:
+    cfg = config(corpus)
+    run("rl", corpus, tmp_path / "first", cfg)
+    before = cached_rollouts(corpus)
+    m = run("sft", corpus, tmp_path / "sft", cfg)  # same model, prompts and sampling: all cached
+    metrics = json.loads((tmp_path / "sft" / "metrics.json").read_text())["counters"]
+    assert metrics.get("mmcurate/rollouts_to_generate", 0) == 0
+    assert metrics["mmcurate/rollouts_cached"] == len(before)
+    assert cached_rollouts(corpus) == before
+    rows = ledger(tmp_path / "sft")
+    rates = {k: dict(r["scores"]).get("pass_rate") for k, r in rows.items()}
+    for k, r in rows.items():
+        if r["fate"]["status"] == "kept":
+            assert 0 < rates[k] < 1
+    data = json.loads((tmp_path / "sft" / "sft" / "part-00000.json").read_text())
+    assert len(data) == m["counts"]["kept"] > 0
+    for item in data:
+        user, assistant = item["messages"]
+        assert user["role"] == "user" and user["content"].startswith("<image>") and assistant["role"] == "assistant"
+        q = next(r for r in rows.values() if r["fate"]["status"] == "kept" and user["content"].count(r["question"]))
+        assert verify(assistant["content"], q["answer"], q["answer_type"]).correct  # a verified rollout
+        assert item["images"] == q["images"]
+    info = json.loads((tmp_path / "sft" / "dataset_info.json").read_text())
+    assert info["mmcurate"]["formatting"] == "sharegpt" and info["mmcurate"]["columns"]["images"] == "images"
+
+    # A new sampling setting is a new cache key: generated once, then cached in its turn.
+    cfg2 = config(corpus, **{})
+    text = yaml.safe_load(cfg2.read_text())
+    text["rollout"]["sampling"]["seed"] = 1
+    cfg2.write_text(yaml.safe_dump(text))
+    run("rl", corpus, tmp_path / "seed1", cfg2)
+    metrics = json.loads((tmp_path / "seed1" / "metrics.json").read_text())["counters"]
+    assert metrics["mmcurate/rollouts_to_generate"] == len(before)
+
+
+def test_openai_backend_gives_the_same_pass_rates(corpus: dict[str, Path], tmp_path: Path) -> None:
+    from oai_server import OpenAIServer
+
+    with OpenAIServer(corpus["model"], name="tiny") as srv:
+        cfg = {
+            "rollout": {
+                "backend": "openai",
+                "openai": {"base_url": srv.base_url, "model": "tiny", "api_key_env": "NO_SUCH_KEY_VAR"},
+                "sampling": SAMPLING,
+                "prompt": {"image_placeholder": PLACEHOLDER},
+                "cache": str(tmp_path / "cache"),
+            }
+        }
+        path = tmp_path / "oai.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        run("rl", corpus, tmp_path / "oai", path)
+        assert srv.requests  # real requests reached the server
+    local = run("rl", corpus, tmp_path / "local", config(corpus))
+    a, b = ledger(tmp_path / "oai"), ledger(tmp_path / "local")
+    assert {k: dict(r["scores"]).get("pass_rate") for k, r in a.items()} == {
+        k: dict(r["scores"]).get("pass_rate") for k, r in b.items()
+    }
+    assert local["accounting_ok"]
+
+
+def test_missing_model_fails_before_running(
+    corpus: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(yaml.safe_dump({"rollout": {"transformers": {"model": str(tmp_path / "nope")}}}))
+    assert main(["rl", "--input", str(corpus["data"]), "--output", str(tmp_path / "o"), "--config", str(cfg)]) == 2
+    assert "rollout.transformers.model" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
