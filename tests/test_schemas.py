@@ -201,5 +201,10 @@ def test_payload_is_not_compared_or_shown() -> None:
 
 
 def test_record_kinds_registry() -> None:
-    assert {"caption": CaptionSample} == RECORD_KINDS
-    assert CaptionSample.kind == "caption"
+    """Every record kind is registered under its own `kind`, and each has a derivable arrow schema."""
+    from mmcurate.schemas import Question, Rollout
+
+    assert {"caption": CaptionSample, "question": Question, "rollout": Rollout} == RECORD_KINDS
+    for kind, cls in RECORD_KINDS.items():
+        assert cls.kind == kind
+        assert len(cls.arrow_schema()) > 0
