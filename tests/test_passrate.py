@@ -241,3 +241,29 @@ def test_missing_model_fails_before_running(
     assert main(["rl", "--input", str(corpus["data"]), "--output", str(tmp_path / "o"), "--config", str(cfg)]) == 2
     assert "rollout.transformers.model" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_answer_written_in_the_image_is_a_leak(corpus: dict[str, Path], tmp_path: Path) -> None:
+    """leak.ocr: the reference answer printed in the question's image is found by PP-OCR (rapidocr)."""
+    from PIL import ImageDraw, ImageFont
+
+    poster = tmp_path / "poster.png"
+    img = Image.new("RGB", (480, 160), (255, 255, 255))
+    ImageDraw.Draw(img).text((20, 40), "ZEBRA", fill=(0, 0, 0), font=ImageFont.load_default(size=72))
+    img.save(poster)
+    data = tmp_path / "q.jsonl"
+    rows = [
+        {"question": "which animal shown ?", "answer": "zebra", "images": ["poster.png"]},
+        {"question": "which color shown ?", "answer": "purple", "images": ["poster.png"]},
+    ]
+    data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    cfg = yaml.safe_load(config(corpus).read_text())
+    cfg["leak"] = {"ocr": True}
+    cfg["rollout"]["cache"] = str(tmp_path / "cache")
+    path = tmp_path / "leak.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "out"
+    assert main(["rl", "--input", str(data), "--output", str(out), "--config", str(path), "--no-progress"]) == 0
+    labels = {r["answer"]: dict(r["labels"]) for r in ledger(out).values()}
+    assert labels["zebra"].get("answer_leak") == "image_text"
+    assert "answer_leak" not in labels["purple"]
