@@ -26,7 +26,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 from pydantic import Field
 
-from mmcurate.schemas import Question, Rollout, Status
+from mmcurate.schemas import SCHEMA_VERSION, Question, Rollout, Status
 from mmcurate.stages import passrate_select as sel
 from mmcurate.stages import rollout as ro
 from mmcurate.stages.base import Params
@@ -37,7 +37,8 @@ from mmcurate.stages.trainer_formats import dataset_info, sharegpt_row, verl_row
 from mmcurate.stages.verify import VerifyParams, verify
 from mmcurate.stages.writers import FileInfo, atomic_write, join, json_bytes, parquet_bytes, write_table
 
-from .common import COUNTS_TAG, NS, AccountingError, code_version, touch
+from .common import COUNTS_TAG, NS, AccountingError, touch
+from .common import run_meta as common_run_meta
 
 
 class QuestionReadParams(Params):
@@ -461,15 +462,5 @@ class _OcrText(beam.PTransform):
 
 
 def run_meta(mode: str, inputs: list[str], cfg: PassRateConfig, units: list[Unit]) -> dict:
-    import datetime as dt
-
-    return {
-        "kind": mode,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "code_version": code_version(),
-        "inputs": list(inputs),
-        "units": len(units),
-        "config": cfg.model_dump(mode="json"),
-        "schema_version": "1.0",
-        "lineage": {"rollout_cache": cfg.rollout.cache, "model": cfg.rollout.model_name},
-    }
+    lineage = {"rollout_cache": cfg.rollout.cache, "model": cfg.rollout.model_name}
+    return {**common_run_meta(mode, inputs, cfg, units, lineage), "schema_version": SCHEMA_VERSION}

@@ -46,6 +46,17 @@ class Filter:
         raise NotImplementedError
 
 
+def resolve_device(device: str, key: str) -> str:
+    """`auto` -> CUDA when visible, else CPU; an explicit CUDA device without one fails, naming `key`."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelUnavailable(f"{key} is {device!r} but no CUDA device is visible")
+    return device
+
+
 FILTERS: dict[str, type[Filter]] = {}
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from apache_beam.ml.inference.base import ModelHandler
 
-from .base import Filter, ModelUnavailable, Params, register
+from .base import Filter, ModelUnavailable, Params, register, resolve_device
 
 
 class ClipParams(Params):
@@ -219,16 +219,6 @@ class Tower:
     autocast: Any
 
 
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ModelUnavailable(f"models.clip.device is {device!r} but no CUDA device is visible")
-    return device
-
-
 class ClipModelHandler(ModelHandler):
     """Examples: (RGB PIL image, caption). Predictions: {"clip_score": cos, "aesthetic": score}."""
 
@@ -241,7 +231,7 @@ class ClipModelHandler(ModelHandler):
         import torch
 
         p = self.params
-        device = resolve_device(p.device)
+        device = resolve_device(p.device, "models.clip.device")
         if p.architecture:
             open_clip.add_model_config(p.architecture)
         pretrained = None if p.model.startswith(("local-dir:", "hf-hub:")) else p.pretrained

@@ -41,7 +41,7 @@ from apache_beam.ml.inference.base import ModelHandler
 
 from mmcurate.schemas.question import Question
 
-from .base import ModelUnavailable, Params
+from .base import ModelUnavailable, Params, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -321,13 +321,7 @@ def check_model(params: TransformersParams, key: str = "rollout.transformers.mod
 
 
 def _device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ModelUnavailable(f"rollout.transformers.device is {device!r} but no CUDA device is visible")
-    return device
+    return resolve_device(device, "rollout.transformers.device")
 
 
 def _row_seed(seed: int | None, phash: str, index: int) -> int:
