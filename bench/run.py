@@ -16,6 +16,25 @@ caption: the caption path (tar read -> decode + validate with Pillow draft mode 
   (c2)  the same on N worker processes.
 Targets: (b) >= 0.8x (a), (b) >= 300 images/s per core, and no variant loses a record (a Beam run that
 does is reported, not timed). Figures are wall-clock: measure on a quiet machine.
+
+models: CLIP and OCR through Beam's RunInference, as pipelines.models runs them, vs the same handler in a
+bare loop, on the same shards (both read and decode the JPEGs: Create'ing decoded images instead would embed
+them in the pipeline graph, which Beam pickles and bz2-compresses, ~0.8 s per 512 px image):
+  (a)   bare loop: read, decode, `handler.run_inference(batch, model)` over consecutive batches,
+  (b)   Beam (DirectRunner, 1 worker, in-memory): Create(shards) -> read -> decode ->
+        RunInference(KeyedModelHandler(GuardedHandler(handler))) -> count.
+CLIP is open_clip ViT-B-32 with random weights saved once under bench/out/models and loaded through
+ClipParams(pretrained=<file>); by default with 3 of its 12 blocks per tower (--clip-layers 12 = stock) to
+keep the run short on a 2-core machine. OCR is rapidocr (PP-OCR ONNX) on images with their captions printed
+on them. Model load is timed apart on both sides (bare: load_model(); Beam: RunInference's
+load_model_latency metric); the ratios exclude it, figures with it are printed too. On a CUDA host a GPU
+line adds stock ViT-B-32, bf16 autocast, a large batch, on 1 and on all-cores Beam workers.
+Targets: (b) >= 0.9x (a) for CLIP and OCR; on a GPU, >= 3000 images/s end to end.
+
+rollout: the pass-rate pipeline's rollout step (tasks_for -> 'Prompt' -> RunInference(KeyedModelHandler(
+make_handler(cfg.rollout)), inference_args={"sampling": ...})) vs the transformers handler called directly
+on the same prompts, on the tiny random Llama of tests/tiny_models.py (built once into bench/out/models).
+Rates are samples/s (prompts x k). Target: (b) >= 0.8x (a); both must produce the same samples.
 """
 
 from __future__ import annotations
@@ -25,7 +44,9 @@ import contextlib
 import cProfile
 import dataclasses
 import functools
+import hashlib
 import io
+import itertools
 import json
 import logging
 import math
@@ -37,6 +58,7 @@ import shutil
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -489,8 +511,750 @@ def bench_caption(args: argparse.Namespace) -> bool:
     return report["passed"]
 
 
+# ---------------------------------------------------------------------------------------------------
+# models and rollout: RunInference (the pipelines' path) vs the same handler called in a bare loop
+# ---------------------------------------------------------------------------------------------------
+
+MODELS_DIR = OUT_DIR / "models"
+GPU_TARGET = 3000.0  # images/s, CLIP ViT-B-32 bf16 on one GPU, end to end
+
+
+def clip_weights(layers: int) -> tuple[str, Path, Path | None]:
+    """(model name, checkpoint, architecture JSON or None) of a ViT-B-32 with random weights, cached in
+    bench/out/models. `layers` < 12 keeps ViT-B-32's widths, patch size and tokenizer but only that many
+    transformer blocks in each tower (a custom architecture JSON): the same code path at a fraction of the
+    CPU time. 12 is the stock `ViT-B-32` (~600 MB checkpoint)."""
+    import open_clip
+    import torch
+
+    MODELS_DIR.mkdir(parents=True, exist_ok=True)
+    arch = None
+    name = "ViT-B-32"
+    if layers != 12:
+        name = f"mmcurate-bench-ViT-B-32-{layers}L"
+        arch = MODELS_DIR / f"{name}.json"
+        if not arch.exists():
+            cfg = json.loads(json.dumps(open_clip.get_model_config("ViT-B-32")))
+            cfg["vision_cfg"]["layers"] = cfg["text_cfg"]["layers"] = layers
+            arch.write_text(json.dumps(cfg, indent=2) + "\n")
+        open_clip.add_model_config(str(arch))
+    ckpt = MODELS_DIR / f"{name}-random-seed0.pt"
+    if not ckpt.exists():
+        print(f"  writing random {name} weights to {ckpt.relative_to(BENCH_DIR.parent)} ...", flush=True)
+        torch.manual_seed(0)
+        model, _, _ = open_clip.create_model_and_transforms(name, pretrained=None)
+        tmp = ckpt.with_suffix(".tmp")
+        torch.save(model.state_dict(), tmp)
+        tmp.rename(ckpt)
+    return name, ckpt, arch
+
+
+def clip_example(rec: Any) -> tuple[Image.Image, str]:
+    """What the caption pipeline hands 'Model[clip]': the decoded pixels (default 512 px working side), caption."""
+    return decode(rec.image or b"", DecodeParams()).image, rec.caption
+
+
+def ocr_example(rec: Any) -> Image.Image:
+    """The decoded image with its caption printed on it, so the recogniser has lines to read."""
+    from PIL import ImageDraw, ImageFont
+
+    img = decode(rec.image or b"", DecodeParams()).image
+    draw = ImageDraw.Draw(img)
+    font = ImageFont.load_default(size=max(14, img.width // 24))
+    words = rec.caption.split()
+    half = (len(words) + 1) // 2
+    for row, line in enumerate((" ".join(words[:half]), " ".join(words[half:]))):
+        if line:
+            y = img.height // 8 + row * font.size * 2
+            box = draw.textbbox((img.width // 16, y), line, font=font)
+            draw.rectangle((box[0] - 4, box[1] - 4, box[2] + 4, box[3] + 4), fill=(250, 250, 245))
+            draw.text((img.width // 16, y), line, font=font, fill=(20, 20, 30))
+    return img
+
+
+def bare_inference(
+    units: list[Unit], example: Callable[[Any], Any], handler: Any, model: Any, batch_size: int
+) -> tuple[int, float]:
+    """(a): read + example + `handler.run_inference` over consecutive batches of `batch_size`.
+    Returns (predictions, seconds spent inside run_inference)."""
+    done, inside, batch = 0, 0.0, []
+
+    def flush() -> None:
+        nonlocal done, inside
+        t0 = time.perf_counter()
+        preds = list(handler.run_inference(batch, model))
+        inside += time.perf_counter() - t0
+        if len(preds) != len(batch):
+            raise RuntimeError(f"{len(batch)} examples gave {len(preds)} predictions")
+        done += len(preds)
+        batch.clear()
+
+    for unit in units:
+        for rec in read_unit(unit, ReadParams()):
+            batch.append(example(rec))
+            if len(batch) == batch_size:
+                flush()
+    if batch:
+        flush()
+    return done, inside
+
+
+def _keyed_example(rec: Any, example: Callable[[Any], Any]) -> tuple[str, Any]:
+    return rec.source.member, example(rec)
+
+
+def _count_prediction(element: tuple[Any, Any]) -> None:
+    from mmcurate.pipelines.models import ModelFailure
+
+    _, pred = element
+    failed = pred is None or isinstance(pred, ModelFailure)
+    beam.metrics.Metrics.counter("bench", "failed" if failed else "predicted").inc()
+
+
+@dataclasses.dataclass
+class BeamRun:
+    """What a Beam run reports through its metrics (RunInference's own, and the bench's counters)."""
+
+    wall: float
+    counters: dict[str, int]
+    load_s: float
+    """RunInference's load_model_latency_milli_secs (summed over workers)."""
+    inside_s: float
+    """RunInference's inference_batch_latency_micro_secs: time inside run_inference."""
+    batches: int
+    batch_mean: float
+    batch_max: int
+
+
+def beam_run(build: Callable[[beam.Pipeline], None], namespace: str, workers: int) -> BeamRun:
+    counters: dict[str, int] = {}
+    dists: dict[str, Any] = {}
+    with worker_logs(workers), warnings.catch_warnings():
+        # BatchElements fits its batch timings with np.polyfit, which warns at every bundle once the batches
+        # all have one size (RankWarning, made "always" by scipy's import, and a division by zero)
+        warnings.filterwarnings("ignore", message="Polyfit may be poorly conditioned")
+        warnings.filterwarnings("ignore", category=RuntimeWarning, module="apache_beam.transforms.util")
+        t0 = time.perf_counter()
+        p = beam.Pipeline(options=PipelineOptions(runner_args(workers)))
+        build(p)
+        result = p.run()
+        result.wait_until_finish()
+        wall = time.perf_counter() - t0
+    query = result.metrics().query()
+    for r in query["counters"]:
+        key = f"{r.key.metric.namespace}/{r.key.metric.name}"
+        counters[key] = counters.get(key, 0) + (r.committed or 0)
+    for r in query["distributions"]:
+        if r.key.metric.namespace == namespace and r.committed is not None:
+            d = r.committed
+            have = dists.get(r.key.metric.name)
+            dists[r.key.metric.name] = (
+                (d.sum, d.count, d.max) if not have else (have[0] + d.sum, have[1] + d.count, max(have[2], d.max))
+            )
+    load = dists.get("load_model_latency_milli_secs", (0, 0, 0))[0] / 1e3
+    inside = dists.get("inference_batch_latency_micro_secs", (0, 0, 0))[0] / 1e6
+    size_sum, batches, size_max = dists.get("inference_request_batch_size", (0, 0, 0))
+    return BeamRun(wall, counters, load, inside, batches, size_sum / batches if batches else 0.0, size_max)
+
+
+def beam_inference(units: list[Unit], example: Callable[[Any], Any], handler: Any, workers: int = 1) -> BeamRun:
+    """(b): shard refs -> read -> example -> RunInference(KeyedModelHandler(GuardedHandler(handler))) -> count,
+    as 'Model[...]' runs it in pipelines.models (the records are read and decoded inside the pipeline)."""
+    from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
+
+    from mmcurate.pipelines.models import GuardedHandler
+
+    def build(p: beam.Pipeline) -> None:
+        _ = (
+            p
+            | "Units" >> beam.Create(units, reshuffle=True)
+            | "Read" >> beam.FlatMap(read_unit, ReadParams())
+            | "Example" >> beam.Map(_keyed_example, example)
+            | "RunInference" >> RunInference(KeyedModelHandler(GuardedHandler(handler)))
+            | "Count" >> beam.Map(_count_prediction)
+        )
+
+    return beam_run(build, handler.get_metrics_namespace(), workers)
+
+
+def _rate(n: int, seconds: float | None) -> float | None:
+    return n / seconds if seconds and seconds > 0 else None
+
+
+def model_line(
+    name: str,
+    make_handler: Callable[[], Any],
+    units: list[Unit],
+    example: Callable[[Any], Any],
+    n: int,
+    batch_size: int,
+    reps: int,
+    beam_workers: tuple[int, ...] = (1,),
+) -> dict[str, Any]:
+    """One model both ways, `reps` interleaved repetitions, best of each. Model load is timed apart on both
+    sides (bare: handler.load_model(); Beam: RunInference's load metric) so that figures with and without
+    it can be given; everything else (read, decode, batching, inference) is inside both."""
+    runs: dict[str, list[dict[str, Any]]] = {"bare": [], **{f"beam{w}": [] for w in beam_workers}}
+    errors: dict[str, list[str]] = {k: [] for k in runs}
+    for rep in range(reps):
+        try:
+            handler = make_handler()
+            t0 = time.perf_counter()
+            model = handler.load_model()
+            load = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            done, inside = bare_inference(units, example, handler, model, batch_size)
+            loop = time.perf_counter() - t0
+            del model
+            if done != n:
+                raise RuntimeError(f"predicted {done} of {n}")
+            runs["bare"].append({"load_s": load, "loop_s": loop, "inside_s": inside})
+            print(
+                f"  {name} rep {rep + 1}/{reps} bare    {loop:7.2f}s + load {load:5.2f}s  {n / loop:7.1f} img/s",
+                flush=True,
+            )
+        except Exception as exc:
+            errors["bare"].append(short_error(exc))
+            print(f"  {name} rep {rep + 1}/{reps} bare    FAILED: {errors['bare'][-1][:200]}", flush=True)
+        for w in beam_workers:
+            key = f"beam{w}"
+            try:
+                r = beam_inference(units, example, make_handler(), w)
+                predicted, failed = r.counters.get("bench/predicted", 0), r.counters.get("bench/failed", 0)
+                if predicted != n:
+                    raise RuntimeError(f"predicted {predicted} of {n} ({failed} model failures)")
+                loop = r.wall - r.load_s / w  # workers load in parallel
+                runs[key].append(
+                    {
+                        "wall_s": r.wall,
+                        "load_s": r.load_s / w,
+                        "loop_s": loop,
+                        "inside_s": r.inside_s,
+                        "batches": r.batches,
+                        "batch_mean": r.batch_mean,
+                        "batch_max": r.batch_max,
+                    }
+                )
+                print(
+                    f"  {name} rep {rep + 1}/{reps} {key:7s} {loop:7.2f}s + load {r.load_s / w:5.2f}s  "
+                    f"{n / loop:7.1f} img/s  ({r.batches} batches, mean {r.batch_mean:.1f})",
+                    flush=True,
+                )
+            except Exception as exc:
+                errors[key].append(short_error(exc))
+                print(f"  {name} rep {rep + 1}/{reps} {key:7s} FAILED: {errors[key][-1][:200]}", flush=True)
+    best = {k: min(v, key=lambda x: x["loop_s"]) for k, v in runs.items() if v}
+    out: dict[str, Any] = {"images": n, "batch_size": batch_size, "reps": reps, "errors": errors, "runs": runs}
+    for k, b in best.items():
+        out[k] = {
+            **{f: round(v, 3) for f, v in b.items()},
+            "images_per_s": round(n / b["loop_s"], 2),
+            "images_per_s_end_to_end": round(n / (b["loop_s"] + b["load_s"]), 2),
+        }
+    return out
+
+
+def bench_models(args: argparse.Namespace) -> bool:
+    import open_clip
+    import torch
+
+    from mmcurate.stages.clip import ClipModelHandler, ClipParams
+    from mmcurate.stages.ocr import OcrModelHandler, OcrParams
+
+    cores = os.cpu_count() or 1
+    reps = args.reps
+    cuda = torch.cuda.is_available()
+    load_before = os.getloadavg()[0]
+    name, ckpt, arch = clip_weights(args.clip_layers)
+    clip_params = ClipParams(
+        model=name,
+        pretrained=str(ckpt),
+        architecture=str(arch) if arch else None,
+        device="cpu",
+        batch_size=args.clip_batch,
+    )
+    clip_units = list_units(
+        [str(caption_corpus(args.clip_images, max(1, args.clip_images // 32)) / "*.tar")], ReadParams()
+    )
+    ocr_units = list_units(
+        [str(caption_corpus(args.ocr_images, max(1, args.ocr_images // 8), seed=1) / "*.tar")], ReadParams()
+    )
+    arch_note = (
+        "stock ViT-B-32"
+        if args.clip_layers == 12
+        else f"ViT-B-32 widths with {args.clip_layers} of 12 blocks per tower ({name}; --clip-layers 12 = stock)"
+    )
+    print(
+        f"models: CLIP {arch_note}, random weights from {ckpt.name}, fp32 CPU, batch {args.clip_batch}, "
+        f"{args.clip_images} images; OCR rapidocr PP-OCR, {args.ocr_images} images; best of {reps}"
+    )
+    print(f"  load average before: {load_before:.2f} on {cores} cores, torch threads {torch.get_num_threads()}")
+    print(
+        "  (a) = bare loop: read shard, decode, handler.run_inference(batch, model) over consecutive batches\n"
+        "  (b) = Beam DirectRunner in_memory, 1 worker: Create(shards) -> read -> decode -> "
+        "RunInference(KeyedModelHandler(GuardedHandler(handler))) -> count"
+    )
+
+    # Warm-up: torch/open_clip/onnxruntime imports and kernels, Beam's RunInference, page cache.
+    warm = ClipModelHandler(clip_params)
+    tower = warm.load_model()
+    bare_inference(clip_units[:1], clip_example, warm, tower, args.clip_batch)
+    examples = [clip_example(rec) for rec in itertools.islice(read_unit(clip_units[0], ReadParams()), 32)]
+    t0 = time.perf_counter()
+    for img, _ in examples:
+        tower.preprocess(img)
+    preprocess_ms = (time.perf_counter() - t0) / len(examples) * 1e3
+    del tower
+    beam_inference(clip_units[:1], clip_example, ClipModelHandler(clip_params))
+    ocr_warm = OcrModelHandler(OcrParams())
+    ocr_model = ocr_warm.load_model()
+    ocr_warm.run_inference(
+        [ocr_example(rec) for rec in itertools.islice(read_unit(ocr_units[0], ReadParams()), 2)], ocr_model
+    )
+    del ocr_model
+
+    lines: dict[str, dict[str, Any]] = {}
+    lines["clip"] = model_line(
+        "clip", lambda: ClipModelHandler(clip_params), clip_units, clip_example, args.clip_images, args.clip_batch, reps
+    )
+    ocr_batch = OcrParams().batch_size
+    lines["ocr"] = model_line(
+        "ocr", lambda: OcrModelHandler(OcrParams()), ocr_units, ocr_example, args.ocr_images, ocr_batch, reps
+    )
+    gpu: dict[str, Any] = {"cuda_available": cuda}
+    if cuda:
+        gpu_name, gpu_ckpt, _ = clip_weights(12)
+        gpu_params = ClipParams(model=gpu_name, pretrained=str(gpu_ckpt), device="cuda", batch_size=args.gpu_batch)
+        corpus = caption_corpus(args.images, args.shards, seed=args.seed)
+        units = list_units([str(corpus / "*.tar")], ReadParams())
+        repeat = max(1, math.ceil(args.gpu_images / args.images))
+        gpu_units = units * repeat
+        workers = tuple(sorted({1, cores}))
+        print(
+            f"  GPU ({torch.cuda.get_device_name(0)}): stock ViT-B-32, bf16 autocast, batch {args.gpu_batch}, "
+            f"{len(units)} shards x {repeat} = {args.images * repeat} images, Beam with {workers} workers"
+        )
+        lines["gpu"] = model_line(
+            "gpu",
+            lambda: ClipModelHandler(gpu_params),
+            gpu_units,
+            clip_example,
+            args.images * repeat,
+            args.gpu_batch,
+            1,  # one repetition: the 1-process variants are CPU-bound and long
+            beam_workers=workers,
+        )
+        gpu["device"] = torch.cuda.get_device_name(0)
+    load_after = os.getloadavg()[0]
+
+    def ratio(line: dict[str, Any], key: str, field: str = "images_per_s") -> float | None:
+        a, b = line.get("bare", {}).get(field), line.get(key, {}).get(field)
+        return b / a if a and b else None
+
+    checks = {
+        "clip_beam_vs_bare>=0.9": (ratio(lines["clip"], "beam1") or 0) >= 0.9,
+        "ocr_beam_vs_bare>=0.9": (ratio(lines["ocr"], "beam1") or 0) >= 0.9,
+        "no_records_lost": not any(e for line in lines.values() for e in line["errors"].values()),
+    }
+    if cuda:
+        best_gpu = max(
+            (v.get("images_per_s_end_to_end", 0) for k, v in lines["gpu"].items() if k.startswith("beam")), default=0
+        )
+        gpu["beam_images_per_s_end_to_end"] = best_gpu
+        checks[f"gpu_beam_end_to_end>={GPU_TARGET:.0f}"] = best_gpu >= GPU_TARGET
+
+    def cell(value: float | None, width: int, fmt: str = ".1f") -> str:
+        return f"{value:{width}{fmt}}" if value is not None else f"{'n/a':>{width}s}"
+
+    print()
+    cols = ("excl. load s", 12), ("img/s", 7), ("load s", 6), ("e2e img/s", 9), ("in model s", 10), ("batch", 5)
+    head = f"{'variant':50s} " + " ".join(f"{c:>{w}s}" for c, w in cols) + "  vs (a)"
+    print(head)
+    print("-" * len(head))
+    labels = {"clip": "CLIP", "ocr": "OCR", "gpu": "GPU CLIP"}
+    for line_name, line in lines.items():
+        for key in line["runs"]:
+            r = line.get(key)
+            workers = key.removeprefix("beam")
+            what = (
+                "(a) bare loop" if key == "bare" else f"(b) Beam RunInference, {workers} worker{'s' * (workers != '1')}"
+            )
+            label = f"{labels[line_name]} {what}"
+            if r is None:
+                print(f"{label:50s} {'failed':>12s}")
+            else:
+                batch = r.get("batch_mean", line["batch_size"])
+                print(
+                    f"{label:50s} {cell(r['loop_s'], 12, '.2f')} {cell(r['images_per_s'], 7)} "
+                    f"{cell(r['load_s'], 6, '.2f')} {cell(r['images_per_s_end_to_end'], 9)} "
+                    f"{cell(r['inside_s'], 10, '.2f')} {cell(batch, 5)}  {cell(ratio(line, key), 6, '.2f')}"
+                )
+            for err in dict.fromkeys(line["errors"][key]):
+                print(f"    !! {line['errors'][key].count(err)}/{line['reps']} runs: {err[:300]}")
+    print()
+    verdict = {True: "PASS", False: "FAIL"}
+    for line_name, check in (("clip", "clip_beam_vs_bare>=0.9"), ("ocr", "ocr_beam_vs_bare>=0.9")):
+        line = lines[line_name]
+        r_ex, r_e2e = ratio(line, "beam1"), ratio(line, "beam1", "images_per_s_end_to_end")
+        print(
+            f"  {labels[line_name]}: Beam (b) / bare (a), model load excluded = {cell(r_ex, 0, '.2f')}x "
+            f"(target >= 0.90) {verdict[checks[check]]}; load included in both = {cell(r_e2e, 0, '.2f')}x"
+        )
+        a, b = line.get("bare"), line.get("beam1")
+        if a and b:
+            other_a = a["loop_s"] - a["inside_s"]
+            other_b = b["loop_s"] - b["inside_s"]
+            print(
+                f"    inside run_inference: (a) {a['inside_s']:.2f}s, (b) {b['inside_s']:.2f}s; read + decode + "
+                f"everything else: (a) {other_a:.2f}s, (b) {other_b:.2f}s (Beam start-up, batching, keys included)"
+            )
+    print(f"  every variant processed every record: {verdict[checks['no_records_lost']]}")
+    print(
+        f"  open_clip preprocess on the CPU (resize, crop, tensor, normalise; serial in run_inference): "
+        f"{preprocess_ms:.2f} ms/image = at most {1e3 / preprocess_ms:.0f} img/s per worker on any accelerator"
+    )
+    print(f"  torch.cuda.is_available() = {cuda}")
+    if cuda:
+        print(
+            f"  GPU CLIP end to end (model load included), best Beam variant = "
+            f"{gpu['beam_images_per_s_end_to_end']:.0f} images/s (target >= {GPU_TARGET:.0f}) "
+            f"{verdict[checks[f'gpu_beam_end_to_end>={GPU_TARGET:.0f}']]}"
+        )
+    else:
+        print(
+            f"  GPU line NOT MEASURED here (no CUDA device): on a CUDA host this benchmark adds stock ViT-B-32, bf16 "
+            f"autocast, batch {args.gpu_batch}, ~{args.gpu_images} images, target >= {GPU_TARGET:.0f} img/s end to end"
+        )
+    print(
+        f"  load average {load_before:.2f} before, {load_after:.2f} after "
+        "(wall-clock figures: a busy machine lowers them)"
+    )
+
+    report = {
+        "benchmark": "models",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "clip": {"model": name, "architecture": arch_note, "checkpoint": ckpt.name, "batch_size": args.clip_batch},
+        "reps": reps,
+        "lines": lines,
+        "ratios": {
+            k: {"excl_load": ratio(v, "beam1"), "end_to_end": ratio(v, "beam1", "images_per_s_end_to_end")}
+            for k, v in lines.items()
+        },
+        "preprocess_ms_per_image": round(preprocess_ms, 3),
+        "gpu": gpu,
+        "checks": checks,
+        "passed": all(checks.values()),
+        "env": {
+            "cpu_count": cores,
+            "torch_threads": torch.get_num_threads(),
+            "loadavg_before_after": [round(load_before, 2), round(load_after, 2)],
+            "python": platform.python_version(),
+            "apache_beam": beam.__version__,
+            "torch": torch.__version__,
+            "open_clip": open_clip.__version__,
+            "host": platform.node(),
+        },
+    }
+    path = OUT_DIR / "models.json"
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"  figures written to {path.relative_to(BENCH_DIR.parent)}")
+    return report["passed"]
+
+
+NOUNS = ("cat", "dog", "bird", "box")
+COLORS = ("red", "blue", "green", "yellow", "black", "white")
+PLACES = ("left", "right", "top", "bottom")
+NUMBERS = ("two", "three", "four", "five", "six", "seven", "eight", "nine")
+
+
+def bench_question(i: int) -> Any:
+    """Question number i: varied, in the tiny Llama's vocabulary, about one image (never read: the text-only
+    model gets `image_placeholder` instead)."""
+    from mmcurate.schemas import AnswerType, Question, Source
+
+    noun, color = NOUNS[i % len(NOUNS)], COLORS[(i // len(NOUNS)) % len(COLORS)]
+    place, number = PLACES[(i // 3) % len(PLACES)], NUMBERS[(i // 5) % len(NUMBERS)]
+    choices: list[str] = []
+    if i % 3 == 0:
+        text, answer, atype = f"how many {noun} are shown in the picture on the {place} ?", "2", "number"
+    elif i % 3 == 1:
+        text, answer, atype = f"which color is the {noun} on the {place} ?", color, "text"
+    else:
+        text, answer, atype = f"is the {color} {noun} on the {place} of the image ?", "A", "choice"
+        choices = ["yes", "no", f"{number} of them"]
+    return Question(
+        id=f"bench-{i:06d}",
+        source=Source(uri="bench://questions.jsonl", unit=i // 64, index=i % 64),
+        question=text,
+        answer=answer,
+        answer_type=AnswerType(atype),
+        choices=choices,
+        images=[f"bench://images/{i:06d}.png"],
+    )
+
+
+def _tasks(i: int, cfg: Any) -> list[Any]:
+    """The rollout tasks of question i, as the pass-rate pipeline's JoinCacheFn makes them (no cache hit)."""
+    from mmcurate.pipelines import passrate
+
+    return passrate.tasks_for(bench_question(i), cfg)
+
+
+def tiny_llama() -> Path:
+    """tests/tiny_models.build_tiny_llama (random 2-layer Llama, word-level tokenizer), cached in bench/out."""
+    folder = MODELS_DIR / "tiny-llama-h48-l2-seed0"
+    if not (folder / "config.json").exists():
+        sys.path.insert(0, str(BENCH_DIR.parent / "tests"))
+        from tiny_models import build_tiny_llama
+
+        tmp = folder.with_name(folder.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        build_tiny_llama(tmp)
+        tmp.rename(folder)
+    return folder
+
+
+def _responses_digest(pairs: Iterator[tuple[str, list[str]]]) -> str:
+    """Order-independent digest of (question id, k responses) pairs."""
+    total = 0
+    for qid, responses in pairs:
+        total += int(hashlib.sha256(json.dumps([qid, responses]).encode()).hexdigest()[:15], 16)
+    return f"{total % 2**64:016x}"
+
+
+def _rollout_value(element: tuple[Any, list[str]], k: int) -> int:
+    task, responses = element
+    counter = beam.metrics.Metrics.counter
+    counter("bench", "prompts").inc()
+    counter("bench", "samples").inc(len(responses))
+    if len(responses) != k:
+        counter("bench", "short").inc()
+    return int(hashlib.sha256(json.dumps([task.question.id, list(responses)]).encode()).hexdigest()[:15], 16)
+
+
+def _write_digest(total: int, path: str) -> None:
+    Path(path).write_text(f"{total % 2**64:016x}")
+
+
+def direct_rollouts(prompts: int, cfg: Any, handler: Any, model: Any, inference: dict) -> tuple[int, float, str]:
+    """(a): tasks of questions 0..prompts-1, then handler.run_inference over consecutive batches of
+    cfg.transformers.batch_size prompts. Returns (samples, seconds inside run_inference, digest)."""
+    tasks = [t for i in range(prompts) for t in _tasks(i, cfg)]
+    batch_size = cfg.transformers.batch_size
+    pairs, inside = [], 0.0
+    for i in range(0, len(tasks), batch_size):
+        chunk = tasks[i : i + batch_size]
+        t0 = time.perf_counter()
+        preds = handler.run_inference([t.messages for t in chunk], model, inference)
+        inside += time.perf_counter() - t0
+        pairs += [(t.question.id, list(r)) for t, r in zip(chunk, preds, strict=True)]
+    return sum(len(r) for _, r in pairs), inside, _responses_digest(iter(pairs))
+
+
+def beam_rollouts(prompts: int, cfg: Any, handler: Any, inference: dict) -> tuple[BeamRun, str]:
+    """(b): Create(question numbers) -> tasks (as JoinCacheFn makes them) -> the pass-rate pipeline's
+    'Prompt' -> 'Rollouts' = RunInference(KeyedModelHandler(make_handler(cfg.rollout)),
+    inference_args={'sampling': ...}) -> count. (Not Create(tasks): Create embeds its values in the pipeline
+    graph, which Beam pickles and bz2-compresses, ~1 ms per task here; the pipeline's tasks come from a join.)"""
+    from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
+
+    with tempfile.TemporaryDirectory(prefix="mmcurate-bench-") as tmp:
+        digest_file = os.path.join(tmp, "digest")
+
+        def build(p: beam.Pipeline) -> None:
+            _ = (
+                p
+                | "Questions" >> beam.Create(range(prompts), reshuffle=False)
+                | "Tasks" >> beam.FlatMap(_tasks, cfg)
+                | "Prompt" >> beam.Map(lambda t: (t, t.messages))
+                | "Rollouts" >> RunInference(KeyedModelHandler(handler), inference_args=inference)
+                | "Count" >> beam.Map(_rollout_value, cfg.sampling.k)
+                | "Digest" >> beam.CombineGlobally(sum)
+                | "WriteDigest" >> beam.Map(_write_digest, digest_file)
+            )
+
+        run = beam_run(build, handler.get_metrics_namespace(), 1)
+        return run, Path(digest_file).read_text()
+
+
+def bench_rollout(args: argparse.Namespace) -> bool:
+    import torch
+    import transformers
+
+    from mmcurate.pipelines import passrate
+
+    transformers.utils.logging.disable_progress_bar()  # "Loading weights" at every load_model
+    cores = os.cpu_count() or 1
+    reps = args.reps
+    load_before = os.getloadavg()[0]
+    folder = tiny_llama()
+    cfg = passrate.RolloutConfig(
+        backend="transformers",
+        transformers={"model": str(folder), "batch_size": args.rollout_batch, "device": "cpu"},
+        sampling={"k": args.k, "max_tokens": args.max_tokens, "temperature": 1.0, "seed": 0},
+        prompt={"image_placeholder": "<|image|>"},
+        blind=False,
+    )
+    prompts = args.prompts
+    inference = {"sampling": cfg.sampling.model_dump()}
+    k, n = cfg.sampling.k, prompts * cfg.sampling.k
+    batch = cfg.transformers.batch_size
+    print(
+        f"rollout: {prompts} prompts x k={k} = {n} samples of <= {args.max_tokens} tokens, tiny Llama "
+        f"({folder.name}, tests/tiny_models.py), transformers backend on CPU, batch {batch} prompts; best of {reps}"
+    )
+    print(f"  load average before: {load_before:.2f} on {cores} cores, torch threads {torch.get_num_threads()}")
+    print(
+        "  (a) = passrate.tasks_for(question), then handler.run_inference(prompts, model, {'sampling': ...}) over "
+        "consecutive batches\n"
+        "  (b) = Beam DirectRunner in_memory, 1 worker: Create(question numbers) -> tasks_for -> 'Prompt' -> "
+        "RunInference(KeyedModelHandler(passrate.make_handler(cfg)), inference_args) -> count"
+    )
+    print("  rates are samples/s: prompts x k responses per second")
+
+    # Warm-up: transformers' generate, Beam's RunInference.
+    handler = passrate.make_handler(cfg)
+    model = handler.load_model()
+    direct_rollouts(2 * batch, cfg, handler, model, inference)
+    beam_rollouts(2 * batch, cfg, passrate.make_handler(cfg), inference)
+    del model
+
+    runs: dict[str, list[dict[str, float]]] = {"direct": [], "beam": []}
+    errors: dict[str, list[str]] = {"direct": [], "beam": []}
+    digests: dict[str, set[str]] = {"direct": set(), "beam": set()}
+    for rep in range(reps):
+        try:
+            handler = passrate.make_handler(cfg)
+            t0 = time.perf_counter()
+            model = handler.load_model()
+            load = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            samples, inside, digest = direct_rollouts(prompts, cfg, handler, model, inference)
+            loop = time.perf_counter() - t0
+            del model
+            if samples != n:
+                raise RuntimeError(f"{samples} of {n} samples")
+            digests["direct"].add(digest)
+            runs["direct"].append({"loop_s": loop, "load_s": load, "inside_s": inside})
+            print(f"  rep {rep + 1}/{reps} direct {loop:7.2f}s + load {load:5.2f}s  {n / loop:7.1f} samples/s")
+        except Exception as exc:
+            errors["direct"].append(short_error(exc))
+            print(f"  rep {rep + 1}/{reps} direct FAILED: {errors['direct'][-1][:200]}", flush=True)
+        try:
+            r, digest = beam_rollouts(prompts, cfg, passrate.make_handler(cfg), inference)
+            if r.counters.get("bench/samples", 0) != n or r.counters.get("bench/short", 0):
+                raise RuntimeError(f"{r.counters.get('bench/samples', 0)} of {n} samples")
+            digests["beam"].add(digest)
+            loop = r.wall - r.load_s
+            runs["beam"].append(
+                {
+                    "loop_s": loop,
+                    "load_s": r.load_s,
+                    "wall_s": r.wall,
+                    "inside_s": r.inside_s,
+                    "batches": r.batches,
+                    "batch_mean": r.batch_mean,
+                    "batch_max": r.batch_max,
+                }
+            )
+            print(
+                f"  rep {rep + 1}/{reps} beam   {loop:7.2f}s + load {r.load_s:5.2f}s  {n / loop:7.1f} samples/s  "
+                f"({r.batches} batches, mean {r.batch_mean:.2f} prompts, in model {r.inside_s:.2f}s)",
+                flush=True,
+            )
+        except Exception as exc:
+            errors["beam"].append(short_error(exc))
+            print(f"  rep {rep + 1}/{reps} beam   FAILED: {errors['beam'][-1][:200]}", flush=True)
+    load_after = os.getloadavg()[0]
+
+    best = {key: min(v, key=lambda x: x["loop_s"]) for key, v in runs.items() if v}
+    rates = {key: n / b["loop_s"] for key, b in best.items()}
+    e2e = {key: n / (b["loop_s"] + b["load_s"]) for key, b in best.items()}
+    ratio = rates["beam"] / rates["direct"] if len(rates) == 2 else None
+    same = len(digests["direct"] | digests["beam"]) == 1
+    checks = {
+        "beam_vs_direct>=0.8": ratio is not None and ratio >= 0.8,
+        "no_rollouts_lost": not any(errors.values()),
+        "same_samples": same,
+    }
+    verdict = {True: "PASS", False: "FAIL"}
+    print()
+    head = (
+        f"{'variant':50s} {'excl. load s':>12s} {'samples/s':>9s} {'load s':>6s} {'e2e samples/s':>13s} {'batch':>5s}"
+    )
+    print(head)
+    print("-" * len(head))
+    for key, label in (("direct", "(a) transformers handler, direct"), ("beam", "(b) Beam RunInference, 1 worker")):
+        if key in best:
+            b = best[key]
+            print(
+                f"{label:50s} {b['loop_s']:12.2f} {rates[key]:9.1f} {b['load_s']:6.2f} {e2e[key]:13.1f} "
+                f"{b.get('batch_mean', batch):5.2f}"
+            )
+        else:
+            print(f"{label:50s} {'failed':>12s}")
+        for err in dict.fromkeys(errors[key]):
+            print(f"    !! {errors[key].count(err)}/{reps} runs: {err[:300]}")
+    print()
+    ratio_text = f"{ratio:.2f}" if ratio is not None else "n/a"
+    print(
+        f"  Beam (b) / direct (a), model load excluded = {ratio_text}x  (target >= 0.80)  "
+        f"{verdict[checks['beam_vs_direct>=0.8']]}"
+    )
+    if len(best) == 2:
+        a, b = best["direct"], best["beam"]
+        print(
+            f"    inside run_inference: (a) {a['inside_s']:.2f}s in {math.ceil(prompts / batch)} batches of {batch}, "
+            f"(b) {b['inside_s']:.2f}s in {b['batches']:.0f} batches of {b['batch_mean']:.2f} prompts on average "
+            f"(BatchElements between min_batch_size {cfg.transformers.min_batch_size or 1} and {batch})\n"
+            f"    everything else: (a) {a['loop_s'] - a['inside_s']:.2f}s, (b) {b['loop_s'] - b['inside_s']:.2f}s "
+            "(Beam start-up, task building, batching, keys included)"
+        )
+    print(f"  every prompt got k samples: {verdict[checks['no_rollouts_lost']]}")
+    print(f"  (a) and (b) produced the same samples (seeded per prompt): {verdict[checks['same_samples']]}")
+    print(
+        f"  load average {load_before:.2f} before, {load_after:.2f} after "
+        "(wall-clock figures: a busy machine lowers them)"
+    )
+    report = {
+        "benchmark": "rollout",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "prompts": prompts,
+        "k": k,
+        "max_tokens": args.max_tokens,
+        "samples": n,
+        "batch_size": batch,
+        "model": folder.name,
+        "reps": reps,
+        "runs": runs,
+        "errors": errors,
+        "samples_per_s": {key: round(v, 1) for key, v in rates.items()},
+        "samples_per_s_end_to_end": {key: round(v, 1) for key, v in e2e.items()},
+        "beam_vs_direct": round(ratio, 3) if ratio is not None else None,
+        "digests": {key: sorted(v) for key, v in digests.items()},
+        "checks": checks,
+        "passed": all(checks.values()),
+        "env": {
+            "cpu_count": cores,
+            "torch_threads": torch.get_num_threads(),
+            "loadavg_before_after": [round(load_before, 2), round(load_after, 2)],
+            "python": platform.python_version(),
+            "apache_beam": beam.__version__,
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "host": platform.node(),
+        },
+    }
+    path = OUT_DIR / "rollout.json"
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"  figures written to {path.relative_to(BENCH_DIR.parent)}")
+    return report["passed"]
+
+
 BENCHMARKS: dict[str, Callable[[argparse.Namespace], bool]] = {
     "caption": bench_caption,
+    "models": bench_models,
+    "rollout": bench_rollout,
 }
 
 
@@ -506,6 +1270,20 @@ def main(argv: list[str] | None = None) -> int:
         "--workers", type=int, default=2, help="workers for the multi_processing scaling line; 0 skips it (default 2)"
     )
     parser.add_argument("--no-full", action="store_true", help="skip the full pipeline line (c)")
+    models = parser.add_argument_group("models")
+    models.add_argument("--clip-images", type=int, default=256, help="CLIP images, CPU (default 256)")
+    models.add_argument("--clip-batch", type=int, default=32, help="CLIP batch size, CPU (default 32)")
+    models.add_argument(
+        "--clip-layers", type=int, default=3, help="blocks per CLIP tower; 12 = stock ViT-B-32 (default 3)"
+    )
+    models.add_argument("--ocr-images", type=int, default=24, help="OCR images (default 24)")
+    models.add_argument("--gpu-images", type=int, default=16000, help="CLIP images on CUDA (default 16000)")
+    models.add_argument("--gpu-batch", type=int, default=256, help="CLIP batch size on CUDA (default 256)")
+    rollout = parser.add_argument_group("rollout")
+    rollout.add_argument("--prompts", type=int, default=512, help="prompts (default 512)")
+    rollout.add_argument("--k", type=int, default=8, help="samples per prompt (default 8)")
+    rollout.add_argument("--max-tokens", type=int, default=16, help="new tokens per sample (default 16)")
+    rollout.add_argument("--rollout-batch", type=int, default=4, help="prompts per generate call (default 4)")
     parser.add_argument("--profile", action="store_true", help="also write cProfile reports under bench/out/")
     args = parser.parse_args(argv)
     names = [s.strip() for s in args.only.split(",") if s.strip()]
