@@ -157,11 +157,19 @@ def _demo(args: argparse.Namespace, beam_args: list[str]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+
+    import imagehash  # noqa: F401 - imports scipy, which resets this warning's filter; ours must come after
+    import numpy as np
+
     from mmcurate.pipelines.config import ConfigError
     from mmcurate.pipelines.run import OutputError
     from mmcurate.stages.base import ModelUnavailable
     from mmcurate.stages.readers import InputError
 
+    # Beam's adaptive batching refits a line per batch; once batches are all full-size the fit is
+    # degenerate and numpy warns ("Polyfit may be poorly conditioned") on every batch.
+    warnings.filterwarnings("ignore", category=np.exceptions.RankWarning)
     args, beam_args = parser().parse_known_args(argv)
     try:
         if args.command == "summary":

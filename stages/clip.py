@@ -10,6 +10,8 @@ or a custom architecture JSON; missing weights are found before the pipeline sta
 
 from __future__ import annotations
 
+import concurrent.futures
+import functools
 import itertools
 import json
 import os
@@ -209,6 +211,11 @@ def head_input_dim(path: str) -> int:
     return int(load_head(path)[0].in_features)
 
 
+@functools.lru_cache(maxsize=1)
+def _pool() -> concurrent.futures.ThreadPoolExecutor:
+    return concurrent.futures.ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1), thread_name_prefix="clip-pre")
+
+
 @dataclass
 class Tower:
     model: Any
@@ -254,7 +261,14 @@ class ClipModelHandler(ModelHandler):
         import torch
         import torch.nn.functional as F
 
-        images = torch.stack([model.preprocess(img) for img, _ in batch]).to(model.device)
+        # Per-image CPU transforms (resize, crop, normalise) in threads: Pillow and torch release the
+        # GIL, and done serially they cap a worker at ~200 images/s whatever the accelerator.
+        tensors = (
+            list(_pool().map(model.preprocess, [img for img, _ in batch]))
+            if len(batch) > 1
+            else [model.preprocess(batch[0][0])]
+        )
+        images = torch.stack(tensors).to(model.device, non_blocking=True)
         ctx = torch.autocast(model.autocast[0], dtype=model.autocast[1]) if model.autocast else contextlib.nullcontext()
         out: list[dict[str, float]] = [{} for _ in batch]
         with torch.inference_mode(), ctx:

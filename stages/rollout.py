@@ -442,7 +442,7 @@ class TransformersRolloutHandler(ModelHandler):
     """
 
     def __init__(self, params: TransformersParams, sampling: SamplingParams | None = None) -> None:
-        super().__init__(min_batch_size=params.min_batch_size or 1, max_batch_size=params.batch_size)
+        super().__init__(min_batch_size=params.min_batch_size or params.batch_size, max_batch_size=params.batch_size)
         self.params = params
         self.sampling = sampling or SamplingParams()
 
@@ -663,7 +663,7 @@ class OpenAIRolloutHandler(ModelHandler):
     """
 
     def __init__(self, params: OpenAIParams, sampling: SamplingParams | None = None) -> None:
-        super().__init__(min_batch_size=params.min_batch_size or 1, max_batch_size=params.batch_size)
+        super().__init__(min_batch_size=params.min_batch_size or params.batch_size, max_batch_size=params.batch_size)
         self.params = params
         self.sampling = sampling or SamplingParams()
 
@@ -738,7 +738,7 @@ class VLLMRolloutHandler(ModelHandler):
     """
 
     def __init__(self, params: VLLMParams, sampling: SamplingParams | None = None) -> None:
-        super().__init__(min_batch_size=params.min_batch_size or 1, max_batch_size=params.batch_size)
+        super().__init__(min_batch_size=params.min_batch_size or params.batch_size, max_batch_size=params.batch_size)
         self.params = params
         self.sampling = sampling or SamplingParams()
         self._beam: Any = None

@@ -303,7 +303,7 @@ def test_inference_args_are_validated(handler) -> None:
     with pytest.raises(ValueError):
         handler.validate_inference_args({"sampling": {"k": 0}})
     assert handler.get_metrics_namespace() == "mmcurate_rollout"
-    assert handler.batch_elements_kwargs() == {"min_batch_size": 1, "max_batch_size": 3}
+    assert handler.batch_elements_kwargs() == {"min_batch_size": 3, "max_batch_size": 3}  # full batches by default
 
 
 def test_run_inference_in_a_pipeline(handler, llama) -> None:
