@@ -6,6 +6,7 @@ pydantic `Params` model; `@register` makes it available to every pipeline config
 
 from __future__ import annotations
 
+import abc
 import importlib
 import pkgutil
 from typing import Any, ClassVar
@@ -23,7 +24,7 @@ class Params(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Filter:
+class Filter(abc.ABC):
     """A rule-based filter.
 
     `score` computes numbers (and string labels) from a decoded record; they go into the score
@@ -42,8 +43,27 @@ class Filter:
     def score(self, record: Any) -> tuple[dict[str, float], dict[str, str]]:
         return {}, {}
 
+    @abc.abstractmethod
     def decide(self, scores: dict[str, float], labels: dict[str, str]) -> str | None:
-        raise NotImplementedError
+        """A drop reason code, or None to keep; from scores and labels only."""
+
+
+def hub_answer(repo: str, filename: str) -> str | None:
+    """None when the Hugging Face hub is reachable and holds `repo/filename`; else why not, in words.
+
+    Used when weights are not in the local cache: a connected cluster downloads them at load time,
+    an offline machine must fail before the run starts.
+    """
+    import os
+
+    import huggingface_hub as hf
+
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False"):
+        return "HF_HUB_OFFLINE is set"
+    try:
+        return None if hf.file_exists(repo, filename) else "the hub has no such file"
+    except Exception as exc:  # no network, DNS failure, proxy, gated repo: all mean the same here
+        return f"the hub cannot be reached ({type(exc).__name__})"
 
 
 def resolve_device(device: str, key: str) -> str:

@@ -23,7 +23,7 @@ from typing import Any
 
 from apache_beam.ml.inference.base import ModelHandler
 
-from .base import Filter, ModelUnavailable, Params, register, resolve_device
+from .base import Filter, ModelUnavailable, Params, hub_answer, register, resolve_device
 
 
 class ClipParams(Params):
@@ -139,14 +139,9 @@ def _unreachable(repo: str, filename: str, params: ClipParams, key: str) -> None
     """Not in the cache: fine only if the hub answers (a connected cluster downloads at load time)."""
     import huggingface_hub as hf
 
-    why = "HF_HUB_OFFLINE is set"
-    if os.environ.get("HF_HUB_OFFLINE", "0") in ("", "0", "false", "False"):
-        try:
-            if hf.file_exists(repo, filename):
-                return
-            why = "the hub has no such file"
-        except Exception as exc:  # no network, DNS failure, proxy: all mean the same here
-            why = f"the hub cannot be reached ({type(exc).__name__})"
+    why = hub_answer(repo, filename)
+    if why is None:
+        return
     cache = params.cache_dir or hf.constants.HF_HUB_CACHE
     raise ModelUnavailable(
         f"{key}: weights {repo}/{filename} are not in the cache {cache} and {why}. "

@@ -17,6 +17,7 @@ ledger; the `text_area` filter decides from `ocr_text_area` alone.
 
 from __future__ import annotations
 
+import abc
 import importlib
 import math
 import os
@@ -168,7 +169,7 @@ def _quad(points: Any) -> list[list[float]]:
     return arr.tolist()
 
 
-class _Backend:
+class _Backend(abc.ABC):
     """Shared per-image frame: RGB, shrink, run the engine, map boxes back, drop weak lines.
 
     Images run one at a time (both engines take one image per call anyway), so a result never
@@ -212,8 +213,9 @@ class _Backend:
             lines.append(OcrLine(box=box, text=text, confidence=float(score)))
         return lines
 
+    @abc.abstractmethod
     def engine(self, image: Image.Image) -> Iterable[tuple[Any, str, float]]:
-        raise NotImplementedError
+        """(corner points, text, confidence) per line the backend finds in `image`."""
 
 
 class RapidOcrBackend(_Backend):

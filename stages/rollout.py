@@ -41,7 +41,7 @@ from apache_beam.ml.inference.base import ModelHandler
 
 from mmcurate.schemas.question import Question
 
-from .base import ModelUnavailable, Params, resolve_device
+from .base import ModelUnavailable, Params, hub_answer, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -304,14 +304,9 @@ def check_model(params: TransformersParams, key: str = "rollout.transformers.mod
     config = hf.try_to_load_from_cache(params.model, "config.json", cache_dir=params.cache_dir)
     if isinstance(config, str) and any(isinstance(c, str) for c in cached):  # else None or a "known missing" marker
         return
-    why = "HF_HUB_OFFLINE is set"
-    if os.environ.get("HF_HUB_OFFLINE", "0") in ("", "0", "false", "False"):
-        try:
-            if hf.file_exists(params.model, "config.json"):
-                return
-            why = "the hub has no such model"
-        except Exception as exc:  # no network, DNS failure, proxy, gated repo: all mean the same here
-            why = f"the hub cannot be reached ({type(exc).__name__})"
+    why = hub_answer(params.model, "config.json")
+    if why is None:
+        return
     cache = params.cache_dir or hf.constants.HF_HUB_CACHE
     raise ModelUnavailable(
         f"{key}: {params.model!r} is not a local folder, not in the cache {cache}, and {why}. "
@@ -433,7 +428,20 @@ def _vlm_messages(messages: Messages) -> tuple[Messages, list[Any]]:
     return out, images
 
 
-class TransformersRolloutHandler(ModelHandler):
+class _RolloutHandler(ModelHandler):
+    """What every rollout backend shares: the inference-args contract, metrics namespace, byte count."""
+
+    def validate_inference_args(self, inference_args: dict[str, Any] | None) -> None:
+        _validate_args(inference_args)
+
+    def get_metrics_namespace(self) -> str:
+        return METRICS_NAMESPACE
+
+    def get_num_bytes(self, batch: Sequence[Messages]) -> int:
+        return _num_bytes(batch)
+
+
+class TransformersRolloutHandler(_RolloutHandler):
     """Examples: chat message lists. Predictions: k response strings per example.
 
     Prompts of a batch are generated together (left padding), each repeated k times; the k rows of
@@ -535,15 +543,6 @@ class TransformersRolloutHandler(ModelHandler):
                     break
             texts.append(model.tokenizer.decode(row, skip_special_tokens=self.params.skip_special_tokens))
         return [texts[i * k : (i + 1) * k] for i in range(len(batch))]
-
-    def validate_inference_args(self, inference_args: dict[str, Any] | None) -> None:
-        _validate_args(inference_args)
-
-    def get_metrics_namespace(self) -> str:
-        return METRICS_NAMESPACE
-
-    def get_num_bytes(self, batch: Sequence[Messages]) -> int:
-        return _num_bytes(batch)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -655,7 +654,7 @@ def _retry_after(value: str | None) -> float | None:
         return None
 
 
-class OpenAIRolloutHandler(ModelHandler):
+class OpenAIRolloutHandler(_RolloutHandler):
     """Examples: chat message lists. Predictions: k response strings per example (`n=k` per request).
 
     When a server returns fewer than n choices (some APIs ignore n), the rest are asked for again,
@@ -697,15 +696,6 @@ class OpenAIRolloutHandler(ModelHandler):
         futures = [model.pool.submit(self._one, model, m, s) for m in batch]
         return [f.result() for f in futures]
 
-    def validate_inference_args(self, inference_args: dict[str, Any] | None) -> None:
-        _validate_args(inference_args)
-
-    def get_metrics_namespace(self) -> str:
-        return METRICS_NAMESPACE
-
-    def get_num_bytes(self, batch: Sequence[Messages]) -> int:
-        return _num_bytes(batch)
-
 
 # ----------------------------------------------------------------------------------------------
 # vLLM (GPU hosts)
@@ -726,7 +716,7 @@ def check_vllm(params: VLLMParams | None = None, key: str = "rollout.vllm") -> N
         )
 
 
-class VLLMRolloutHandler(ModelHandler):
+class VLLMRolloutHandler(_RolloutHandler):
     """Beam's `VLLMChatModelHandler` (one vLLM OpenAI server per worker machine, shared by its
     processes), with our message dicts in and k response strings out.
 
@@ -785,14 +775,5 @@ class VLLMRolloutHandler(ModelHandler):
             out.append([_choice_text({"message": c.message.model_dump()}) for c in choices])
         return out
 
-    def validate_inference_args(self, inference_args: dict[str, Any] | None) -> None:
-        _validate_args(inference_args)
-
     def share_model_across_processes(self) -> bool:
         return True
-
-    def get_metrics_namespace(self) -> str:
-        return METRICS_NAMESPACE
-
-    def get_num_bytes(self, batch: Sequence[Messages]) -> int:
-        return _num_bytes(batch)
