@@ -47,6 +47,17 @@ def print_summary(manifest: dict, out: str | None = None) -> None:
         for name, d in metrics.get("distributions", {}).items():
             mt.add_row(name, f"n={d['count']} mean={d['mean']:.4g} max={d['max']:g}")
         console.print(mt)
+    if "clips" in manifest:
+        clips = manifest["clips"]
+        ct = Table(title=f"clips: {clips['counts']['input']} cut from the videos")
+        ct.add_column("fate")
+        ct.add_column("reason")
+        ct.add_column("clips", justify="right")
+        ct.add_row("kept", "", str(clips["counts"]["kept"]), style="green")
+        for fate, style in (("dropped", "yellow"), ("quarantined", "red")):
+            for reason, n in sorted(clips["reasons"][fate].items(), key=lambda kv: (-kv[1], kv[0])):
+                ct.add_row(fate, reason, str(n), style=style)
+        console.print(ct)
     where = f" in {out}" if out else ""
     if "totals" in manifest:
         t = manifest["totals"]
@@ -83,6 +94,9 @@ def parser() -> argparse.ArgumentParser:
     cap = sub.add_parser("caption", help="image-caption pairs: read, score, dedup, select, shard")
     cap.add_argument("--input", nargs="+", required=True, help="URIs: tar shards, parquet, jsonl, image folders")
     _common(cap)
+    vid = sub.add_parser("video", help="videos: probe, split at scene cuts, clip, score, shard, queue for annotation")
+    vid.add_argument("--input", nargs="+", required=True, help="URIs: video files or folders, video tar shards, jsonl")
+    _common(vid)
     for mode, what in (("sft", "SFT data"), ("rl", "RL data in tiers")):
         sp = sub.add_parser(mode, help=f"grade questions by a model's pass rate (k rollouts), emit {what}")
         sp.add_argument("--input", nargs="+", required=True, help="question jsonl / parquet URIs")
@@ -110,6 +124,19 @@ def _caption(args: argparse.Namespace, beam_args: list[str], config: Any = None)
     units = list_units(args.input, config.read)
     meta = caption.meta_for(args.input, config, units)
     return execute(caption.build, units, config, args.output, meta, beam_args, args.overwrite, not args.no_progress)
+
+
+def _video(args: argparse.Namespace, beam_args: list[str]) -> dict:
+    from mmcurate.pipelines import video
+    from mmcurate.pipelines.config import load_config
+    from mmcurate.pipelines.run import execute
+    from mmcurate.stages.video_io import list_video_units
+
+    config = load_config(args.config, video.VideoConfig, "video.yaml")
+    video.validate(config)
+    units = list_video_units(args.input, config.read)
+    meta = video.meta_for(args.input, config, units)
+    return execute(video.build, units, config, args.output, meta, beam_args, args.overwrite, not args.no_progress)
 
 
 def _passrate(args: argparse.Namespace, beam_args: list[str]) -> dict:
@@ -178,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
                 manifest: dict[str, Any] = json.load(f)
             print_summary(manifest)
             return 0
-        run = {"caption": _caption, "select": _select, "demo": _demo, "sft": _passrate, "rl": _passrate}[args.command]
+        commands = {"caption": _caption, "select": _select, "demo": _demo, "video": _video}
+        run = commands.get(args.command, _passrate)
         manifest = run(args, beam_args)
     except (ConfigError, InputError, OutputError, ModelUnavailable) as exc:
         print(f"mmcurate: error: {exc}", file=sys.stderr)

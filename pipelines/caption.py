@@ -30,14 +30,14 @@ from mmcurate.stages.image_decode import (
 )
 from mmcurate.stages.readers import Unit
 
-from .common import COUNTS_TAG, NS, Finish, ReadUnitFn, Safely, pending, run_meta, write_units
+from .common import COUNTS_TAG, NS, Finish, ReadUnitFn, Safely, clear_payload, pending, run_meta, write_units
 from .config import CaptionConfig
 from .models import Cutoffs, ScoreWithModels, cutoff_key, model_stages
 
 
 def settle(rec: CaptionSample, status: Status, reason: str, error: str = "") -> CaptionSample:
     rec.fate = dataclasses.replace(rec.fate, status=status, reason=reason, error=error[:2000])
-    rec.image = rec.pixels = None
+    clear_payload(rec)
     Metrics.counter(NS, f"{status.value}_{reason}").inc()
     return rec
 

@@ -65,9 +65,17 @@ class ReadUnitFn(beam.DoFn):
         yield beam.pvalue.TaggedOutput(COUNTS_TAG, n)
 
 
+def clear_payload(rec: Any) -> Any:
+    """Drop the data a record carries but never writes to a ledger (bytes, pixels, frames)."""
+    for f in dataclasses.fields(rec):
+        if f.metadata.get("arrow") is False:
+            setattr(rec, f.name, None)
+    return rec
+
+
 def quarantine_failed(element: Any, error: str, stage: str) -> Any:
     """A record whose stage raised unexpectedly becomes a quarantined record, never a lost one."""
-    rec = dataclasses.replace(element, image=None, pixels=None)
+    rec = clear_payload(dataclasses.replace(element))
     rec.fate = dataclasses.replace(
         rec.fate, status=Status.QUARANTINED, reason="internal_error", error=f"{stage}: {error}"[:2000]
     )

@@ -39,6 +39,27 @@ class ModelsConfig(Params):
     ocr: OcrParams = OcrParams()
 
 
+def check_filters(value: dict[str, dict[str, Any] | None], kind: str) -> dict[str, dict[str, Any] | None]:
+    """Every filter named exists, applies to this record kind, and accepts its parameters."""
+    registry = load_filters()
+    usable = sorted(n for n, f in registry.items() if kind in f.kinds)
+    for name, params in value.items():
+        if name not in registry:
+            raise ValueError(f"filters.{name}: unknown filter; known {kind} filters: {', '.join(usable)}")
+        if kind not in registry[name].kinds:
+            raise ValueError(f"filters.{name}: not a {kind} filter; {kind} filters are: {', '.join(usable)}")
+        try:
+            registry[name].Params(**(params or {}))
+        except ValidationError as exc:
+            raise ValueError(_format(exc, prefix=f"filters.{name}.")) from None
+    return value
+
+
+def build_filters(filters: dict[str, dict[str, Any] | None]) -> list[Filter]:
+    registry = load_filters()
+    return [registry[name](registry[name].Params(**(p or {}))) for name, p in filters.items()]
+
+
 class CaptionConfig(Params):
     read: ReadParams = ReadParams()
     decode: DecodeParams = DecodeParams()
@@ -51,19 +72,10 @@ class CaptionConfig(Params):
     @field_validator("filters")
     @classmethod
     def _known_filters(cls, value: dict[str, dict[str, Any] | None]) -> dict[str, dict[str, Any] | None]:
-        registry = load_filters()
-        for name, params in value.items():
-            if name not in registry:
-                raise ValueError(f"filters.{name}: unknown filter; known filters: {', '.join(sorted(registry))}")
-            try:
-                registry[name].Params(**(params or {}))
-            except ValidationError as exc:
-                raise ValueError(_format(exc, prefix=f"filters.{name}.")) from None
-        return value
+        return check_filters(value, "caption")
 
     def build_filters(self) -> list[Filter]:
-        registry = load_filters()
-        return [registry[name](registry[name].Params(**(p or {}))) for name, p in self.filters.items()]
+        return build_filters(self.filters)
 
 
 def _format(exc: ValidationError, prefix: str = "") -> str:

@@ -24,7 +24,7 @@ from mmcurate.stages.base import Filter
 from mmcurate.stages.clip import ClipModelHandler, ModelUnavailable, QuantileFilter, check_weights, embed_dim
 from mmcurate.stages.clip import head_input_dim as aesthetic_input_dim
 
-from .common import NS, pending
+from .common import NS, clear_payload, pending
 
 QUANTILES = 1001
 
@@ -172,7 +172,7 @@ def _merge(element: tuple[Any, Any], stage: str, merge: Callable[[Any, Any], Any
         rec.fate = dataclasses.replace(
             rec.fate, status=Status.QUARANTINED, reason="model_error", error=f"{stage}: {pred.error}"[:2000]
         )
-        rec.image = rec.pixels = None
+        clear_payload(rec)
         beam.metrics.Metrics.counter(NS, f"model_error_{stage}").inc()
         return rec
     return merge(rec, pred)

@@ -51,3 +51,7 @@ class CaptionSample(Record):
     def uid(self) -> str:
         """Unique within a run even for identical content: the place it was read from."""
         return f"{self.source.unit:06d}:{self.source.index:09d}"
+
+    def media(self) -> tuple[str, bytes | None]:
+        """(extension, bytes) of the sample's media member in a shard."""
+        return self.out_ext, self.image

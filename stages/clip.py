@@ -326,6 +326,7 @@ class QuantileFilter(Filter):
 class ClipScore(QuantileFilter):
     """Image-caption agreement: cosine of CLIP embeddings (LAION-2B kept >= 0.28 with ViT-B/32)."""
 
+    kinds = ("caption", "clip")
     name = "clip_score"
     score_name = "clip_score"
     reason = "clip_score_low"
@@ -337,6 +338,7 @@ class ClipScore(QuantileFilter):
 class Aesthetic(QuantileFilter):
     """LAION aesthetic predictor score (about 1-10; Open-Sora keeps about 4.5-5 and up)."""
 
+    kinds = ("caption", "clip")
     name = "aesthetic"
     score_name = "aesthetic"
     reason = "aesthetic_low"

@@ -428,6 +428,7 @@ class TextArea(Filter):
     the pipeline runs (through RunInference) only when a filter with `model = "ocr"` is configured.
     """
 
+    kinds = ("caption", "clip")
     name = "text_area"
     reasons = ("text_heavy",)
     model: ClassVar[str] = "ocr"

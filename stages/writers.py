@@ -106,15 +106,17 @@ def sample_json(rec: CaptionSample) -> dict[str, Any]:
     row = rec.to_row()
     row["scores"] = dict(row["scores"])
     row["labels"] = dict(row["labels"])
-    row["extra"] = json.loads(rec.extra or "{}")
+    if hasattr(rec, "extra"):
+        row["extra"] = json.loads(rec.extra or "{}")
     row.pop("fate", None)
     return row
 
 
 def _members(rec: CaptionSample) -> dict[str, bytes | None]:
     """The tar members of one sample, by extension (a missing image fails in TarWriter, loudly)."""
+    ext, media = rec.media()
     return {
-        rec.out_ext: rec.image,
+        ext: media,
         "txt": rec.caption.encode("utf-8"),
         "json": json.dumps(sample_json(rec), sort_keys=True, ensure_ascii=False).encode("utf-8"),
     }

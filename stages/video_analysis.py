@@ -1,0 +1,88 @@
+"""Everything done to one video, in one call: probe, scan (cuts + motion), plan clips, extract them,
+score motion per clip and sample frames for the model stages.
+
+The pipeline runs `analyse` in a child process with a timeout (a decoder that hangs is killed and
+the video quarantined), so it takes and returns plain picklable values. Clip files are written to
+`workdir`; the caller reads and removes them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+from .base import Params
+from .video_clips import ClipFailed, ClipOutputParams, ClipParams, extract, plan_clips, sample_frames
+from .video_probe import VideoBroken, probe
+from .video_scan import MotionParams, SceneParams, clip_motion, scan
+
+
+class AnalysisParams(Params):
+    scenes: SceneParams = SceneParams()
+    motion: MotionParams = MotionParams()
+    clips: ClipParams = ClipParams()
+    output: ClipOutputParams = ClipOutputParams()
+    decode_threads: int = 1
+    """Decoder threads per video (Beam runs videos in parallel; 1 keeps each worker on one core)."""
+
+
+@dataclasses.dataclass
+class ClipResult:
+    plan: dict[str, Any]
+    scores: dict[str, float]
+    labels: dict[str, str]
+    mp4_path: str = ""
+    frames: list[Any] = dataclasses.field(default_factory=list)
+    out: dict[str, Any] = dataclasses.field(default_factory=dict)
+    error: str = ""
+
+
+@dataclasses.dataclass
+class VideoResult:
+    facts: dict[str, Any]
+    clips: list[ClipResult]
+
+
+def probe_only(path: str) -> dict[str, Any]:
+    return probe(path)
+
+
+def analyse(path: str, facts: dict[str, Any], params: AnalysisParams, workdir: str) -> VideoResult:
+    """Scan, plan, extract and score the clips of the (already probed) video at `path`."""
+    import av
+
+    try:
+        found = scan(path, params.scenes, params.motion, params.decode_threads)
+    except av.FFmpegError as exc:
+        raise VideoBroken("decode_error", f"{type(exc).__name__}: {exc}") from None
+    if found.frames < 2:
+        raise VideoBroken("too_few_frames", f"{found.frames} frame(s) decoded")
+    facts = dict(
+        facts,
+        decoded_frames=found.frames,
+        cuts=found.cuts,
+        vfr=facts.get("vfr", False) or found.vfr,
+        cut_frame_numbers=found.cut_frame_numbers,
+    )
+    plans = plan_clips(found.times, found.cuts, facts["fps"], params.clips)
+    results = []
+    for plan in plans:
+        scores, labels = clip_motion(found.pairs, plan.start, plan.end, facts["rotation"], params.motion)
+        scores["duration"] = plan.duration
+        res = ClipResult(dataclasses.asdict(plan), scores, labels)
+        results.append(res)
+        if plan.drop:
+            continue
+        dst = os.path.join(workdir, f"clip-{plan.clip_index:05d}.mp4")
+        try:
+            extract(path, dst, plan, facts, params.output)
+            res.frames, res.out = sample_frames(dst, params.output.sample_frames, params.output.frame_side)
+        except (ClipFailed, av.FFmpegError, OSError) as exc:
+            res.error = f"{type(exc).__name__}: {exc}"[:2000]
+            continue
+        res.mp4_path = dst
+        expected = plan.end - plan.start
+        if not params.output.max_fps and res.out["frames"] and res.out["frames"] != expected:
+            res.error = f"clip holds {res.out['frames']} frames, expected {expected}"
+    return VideoResult(facts, results)

@@ -1,0 +1,231 @@
+"""One sequential decode of a video for scene cuts (PySceneDetect) and motion (Farneback optical flow).
+
+Frames are decoded once, in order (seeking per sampled frame costs more than decoding through), and
+reduced at once to the small frame PySceneDetect's SceneManager would analyse (long side about 256
+px, `cv2.resize` linear): the scene detector sees exactly what it sees inside `detect()`, so its
+goldens hold. Every `fps / sample_fps`-th luma plane goes to Farneback; each flow field is reduced
+at once to a handful of numbers (mean magnitude and a global similarity fit: translation, zoom,
+rotation), so memory stays flat however long the video (Data-Juicer stacks whole flow fields).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from fractions import Fraction
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from .base import Params
+
+DETECTORS = ("content", "adaptive")
+
+
+class SceneParams(Params):
+    """PySceneDetect's detectors, at PySceneDetect's defaults unless set."""
+
+    detector: Literal["content", "adaptive"] = "content"
+    threshold: float | None = None
+    """ContentDetector `threshold` (default 27) or AdaptiveDetector `adaptive_threshold` (default 3)."""
+    min_scene_len: int = 15
+    """Frames; PySceneDetect's default, as Data-Juicer and video2dataset use."""
+    options: dict[str, Any] = Field(default_factory=dict)
+    """Any other keyword of the detector (e.g. `weights`, `luma_only`, `window_width`, `min_content_val`)."""
+
+    @model_validator(mode="after")
+    def _build(self) -> SceneParams:
+        try:
+            self.make()
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"scenes: {self.detector} detector rejects these settings: {exc}") from None
+        return self
+
+    def make(self) -> Any:
+        from scenedetect import AdaptiveDetector, ContentDetector
+
+        kwargs = dict(self.options, min_scene_len=self.min_scene_len)
+        if self.detector == "content":
+            if self.threshold is not None:
+                kwargs["threshold"] = self.threshold
+            return ContentDetector(**kwargs)
+        if self.threshold is not None:
+            kwargs["adaptive_threshold"] = self.threshold
+        return AdaptiveDetector(**kwargs)
+
+
+class MotionParams(Params):
+    sample_fps: float = Field(2.0, gt=0)
+    """Flow between frames this far apart in time (Data-Juicer's motion filter samples at 2 fps)."""
+    static_speed: float = Field(0.02, ge=0)
+    """Camera speed (share of the frame per second) below which a clip is `static`."""
+    grid_step: int = Field(4, ge=1)
+    """Every n-th flow vector enters the global motion fit."""
+
+
+@dataclasses.dataclass
+class Scan:
+    frames: int
+    """Frames decoded."""
+    times: np.ndarray
+    """Presentation time of each decoded frame, seconds from the first frame."""
+    cuts: list[int]
+    """Decoded-frame indices that start a new scene."""
+    cut_frame_numbers: list[int]
+    """The same cuts as PySceneDetect numbers frames (PTS x fps: differs from decode order in VFR)."""
+    pairs: np.ndarray
+    """One row per flow sample: frame a, frame b, seconds apart, mean magnitude (display px),
+    translation x, y (share of frame width/height, stored orientation), zoom and rotation (per pair)."""
+    vfr: bool
+    working_size: tuple[int, int]
+
+
+PAIR_COLUMNS = ("a", "b", "dt", "magnitude", "tx", "ty", "zoom", "rotation")
+
+
+def working_size(width: int, height: int) -> tuple[int, int]:
+    """The frame size PySceneDetect's SceneManager analyses (auto downscale to about 256 px)."""
+    from scenedetect.scene_manager import compute_downscale_factor
+
+    factor = compute_downscale_factor(max(width, height))
+    if factor <= 1:
+        return width, height
+    return max(1, round(width / factor)), max(1, round(height / factor))
+
+
+def similarity_fit(u: np.ndarray, v: np.ndarray) -> tuple[float, float, float, float]:
+    """Least-squares global motion u = tx + a x - b y, v = ty + b x + a y on centred pixel coordinates.
+
+    On a full centred grid the normal equations separate: translation is the mean flow, `a` (zoom: the
+    relative scale change) and `b` (rotation, radians) are projections on the radial and tangential
+    fields.
+    """
+    h, w = u.shape
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    x -= x.mean()
+    y -= y.mean()
+    tx, ty = float(u.mean()), float(v.mean())
+    norm = float((x * x + y * y).sum()) or 1.0
+    a = float(((u - tx) * x + (v - ty) * y).sum()) / norm
+    b = float(((v - ty) * x - (u - tx) * y).sum()) / norm
+    return tx, ty, a, b
+
+
+def _yuv_planes(frame: Any, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(BGR frame at `size` for the scene detector, luma plane at `size` for the flow)."""
+    import cv2
+
+    bgr = frame.to_ndarray(format="bgr24")
+    small = cv2.resize(bgr, size, interpolation=cv2.INTER_LINEAR) if size != (bgr.shape[1], bgr.shape[0]) else bgr
+    return small, cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
+
+
+def scan(path: str, scenes: SceneParams, motion: MotionParams, threads: int = 1) -> Scan:
+    """Decode `path` once; return its cuts and per-sample flow statistics."""
+    import av
+    import cv2
+    from scenedetect import FrameTimecode
+    from scenedetect.common import Timecode
+
+    detector = scenes.make()
+    container = av.open(path, metadata_errors="ignore")
+    try:
+        stream = container.streams.video[0]
+        stream.codec_context.thread_count = threads
+        stream.thread_type = "AUTO" if threads != 1 else "SLICE"
+        rate = Fraction(stream.guessed_rate or stream.average_rate or 25)
+        width, height = stream.codec_context.width, stream.codec_context.height
+        size = working_size(width, height)
+        sar = float(stream.sample_aspect_ratio or 1)
+        scale = np.array([width * sar / size[0], height / size[1]], dtype=np.float32)  # -> display px
+        step = max(1, round(float(rate) / motion.sample_fps))
+        times: list[float] = []
+        cut_tcs: list[Any] = []
+        index_of: dict[int, int] = {}
+        pairs: list[tuple[float, ...]] = []
+        prev: tuple[int, float, np.ndarray] | None = None
+        first_pts = None
+        tc = FrameTimecode(0, rate)
+        n = 0
+        for frame in container.decode(stream):
+            if frame.pts is None:
+                pts, tb = n, 1 / rate
+            else:
+                if first_pts is None:
+                    first_pts = frame.pts
+                pts, tb = frame.pts - first_pts, frame.time_base
+            t = float(pts * tb)
+            small, luma = _yuv_planes(frame, size)
+            tc = FrameTimecode(Timecode(pts=pts, time_base=Fraction(tb)), fps=rate)
+            index_of.setdefault(tc.frame_num, n)
+            cut_tcs += detector.process_frame(tc, small)
+            if n % step == 0:
+                if prev is not None:
+                    flow = cv2.calcOpticalFlowFarneback(prev[2], luma, None, 0.5, 3, 15, 3, 5, 1.2, 0)
+                    g = motion.grid_step
+                    u, v = flow[::g, ::g, 0], flow[::g, ::g, 1]
+                    mag = float(np.sqrt((u * scale[0]) ** 2 + (v * scale[1]) ** 2).mean())
+                    tx, ty, a, b = similarity_fit(u, v)
+                    pairs.append((prev[0], n, t - prev[1], mag, tx / size[0], ty / size[1], a, b))
+                prev = (n, t, luma)
+            times.append(t)
+            n += 1
+        cut_tcs += detector.post_process(tc)
+    finally:
+        container.close()
+    numbers = sorted({c.frame_num for c in cut_tcs})
+    cuts = sorted({index_of[c] if c in index_of else _nearest(index_of, c) for c in numbers} - {0})
+    deltas = np.diff(np.asarray(times)) if len(times) > 1 else np.zeros(0)
+    vfr = bool(len(deltas) and deltas.min() > 0 and deltas.max() / deltas.min() > 1.5)
+    return Scan(
+        frames=n,
+        times=np.asarray(times, dtype=np.float64),
+        cuts=cuts,
+        cut_frame_numbers=numbers,
+        pairs=np.asarray(pairs, dtype=np.float64).reshape(-1, len(PAIR_COLUMNS)),
+        vfr=vfr,
+        working_size=size,
+    )
+
+
+def _nearest(index_of: dict[int, int], frame_num: int) -> int:
+    keys = np.fromiter(index_of, dtype=np.int64)
+    return index_of[int(keys[np.abs(keys - frame_num).argmin()])]
+
+
+CAMERA_LABELS = ("static", "pan_left", "pan_right", "tilt_up", "tilt_down", "zoom_in", "zoom_out")
+
+
+def _to_display(tx: float, ty: float, rotation: int) -> tuple[float, float]:
+    """A translation in stored-frame axes, in the axes of the upright frame (rotated clockwise)."""
+    return {0: (tx, ty), 90: (-ty, tx), 180: (-tx, -ty), 270: (ty, -tx)}[rotation]
+
+
+def clip_motion(pairs: np.ndarray, start: int, end: int, rotation: int, params: MotionParams):
+    """Motion scores and the camera-motion guess of frames [start, end), from flow pairs inside it."""
+    inside = pairs[(pairs[:, 0] >= start) & (pairs[:, 1] < end)] if len(pairs) else pairs
+    if not len(inside):
+        return {}, {}
+    dt = np.maximum(inside[:, 2], 1e-6)
+    tx, ty = float((inside[:, 4] / dt).mean()), float((inside[:, 5] / dt).mean())
+    tx, ty = _to_display(tx, ty, rotation)
+    zoom = float((inside[:, 6] / dt).mean())
+    scores = {
+        "motion": float(inside[:, 3].mean()),
+        "motion_max": float(inside[:, 3].max()),
+        "camera_pan": tx,
+        "camera_tilt": ty,
+        "camera_zoom": zoom,
+    }
+    # A zoom moves points at mid-radius (about a quarter of the frame from the centre) by zoom / 4.
+    speeds = {"pan": abs(tx), "tilt": abs(ty), "zoom": abs(zoom) / 4}
+    kind = max(speeds, key=lambda k: speeds[k])
+    if speeds[kind] < params.static_speed:
+        label = "static"
+    elif kind == "pan":
+        label = "pan_left" if tx > 0 else "pan_right"  # content sliding right = camera turning left
+    elif kind == "tilt":
+        label = "tilt_up" if ty > 0 else "tilt_down"  # content sliding down = camera tilting up
+    else:
+        label = "zoom_in" if zoom > 0 else "zoom_out"
+    return scores, {"camera_motion": label}
