@@ -11,15 +11,17 @@ INPUT ?= demo/corpus
 OUTPUT ?= out/caption
 CONFIG ?=
 BEAM_ARGS ?=
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install demo test caption sft rl select bench lint format clean
+.PHONY: install demo test caption video sft rl select bench lint format clean ffmpeg
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml constraints.txt env/torchvision_cpu_shim.py env/install_cpu_shim.py
+$(VENV)/.installed: pyproject.toml constraints.txt env/torchvision_cpu_shim.py env/install_cpu_shim.py env/headless_opencv.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,models,rl]'
+	$(PY) -m pip install -q -e '.[test,models,rl,video]'
+	$(PY) env/headless_opencv.py
 	$(PY) env/install_cpu_shim.py
 	touch $@
 
@@ -29,13 +31,22 @@ demo: install
 caption: install
 	$(BIN)/mmcurate caption --input $(INPUT) --output $(OUTPUT) $(if $(CONFIG),--config $(CONFIG)) --overwrite $(BEAM_ARGS)
 
+# Videos: folders/URIs of video files, video webdataset shards, or jsonl; e.g.
+# `make video INPUT=/data/raw-videos OUTPUT=/data/clips`. Needs the ffmpeg binary (`make ffmpeg` on Debian).
+video: install
+	@command -v ffmpeg >/dev/null || { echo "make video: no ffmpeg on PATH; run 'make ffmpeg' (Debian/Ubuntu) or install FFmpeg"; exit 2; }
+	$(BIN)/mmcurate video --input $(INPUT) --output $(OUTPUT) $(if $(CONFIG),--config $(CONFIG)) --overwrite $(BEAM_ARGS)
+
+ffmpeg:
+	command -v ffmpeg >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq ffmpeg fonts-dejavu-core; }
+
 sft rl: install
 	$(BIN)/mmcurate $@ --input $(INPUT) --output $(OUTPUT) $(if $(CONFIG),--config $(CONFIG)) --overwrite $(BEAM_ARGS)
 
 select: install
 	$(BIN)/mmcurate select --run $(RUN) --output $(OUTPUT) $(if $(CONFIG),--config $(CONFIG)) --overwrite $(BEAM_ARGS)
 
-test: install
+test: install ffmpeg
 	$(BIN)/ruff check .
 	$(PY) -m pytest -q -n 2 --dist loadfile
 

@@ -477,9 +477,7 @@ def build(
     )
     stages = [per_frame(st, config.output.sample_frames) for st in model_stages(config)]
     clips = (
-        analysed.clips
-        | "ScoreWithModels" >> ScoreWithModels(stages)
-        | "ApplyThresholds" >> Thresholds(config, units)
+        analysed.clips | "ScoreWithModels" >> ScoreWithModels(stages) | "ApplyThresholds" >> Thresholds(config, units)
     )
     total = read[COUNTS_TAG] | "CountInputs" >> beam.CombineGlobally(sum)
     return (
