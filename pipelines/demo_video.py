@@ -37,17 +37,17 @@ def texture(path: Path, width: int, height: int, seed: int = 0) -> Path:
 
     rng = np.random.default_rng(seed)
     img = np.zeros((height, width, 3), np.float32)
-    for scale in (4, 16, 64):
+    for scale in (2, 8, 32):
         small = rng.random((max(2, height // scale), max(2, width // scale), 3)).astype(np.float32)
-        img += cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC) * scale
+        img += cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR) * scale
     img = (img - img.min()) / (img.max() - img.min()) * 255
     cv2.imwrite(str(path), img.astype(np.uint8))
     return path
 
 
 def _camera_filter(kind: str, w: int, h: int, speed: int, fps: int) -> str:
-    """Crop a (2w x 2h) still with a moving window: the camera moves, the world stands still."""
-    cx, cy = w // 2, h // 2  # window top-left at rest, inside the 2w x 2h texture
+    """Crop a (3w x 3h) still with a moving window: the camera moves, the world stands still."""
+    cx, cy = w, h  # window top-left at rest: the centre of the 3w x 3h texture
     if kind == "static":
         return f"crop={w}:{h}:{cx}:{cy}"
     if kind in ("pan_left", "pan_right"):
@@ -56,7 +56,7 @@ def _camera_filter(kind: str, w: int, h: int, speed: int, fps: int) -> str:
     if kind in ("tilt_up", "tilt_down"):
         sign = "-" if kind == "tilt_up" else "+"
         return f"crop={w}:{h}:x={cx}:y='{cy}{sign}{speed}*n'"
-    rate = 0.0015 * speed
+    rate = 0.001 * speed
     # zoompan crops a window of (texture / zoom) around the centre and scales it to w x h
     z = f"1+{rate}*on" if kind == "zoom_in" else f"1.6-{rate}*on"
     return f"zoompan=z='{z}':x='iw/2-(iw/zoom/2)':y='ih/2-(ih/zoom/2)':d=1:s={w}x{h}:fps={fps}"
@@ -80,7 +80,7 @@ def make_video(
     chains: list[str] = []
     for i, seg in enumerate(segments):
         if seg.kind in CAMERA:
-            still = texture(path.with_name(f".{path.stem}-tex{i}.png"), 2 * w, 2 * h, seed=seg.seed + i)
+            still = texture(path.with_name(f".{path.stem}-tex{i}.png"), 3 * w, 3 * h, seed=seg.seed + i)
             inputs += ["-loop", "1", "-framerate", str(fps), "-i", str(still)]
             vf = _camera_filter(seg.kind, w, h, speed, fps)
         else:

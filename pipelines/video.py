@@ -36,9 +36,9 @@ from pydantic import Field, field_validator
 from mmcurate.schemas import ClipRecord, OcrLine, Status, VideoRecord
 from mmcurate.stages.base import Filter, Params
 from mmcurate.stages.readers import Unit
-from mmcurate.stages.video_analysis import AnalysisParams, VideoResult, analyse, probe_only
+from mmcurate.stages.video_analysis import AnalysisParams, VideoResult, analyse, identify
 from mmcurate.stages.video_clips import ClipOutputParams, ClipParams
-from mmcurate.stages.video_io import VideoReadParams, read_video_unit
+from mmcurate.stages.video_io import VideoReadParams, file_id, read_video_unit
 from mmcurate.stages.video_probe import VideoBroken
 from mmcurate.stages.video_scan import MotionParams, SceneParams
 from mmcurate.stages.writers import ShardParams, atomic_write, join, write_table, write_unit_shards
@@ -192,10 +192,14 @@ class AnalyseVideosFn(beam.DoFn):
             video.data = None
             limits = self.config.limits
             try:
-                facts = self._run(probe_only, (path,), limits.probe_timeout_s, "probe")
+                vid, facts = self._run(identify, (path, not video.id), limits.probe_timeout_s, "probe")
+                video.id = video.id or vid
+                if isinstance(facts, VideoBroken):
+                    raise facts
                 budget = limits.timeout_s + limits.timeout_per_second * facts["duration"]
                 result: VideoResult = self._run(analyse, (path, facts, self.params, workdir), budget, "analysis")
             except VideoBroken as exc:
+                video.id = video.id or file_id(data=video.source.ref().encode("utf-8", "surrogatepass"))
                 yield beam.pvalue.TaggedOutput(VIDEOS_TAG, _settle(video, Status.QUARANTINED, exc.reason, str(exc)))
                 return
             clips = list(self._clips(video, result))

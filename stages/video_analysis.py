@@ -14,6 +14,7 @@ from typing import Any
 
 from .base import Params
 from .video_clips import ClipFailed, ClipOutputParams, ClipParams, extract, plan_clips, sample_frames
+from .video_io import file_id
 from .video_probe import VideoBroken, probe
 from .video_scan import MotionParams, SceneParams, clip_motion, scan
 
@@ -44,8 +45,14 @@ class VideoResult:
     clips: list[ClipResult]
 
 
-def probe_only(path: str) -> dict[str, Any]:
-    return probe(path)
+def identify(path: str, hash_file: bool) -> tuple[str, dict[str, Any] | VideoBroken]:
+    """(content id, probe facts or why the video is unusable). Hashing runs here, in the child process
+    with a timeout, because reading the file can hang too (a stalled mount, a FIFO)."""
+    vid = file_id(path=path) if hash_file else ""
+    try:
+        return vid, probe(path)
+    except VideoBroken as exc:
+        return vid, exc
 
 
 def analyse(path: str, facts: dict[str, Any], params: AnalysisParams, workdir: str) -> VideoResult:

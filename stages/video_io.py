@@ -144,7 +144,8 @@ def _record(unit: Unit, index: int, member: str, uri: str, caption: str, extra: 
             data = f.read()
     size = len(data) if data is not None else fsspec.core.url_to_fs(uri)[0].size(uri)
     return VideoRecord(
-        id=file_id(data=data) if data is not None else file_id(path=uri),
+        # A local file is hashed by the analysis step, in a child process with a timeout: reading can hang.
+        id=file_id(data=data) if data is not None else "",
         source=Source(uri=uri, unit=unit.index, member=_utf8(member), index=index),
         caption=_utf8(caption),
         extra=_utf8(json.dumps(extra, sort_keys=True, ensure_ascii=False, default=str)),

@@ -56,10 +56,16 @@ class SceneParams(Params):
 
 class MotionParams(Params):
     sample_fps: float = Field(2.0, gt=0)
-    """Flow between frames this far apart in time (Data-Juicer's motion filter samples at 2 fps)."""
+    """Flow samples per second of video (Data-Juicer's motion filter samples at 2 fps)."""
     static_speed: float = Field(0.02, ge=0)
     """Camera speed (share of the frame per second) below which a clip is `static`."""
-    grid_step: int = Field(4, ge=1)
+    flow_gap: int = Field(1, ge=1)
+    """Flow between a sampled frame and the frame this many frames later: small steps keep Farneback
+    inside its range (on the ~256 px analysis frame its pyramid stops at 3 levels, about 30 px)."""
+    flow_side: int = Field(128, ge=16)
+    """Long side of the frames Farneback sees: about 1.8 ms a flow here, and accurate for pans of up
+    to about a frame width per second."""
+    grid_step: int = Field(2, ge=1)
     """Every n-th flow vector enters the global motion fit."""
 
 
@@ -74,8 +80,8 @@ class Scan:
     cut_frame_numbers: list[int]
     """The same cuts as PySceneDetect numbers frames (PTS x fps: differs from decode order in VFR)."""
     pairs: np.ndarray
-    """One row per flow sample: frame a, frame b, seconds apart, mean magnitude (display px),
-    translation x, y (share of frame width/height, stored orientation), zoom and rotation (per pair)."""
+    """One row per flow sample: frame a, frame b, seconds apart, mean flow magnitude (display px),
+    translation x, y (share of frame width/height, stored axes), zoom and rotation (per pair)."""
     vfr: bool
     working_size: tuple[int, int]
 
@@ -111,13 +117,23 @@ def similarity_fit(u: np.ndarray, v: np.ndarray) -> tuple[float, float, float, f
     return tx, ty, a, b
 
 
-def _yuv_planes(frame: Any, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """(BGR frame at `size` for the scene detector, luma plane at `size` for the flow)."""
+def _analysis_frame(frame: Any, size: tuple[int, int]) -> np.ndarray:
+    """The BGR frame PySceneDetect's SceneManager would hand its detector (full decode, linear resize)."""
     import cv2
 
     bgr = frame.to_ndarray(format="bgr24")
-    small = cv2.resize(bgr, size, interpolation=cv2.INTER_LINEAR) if size != (bgr.shape[1], bgr.shape[0]) else bgr
-    return small, cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
+    return cv2.resize(bgr, size, interpolation=cv2.INTER_LINEAR) if size != (bgr.shape[1], bgr.shape[0]) else bgr
+
+
+def _flow_frame(small: np.ndarray, side: int) -> np.ndarray:
+    import cv2
+
+    gray = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
+    h, w = gray.shape
+    f = side / max(w, h)
+    if f >= 1:
+        return gray
+    return cv2.resize(gray, (max(8, round(w * f)), max(8, round(h * f))), interpolation=cv2.INTER_AREA)
 
 
 def scan(path: str, scenes: SceneParams, motion: MotionParams, threads: int = 1) -> Scan:
@@ -137,8 +153,10 @@ def scan(path: str, scenes: SceneParams, motion: MotionParams, threads: int = 1)
         width, height = stream.codec_context.width, stream.codec_context.height
         size = working_size(width, height)
         sar = float(stream.sample_aspect_ratio or 1)
-        scale = np.array([width * sar / size[0], height / size[1]], dtype=np.float32)  # -> display px
+        flow_w, flow_h = _flow_frame(np.zeros((size[1], size[0], 3), np.uint8), motion.flow_side).shape[::-1]
+        scale = np.array([width * sar / flow_w, height / flow_h], dtype=np.float32)  # flow px -> display px
         step = max(1, round(float(rate) / motion.sample_fps))
+        gap = min(motion.flow_gap, step)
         times: list[float] = []
         cut_tcs: list[Any] = []
         index_of: dict[int, int] = {}
@@ -155,19 +173,22 @@ def scan(path: str, scenes: SceneParams, motion: MotionParams, threads: int = 1)
                     first_pts = frame.pts
                 pts, tb = frame.pts - first_pts, frame.time_base
             t = float(pts * tb)
-            small, luma = _yuv_planes(frame, size)
+            small = _analysis_frame(frame, size)
             tc = FrameTimecode(Timecode(pts=pts, time_base=Fraction(tb)), fps=rate)
             index_of.setdefault(tc.frame_num, n)
             cut_tcs += detector.process_frame(tc, small)
+            if prev is not None and n == prev[0] + gap:
+                luma = _flow_frame(small, motion.flow_side)
+                flow = cv2.calcOpticalFlowFarneback(prev[2], luma, None, 0.5, 3, 15, 3, 5, 1.2, 0)
+                g = motion.grid_step
+                u, v = flow[::g, ::g, 0], flow[::g, ::g, 1]
+                mag = float(np.sqrt((u * scale[0]) ** 2 + (v * scale[1]) ** 2).mean())
+                tx, ty, a, b = similarity_fit(u, v)
+                fw, fh = luma.shape[1], luma.shape[0]
+                pairs.append((prev[0], n, t - prev[1], mag, tx / fw, ty / fh, a, b))
+                prev = None
             if n % step == 0:
-                if prev is not None:
-                    flow = cv2.calcOpticalFlowFarneback(prev[2], luma, None, 0.5, 3, 15, 3, 5, 1.2, 0)
-                    g = motion.grid_step
-                    u, v = flow[::g, ::g, 0], flow[::g, ::g, 1]
-                    mag = float(np.sqrt((u * scale[0]) ** 2 + (v * scale[1]) ** 2).mean())
-                    tx, ty, a, b = similarity_fit(u, v)
-                    pairs.append((prev[0], n, t - prev[1], mag, tx / size[0], ty / size[1], a, b))
-                prev = (n, t, luma)
+                prev = (n, t, _flow_frame(small, motion.flow_side))
             times.append(t)
             n += 1
         cut_tcs += detector.post_process(tc)
@@ -210,9 +231,11 @@ def clip_motion(pairs: np.ndarray, start: int, end: int, rotation: int, params: 
     tx, ty = float((inside[:, 4] / dt).mean()), float((inside[:, 5] / dt).mean())
     tx, ty = _to_display(tx, ty, rotation)
     zoom = float((inside[:, 6] / dt).mean())
+    # Displacement over one sampling interval (0.5 s at 2 fps), as Data-Juicer's 2 fps flow measures it.
+    moved = inside[:, 3] / dt / params.sample_fps
     scores = {
-        "motion": float(inside[:, 3].mean()),
-        "motion_max": float(inside[:, 3].max()),
+        "motion": float(moved.mean()),
+        "motion_max": float(moved.max()),
         "camera_pan": tx,
         "camera_tilt": ty,
         "camera_zoom": zoom,

@@ -1,0 +1,196 @@
+"""The video stages on generated videos whose truth is known by construction (FFmpeg lavfi sources
+concatenated at known frames, camera moves over a still texture, drawtext overlays)."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import resource
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mmcurate.pipelines.demo_video import CAMERA, Segment, make_video
+from mmcurate.stages.video_analysis import AnalysisParams, analyse
+from mmcurate.stages.video_clips import ClipParams, plan_clips
+from mmcurate.stages.video_probe import VideoBroken, display_size, probe, rotation_cw
+from mmcurate.stages.video_scan import MotionParams, SceneParams, clip_motion, scan, similarity_fit
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, list[int]]]:
+    root = tmp_path_factory.mktemp("videos")
+    out = {}
+    segs = [Segment("testsrc2", 60), Segment("smptebars", 45), Segment("mandelbrot", 75), Segment("rgbtestsrc", 40)]
+    out["cuts"] = (root / "cuts.mp4", make_video(root / "cuts.mp4", segs, size=(320, 240)))
+    camera = [Segment(k, 36, seed=i) for i, k in enumerate(CAMERA)]
+    out["camera"] = (root / "camera.mp4", make_video(root / "camera.mp4", camera, size=(320, 180)))
+    return out
+
+
+@pytest.mark.parametrize("detector", ["content", "adaptive"])
+def test_cuts_found_at_the_frames_where_sources_change(videos, detector: str) -> None:
+    path, truth = videos["cuts"]
+    found = scan(str(path), SceneParams(detector=detector), MotionParams())
+    assert truth == [60, 105, 180]
+    assert found.cuts == truth
+    assert found.cut_frame_numbers == truth  # constant frame rate: PTS numbering = decode order
+    assert found.frames == 220
+    assert not found.vfr
+
+
+def test_camera_motion_guess_for_each_move(videos) -> None:
+    path, cuts = videos["camera"]
+    found = scan(str(path), SceneParams(), MotionParams())
+    assert found.cuts == cuts  # a new texture per move: each move is its own scene
+    bounds = [0, *cuts, found.frames]
+    labels = []
+    for start, end in itertools.pairwise(bounds):
+        scores, lab = clip_motion(found.pairs, start, end, 0, MotionParams())
+        labels.append(lab["camera_motion"])
+        if lab["camera_motion"] == "static":
+            assert scores["motion"] < 0.25
+        else:
+            assert scores["motion"] > 1.0
+    assert labels == list(CAMERA)
+
+
+def test_camera_motion_follows_display_rotation(videos) -> None:
+    """Stored frames turned 90 degrees clockwise for display: a stored pan left shows as a tilt."""
+    path, cuts = videos["camera"]
+    found = scan(str(path), SceneParams(), MotionParams())
+    pan_left = (cuts[0], cuts[1])  # CAMERA order: static, pan_left, ...
+    assert clip_motion(found.pairs, *pan_left, 0, MotionParams())[1]["camera_motion"] == "pan_left"
+    # content sliding right in stored axes slides down once turned clockwise: the camera tilts up
+    assert clip_motion(found.pairs, *pan_left, 90, MotionParams())[1]["camera_motion"] == "tilt_up"
+    assert clip_motion(found.pairs, *pan_left, 180, MotionParams())[1]["camera_motion"] == "pan_right"
+
+
+def test_flow_pairs_never_straddle_a_cut(videos) -> None:
+    path, cuts = videos["cuts"]
+    found = scan(str(path), SceneParams(), MotionParams())
+    bounds = [0, *cuts, found.frames]
+    for start, end in itertools.pairwise(bounds):
+        scores, _ = clip_motion(found.pairs, start, end, 0, MotionParams())
+        inside = found.pairs[(found.pairs[:, 0] >= start) & (found.pairs[:, 1] < end)]
+        assert len(inside) >= 2
+        per_interval = inside[:, 3] / inside[:, 2] / 2.0  # display px per 0.5 s
+        assert scores["motion_max"] == pytest.approx(per_interval.max())
+        assert not ((found.pairs[:, 0] < start) & (found.pairs[:, 1] >= start) & (start > 0)).any()
+    assert set(found.pairs[:, 1] - found.pairs[:, 0]) == {1.0}  # flow between a sampled frame and the next
+    assert set(np.diff(found.pairs[:, 0])) <= {15.0, 30.0}  # sampled at 2 fps (a pair is skipped at a cut)
+
+
+def test_similarity_fit_recovers_translation_and_zoom() -> None:
+    h, w = 40, 60
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    x -= x.mean()
+    y -= y.mean()
+    u = 1.5 + 0.1 * x - 0.02 * y
+    v = -0.5 + 0.02 * x + 0.1 * y
+    tx, ty, a, b = similarity_fit(u, v)
+    assert (tx, ty, a, b) == pytest.approx((1.5, -0.5, 0.1, 0.02), abs=1e-4)
+
+
+def test_plan_clips_splits_long_scenes_and_marks_short_ones() -> None:
+    times = np.arange(0, 900) / 30.0  # 30 s at 30 fps
+    plans = plan_clips(times, [30, 330], 30.0, ClipParams(min_duration=2.0, max_duration=4.0))
+    spans = [(p.start, p.end, p.drop) for p in plans]
+    # scene 0: 1 s -> too short; scene 1: 10 s -> 3 equal pieces; scene 2: 19 s -> 5 pieces
+    assert spans[0] == (0, 30, "too_short")
+    assert [(s, e) for s, e, _ in spans[1:4]] == [(30, 130), (130, 230), (230, 330)]
+    assert len(spans) == 1 + 3 + 5
+    assert all(d == "" for _, _, d in spans[1:])
+    assert all(p.duration <= 4.0 + 1e-9 for p in plans)
+    assert plans[-1].end == 900 and plans[-1].end_time == pytest.approx(30.0)
+    assert [p.clip_index for p in plans] == list(range(len(plans)))
+    assert sum(p.end - p.start for p in plans) == 900  # every frame in exactly one clip
+
+
+def test_rotation_and_display_size_conventions() -> None:
+    from fractions import Fraction
+
+    assert [rotation_cw(r) for r in (0, -90, 90, 180, -180, 270)] == [0, 90, 270, 180, 180, 90]
+    assert display_size(704, 576, Fraction(16, 11), 0) == (1024, 576)
+    assert display_size(1280, 544, Fraction(1), 90) == (544, 1280)
+
+
+def test_analyse_extracts_frame_exact_upright_clips(videos, tmp_path: Path) -> None:
+    import av
+
+    path, _cuts = videos["cuts"]
+    facts = probe(str(path))
+    assert (facts["frames"], facts["fps"], facts["rotation"]) == (220, 30.0, 0)
+    params = AnalysisParams(clips=ClipParams(min_duration=1.4, max_duration=10.0))
+    result = analyse(str(path), facts, params, str(tmp_path))
+    spans = [(c.plan["start"], c.plan["end"], c.plan["drop"]) for c in result.clips]
+    assert spans == [(0, 60, ""), (60, 105, ""), (105, 180, ""), (180, 220, "too_short")]
+    for clip in result.clips[:3]:
+        assert not clip.error
+        with av.open(clip.mp4_path) as c:
+            s = c.streams.video[0]
+            assert s.codec_context.name == "h264"
+            n = sum(1 for _ in c.decode(s))
+        assert n == clip.plan["end"] - clip.plan["start"]
+        assert len(clip.frames) == 3 and clip.frames[0].size == (320, 240)
+        assert clip.scores["duration"] == pytest.approx(n / 30.0)
+
+
+def test_broken_inputs_raise_with_reason_codes(tmp_path: Path) -> None:
+    (tmp_path / "text.mp4").write_text("no video here")
+    with pytest.raises(VideoBroken) as exc:
+        probe(str(tmp_path / "text.mp4"))
+    assert exc.value.reason == "undecodable"
+    audio = tmp_path / "tone.m4a"
+    import subprocess
+
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "sine=duration=1", "-c:a", "aac", str(audio)], check=True
+    )
+    with pytest.raises(VideoBroken) as exc:
+        probe(str(audio))
+    assert exc.value.reason == "no_video_stream"
+    still = tmp_path / "still.mp4"
+    args = ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2", "-frames:v", "1", "-f", "mjpeg", str(still)]
+    subprocess.run(args, check=True)
+    with pytest.raises(VideoBroken) as exc:
+        probe(str(still))
+    assert exc.value.reason == "not_a_video"
+    import pickle
+
+    assert pickle.loads(pickle.dumps(exc.value)).reason == "not_a_video"  # crosses the child-process boundary
+
+
+def test_decoder_handles_are_closed_and_memory_stays_flat(videos) -> None:
+    """Data-Juicer #369 leaked PyAV containers; here every probe and scan closes what it opened."""
+    path, _ = videos["camera"]
+
+    def fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    probe(str(path))
+    scan(str(path), SceneParams(), MotionParams())  # warm caches and lazy imports
+    before_fds, before_rss = fds(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for _ in range(30):
+        probe(str(path))
+        scan(str(path), SceneParams(), MotionParams())
+    assert fds() == before_fds
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before_rss) / 1024
+    assert grown_mb < 50, f"peak RSS grew {grown_mb:.0f} MB over 30 videos"
+
+
+def test_scene_and_clip_settings_fail_fast_with_the_key() -> None:
+    with pytest.raises(ValueError, match="content detector rejects"):
+        SceneParams(options={"no_such_option": 1})
+    with pytest.raises(ValueError, match="max_duration"):
+        ClipParams(min_duration=5, max_duration=2)
+
+
+def test_tempdir_left_clean(videos) -> None:
+    """analyse writes only inside the workdir it is given."""
+    path, _ = videos["cuts"]
+    with tempfile.TemporaryDirectory() as work:
+        analyse(str(path), probe(str(path)), AnalysisParams(), work)
+        assert {p.suffix for p in Path(work).iterdir()} == {".mp4"}
