@@ -31,11 +31,14 @@ demo: install
 caption: install
 	$(BIN)/mmcurate caption --input $(INPUT) --output $(OUTPUT) $(if $(CONFIG),--config $(CONFIG)) --overwrite $(BEAM_ARGS)
 
-# Videos: folders/URIs of video files, video webdataset shards, or jsonl; e.g.
-# `make video INPUT=/data/raw-videos OUTPUT=/data/clips`. Needs the ffmpeg binary (`make ffmpeg` on Debian).
-video: install
-	@command -v ffmpeg >/dev/null || { echo "make video: no ffmpeg on PATH; run 'make ffmpeg' (Debian/Ubuntu) or install FFmpeg"; exit 2; }
-	$(BIN)/mmcurate video --input $(INPUT) --output $(OUTPUT) $(if $(CONFIG),--config $(CONFIG)) --overwrite $(BEAM_ARGS)
+# Videos: folders/URIs of video files, video webdataset shards, or jsonl, e.g.
+# `make video INPUT=/data/raw-videos OUTPUT=/data/clips`. Without INPUT: the generated demo video corpus.
+video: install ffmpeg
+ifeq ($(origin INPUT),command line)
+	$(BIN)/mmcurate video --input $(INPUT) --output $(if $(filter command line,$(origin OUTPUT)),$(OUTPUT),out/video) $(if $(CONFIG),--config $(CONFIG)) --overwrite $(BEAM_ARGS)
+else
+	$(BIN)/mmcurate demo --corpus video --workdir demo $(BEAM_ARGS)
+endif
 
 ffmpeg:
 	command -v ffmpeg >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq ffmpeg fonts-dejavu-core; }

@@ -104,7 +104,8 @@ def parser() -> argparse.ArgumentParser:
     sel = sub.add_parser("select", help="re-apply thresholds to a run's score ledger; no score is recomputed")
     sel.add_argument("--run", required=True, help="output folder of an earlier run (holds ledger/ and units.json)")
     _common(sel)
-    demo = sub.add_parser("demo", help="build the demo corpus and run the caption pipeline on it")
+    demo = sub.add_parser("demo", help="build a demo corpus and run its pipeline (caption by default)")
+    demo.add_argument("--corpus", choices=("caption", "video"), default="caption", help="which demo")
     demo.add_argument("--workdir", default="demo", help="where the demo corpus and its output go")
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
     summ = sub.add_parser("summary", help="print the kept/dropped/quarantined table of a manifest")
@@ -168,6 +169,20 @@ def _demo(args: argparse.Namespace, beam_args: list[str]) -> dict:
     from mmcurate.pipelines import demo
 
     work = Path(args.workdir)
+    if args.corpus == "video":
+        from mmcurate.pipelines import demo_video
+
+        videos = demo_video.build_corpus(work / "videos")
+        ns = argparse.Namespace(
+            input=[str(videos)], output=str(work / "video-output"), config=None, overwrite=True,
+            no_progress=args.no_progress,
+        )  # fmt: skip
+        manifest = _video(ns, beam_args)
+        print(f"demo videos:   {videos}")
+        print(f"clip shards:   {work / 'video-output' / 'shards'}")
+        print(f"annotation:    {work / 'video-output' / 'annotation'}  (clips queued for Label Studio)")
+        print(f"manifest:      {work / 'video-output' / 'manifest.json'}")
+        return manifest
     corpus = demo.build_corpus(work / "corpus")
     config, notes = demo.demo_config()
     for note in notes:
