@@ -113,6 +113,11 @@ def run(
     with fsspec.open(join(run_root, "manifest.json"), "rb") as f:
         raw = f.read()
     parent = json.loads(raw)
+    if parent.get("kind", "caption") != "caption":
+        raise ConfigError(
+            f"select: {run_root} is a {parent.get('kind')} run; select re-thresholds caption runs "
+            "(rerun `mmcurate video` with new thresholds)"
+        )
     parent_config = CaptionConfig(**parent["config"])
     config = load_config(config_path) if config_path else parent_config
     if config.read != parent_config.read:

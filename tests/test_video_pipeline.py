@@ -136,3 +136,8 @@ def test_bad_config_fails_before_reading(tmp_path: Path, capsys: pytest.CaptureF
     cfg.write_text(yaml.safe_dump({"scenes": {"detector": "histogram"}}))
     assert main(["video", "--input", str(tmp_path), "--output", str(tmp_path / "o"), "--config", str(cfg)]) == 2
     assert "scenes.detector" in capsys.readouterr().err
+
+
+def test_select_refuses_a_video_run(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["select", "--run", str(run), "--output", str(tmp_path / "sel")]) == 2
+    assert "is a video run" in capsys.readouterr().err
