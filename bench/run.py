@@ -35,15 +35,28 @@ rollout: the pass-rate pipeline's rollout step (tasks_for -> 'Prompt' -> RunInfe
 make_handler(cfg.rollout)), inference_args={"sampling": ...})) vs the transformers handler called directly
 on the same prompts, on the tiny random Llama of tests/tiny_models.py (built once into bench/out/models).
 Rates are samples/s (prompts x k). Target: (b) >= 0.8x (a); both must produce the same samples.
+
+video: the video path's decoding work, probe + one-pass scan (stages.video_probe.probe, then
+stages.video_scan.scan with default SceneParams / MotionParams and 1 decoder thread: PySceneDetect's
+ContentDetector on every frame, Farneback flow at 2 fps), on 60 s H.264 inputs made once by
+pipelines.demo_video.make_video at 640x360 and 1280x720, 30 fps, crf 23 (camera pans / tilts / zooms over
+textures between lavfi test sources, 9 known cuts), plus, when --real-videos matches files, the real videos
+cropped to 640x360 at 24 fps and concatenated (reported apart; skipped when absent). Next to it, on the same
+file: (d) `ffmpeg -threads 1 -i f -f null -` (the decode limit; its CPU from the children's rusage) and
+(p) PyAV decoding alone with 1 thread. Figures: frames/s (wall), frames per CPU-second, x real time per core
+(video seconds / CPU seconds) and the ratio to (d). Targets: >= 50x real time per core at 360p, and the
+known cuts found exactly. --profile adds a cProfile report and a per-step CPU breakdown of scan at 360p.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import cProfile
 import dataclasses
 import functools
+import glob
 import hashlib
 import io
 import itertools
@@ -53,8 +66,10 @@ import math
 import os
 import platform
 import pstats
+import re
 import resource
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -1251,10 +1266,546 @@ def bench_rollout(args: argparse.Namespace) -> bool:
     return report["passed"]
 
 
+# ---------------------------------------------------------------------------------------------------
+# video: probe + one-pass scan (scene cuts + motion) vs decoding alone
+# ---------------------------------------------------------------------------------------------------
+
+VIDEO_DIR = OUT_DIR / "video"
+VIDEO_VERSION = 1  # bump when the segments or encoding below change, so cached inputs are rebuilt
+VIDEO_FPS = 30
+VIDEO_CRF = 23
+VIDEO_TARGET = 50.0  # x real time per core, probe + scan, 360p
+REAL_VIDEOS = str(BENCH_DIR.parent.parent / "shared" / "peer-data" / "data_juicer" / "tests_ops_data" / "video*.mp4")
+
+
+def video_segments() -> list[Any]:
+    """60 s at 30 fps: camera moves over textures (flow locks onto them) between lavfi sources, 9 cuts."""
+    from mmcurate.pipelines.demo_video import Segment
+
+    return [
+        Segment("pan_left", 240, seed=1),
+        Segment("testsrc2", 150),
+        Segment("zoom_in", 210, seed=2),
+        Segment("smptebars", 120),
+        Segment("tilt_down", 180, seed=3),
+        Segment("mandelbrot", 210),
+        Segment("static", 150, text="CHAPTER TWO", seed=4),
+        Segment("pan_right", 240, seed=5),
+        Segment("zoom_out", 150, seed=6),
+        Segment("tilt_up", 150, seed=7),
+    ]
+
+
+@dataclasses.dataclass
+class VideoInput:
+    key: str
+    label: str
+    path: Path
+    frames: int
+    cuts: list[int]
+    """Known cuts: exact truth for the synthetic inputs; for real footage the boundaries between the
+    concatenated videos (each may hold cuts of its own)."""
+    exact: bool
+
+
+def synthetic_video(size: tuple[int, int]) -> VideoInput:
+    """The cached synthetic input at this size (generated with pipelines.demo_video.make_video on first use)."""
+    from mmcurate.pipelines.demo_video import make_video
+
+    w, h = size
+    segments = video_segments()
+    path = VIDEO_DIR / f"synthetic-v{VIDEO_VERSION}-{w}x{h}-{VIDEO_FPS}fps-crf{VIDEO_CRF}.mp4"
+    meta = path.with_suffix(".json")
+    if not (path.exists() and meta.exists()):
+        VIDEO_DIR.mkdir(parents=True, exist_ok=True)
+        frames = sum(s.frames for s in segments)
+        print(f"generating {path.relative_to(BENCH_DIR.parent)} ({frames / VIDEO_FPS:.0f} s) ...", flush=True)
+        t0 = time.perf_counter()
+        tmp = path.with_name(path.stem + ".partial.mp4")
+        cuts = make_video(tmp, segments, size=size, fps=VIDEO_FPS, crf=VIDEO_CRF)
+        info = {"frames": frames, "cuts": cuts, "segments": [dataclasses.asdict(s) for s in segments]}
+        tmp.rename(path)
+        meta.write_text(json.dumps(info, indent=2) + "\n")
+        print(f"  done in {time.perf_counter() - t0:.1f}s", flush=True)
+    info = json.loads(meta.read_text())
+    label = f"{h}p synthetic ({w}x{h}, {VIDEO_FPS} fps)"
+    return VideoInput(f"{h}p", label, path, info["frames"], info["cuts"], exact=True)
+
+
+def _ffmpeg(*args: str) -> None:
+    cmd = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *args]
+    try:
+        subprocess.run(cmd, check=True, capture_output=True, timeout=600)
+    except subprocess.CalledProcessError as exc:
+        raise RuntimeError(f"ffmpeg failed: {exc.stderr.decode('utf-8', 'replace')[-1500:]}") from None
+
+
+def _stream_frames(path: Path) -> int:
+    import av
+
+    with av.open(str(path)) as container:
+        return int(container.streams.video[0].frames)
+
+
+def real_video(pattern: str) -> VideoInput | None:
+    """Real footage matching `pattern` (duplicates dropped), each cropped to fill 640x360 at 24 fps, H.264
+    crf 23, concatenated; cached. None when nothing matches."""
+    files: dict[str, Path] = {}
+    for name in sorted(glob.glob(pattern)):
+        files.setdefault(hashlib.sha256(Path(name).read_bytes()).hexdigest(), Path(name))
+    if not files:
+        return None
+    w, h, fps = 640, 360, 24
+    key = hashlib.sha256(json.dumps([VIDEO_VERSION, sorted(files)]).encode()).hexdigest()[:10]
+    path = VIDEO_DIR / f"real-v{VIDEO_VERSION}-{w}x{h}-{fps}fps-crf{VIDEO_CRF}-{key}.mp4"
+    meta = path.with_suffix(".json")
+    if not (path.exists() and meta.exists()):
+        VIDEO_DIR.mkdir(parents=True, exist_ok=True)
+        print(f"transcoding {len(files)} real videos into {path.relative_to(BENCH_DIR.parent)} ...", flush=True)
+        vf = f"scale={w}:{h}:force_original_aspect_ratio=increase,crop={w}:{h},setsar=1,fps={fps},format=yuv420p"
+        with tempfile.TemporaryDirectory(dir=VIDEO_DIR) as tmp:
+            parts, counts = [], []
+            for i, src in enumerate(files.values()):
+                part = Path(tmp, f"{i:03d}.mp4")
+                _ffmpeg("-i", str(src), "-an", "-vf", vf, "-c:v", "libx264", "-preset", "veryfast",
+                        "-crf", str(VIDEO_CRF), str(part))  # fmt: skip
+                parts.append(part)
+                counts.append(_stream_frames(part))
+            listing = Path(tmp, "parts.txt")
+            listing.write_text("".join(f"file '{p}'\n" for p in parts))
+            out = Path(tmp, "all.mp4")
+            _ffmpeg("-f", "concat", "-safe", "0", "-i", str(listing), "-c", "copy", str(out))
+            if _stream_frames(out) != sum(counts):
+                raise RuntimeError(f"concatenated {_stream_frames(out)} frames, parts hold {sum(counts)}")
+            info = {
+                "frames": sum(counts),
+                "cuts": list(itertools.accumulate(counts))[:-1],
+                "sources": [str(p) for p in files.values()],
+                "source_frames": counts,
+            }
+            out.rename(path)
+        meta.write_text(json.dumps(info, indent=2) + "\n")
+    info = json.loads(meta.read_text())
+    label = f"360p real ({len(info['sources'])} videos, {w}x{h}, {fps} fps)"
+    return VideoInput("real360p", label, path, info["frames"], info["cuts"], exact=False)
+
+
+def ffmpeg_decode(path: Path) -> int:
+    """(d): `ffmpeg -threads 1 -i path -f null -`; returns the frames it reports."""
+    cmd = ["ffmpeg", "-nostdin", "-hide_banner", "-threads", "1", "-i", str(path), "-map", "0:v:0", "-f", "null", "-"]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=600)
+    counted = re.findall(r"frame=\s*(\d+)", out.stderr)
+    if not counted:
+        raise RuntimeError(f"no frame count in ffmpeg's output: {out.stderr[-500:]}")
+    return int(counted[-1])
+
+
+def pyav_decode(path: Path) -> int:
+    """(p): PyAV, one decoder thread (as scan(threads=1) sets it), frames not converted."""
+    import av
+
+    with av.open(str(path), metadata_errors="ignore") as container:
+        stream = container.streams.video[0]
+        stream.codec_context.thread_count = 1
+        stream.thread_type = "SLICE"
+        return sum(1 for _ in container.decode(stream))
+
+
+def our_path(path: Path) -> tuple[dict[str, Any], Any, Timing]:
+    """(o): probe(path), then scan(path, SceneParams(), MotionParams(), threads=1), as the pipeline's
+    per-video child runs them. Returns (facts, scan, probe's own timing)."""
+    from mmcurate.stages.video_probe import probe
+    from mmcurate.stages.video_scan import MotionParams, SceneParams, scan
+
+    probe_t, facts = timed(lambda: probe(str(path)))
+    found = scan(str(path), SceneParams(), MotionParams(), threads=1)
+    return facts, found, probe_t
+
+
+class StepClock:
+    """CPU seconds (process_time: every thread of the process) per step, exclusive: a step's time leaves
+    out the timed steps it calls. `wrap` returns the timed version of a callable."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = collections.defaultdict(float)
+        self.calls: collections.Counter[str] = collections.Counter()
+        self._inner: list[float] = []
+
+    def wrap(self, fn: Callable[..., Any], name: str | Callable[[tuple, dict], str]) -> Callable[..., Any]:
+        clock = time.process_time
+
+        def timed_call(*a: Any, **k: Any) -> Any:
+            self._inner.append(0.0)
+            t0 = clock()
+            try:
+                return fn(*a, **k)
+            finally:
+                dt = clock() - t0
+                inner = self._inner.pop()
+                key = name if isinstance(name, str) else name(a, k)
+                self.seconds[key] += dt - inner
+                self.calls[key] += 1
+                if self._inner:
+                    self._inner[-1] += dt
+
+        return timed_call
+
+
+class _TimedFrame:
+    """A decoded frame whose conversions are clocked; everything else goes to the frame itself."""
+
+    __slots__ = ("_clock", "_frame")
+
+    def __init__(self, frame: Any, clock: StepClock) -> None:
+        self._frame, self._clock = frame, clock
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._frame, name)
+
+    def to_ndarray(self, *a: Any, **k: Any) -> Any:
+        key = f"frame.to_ndarray({k.get('format') or 'native'})"
+        return self._clock.wrap(self._frame.to_ndarray, key)(*a, **k)
+
+    def reformat(self, *a: Any, **k: Any) -> Any:
+        return self._clock.wrap(self._frame.reformat, f"frame.reformat({k.get('format') or ''})")(*a, **k)
+
+
+class _TimedContainer:
+    """A PyAV container whose decode() is clocked frame by frame ('decode': next() on PyAV's iterator)."""
+
+    def __init__(self, container: Any, clock: StepClock) -> None:
+        self._container, self._clock = container, clock
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._container, name)
+
+    def __enter__(self) -> _TimedContainer:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._container.close()
+
+    def decode(self, *a: Any, **k: Any) -> Iterator[Any]:
+        frames = iter(self._container.decode(*a, **k))
+        step = self._clock.wrap(lambda: next(frames, None), "decode (PyAV, libavcodec)")
+        while (frame := step()) is not None:
+            yield _TimedFrame(frame, self._clock)
+
+
+def scan_breakdown(path: Path) -> dict[str, Any]:
+    """Where scan's CPU time goes: stages.video_scan.scan itself (threads=1, default SceneParams and
+    MotionParams), with the library calls it makes (PyAV decode and conversion, OpenCV, the detector,
+    timecodes, the motion fit) clocked through patches. What no patch covers is scan's own Python, the
+    freeing of each frame (with the swscale context PyAV's to_ndarray made for it) and the clocks' own cost
+    (about 1 us per clocked call)."""
+    import av
+    import cv2
+    import scenedetect
+    from scenedetect.detectors import content_detector
+
+    from mmcurate.stages import video_scan
+
+    clock = StepClock()
+    codes = {getattr(cv2, n): n.removeprefix("COLOR_") for n in ("COLOR_BGR2HSV", "COLOR_BGR2GRAY", "COLOR_BGR2RGB")}
+
+    def shape(a: Any) -> str:
+        return f"{a.shape[1]}x{a.shape[0]}" if hasattr(a, "shape") else "?"
+
+    def resize_name(a: tuple, k: dict) -> str:
+        dsize = a[1] if len(a) > 1 else k.get("dsize")
+        dst = f"{dsize[0]}x{dsize[1]}" if dsize else "?"
+        return f"cv2.resize {shape(a[0])} -> {dst}"
+
+    def cvt_name(a: tuple, k: dict) -> str:
+        code = a[1] if len(a) > 1 else k.get("code")
+        return f"cv2.cvtColor {codes.get(code, code)} {shape(a[0])}"
+
+    real_make = video_scan.SceneParams.make
+
+    def make(self: Any) -> Any:
+        detector = real_make(self)
+        detector.process_frame = clock.wrap(detector.process_frame, "detector: process_frame (Python)")
+        detector.post_process = clock.wrap(detector.post_process, "detector: process_frame (Python)")
+        return detector
+
+    real_open = av.open
+    patches = [
+        mock.patch.object(av, "open", lambda *a, **k: _TimedContainer(real_open(*a, **k), clock)),
+        mock.patch.object(cv2, "resize", clock.wrap(cv2.resize, resize_name)),
+        mock.patch.object(cv2, "cvtColor", clock.wrap(cv2.cvtColor, cvt_name)),
+        mock.patch.object(cv2, "split", clock.wrap(cv2.split, "cv2.split (detector)")),
+        mock.patch.object(
+            cv2, "calcOpticalFlowFarneback", clock.wrap(cv2.calcOpticalFlowFarneback, "cv2.calcOpticalFlowFarneback")
+        ),
+        mock.patch.object(
+            content_detector,
+            "_mean_pixel_distance",
+            clock.wrap(content_detector._mean_pixel_distance, "detector: mean pixel distance (numpy)"),
+        ),
+        # scan's `from scenedetect import FrameTimecode` (Timecode stays: scenedetect checks isinstance on it)
+        mock.patch.object(scenedetect, "FrameTimecode", clock.wrap(scenedetect.FrameTimecode, "FrameTimecode()")),
+        mock.patch.object(video_scan, "similarity_fit", clock.wrap(video_scan.similarity_fit, "motion fit (numpy)")),
+        mock.patch.object(video_scan.SceneParams, "make", make),
+    ]
+    with contextlib.ExitStack() as stack:
+        for p in patches:
+            stack.enter_context(p)
+        c0, w0 = time.process_time(), time.perf_counter()
+        found = video_scan.scan(str(path), video_scan.SceneParams(), video_scan.MotionParams(), threads=1)
+        cpu, wall = time.process_time() - c0, time.perf_counter() - w0
+    seconds = dict(sorted(clock.seconds.items(), key=lambda kv: -kv[1]))
+    seconds["unclocked: scan's Python, freeing frames, clocks"] = cpu - sum(seconds.values())
+    n = found.frames
+    return {
+        "frames": n,
+        "flow_pairs": len(found.pairs),
+        "working_size": list(found.working_size),
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "cuts": found.cuts,
+        "cpu_seconds": seconds,
+        "calls": dict(clock.calls),
+        "ms_per_frame": {key: v * 1e3 / max(n, 1) for key, v in seconds.items()},
+    }
+
+
+def _video_versions() -> dict[str, str]:
+    import av
+    import cv2
+    import decord
+    import scenedetect
+
+    ffmpeg = subprocess.run(["ffmpeg", "-version"], capture_output=True, text=True).stdout.split("\n", 1)[0]
+    return {
+        "ffmpeg": ffmpeg,
+        "av": av.__version__,
+        "libavcodec": ".".join(map(str, av.library_versions.get("libavcodec", ()))),
+        "opencv": cv2.__version__,
+        "opencv_threads": str(cv2.getNumThreads()),
+        "scenedetect": scenedetect.__version__,
+        "decord": decord.__version__,
+    }
+
+
+def bench_video(args: argparse.Namespace) -> bool:
+    if shutil.which("ffmpeg") is None:
+        print("video: no ffmpeg on PATH: run 'make ffmpeg' (Debian/Ubuntu) or install FFmpeg -- NOT MEASURED")
+        return False
+    cores = os.cpu_count() or 1
+    reps = args.reps
+    inputs = [synthetic_video((640, 360)), synthetic_video((1280, 720))]
+    real = real_video(args.real_videos) if args.real_videos else None
+    if real is not None:
+        inputs.append(real)
+    versions = _video_versions()
+    load_before = os.getloadavg()[0]
+    print(
+        f"video: probe + scan (PySceneDetect ContentDetector defaults + Farneback flow at "
+        f"2 fps) vs decoding alone, 1 decoder thread, best of {reps} by wall time"
+    )
+    print(
+        f"  load average before: {load_before:.2f} on {cores} cores; {versions['ffmpeg']}; PyAV {versions['av']}, "
+        f"OpenCV {versions['opencv']} ({versions['opencv_threads']} threads), scenedetect {versions['scenedetect']}"
+    )
+    print(
+        "  (d) = `ffmpeg -threads 1 -i f -map 0:v:0 -f null -` (subprocess; CPU = its user+sys): the decode limit\n"
+        "  (p) = PyAV container.decode, thread_count 1, frames not converted\n"
+        "  (o) = probe(f) + scan(f, SceneParams(), MotionParams(), threads=1), in process (CPU = process_time)\n"
+        "  x RT/core = video seconds / CPU seconds; vs (d), vs (p) = frames/s over (d)'s, (p)'s frames/s"
+    )
+    if real is None:
+        print(f"  real footage: nothing matches {args.real_videos or '(--real-videos empty)'}: skipped")
+    variants: dict[str, tuple[str, Callable[[Path], Any]]] = {
+        "ffmpeg": ("(d) ffmpeg decode alone", ffmpeg_decode),
+        "pyav": ("(p) PyAV decode alone", pyav_decode),
+        "ours": ("(o) probe + scan (cuts + motion)", our_path),
+    }
+    # Warm-up: imports (scenedetect, cv2, decord), page cache.
+    for inp in inputs:
+        ffmpeg_decode(inp.path)
+    our_path(inputs[0].path)
+
+    runs: dict[str, dict[str, list[dict[str, float]]]] = {inp.key: {k: [] for k in variants} for inp in inputs}
+    outcome: dict[str, dict[str, Any]] = {inp.key: {} for inp in inputs}
+    for rep in range(reps):  # interleaved, so drifting load hits every variant alike
+        for inp in inputs:
+            for key, (_label, fn) in variants.items():
+                timing, out = timed(lambda fn=fn, inp=inp: fn(inp.path))
+                run = {"wall_s": timing.wall, "cpu_s": timing.cpu}
+                if key == "ours":
+                    facts, found, probe_t = out
+                    frames = found.frames
+                    run.update(probe_wall_s=probe_t.wall, probe_cpu_s=probe_t.cpu)
+                    outcome[inp.key] = {
+                        "duration_s": facts["duration"],
+                        "fps": facts["fps"],
+                        "probe_frames": facts["frames"],
+                        "frames": frames,
+                        "cuts": found.cuts,
+                        "flow_pairs": len(found.pairs),
+                        "working_size": list(found.working_size),
+                    }
+                else:
+                    frames = out
+                run["frames"] = frames
+                runs[inp.key][key].append(run)
+                print(
+                    f"  rep {rep + 1}/{reps} {inp.key:8s} {key:6s} {timing.wall:7.2f}s wall {timing.cpu:7.2f}s CPU "
+                    f"{frames / timing.wall:8.1f} frames/s",
+                    flush=True,
+                )
+    load_after = os.getloadavg()[0]
+
+    results: dict[str, dict[str, Any]] = {}
+    checks: dict[str, bool] = {}
+    for inp in inputs:
+        o = outcome[inp.key]
+        duration = o["duration_s"]
+        res: dict[str, Any] = {
+            "label": inp.label,
+            "file": str(inp.path.relative_to(BENCH_DIR.parent)),
+            "bytes": inp.path.stat().st_size,
+            "mbit_per_s": round(inp.path.stat().st_size * 8 / duration / 1e6, 2),
+            **{k: v for k, v in o.items() if k != "cuts"},
+            "known_cuts": inp.cuts,
+            "found_cuts": o["cuts"],
+            "variants": {},
+        }
+        for key, (label, _fn) in variants.items():
+            best = min(runs[inp.key][key], key=lambda r: r["wall_s"])
+            res["variants"][key] = {
+                "label": label,
+                **{k: round(v, 4) for k, v in best.items()},
+                "frames_per_s": round(best["frames"] / best["wall_s"], 1),
+                "frames_per_cpu_s": round(best["frames"] / best["cpu_s"], 1),
+                "x_realtime_per_core": round(duration / best["cpu_s"], 2),
+                "all_wall_s": [round(r["wall_s"], 3) for r in runs[inp.key][key]],
+            }
+        v = res["variants"]
+        for key in variants:
+            v[key]["vs_ffmpeg"] = round(v[key]["frames_per_s"] / v["ffmpeg"]["frames_per_s"], 3)
+            v[key]["vs_ffmpeg_cpu"] = round(v[key]["frames_per_cpu_s"] / v["ffmpeg"]["frames_per_cpu_s"], 3)
+            v[key]["vs_pyav"] = round(v[key]["frames_per_s"] / v["pyav"]["frames_per_s"], 3)
+        frame_counts = {r["frames"] for runs_ in runs[inp.key].values() for r in runs_} | {o["probe_frames"]}
+        res["same_frames"] = len(frame_counts) == 1 and o["frames"] == inp.frames
+        if inp.exact:
+            res["cuts_ok"] = o["cuts"] == inp.cuts
+            checks[f"cuts_{inp.key}"] = res["cuts_ok"]
+            checks[f"frames_{inp.key}"] = res["same_frames"]
+        else:
+            found = set(o["cuts"])
+            res["boundaries_found"] = sum(1 for c in inp.cuts if {c - 1, c, c + 1} & found)
+        results[inp.key] = res
+    x360 = results["360p"]["variants"]["ours"]["x_realtime_per_core"]
+    checks[f"realtime_per_core_360p>={VIDEO_TARGET:.0f}"] = x360 >= VIDEO_TARGET
+    verdict = {True: "PASS", False: "FAIL"}
+
+    print()
+    cols = (
+        ("wall s", 7),
+        ("CPU s", 7),
+        ("frames/s", 8),
+        ("frames/CPU-s", 12),
+        ("x RT/core", 9),
+        ("vs (d)", 6),
+        ("vs (p)", 6),
+    )
+    head = f"{'input':40s} {'variant':34s} " + " ".join(f"{name:>{width}s}" for name, width in cols)
+    print(head)
+    print("-" * len(head))
+    for res in results.values():
+        desc = [res["label"], f"{res['frames']} frames, {res['duration_s']:.1f} s, {res['mbit_per_s']:.2f} Mbit/s"]
+        for i, r in enumerate(res["variants"].values()):
+            print(
+                f"{desc[i] if i < len(desc) else '':40s} {r['label']:34s} {r['wall_s']:7.2f} {r['cpu_s']:7.2f} "
+                f"{r['frames_per_s']:8.1f} {r['frames_per_cpu_s']:12.1f} {r['x_realtime_per_core']:9.1f} "
+                f"{r['vs_ffmpeg']:6.2f} {r['vs_pyav']:6.2f}"
+            )
+        o = res["variants"]["ours"]
+        print(
+            f"{'':40s}   of which probe {o['probe_wall_s']:.2f}s wall {o['probe_cpu_s']:.2f}s CPU; "
+            f"scan at {res['working_size'][0]}x{res['working_size'][1]}, {res['flow_pairs']} flow pairs"
+        )
+        if "cuts_ok" in res:
+            print(
+                f"{'':40s}   cuts {'OK' if res['cuts_ok'] else 'MISMATCH'}: found {res['found_cuts']}"
+                + ("" if res["cuts_ok"] else f", known {res['known_cuts']}")
+            )
+        else:
+            print(
+                f"{'':40s}   {len(res['found_cuts'])} cuts found; {res['boundaries_found']}/{len(res['known_cuts'])} "
+                "boundaries between the source videos among them (+-1 frame; informational)"
+            )
+        if not res["same_frames"]:
+            print(f"{'':40s}   !! frame counts differ between variants / probe / generator")
+    print()
+    print(
+        f"  probe + scan at 360p = {x360:.1f}x real time per core  (target >= {VIDEO_TARGET:.0f})  "
+        f"{verdict[checks[f'realtime_per_core_360p>={VIDEO_TARGET:.0f}']]}"
+    )
+    for res in results.values():
+        v = res["variants"]
+        print(
+            f"  {res['label']}: (o) = {v['ours']['vs_ffmpeg']:.2f}x the decode limit (d) in frames/s, "
+            f"{v['ours']['vs_ffmpeg_cpu']:.2f}x in frames per CPU-second, {v['ours']['vs_pyav']:.2f}x PyAV's "
+            f"decode (p) in frames/s; (d) alone = "
+            f"{v['ffmpeg']['x_realtime_per_core']:.1f}x real time per core"
+        )
+    for inp in inputs:
+        if inp.exact:
+            print(f"  {inp.key}: known cuts found exactly: {verdict[checks[f'cuts_{inp.key}']]}")
+    print(
+        f"  load average {load_before:.2f} before, {load_after:.2f} after "
+        "(wall-clock figures: a busy machine lowers them)"
+    )
+
+    report: dict[str, Any] = {
+        "benchmark": "video",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "reps": reps,
+        "target_x_realtime_per_core_360p": VIDEO_TARGET,
+        "results": results,
+        "runs": runs,
+        "checks": checks,
+        "passed": all(checks.values()),
+        "env": {
+            "cpu_count": cores,
+            "loadavg_before_after": [round(load_before, 2), round(load_after, 2)],
+            "python": platform.python_version(),
+            **versions,
+            "host": platform.node(),
+        },
+    }
+    if args.profile:
+        path360 = inputs[0].path
+        print(f"profiling probe + scan on {path360.name} (cProfile, one run) ...")
+        profile_to(OUT_DIR / "profile-video-360p.txt", lambda: our_path(path360))
+        bd = scan_breakdown(path360)
+        bd["same_cuts_as_scan"] = bd["cuts"] == outcome["360p"]["cuts"]
+        report["breakdown_360p"] = bd
+        print(
+            f"  scan on {path360.name} with its library calls clocked ({bd['frames']} frames, {bd['flow_pairs']} "
+            f"flow pairs, {bd['cpu_s']:.2f}s CPU, {bd['wall_s']:.2f}s wall; same cuts as unpatched scan: "
+            f"{verdict[bd['same_cuts_as_scan']]}); CPU time, exclusive of the clocked calls inside:"
+        )
+        for key, sec in bd["cpu_seconds"].items():
+            calls = bd["calls"].get(key)
+            per_call = f"{sec * 1e3 / calls:7.3f} ms/call x {calls:5d}" if calls else " " * 22
+            print(
+                f"    {key:58s} {sec:6.2f}s {bd['ms_per_frame'][key]:7.3f} ms/frame {per_call} "
+                f"{100 * sec / bd['cpu_s']:5.1f}%"
+            )
+    path = OUT_DIR / "video.json"
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"  figures written to {path.relative_to(BENCH_DIR.parent)}")
+    return report["passed"]
+
+
 BENCHMARKS: dict[str, Callable[[argparse.Namespace], bool]] = {
     "caption": bench_caption,
     "models": bench_models,
     "rollout": bench_rollout,
+    "video": bench_video,
 }
 
 
@@ -1284,6 +1835,12 @@ def main(argv: list[str] | None = None) -> int:
     rollout.add_argument("--k", type=int, default=8, help="samples per prompt (default 8)")
     rollout.add_argument("--max-tokens", type=int, default=16, help="new tokens per sample (default 16)")
     rollout.add_argument("--rollout-batch", type=int, default=4, help="prompts per generate call (default 4)")
+    video = parser.add_argument_group("video")
+    video.add_argument(
+        "--real-videos",
+        default=REAL_VIDEOS,
+        help="glob of real videos, transcoded to one 360p input; '' skips it (default: %(default)s)",
+    )
     parser.add_argument("--profile", action="store_true", help="also write cProfile reports under bench/out/")
     args = parser.parse_args(argv)
     names = [s.strip() for s in args.only.split(",") if s.strip()]
