@@ -115,8 +115,13 @@ def test_unknown_keys_name_their_path(tmp_path: Path, text: str, expected: str) 
 def test_unknown_filter_lists_the_known_ones(tmp_path: Path) -> None:
     message = error_of(tmp_path, "filters: {min_sid: {min: 3}}\n")
     assert "filters.min_sid: unknown filter" in message
-    for name in load_filters():
-        assert name in message
+    for name, f in load_filters().items():
+        assert (name in message) == ("caption" in f.kinds)
+
+
+def test_a_filter_of_another_corpus_is_refused(tmp_path: Path) -> None:
+    message = error_of(tmp_path, "filters: {motion: {min: 1}}\n")
+    assert "filters.motion: not a caption filter" in message
 
 
 @pytest.mark.parametrize(

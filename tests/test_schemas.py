@@ -202,9 +202,30 @@ def test_payload_is_not_compared_or_shown() -> None:
 
 def test_record_kinds_registry() -> None:
     """Every record kind is registered under its own `kind`, and each has a derivable arrow schema."""
-    from mmcurate.schemas import Question, Rollout
+    from mmcurate.schemas import ClipRecord, Question, Rollout, VideoRecord
 
-    assert {"caption": CaptionSample, "question": Question, "rollout": Rollout} == RECORD_KINDS
+    assert {
+        "caption": CaptionSample, "question": Question, "rollout": Rollout, "video": VideoRecord, "clip": ClipRecord
+    } == RECORD_KINDS  # fmt: skip
     for kind, cls in RECORD_KINDS.items():
         assert cls.kind == kind
         assert len(cls.arrow_schema()) > 0
+
+
+def test_video_and_clip_rows_round_trip_without_payload() -> None:
+    """Video bytes, clip mp4 bytes and sampled frames travel with records but never reach a ledger."""
+    from mmcurate.schemas import ClipRecord, OcrLine, VideoRecord
+
+    video = VideoRecord(id="v", source=Source("a.mp4", 0), cuts=[3, 9], scores={"x": 1.0}, data=b"raw", path="/a")
+    row = video.to_row()
+    assert "data" not in row and "path" not in row
+    assert VideoRecord.from_row(row) == dataclasses.replace(video, data=None, path=None)
+    clip = ClipRecord(
+        id="c", video_id="v", source=Source("a.mp4", 0), clip_index=2, labels={"camera_motion": "pan_left"},
+        ocr=[OcrLine([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]], "HI", 0.9)], mp4=b"mp4", frames=[1, 2, 3],
+    )  # fmt: skip
+    table = ClipRecord.to_table([clip])
+    assert "mp4" not in table.column_names and "frames" not in table.column_names
+    back = ClipRecord.from_row(table.to_pylist()[0])
+    assert back.labels == {"camera_motion": "pan_left"} and back.ocr[0].text == "HI"
+    assert clip.media() == ("mp4", b"mp4") and clip.pixels == 2
