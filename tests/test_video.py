@@ -194,3 +194,22 @@ def test_tempdir_left_clean(videos) -> None:
     with tempfile.TemporaryDirectory() as work:
         analyse(str(path), probe(str(path)), AnalysisParams(), work)
         assert {p.suffix for p in Path(work).iterdir()} == {".mp4"}
+
+
+@pytest.mark.parametrize("detector", ["content", "adaptive"])
+def test_fast_frame_score_equals_pyscenedetects(videos, detector: str) -> None:
+    """The detector we build scores every frame exactly as PySceneDetect's own class does."""
+    import av
+    import cv2
+    from scenedetect import AdaptiveDetector, ContentDetector, FrameTimecode
+
+    path, _ = videos["cuts"]
+    ours = SceneParams(detector=detector).make()
+    stock = {"content": ContentDetector, "adaptive": AdaptiveDetector}[detector]()
+    assert type(ours).__name__.startswith("Fast") and isinstance(ours, type(stock))
+    with av.open(str(path)) as c:
+        for n, frame in enumerate(c.decode(video=0)):
+            img = cv2.resize(frame.to_ndarray(format="bgr24"), (256, 192), interpolation=cv2.INTER_LINEAR)
+            tc = FrameTimecode(n, 30.0)
+            assert ours._calculate_frame_score(tc, img) == stock._calculate_frame_score(tc, img)
+    assert SceneParams(options={"weights": ContentDetector.Components(1, 1, 1, 1)}).make().__class__ is ContentDetector
