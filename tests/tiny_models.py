@@ -187,3 +187,37 @@ def build_tiny_qwen2vl(folder: str | Path, *, seed: int = 0, hidden: int = 32) -
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     return folder
+
+
+TINY_CLIP_ARCH = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+}
+
+
+def build_tiny_clip(root: Path) -> dict[str, str]:
+    """A tiny CLIP (32-d embeddings, random weights, saved and loaded the real way) and an aesthetic head
+    shaped like LAION's improved predictor (layers.{0,2,4,6,7}), scaled down to a 32-d input."""
+    import json
+
+    import open_clip
+    import torch
+
+    arch = root / "mmcurate-tiny-clip.json"
+    arch.write_text(json.dumps(TINY_CLIP_ARCH))
+    open_clip.add_model_config(str(arch))
+    torch.manual_seed(0)
+    model, _, _ = open_clip.create_model_and_transforms("mmcurate-tiny-clip", pretrained=None)
+    ckpt = root / "tiny.pt"
+    torch.save(model.state_dict(), ckpt)
+    dims = [(32, 24), (24, 16), (16, 8), (8, 4), (4, 1)]
+    head = {}
+    for idx, (i, o) in zip((0, 2, 4, 6, 7), dims, strict=True):
+        head[f"layers.{idx}.weight"] = torch.randn(o, i) * 0.3
+        head[f"layers.{idx}.bias"] = torch.randn(o) * 0.1
+    head_path = root / "aesthetic.pth"
+    torch.save(head, head_path)
+    wide = {"weight": torch.randn(1, 768), "bias": torch.zeros(1)}
+    torch.save(wide, root / "aesthetic-768.pth")
+    return {"arch": str(arch), "ckpt": str(ckpt), "head": str(head_path), "wide": str(root / "aesthetic-768.pth")}
