@@ -22,7 +22,7 @@ from .common import write_units
 # What a run writes and `--overwrite` clears. Not `rollouts/`: it is a cache that outlives runs.
 OUTPUT_PARTS = (
     "shards", "ledger", "dropped", "quarantined", "rl", "sft",
-    "manifest.json", "units.json", "metrics.json", "dataset_info.json", "annotation",
+    "manifest.json", "units.json", "metrics.json", "dataset_info.json", "annotation", "_spool",
 )  # fmt: skip
 LOCAL_RUNNERS = ("DirectRunner", "SwitchingDirectRunner", "BundleBasedDirectRunner", "FnApiRunner", None)
 

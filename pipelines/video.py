@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
+import fsspec
 from apache_beam.metrics import Metrics
 from pydantic import Field, field_validator
 
@@ -49,6 +50,8 @@ from .config import ModelsConfig, build_filters, check_filters
 from .models import ModelStage, ScoreWithModels, model_stages
 
 COUNTS_TAG = "read_counts"
+SPOOL = "_spool"
+"""Clip files between extraction and shard writing; removed when the manifest is written."""
 VIDEOS_TAG = "videos"
 
 
@@ -143,8 +146,8 @@ class _InProcess:
 class AnalyseVideosFn(beam.DoFn):
     """Video in; the video (tagged `videos`) and one ClipRecord per scene piece out."""
 
-    def __init__(self, config: VideoConfig) -> None:
-        self.config = config
+    def __init__(self, config: VideoConfig, out_root: str) -> None:
+        self.config, self.out_root = config, out_root
         self.pool: Any = None
 
     def setup(self) -> None:
@@ -238,8 +241,10 @@ class AnalyseVideosFn(beam.DoFn):
             if res.error:
                 yield _settle(clip, Status.QUARANTINED, "clip_error", res.error)
                 continue
-            clip.mp4 = Path(res.mp4_path).read_bytes()
-            clip.out_bytes = len(clip.mp4)
+            data = Path(res.mp4_path).read_bytes()
+            clip.spool = join(self.out_root, SPOOL, f"{clip.source.unit:05d}", f"{clip.id}.mp4")
+            atomic_write(clip.spool, data)
+            clip.out_bytes = len(data)
             clip.width, clip.height, clip.fps = res.out["width"], res.out["height"], res.out["fps"]
             clip.scores.update({"width": float(clip.width), "height": float(clip.height)})
             clip.frames = res.frames
@@ -291,6 +296,12 @@ class FramesHandler(beam.ml.inference.base.ModelHandler):
         return kw
 
 
+def _drop_frames(clip: ClipRecord) -> ClipRecord:
+    """Sampled frames served the model stages; they never cross the shuffle to the writers."""
+    clip.frames = None
+    return clip
+
+
 def per_frame(stage: ModelStage, frames: int) -> ModelStage:
     def example(rec: ClipRecord) -> list[Any]:
         return [stage.example(_Frame(f, rec.caption)) for f in rec.frames]
@@ -328,8 +339,9 @@ class WriteVideoUnitFn(beam.DoFn):
         for clip in clips:
             if clip.fate.status == Status.PENDING:
                 clip.fate = dataclasses.replace(clip.fate, status=Status.KEPT)
-            if clip.fate.status != Status.KEPT:
-                clip.mp4 = None
+            if clip.fate.status == Status.KEPT:
+                with fsspec.open(clip.spool, "rb") as f:
+                    clip.mp4 = f.read()
             clip.frames = None
             by_video[f"{clip.source.index}:{clip.video_id}"].append(clip)
         for video in videos:
@@ -368,6 +380,11 @@ class WriteVideoUnitFn(beam.DoFn):
             info = write_queue(self.out_root, f"annotation/{name}.jsonl", kept, shards)
             summary["files"].append(dataclasses.asdict(info))
         Metrics.counter(NS, "clips_kept").inc(len(kept))
+        for clip in clips:
+            clip.mp4 = None
+        fs, spool = fsspec.core.url_to_fs(join(self.out_root, SPOOL, f"{unit:05d}"))
+        if fs.exists(spool):
+            fs.rm(spool, recursive=True)
         touch(self.progress_dir, f"write-{unit}")
         yield summary
 
@@ -456,6 +473,9 @@ def write_manifest(summaries: list[dict], read_total: int, out_root: str, meta: 
     from mmcurate.stages.writers import json_bytes
 
     manifest = build_manifest(summaries, read_total, meta)
+    fs, spool = fsspec.core.url_to_fs(join(out_root, SPOOL))
+    if fs.exists(spool):
+        fs.rm(spool, recursive=True)
     atomic_write(join(out_root, "manifest.json"), json_bytes(manifest))
     if not manifest["accounting_ok"]:
         raise AccountingError(f"records went missing: {json.dumps([manifest['counts'], manifest['clips']['counts']])}")
@@ -476,7 +496,7 @@ def build(
         | "ListUnits" >> beam.Create(units, reshuffle=True)
         | "ReadUnits" >> beam.ParDo(ReadVideosFn(config.read, progress_dir)).with_outputs(COUNTS_TAG, main="videos")
     )
-    analysed = read.videos | "AnalyseVideos" >> beam.ParDo(AnalyseVideosFn(config)).with_outputs(
+    analysed = read.videos | "AnalyseVideos" >> beam.ParDo(AnalyseVideosFn(config, out_root)).with_outputs(
         VIDEOS_TAG, main="clips"
     )
     stages = [per_frame(st, config.output.sample_frames) for st in model_stages(config)]

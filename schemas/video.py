@@ -102,6 +102,10 @@ class ClipRecord(Record):
     """Text lines found on the clip's middle sampled frame (coordinates of `width` x `height`)."""
     fate: Fate = field(default_factory=Fate)
     mp4: bytes | None = field(default=None, metadata=PAYLOAD, repr=False, compare=False)
+    """The clip file's bytes, loaded only while its shard is written."""
+    spool: str | None = field(default=None, metadata=PAYLOAD, repr=False, compare=False)
+    """Where the clip file waits (under the run's output) between extraction and shard writing, so
+    that clips cross Beam's shuffles as small records."""
     frames: Any = field(default=None, metadata=PAYLOAD, repr=False, compare=False)
     """Sampled RGB frames (PIL images) for the model stages; never written."""
 

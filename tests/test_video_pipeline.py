@@ -52,6 +52,7 @@ def test_every_video_and_clip_is_accounted_for(run: Path) -> None:
     # the quarantine and drop tables name each one
     assert {Path(r["source"]).name for r in _table(run, "quarantined/videos")} == {"not-a-video.mp4#not-a-video.mp4"}
     assert m["totals"]["samples"] == clips["kept"] > 0
+    assert not (run / "_spool").exists()  # clip files waited there between extraction and shards
 
 
 def test_camera_motion_guesses_and_motion_filter(run: Path) -> None:
