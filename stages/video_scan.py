@@ -190,6 +190,8 @@ def scan(path: str, scenes: SceneParams, motion: MotionParams, threads: int = 1)
 
     detector = scenes.make()
     reformatter = VideoReformatter()
+    cv_threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)  # one video per core: OpenCV's pool only adds hand-offs on 128 px flows
     container = av.open(path, metadata_errors="ignore")
     try:
         stream = container.streams.video[0]
@@ -205,23 +207,24 @@ def scan(path: str, scenes: SceneParams, motion: MotionParams, threads: int = 1)
         gap = min(motion.flow_gap, step)
         times: list[float] = []
         cut_tcs: list[Any] = []
-        index_of: dict[int, int] = {}
         pairs: list[tuple[float, ...]] = []
         prev: tuple[int, float, np.ndarray] | None = None
         first_pts = None
         tc = FrameTimecode(0, rate)
         n = 0
+        raw_tb, tb = None, 1 / rate
         for frame in container.decode(stream):
             if frame.pts is None:
                 pts, tb = n, 1 / rate
             else:
                 if first_pts is None:
                     first_pts = frame.pts
-                pts, tb = frame.pts - first_pts, frame.time_base
+                pts = frame.pts - first_pts
+                if frame.time_base != raw_tb:
+                    raw_tb, tb = frame.time_base, Fraction(frame.time_base)
             t = float(pts * tb)
             small = _analysis_frame(frame, size, reformatter)
-            tc = FrameTimecode(Timecode(pts=pts, time_base=Fraction(tb)), fps=rate)
-            index_of.setdefault(tc.frame_num, n)
+            tc = FrameTimecode(Timecode(pts=pts, time_base=tb), fps=rate)
             cut_tcs += detector.process_frame(tc, small)
             if prev is not None and n == prev[0] + gap:
                 luma = _flow_frame(small, motion.flow_side)
@@ -240,8 +243,11 @@ def scan(path: str, scenes: SceneParams, motion: MotionParams, threads: int = 1)
         cut_tcs += detector.post_process(tc)
     finally:
         container.close()
+        cv2.setNumThreads(cv_threads)
     numbers = sorted({c.frame_num for c in cut_tcs})
-    cuts = sorted({index_of[c] if c in index_of else _nearest(index_of, c) for c in numbers} - {0})
+    # A cut is the timecode of the frame that starts the new scene: find that frame by its time.
+    seconds = np.asarray(times)
+    cuts = sorted({int(np.searchsorted(seconds, c.seconds - 1e-9)) for c in cut_tcs} - {0, n})
     deltas = np.diff(np.asarray(times)) if len(times) > 1 else np.zeros(0)
     vfr = bool(len(deltas) and deltas.min() > 0 and deltas.max() / deltas.min() > 1.5)
     return Scan(
@@ -253,11 +259,6 @@ def scan(path: str, scenes: SceneParams, motion: MotionParams, threads: int = 1)
         vfr=vfr,
         working_size=size,
     )
-
-
-def _nearest(index_of: dict[int, int], frame_num: int) -> int:
-    keys = np.fromiter(index_of, dtype=np.int64)
-    return index_of[int(keys[np.abs(keys - frame_num).argmin()])]
 
 
 CAMERA_LABELS = ("static", "pan_left", "pan_right", "tilt_up", "tilt_down", "zoom_in", "zoom_out")
