@@ -182,40 +182,51 @@ class AnalyseVideosFn(beam.DoFn):
             raise VideoBroken(f"{stage}_error", f"{type(exc).__name__}: {exc}") from None
 
     def process(self, video: VideoRecord) -> Iterator[Any]:
+        """All or nothing per video: the clips are built before anything is emitted, and anything
+        unexpected quarantines the video (`internal_error`) instead of failing the run."""
         if not pending(video):
             yield beam.pvalue.TaggedOutput(VIDEOS_TAG, video)
             return
         workdir = tempfile.mkdtemp(prefix="mmcurate-video-")
         try:
-            path = video.path
-            if path is None:
-                ext = posixpath.splitext(video.source.member or video.source.uri)[1] or ".mp4"
-                path = os.path.join(workdir, "input" + ext)
-                Path(path).write_bytes(video.data or b"")
-            video.data = None
-            limits = self.config.limits
-            try:
-                vid, facts = self._run(identify, (path, not video.id), limits.probe_timeout_s, "probe")
-                video.id = video.id or vid
-                if isinstance(facts, VideoBroken):
-                    raise facts
-                budget = limits.timeout_s + limits.timeout_per_second * facts["duration"]
-                result: VideoResult = self._run(analyse, (path, facts, self.params, workdir), budget, "analysis")
-            except VideoBroken as exc:
-                video.id = video.id or file_id(data=video.source.ref().encode("utf-8", "surrogatepass"))
-                yield beam.pvalue.TaggedOutput(VIDEOS_TAG, _settle(video, Status.QUARANTINED, exc.reason, str(exc)))
-                return
-            clips = list(self._clips(video, result))
-            for key, value in result.facts.items():
-                if hasattr(video, key) and key not in ("id", "source", "caption", "extra", "fate"):
-                    setattr(video, key, value)
-            video.clips = len(clips)
-            video.path = None
-            Metrics.counter(NS, "clips_made").inc(len(clips))
-            yield beam.pvalue.TaggedOutput(VIDEOS_TAG, video)
-            yield from clips
+            clips = self._analyse(video, workdir)
+        except VideoBroken as exc:
+            video.id = video.id or file_id(data=video.source.ref().encode("utf-8", "surrogatepass"))
+            yield beam.pvalue.TaggedOutput(VIDEOS_TAG, _settle(video, Status.QUARANTINED, exc.reason, str(exc)))
+            return
+        except Exception as exc:
+            video.id = video.id or file_id(data=video.source.ref().encode("utf-8", "surrogatepass"))
+            video.clips = 0
+            error = f"analyse_videos: {type(exc).__name__}: {exc}"
+            yield beam.pvalue.TaggedOutput(VIDEOS_TAG, _settle(video, Status.QUARANTINED, "internal_error", error))
+            return
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
+        Metrics.counter(NS, "clips_made").inc(len(clips))
+        yield beam.pvalue.TaggedOutput(VIDEOS_TAG, video)
+        yield from clips
+
+    def _analyse(self, video: VideoRecord, workdir: str) -> list[ClipRecord]:
+        path = video.path
+        if path is None:
+            ext = posixpath.splitext(video.source.member or video.source.uri)[1] or ".mp4"
+            path = os.path.join(workdir, "input" + ext)
+            Path(path).write_bytes(video.data or b"")
+        video.data = None
+        limits = self.config.limits
+        vid, facts = self._run(identify, (path, not video.id), limits.probe_timeout_s, "probe")
+        video.id = video.id or vid
+        if isinstance(facts, VideoBroken):
+            raise facts
+        budget = limits.timeout_s + limits.timeout_per_second * facts["duration"]
+        result: VideoResult = self._run(analyse, (path, facts, self.params, workdir), budget, "analysis")
+        clips = list(self._clips(video, result))
+        for key, value in result.facts.items():
+            if hasattr(video, key) and key not in ("id", "source", "caption", "extra", "fate"):
+                setattr(video, key, value)
+        video.clips = len(clips)
+        video.path = None
+        return clips
 
     def _clips(self, video: VideoRecord, result: VideoResult) -> Iterator[ClipRecord]:
         for res in result.clips:

@@ -142,3 +142,26 @@ def test_bad_config_fails_before_reading(tmp_path: Path, capsys: pytest.CaptureF
 def test_select_refuses_a_video_run(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["select", "--run", str(run), "--output", str(tmp_path / "sel")]) == 2
     assert "is a video run" in capsys.readouterr().err
+
+
+def test_an_unexpected_failure_quarantines_the_video_without_half_its_clips(tmp_path: Path) -> None:
+    """Clips are written to a spool under the output; an output that cannot be written to fails the
+    spool write half-way through a video: the video is quarantined (internal_error), no clip escapes."""
+    import apache_beam as beam
+
+    from mmcurate.pipelines.video import VIDEOS_TAG, AnalyseVideosFn, VideoConfig
+    from mmcurate.schemas import Source, Status, VideoRecord
+
+    path = tmp_path / "v.mp4"
+    demo_video.make_video(path, [demo_video.Segment("testsrc2", 75), demo_video.Segment("pan_left", 75)])
+    config = VideoConfig(limits={"isolate": False}, clips={"min_duration": 1.0})
+    fn = AnalyseVideosFn(config, "/proc/mmcurate-cannot-write-here")
+    fn.setup()
+    try:
+        out = list(fn.process(VideoRecord(id="", source=Source(str(path), 0, "v.mp4"), path=str(path))))
+    finally:
+        fn.teardown()
+    assert len(out) == 1 and isinstance(out[0], beam.pvalue.TaggedOutput) and out[0].tag == VIDEOS_TAG
+    video = out[0].value
+    assert video.fate.status == Status.QUARANTINED and video.fate.reason == "internal_error"
+    assert "analyse_videos: " in video.fate.error and video.id and video.clips == 0
