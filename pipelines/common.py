@@ -344,7 +344,9 @@ def run_meta(kind: str, inputs: list[str], config: Any, units: list[Unit], extra
 
 def write_units(out_root: str, units: list[Unit]) -> None:
     """The unit list, so `mmcurate select` can re-read exactly the same sources."""
-    atomic_write(join(out_root, "units.json"), json_bytes([dataclasses.asdict(u) for u in units]))
+    # ASCII JSON: a file name that is not UTF-8 (a lone surrogate in Python) survives the round trip.
+    text = json.dumps([dataclasses.asdict(u) for u in units], indent=2, sort_keys=True, ensure_ascii=True)
+    atomic_write(join(out_root, "units.json"), (text + "\n").encode("ascii"))
 
 
 def load_units(out_root: str) -> list[Unit]:

@@ -51,7 +51,8 @@ from .models import ModelStage, ScoreWithModels, model_stages
 
 COUNTS_TAG = "read_counts"
 SPOOL = "_spool"
-"""Clip files between extraction and shard writing; removed when the manifest is written."""
+"""Clip files between extraction and shard writing; removed when the manifest is written (not per
+unit: a runner that retries a writing bundle must find them again)."""
 VIDEOS_TAG = "videos"
 
 
@@ -64,8 +65,10 @@ class LimitParams(Params):
     timeout_s: float = Field(120, gt=0)
     """Analysis timeout: this many seconds, plus `timeout_per_second` per second of video."""
     timeout_per_second: float = Field(2.0, ge=0)
+    """Seconds per second of 720p30 video; larger or faster videos get proportionally more."""
     max_tasks: int = Field(500, ge=1)
-    """Videos per child process before it is replaced (bounds what a native decoder might leak)."""
+    """Tasks per child process before it is replaced (two per video: identify, analyse), bounding
+    what a native decoder might leak."""
 
 
 class VideoOutputParams(ClipOutputParams):
@@ -80,6 +83,7 @@ class VideoConfig(Params):
     output: VideoOutputParams = VideoOutputParams()
     limits: LimitParams = LimitParams()
     decode_threads: int = Field(1, ge=0)
+    """Decoder threads in the scan; 0 = FFmpeg's automatic count."""
     filters: dict[str, dict[str, Any] | None] = Field(default_factory=dict)
     """Clip filters, applied in this order; the first failing one names the drop reason."""
     models: ModelsConfig = ModelsConfig()
@@ -104,7 +108,8 @@ def clip_id(video_id: str, start: int, end: int) -> str:
 
 
 def _settle(rec: Any, status: Status, reason: str, error: str = "") -> Any:
-    rec.fate = dataclasses.replace(rec.fate, status=status, reason=reason, error=error[:2000])
+    error = error[:2000].encode("utf-8", "replace").decode("utf-8")  # file names need not be UTF-8
+    rec.fate = dataclasses.replace(rec.fate, status=status, reason=reason, error=error)
     clear_payload(rec)
     Metrics.counter(NS, f"{rec.kind}_{status.value}_{reason}").inc()
     return rec
@@ -218,7 +223,9 @@ class AnalyseVideosFn(beam.DoFn):
         video.id = video.id or vid
         if isinstance(facts, VideoBroken):
             raise facts
-        budget = limits.timeout_s + limits.timeout_per_second * facts["duration"]
+        # per second of 720p30-equivalent video: decoding and encoding scale with pixels and frames
+        load = max(1.0, facts["width"] * facts["height"] / (1280 * 720)) * max(1.0, facts["fps"] / 30)
+        budget = limits.timeout_s + limits.timeout_per_second * facts["duration"] * load
         result: VideoResult = self._run(analyse, (path, facts, self.params, workdir), budget, "analysis")
         clips = list(self._clips(video, result))
         for key, value in result.facts.items():
@@ -307,6 +314,14 @@ class FramesHandler(beam.ml.inference.base.ModelHandler):
         return kw
 
 
+def _repeats(content_id: str, copies: Any) -> Iterator[tuple[int, tuple[str, str]]]:
+    """The same video bytes read more than once: the first (by unit, position) stays, the others
+    become (unit, (uid, the kept copy's source)) for the writer to drop as `duplicate`."""
+    first, *rest = sorted(copies)
+    for unit, _, uid, _ref in rest:
+        yield unit, (uid, first[3])
+
+
 def _drop_frames(clip: ClipRecord) -> ClipRecord:
     """Sampled frames served the model stages; they never cross the shuffle to the writers."""
     clip.frames = None
@@ -346,8 +361,15 @@ class WriteVideoUnitFn(beam.DoFn):
         unit, grouped = element
         videos = sorted(grouped["videos"], key=lambda v: (v.source.index, v.source.member))
         clips = sorted(grouped["clips"], key=lambda c: (c.source.index, c.clip_index))
+        repeated = dict(grouped["duplicates"])
+        video_uid = {f"{v.source.index}:{v.id}": v.uid for v in videos}
         by_video: dict[str, list[ClipRecord]] = collections.defaultdict(list)
         for clip in clips:
+            original = repeated.get(video_uid.get(f"{clip.source.index}:{clip.video_id}", ""))
+            if original is not None and clip.fate.status == Status.PENDING:
+                clip.fate = dataclasses.replace(
+                    clip.fate, status=Status.DROPPED, reason="duplicate_video", duplicate_of=original
+                )
             if clip.fate.status == Status.PENDING:
                 clip.fate = dataclasses.replace(clip.fate, status=Status.KEPT)
             if clip.fate.status == Status.KEPT:
@@ -359,8 +381,18 @@ class WriteVideoUnitFn(beam.DoFn):
             if video.fate.status != Status.PENDING:
                 continue
             mine = by_video.get(f"{video.source.index}:{video.id}", [])
-            if any(c.fate.status == Status.KEPT for c in mine):
+            failed = [c for c in mine if c.fate.status == Status.QUARANTINED]
+            if video.uid in repeated:
+                video.fate = dataclasses.replace(
+                    video.fate, status=Status.DROPPED, reason="duplicate", duplicate_of=repeated[video.uid]
+                )
+            elif any(c.fate.status == Status.KEPT for c in mine):
                 video.fate = dataclasses.replace(video.fate, status=Status.KEPT)
+            elif failed:  # nothing kept because clips could not be made or scored: an error, not a verdict
+                video.fate = dataclasses.replace(
+                    video.fate, status=Status.QUARANTINED, reason="clips_failed",
+                    error=f"{len(failed)} of {len(mine)} clips failed; first: {failed[0].fate.error}"[:2000],
+                )  # fmt: skip
             elif mine and all(c.fate.reason == "too_short" for c in mine):
                 video.fate = dataclasses.replace(video.fate, status=Status.DROPPED, reason="no_clip_long_enough")
             else:
@@ -392,10 +424,7 @@ class WriteVideoUnitFn(beam.DoFn):
             summary["files"].append(dataclasses.asdict(info))
         Metrics.counter(NS, "clips_kept").inc(len(kept))
         for clip in clips:
-            clip.mp4 = None
-        fs, spool = fsspec.core.url_to_fs(join(self.out_root, SPOOL, f"{unit:05d}"))
-        if fs.exists(spool):
-            fs.rm(spool, recursive=True)
+            clip.mp4 = None  # the spool stays until the manifest: a retried bundle finds its clips again
         touch(self.progress_dir, f"write-{unit}")
         yield summary
 
@@ -512,13 +541,25 @@ def build(
     )
     stages = [per_frame(st, config.output.sample_frames) for st in model_stages(config)]
     clips = (
-        analysed.clips | "ScoreWithModels" >> ScoreWithModels(stages) | "ApplyThresholds" >> Thresholds(config, units)
+        analysed.clips
+        | "ScoreWithModels" >> ScoreWithModels(stages)
+        | "ApplyThresholds" >> Thresholds(config, units)
+        | "DropFrames" >> beam.Map(_drop_frames)
+    )
+    videos = analysed[VIDEOS_TAG]
+    duplicates = (
+        videos
+        | "AnalysedVideos" >> beam.Filter(pending)
+        | "KeyByContent" >> beam.Map(lambda v: (v.id, (v.source.unit, v.source.index, v.uid, v.source.ref())))
+        | "GroupByContent" >> beam.GroupByKey()
+        | "RepeatedVideos" >> beam.FlatMapTuple(_repeats)
     )
     total = read[COUNTS_TAG] | "CountInputs" >> beam.CombineGlobally(sum)
     return (
         {
-            "videos": analysed[VIDEOS_TAG] | "KeyVideos" >> beam.Map(lambda v: (v.source.unit, v)),
+            "videos": videos | "KeyVideos" >> beam.Map(lambda v: (v.source.unit, v)),
             "clips": clips | "KeyClips" >> beam.Map(lambda c: (c.source.unit, c)),
+            "duplicates": duplicates,
         }
         | "GroupByUnit" >> beam.CoGroupByKey()
         | "WriteUnits" >> beam.ParDo(WriteVideoUnitFn(out_root, config.output.shard, progress_dir))

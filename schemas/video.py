@@ -99,7 +99,7 @@ class ClipRecord(Record):
     labels: dict[str, str] = field(default_factory=dict)
     """`camera_motion` (static, pan_left, pan_right, tilt_up, tilt_down, zoom_in, zoom_out) and others."""
     ocr: list[OcrLine] = field(default_factory=list)
-    """Text lines found on the clip's middle sampled frame (coordinates of `width` x `height`)."""
+    """Text lines of the sampled frame with the most text (coordinates of `width` x `height`)."""
     fate: Fate = field(default_factory=Fate)
     mp4: bytes | None = field(default=None, metadata=PAYLOAD, repr=False, compare=False)
     """The clip file's bytes, loaded only while its shard is written."""

@@ -14,8 +14,9 @@ import itertools
 import math
 import shutil
 import subprocess
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field, model_validator
@@ -44,7 +45,10 @@ class ClipOutputParams(Params):
     max_fps: float | None = Field(None, gt=0)
     """Frame-rate bound of stored clips; None keeps the source rate."""
     crf: int = Field(23, ge=0, le=51)
-    preset: str = "veryfast"
+    preset: Literal[
+        "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo"
+    ] = "veryfast"
+    """libx264 preset."""
     audio: bool = False
     """Keep the audio track (AAC) or drop it."""
     sample_frames: int = Field(3, ge=1)
@@ -55,11 +59,21 @@ class ClipOutputParams(Params):
     """One clip's FFmpeg run may take this long."""
 
     def check(self) -> None:
+        """The binary exists, is FFmpeg, and has the libx264 encoder and `-fps_mode` (FFmpeg >= 5.1)."""
+        fix = "install FFmpeg >= 5.1 with libx264 (`apt-get install ffmpeg`) or set output.ffmpeg to one"
         if shutil.which(self.ffmpeg) is None:
-            raise FileNotFoundError(
-                f"output.ffmpeg: {self.ffmpeg!r} is not an executable on PATH; install FFmpeg "
-                "(`apt-get install ffmpeg`) or set output.ffmpeg to its path"
+            raise FileNotFoundError(f"output.ffmpeg: {self.ffmpeg!r} is not an executable on PATH; {fix}")
+        try:
+            done = subprocess.run(
+                [self.ffmpeg, "-hide_banner", "-h", "encoder=libx264"], capture_output=True, timeout=30, check=False
             )
+            opts = subprocess.run([self.ffmpeg, "-hide_banner", "-h", "long"], capture_output=True, timeout=30)
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise FileNotFoundError(f"output.ffmpeg: {self.ffmpeg!r} does not run ({exc}); {fix}") from None
+        if done.returncode != 0 or b"libx264" not in done.stdout:
+            raise FileNotFoundError(f"output.ffmpeg: {self.ffmpeg!r} is no FFmpeg with libx264; {fix}")
+        if b"-fps_mode" not in opts.stdout:
+            raise FileNotFoundError(f"output.ffmpeg: {self.ffmpeg!r} predates -fps_mode (FFmpeg 5.1); {fix}")
 
 
 @dataclasses.dataclass
@@ -87,14 +101,25 @@ def frame_end_time(times: np.ndarray, end: int, fps: float) -> float:
 
 
 def plan_clips(times: np.ndarray, cuts: list[int], fps: float, params: ClipParams) -> list[ClipPlan]:
-    """Scenes (between cuts) -> clip plans, long scenes split evenly, short ones marked `too_short`."""
+    """Scenes (between cuts) -> clip plans: long scenes split in time, short ones marked `too_short`.
+
+    A scene longer than `max_duration` is cut into the fewest equal pieces no longer than it; when
+    such pieces would fall below `min_duration` (bounds closer than 2x), it gives pieces of exactly
+    `max_duration` and a remainder, which is then `too_short`. Edges are placed by time, not frame
+    count, so variable-frame-rate scenes split evenly too.
+    """
     n = len(times)
     bounds = [0, *[c for c in cuts if 0 < c < n], n]
     plans: list[ClipPlan] = []
     for scene, (s, e) in enumerate(itertools.pairwise(bounds)):
-        duration = frame_end_time(times, e, fps) - float(times[s])
+        t0, t1 = float(times[s]), frame_end_time(times, e, fps)
+        duration = t1 - t0
         pieces = max(1, math.ceil(duration / params.max_duration - 1e-9))
-        edges = [s + round(i * (e - s) / pieces) for i in range(pieces + 1)]
+        if pieces > 1 and duration / pieces < params.min_duration:
+            marks = [t0 + i * params.max_duration for i in range(math.floor(duration / params.max_duration) + 1)]
+        else:
+            marks = [t0 + i * duration / pieces for i in range(pieces)]
+        edges = sorted({s, *(int(np.searchsorted(times, m - 1e-9)) for m in marks[1:]), e})
         for a, b in itertools.pairwise(edges):
             if b <= a:
                 continue
@@ -116,9 +141,10 @@ def output_size(width: int, height: int, max_side: int | None) -> tuple[int, int
 def ffmpeg_args(src: str, dst: str, plan: ClipPlan, facts: dict[str, Any], params: ClipOutputParams) -> list[str]:
     """The FFmpeg command extracting frames [start, end) of `src` as an H.264 MP4."""
     fps = facts["fps"] or 25.0
-    # -ss on the input counts from the file's start time; seek half a frame early so the first
-    # frame kept is `start` itself however the timestamps round.
-    seek = max(0.0, plan.start_time - 0.5 / fps)
+    # -ss on the input counts from the container's start (the earliest stream's), our times from the
+    # first video frame; seek half a frame early so the first frame kept is `start` itself.
+    offset = facts.get("start_time", 0.0) - facts.get("container_start", facts.get("start_time", 0.0))
+    seek = max(0.0, offset + plan.start_time - 0.5 / fps)
     w, h = output_size(facts["display_width"], facts["display_height"], params.max_side)
     vf = [f"scale={w}:{h}:flags=area" if params.max_side else f"scale={w}:{h}", "setsar=1"]
     if params.max_fps and fps > params.max_fps:
@@ -126,10 +152,14 @@ def ffmpeg_args(src: str, dst: str, plan: ClipPlan, facts: dict[str, Any], param
     frames = plan.end - plan.start
     if params.max_fps and fps > params.max_fps:
         frames = max(1, round(plan.duration * params.max_fps))
+    # passthrough: an MP4 muxer would otherwise resample to a constant rate, duplicating the first
+    # frame after the early seek (and dropping the last) when an audio track sets the clock, and
+    # duplicating frames of variable-rate sources.
+    sync = [] if params.max_fps and fps > params.max_fps else ["-fps_mode", "passthrough"]
     args = [
-        params.ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
+        params.ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-threads", "1",
         "-ss", f"{seek:.6f}", "-i", src,
-        "-map", "0:v:0", "-frames:v", str(frames), "-vf", ",".join(vf),
+        "-map", "0:v:0", "-frames:v", str(frames), "-vf", ",".join(vf), *sync,
         "-c:v", "libx264", "-preset", params.preset, "-crf", str(params.crf), "-pix_fmt", "yuv420p",
         "-threads", "1", "-map_metadata", "-1", "-fflags", "+bitexact", "-flags:v", "+bitexact",
     ]  # fmt: skip
@@ -144,10 +174,22 @@ class ClipFailed(RuntimeError):
     pass
 
 
+def _die_with_parent() -> None:  # pragma: no cover - runs in the forked ffmpeg before exec
+    """If the analysis process is killed (timeout), its ffmpeg dies with it instead of running on."""
+    import ctypes
+    import signal
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 def extract(src: str, dst: str, plan: ClipPlan, facts: dict[str, Any], params: ClipOutputParams) -> bytes:
     args = ffmpeg_args(src, dst, plan, facts, params)
+    linux = sys.platform.startswith("linux")
     try:
-        done = subprocess.run(args, capture_output=True, timeout=params.timeout_s, check=False)
+        done = subprocess.run(
+            args, capture_output=True, timeout=params.timeout_s, check=False,
+            preexec_fn=_die_with_parent if linux else None,
+        )  # fmt: skip
     except subprocess.TimeoutExpired:
         raise ClipFailed(f"ffmpeg ran over {params.timeout_s} s") from None
     if done.returncode != 0 or not Path(dst).exists():

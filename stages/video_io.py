@@ -22,7 +22,7 @@ from webdataset.tariterators import group_by_keys, tar_file_iterator
 from mmcurate.schemas import Fate, Source, Status, VideoRecord
 
 from .base import Params
-from .readers import TAR_EXTS, InputError, Unit, _line_offsets, _unstrip, _utf8
+from .readers import _OBJECT_REPR, TAR_EXTS, InputError, Unit, _line_offsets, _unstrip, _utf8
 
 VIDEO_EXTS = ("mp4", "mkv", "mov", "webm", "avi", "m4v", "mpg", "mpeg", "ts", "flv", "wmv", "3gp")
 VIDEO_COLUMNS = ("video", "videos", "mp4", "video_path", "path", "file", "filepath", "file_name")
@@ -146,7 +146,7 @@ def _record(unit: Unit, index: int, member: str, uri: str, caption: str, extra: 
     return VideoRecord(
         # A local file is hashed by the analysis step, in a child process with a timeout: reading can hang.
         id=file_id(data=data) if data is not None else "",
-        source=Source(uri=uri, unit=unit.index, member=_utf8(member), index=index),
+        source=Source(uri=_utf8(uri), unit=unit.index, member=_utf8(member), index=index),
         caption=_utf8(caption),
         extra=_utf8(json.dumps(extra, sort_keys=True, ensure_ascii=False, default=str)),
         file_bytes=size,
@@ -163,23 +163,34 @@ def read_video_unit(unit: Unit, params: VideoReadParams) -> Iterator[VideoRecord
         for rec in reader(unit, params):
             count += 1
             yield rec
-    except Exception as exc:
-        yield _quarantine(unit, count, "<unread-remainder>", "read_error", f"{type(exc).__name__}: {exc}")
+    except Exception as exc:  # the unit broke part-way (a truncated tar): the unread rest is one record
+        error = _OBJECT_REPR.sub(unit.uri, f"{type(exc).__name__}: {exc}")
+        yield _quarantine(unit, count, "<unread-remainder>", "read_error", error)
 
 
 def _read_files(unit: Unit, params: VideoReadParams) -> Iterator[VideoRecord]:
     for i, uri in enumerate(unit.files):
         member = uri[len(unit.uri) + 1 :] if uri.startswith(unit.uri + "/") else posixpath.basename(uri)
-        caption = ""
         try:
-            with fsspec.open(uri.rsplit(".", 1)[0] + ".txt", "rb") as f:
-                caption = f.read().decode("utf-8", "replace").strip()
-        except FileNotFoundError:
-            pass
-        try:
+            caption = ""
+            try:
+                with fsspec.open(uri.rsplit(".", 1)[0] + ".txt", "rb") as f:
+                    caption = f.read().decode("utf-8", "replace").strip()
+            except FileNotFoundError:
+                pass
             yield _record(unit, i, member, uri, caption, {})
-        except OSError as exc:
-            yield _quarantine(unit, i, member, "read_error", f"{type(exc).__name__}: {exc}", uri=uri)
+        except Exception as exc:  # this video (or its caption) only: the rest of the unit reads on
+            yield _quarantine(unit, i, member, "read_error", f"{type(exc).__name__}: {exc}", uri=_utf8(uri))
+
+
+def _resolve(base: str, value: str) -> str:
+    """A jsonl's video path: URIs and absolute paths as given, relative ones against `base` (any fsspec URI)."""
+    if "://" in value or value.startswith("/"):
+        return value
+    if "://" in base:
+        protocol, rest = base.split("://", 1)
+        return f"{protocol}://{posixpath.normpath(posixpath.join(rest, value))}"
+    return posixpath.normpath(posixpath.join(base, value))
 
 
 def _read_wds(unit: Unit, params: VideoReadParams) -> Iterator[VideoRecord]:
@@ -230,11 +241,14 @@ def _read_jsonl(unit: Unit, params: VideoReadParams) -> Iterator[VideoRecord]:
             cap_col = params.caption_column or next((c for c in CAPTION_COLUMNS if c in row), None)
             caption = _clean(str(row.get(cap_col) or "")) if cap_col else ""
             extra = {k: v for k, v in row.items() if k not in (col, cap_col)}
-            uri = value if "://" in value or value.startswith("/") else posixpath.normpath(posixpath.join(base, value))
+            uri = _resolve(base, value)
             try:
-                yield _record(unit, lineno, member, uri, caption, extra)
-            except OSError as exc:
-                yield _quarantine(unit, lineno, member, "missing_video", f"{type(exc).__name__}: {exc}", uri=uri)
+                record = _record(unit, lineno, member, uri, caption, extra)
+            except Exception as exc:  # missing file, unknown protocol, no network: this row only
+                error = f"{type(exc).__name__}: {exc}"
+                yield _quarantine(unit, lineno, member, "missing_video", error, uri=_utf8(uri))
+                continue
+            yield record
 
 
 def check_inputs(units: list[Unit]) -> None:

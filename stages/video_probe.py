@@ -65,8 +65,6 @@ def probe(path: str) -> dict[str, Any]:
         cc = stream.codec_context
         tb = _fraction(stream.time_base)
         duration = float(stream.duration * tb) if stream.duration else (container.duration or 0) / 1e6
-        if duration <= 0:
-            raise VideoBroken("zero_duration", f"{fmt} video stream has no duration")
         guessed, avg = _fraction(stream.guessed_rate), _fraction(stream.average_rate)
         sar = _fraction(stream.sample_aspect_ratio) or Fraction(1)
         try:
@@ -89,6 +87,7 @@ def probe(path: str) -> dict[str, Any]:
             "vfr": bool(guessed and avg and abs(float(guessed - avg)) > 0.01 * float(guessed)),
             "duration": duration,
             "start_time": start,
+            "container_start": (container.start_time or 0) / 1e6 if container.start_time is not None else start,
             "has_audio": bool(container.streams.audio),
             "audio_codec": container.streams.audio[0].codec_context.name if container.streams.audio else "",
         }
@@ -99,12 +98,40 @@ def probe(path: str) -> dict[str, Any]:
         container.close()
     try:
         reader = decord.VideoReader(path, num_threads=1)
-    except Exception as exc:  # decord raises its own DECORDError (a RuntimeError) or RuntimeError
-        raise VideoBroken("undecodable", f"decord: {type(exc).__name__}: {str(exc)[:500]}") from None
-    try:
-        facts["frames"] = len(reader)
-    finally:
-        del reader
+    except Exception as exc:  # decord raises its own DECORDError (a RuntimeError)
+        # Streamed WebM/MKV (no index, no duration) defeats decord but not FFmpeg; the clips we write
+        # are ordinary MP4s, so count the frames by demuxing instead.
+        facts["frames"], last = _demux_count(path)
+        if facts["frames"] == 0:
+            raise VideoBroken("undecodable", f"decord: {type(exc).__name__}: {str(exc)[:500]}") from None
+        if facts["duration"] <= 0 and last is not None:
+            facts["duration"] = last - start + 1.0 / (facts["fps"] or 25.0)
+    else:
+        try:
+            facts["frames"] = len(reader)
+        finally:
+            del reader
     if facts["frames"] < 2:
         raise VideoBroken("too_few_frames", f"{facts['frames']} frame(s): not a video")
+    if facts["duration"] <= 0 and facts["fps"] > 0:  # streamed WebM/MKV: no duration in the header
+        facts["duration"] = facts["frames"] / facts["fps"]
+    if facts["duration"] <= 0:
+        raise VideoBroken("zero_duration", f"{facts['container']} video stream has no duration")
     return facts
+
+
+def _demux_count(path: str) -> tuple[int, float | None]:
+    """(video packets, presentation time of the last one in seconds) without decoding."""
+    import av
+
+    n, last = 0, None
+    with av.open(path, metadata_errors="ignore") as container:
+        stream = container.streams.video[0]
+        for packet in container.demux(stream):
+            if packet.size == 0:
+                continue
+            n += 1
+            if packet.pts is not None:
+                t = float(packet.pts * packet.time_base)
+                last = t if last is None else max(last, t)
+    return n, last

@@ -191,12 +191,12 @@ def test_scene_and_clip_settings_fail_fast_with_the_key() -> None:
         ClipParams(min_duration=5, max_duration=2)
 
 
-def test_tempdir_left_clean(videos) -> None:
-    """analyse writes only inside the workdir it is given."""
+def test_analyse_writes_one_clip_file_per_extracted_clip_and_nothing_else(videos) -> None:
     path, _ = videos["cuts"]
     with tempfile.TemporaryDirectory() as work:
-        analyse(str(path), probe(str(path)), AnalysisParams(), work)
-        assert {p.suffix for p in Path(work).iterdir()} == {".mp4"}
+        result = analyse(str(path), probe(str(path)), AnalysisParams(), work)
+        made = sorted(c.mp4_path for c in result.clips if c.mp4_path)
+        assert sorted(str(p) for p in Path(work).iterdir()) == made and made
 
 
 @pytest.mark.parametrize("detector", ["content", "adaptive"])
@@ -248,3 +248,109 @@ def test_output_bounds_size_and_rate_and_keeps_or_drops_audio(tmp_path: Path) ->
             assert sum(1 for _ in c.decode(v)) == 75  # 3 s at 25 fps
             assert bool(c.streams.audio) is audio
         assert clip.out["width"] == 320 and clip.frames[0].size == (320, 180)
+
+
+def _ffmpeg(*args: str) -> None:
+    import subprocess
+
+    subprocess.run(["ffmpeg", "-v", "error", "-y", *args], check=True)
+
+
+def _small_gray(path: Path) -> list[np.ndarray]:
+    import av
+    import cv2
+
+    with av.open(str(path)) as c:
+        return [
+            cv2.resize(f.to_ndarray(format="gray"), (80, 60), interpolation=cv2.INTER_AREA).astype(np.int16)
+            for f in c.decode(video=0)
+        ]
+
+
+def _assert_clips_frame_exact(src: Path, params: AnalysisParams, work: Path) -> tuple[int, int]:
+    """Every frame of every clip is its planned source frame: closer to it than to either neighbour."""
+    source = _small_gray(src)
+    work.mkdir()
+    facts = probe(str(src))
+    result = analyse(str(src), facts, params, str(work))
+    checked = 0
+    for clip in result.clips:
+        if clip.plan["drop"]:
+            continue
+        assert not clip.error
+        frames = _small_gray(Path(clip.mp4_path))
+        start, end = clip.plan["start"], clip.plan["end"]
+        assert len(frames) == end - start
+        for i, f in enumerate(frames):
+            j = start + i
+            here = np.abs(f - source[j]).mean()
+            for k in (j - 1, j + 1):
+                if 0 <= k < len(source):
+                    assert here < np.abs(f - source[k]).mean(), (clip.plan, i)
+            checked += 1
+    return checked, result.facts["decoded_frames"]
+
+
+def test_clips_are_frame_exact_with_audio_vfr_and_a_late_video_start(tmp_path: Path) -> None:
+    """An audio track (it sets the MP4 clock), variable frame rate, and a video stream that starts
+    1 s after the container's start all once shifted or duplicated clip frames."""
+    clips = AnalysisParams(clips=ClipParams(min_duration=1.0, max_duration=2.0))
+    src = "testsrc2=size=320x240:rate=30:duration=6"
+    av30 = tmp_path / "av30.mp4"
+    _ffmpeg("-f", "lavfi", "-i", src, "-f", "lavfi", "-i", "sine=duration=6", "-c:v", "libx264",
+            "-pix_fmt", "yuv420p", "-c:a", "aac", str(av30))  # fmt: skip
+    assert _assert_clips_frame_exact(av30, clips, tmp_path / "w1") == (180, 180)
+    vfr = tmp_path / "vfr.mp4"
+    _ffmpeg("-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25:duration=3", "-f", "lavfi",
+            "-i", "testsrc2=size=320x240:rate=10:duration=4", "-filter_complex",
+            "[0:v][1:v]concat=n=2:v=1[v]", "-map", "[v]", "-fps_mode", "passthrough", "-c:v", "libx264",
+            "-pix_fmt", "yuv420p", str(vfr))  # fmt: skip
+    facts = probe(str(vfr))
+    assert facts["vfr"]
+    checked, decoded = _assert_clips_frame_exact(vfr, clips, tmp_path / "w2")
+    assert checked == decoded >= 110  # every frame of the 25 fps and the 10 fps halves
+    late = tmp_path / "late.mp4"
+    _ffmpeg("-f", "lavfi", "-i", src, "-c:v", "libx264", "-pix_fmt", "yuv420p", str(tmp_path / "v.mp4"))
+    _ffmpeg("-itsoffset", "1.0", "-i", str(tmp_path / "v.mp4"), "-f", "lavfi", "-i", "sine=duration=7",
+            "-map", "0:v", "-map", "1:a", "-c:v", "copy", "-c:a", "aac", str(late))  # fmt: skip
+    facts = probe(str(late))
+    assert facts["start_time"] - facts["container_start"] == pytest.approx(1.0, abs=0.05)
+    assert _assert_clips_frame_exact(late, clips, tmp_path / "w3") == (180, 180)
+
+
+def test_streamed_webm_without_a_header_duration_is_probed(tmp_path: Path) -> None:
+    import subprocess
+
+    live = tmp_path / "live.webm"
+    data = subprocess.run(
+        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25:duration=2",
+         "-c:v", "libvpx", "-deadline", "realtime", "-f", "webm", "-"],
+        check=True, capture_output=True,
+    ).stdout  # fmt: skip
+    live.write_bytes(data)
+    facts = probe(str(live))
+    assert facts["frames"] == 50 and facts["duration"] == pytest.approx(2.0)
+
+
+def test_plan_clips_splits_by_time_and_honours_both_bounds() -> None:
+    # 10 s at 50 fps, then 20 s at 5 fps: one scene of 30 s
+    times = np.concatenate([np.arange(500) / 50.0, 10.0 + np.arange(100) / 5.0])
+    plans = plan_clips(times, [], 50.0, ClipParams(min_duration=2.0, max_duration=10.0))
+    assert [round(p.duration, 6) for p in plans] == [10.0, 10.0, 10.0]
+    assert [p.start for p in plans] == [0, 500, 550]
+    # bounds closer than 2x: a 3.2 s scene gives a 3 s clip and a too-short remainder, not two 1.6 s pieces
+    times = np.arange(96) / 30.0
+    plans = plan_clips(times, [], 30.0, ClipParams(min_duration=2.0, max_duration=3.0))
+    assert [(p.start, p.end, p.drop) for p in plans] == [(0, 90, ""), (90, 96, "too_short")]
+
+
+def test_ffmpeg_and_preset_are_checked_before_the_run() -> None:
+    from pydantic import ValidationError
+
+    from mmcurate.stages.video_clips import ClipOutputParams
+
+    ClipOutputParams().check()
+    with pytest.raises(FileNotFoundError, match=r"output\.ffmpeg: '/bin/false' is no FFmpeg"):
+        ClipOutputParams(ffmpeg="/bin/false").check()
+    with pytest.raises(ValidationError, match="preset"):
+        ClipOutputParams(preset="bogus")

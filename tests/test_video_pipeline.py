@@ -165,3 +165,37 @@ def test_an_unexpected_failure_quarantines_the_video_without_half_its_clips(tmp_
     video = out[0].value
     assert video.fate.status == Status.QUARANTINED and video.fate.reason == "internal_error"
     assert "analyse_videos: " in video.fate.error and video.id and video.clips == 0
+
+
+def test_repeated_videos_are_dropped_as_duplicates_and_failed_clips_quarantine_their_video(tmp_path: Path) -> None:
+    import shutil
+
+    import webdataset as wds
+
+    corpus = tmp_path / "in"
+    corpus.mkdir()
+    demo_video.make_video(corpus / "a.mp4", [demo_video.Segment("pan_left", 75)], size=(320, 240))
+    shutil.copy(corpus / "a.mp4", corpus / "b-copy.mp4")
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump({"filters": {"motion": {"min": 0.25}}}))
+    out = tmp_path / "out"
+    assert main(["video", "--input", str(corpus), "--output", str(out), "--no-progress", "--config", str(cfg)]) == 0
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["counts"] == {"input": 2, "kept": 1, "dropped": 1, "quarantined": 0}
+    assert m["reasons"]["dropped"] == {"duplicate": 1}
+    assert m["clips"]["reasons"]["dropped"] == {"duplicate_video": 1} and m["clips"]["counts"]["kept"] == 1
+    (dup,) = _table(out, "dropped/videos")
+    assert dup["source"].endswith("b-copy.mp4") and dup["duplicate_of"].endswith("a.mp4")
+    keys = [s["__key__"] for s in wds.WebDataset(str(out / m["shards"][0]["path"]), shardshuffle=False)]
+    assert len(keys) == len(set(keys)) == 1  # a shard webdataset can read: no repeated keys
+
+    # every clip's ffmpeg run times out: the video is quarantined (clips_failed), not dropped
+    cfg.write_text(yaml.safe_dump({"filters": {"motion": {"min": 0.25}}, "output": {"timeout_s": 0.001}}))
+    out2 = tmp_path / "out2"
+    assert main(["video", "--input", str(corpus / "a.mp4"), "--output", str(out2), "--no-progress",
+                 "--config", str(cfg)]) == 0  # fmt: skip
+    m = json.loads((out2 / "manifest.json").read_text())
+    assert m["counts"]["quarantined"] == 1 and m["reasons"]["quarantined"] == {"clips_failed": 1}
+    assert m["clips"]["reasons"]["quarantined"] == {"clip_error": 1}
+    (row,) = _table(out2, "quarantined/videos")
+    assert "ran over" in row["error"]

@@ -1,0 +1,78 @@
+"""Video inputs: jsonl rows resolved against any fsspec URI, one bad row costing only itself, file
+names that are not UTF-8, truncated shards with a stable error."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+from pathlib import Path
+
+import fsspec
+import pytest
+
+from mmcurate.pipelines.demo_video import Segment, make_video
+from mmcurate.schemas import Status
+from mmcurate.stages.video_io import VideoReadParams, list_video_units, read_video_unit
+
+
+@pytest.fixture(scope="module")
+def clip_bytes(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    path = tmp_path_factory.mktemp("v") / "v.mp4"
+    make_video(path, [Segment("testsrc2", 30)], size=(160, 96))
+    return path.read_bytes()
+
+
+def _read_all(inputs: list[str]) -> list:
+    params = VideoReadParams()
+    return [r for u in list_video_units(inputs, params) for r in read_video_unit(u, params)]
+
+
+def test_remote_jsonl_resolves_relative_paths_and_a_bad_row_costs_only_itself(clip_bytes: bytes) -> None:
+    fs = fsspec.filesystem("memory")
+    fs.pipe("/vids-test/clips/a.mp4", clip_bytes)
+    rows = [
+        {"video": "clips/a.mp4", "caption": "a test pattern"},
+        {"video": "foo://nowhere/b.mp4", "caption": "unknown protocol"},
+        {"video": "clips/missing.mp4"},
+        {"videos": ["clips/a.mp4"], "text": "<__dj__video> Data-Juicer style"},
+    ]
+    fs.pipe("/vids-test/list.jsonl", "".join(json.dumps(r) + "\n" for r in rows).encode())
+    recs = _read_all(["memory://vids-test/list.jsonl"])
+    assert [r.fate.status for r in recs] == [Status.PENDING, Status.QUARANTINED, Status.QUARANTINED, Status.PENDING]
+    assert recs[0].source.uri.endswith("//vids-test/clips/a.mp4") and recs[0].data == clip_bytes
+    assert recs[0].id == recs[3].id and recs[3].caption == "Data-Juicer style"
+    assert recs[1].fate.reason == recs[2].fate.reason == "missing_video"
+
+
+def test_file_names_that_are_not_utf8_are_read_and_written(tmp_path: Path, clip_bytes: bytes) -> None:
+    from mmcurate.cli import main
+
+    corpus = tmp_path / "in"
+    corpus.mkdir()
+    name = os.fsdecode(b"bad\xff.mp4")
+    (corpus / name).write_bytes(clip_bytes)
+    out = tmp_path / "out"
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("clips: {min_duration: 0.5}\nfilters: {clip_size: {min_side: 64}}\n")
+    assert main(["video", "--input", str(corpus), "--output", str(out), "--no-progress", "--config", str(cfg)]) == 0
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["counts"]["kept"] == 1 and m["accounting_ok"]
+
+
+def test_truncated_shard_error_is_stable_and_accounted(tmp_path: Path, clip_bytes: bytes) -> None:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for key in ("000", "001", "002"):
+            for ext, data in (("mp4", clip_bytes), ("txt", b"caption")):
+                info = tarfile.TarInfo(f"{key}.{ext}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    shard = tmp_path / "cut.tar"
+    shard.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    first = _read_all([str(shard)])
+    again = _read_all([str(shard)])
+    assert first[-1].fate.reason == "read_error" and first[-1].source.member == "<unread-remainder>"
+    assert first[-1].fate.error == again[-1].fate.error and " at 0x" not in first[-1].fate.error
+    assert all(r.fate.status == Status.PENDING for r in first[:-1])
