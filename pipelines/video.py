@@ -37,7 +37,7 @@ from pydantic import Field, field_validator
 from mmcurate.schemas import ClipRecord, OcrLine, Status, VideoRecord
 from mmcurate.stages.base import Filter, Params
 from mmcurate.stages.readers import Unit
-from mmcurate.stages.video_analysis import AnalysisParams, VideoResult, analyse, identify
+from mmcurate.stages.video_analysis import AnalysisParams, VideoResult, analyse, identify, ready
 from mmcurate.stages.video_clips import ClipOutputParams, ClipParams
 from mmcurate.stages.video_io import VideoReadParams, file_id, read_video_unit
 from mmcurate.stages.video_probe import VideoBroken
@@ -162,6 +162,15 @@ class AnalyseVideosFn(beam.DoFn):
             self.pool = pebble.ProcessPool(
                 max_workers=1, max_tasks=self.config.limits.max_tasks, context=multiprocessing.get_context("spawn")
             )
+            # A child that cannot start or import its decoders would otherwise quarantine every video
+            # as a probe error; fail the run instead, saying why.
+            try:
+                self.pool.schedule(ready).result(timeout=300)
+            except Exception as exc:
+                self.pool.stop()
+                raise RuntimeError(
+                    f"the video analysis child process cannot start: {type(exc).__name__}: {exc}"
+                ) from exc
         else:
             self.pool = _InProcess()
         self.params = self.config.analysis()

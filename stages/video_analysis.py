@@ -45,6 +45,17 @@ class VideoResult:
     clips: list[ClipResult]
 
 
+def ready() -> dict[str, str]:
+    """What a fresh child process can import: checked once per worker before any video is judged."""
+    import av
+    import cv2
+    import decord
+    import scenedetect
+
+    return {"av": av.__version__, "opencv": cv2.__version__, "decord": decord.__version__,
+            "scenedetect": scenedetect.__version__}  # fmt: skip
+
+
 def identify(path: str, hash_file: bool) -> tuple[str, dict[str, Any] | VideoBroken]:
     """(content id, probe facts or why the video is unusable). Hashing runs here, in the child process
     with a timeout, because reading the file can hang too (a stalled mount, a FIFO)."""
