@@ -381,9 +381,8 @@ class WriteVideoUnitFn(beam.DoFn):
                 )
             if clip.fate.status == Status.PENDING:
                 clip.fate = dataclasses.replace(clip.fate, status=Status.KEPT)
-            if clip.fate.status == Status.KEPT:
-                with fsspec.open(clip.spool, "rb") as f:
-                    clip.mp4 = f.read()
+            if clip.fate.status != Status.KEPT:
+                clip.spool = None
             clip.frames = None
             by_video[f"{clip.source.index}:{clip.video_id}"].append(clip)
         for video in videos:
@@ -432,8 +431,7 @@ class WriteVideoUnitFn(beam.DoFn):
             info = write_queue(self.out_root, f"annotation/{name}.jsonl", kept, shards)
             summary["files"].append(dataclasses.asdict(info))
         Metrics.counter(NS, "clips_kept").inc(len(kept))
-        for clip in clips:
-            clip.mp4 = None  # the spool stays until the manifest: a retried bundle finds its clips again
+        # the spool stays until the manifest: a retried bundle finds its clips again
         touch(self.progress_dir, f"write-{unit}")
         yield summary
 

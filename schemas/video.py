@@ -119,4 +119,11 @@ class ClipRecord(Record):
         return self.frames[len(self.frames) // 2] if self.frames else None
 
     def media(self) -> tuple[str, bytes | None]:
+        """The shard member: the bytes in memory, else the spooled file, read when the shard is built
+        (so a unit's writer holds one shard's clips at a time, not all of them)."""
+        if self.mp4 is None and self.spool:
+            import fsspec
+
+            with fsspec.open(self.spool, "rb") as f:
+                return "mp4", f.read()
         return "mp4", self.mp4
