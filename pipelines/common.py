@@ -17,7 +17,7 @@ import datetime as dt
 import json
 import os
 import subprocess
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from apache_beam.metrics import Metrics
 from mmcurate import __version__
 from mmcurate.schemas import SCHEMA_VERSION, Status
 from mmcurate.stages import dedup
-from mmcurate.stages.readers import ReadParams, Unit, read_unit
+from mmcurate.stages.readers import Unit, read_unit
 from mmcurate.stages.writers import ShardParams, atomic_write, join, json_bytes, write_table, write_unit_shards
 
 NS = "mmcurate"
@@ -48,15 +48,20 @@ def touch(progress_dir: str | None, name: str) -> None:
 class ReadUnitFn(beam.DoFn):
     """One unit in, every record of it out; also the count of records read, for the accounting check."""
 
-    def __init__(self, params: ReadParams, progress_dir: str | None = None) -> None:
-        self.params = params
-        self.progress_dir = progress_dir
-        self.read = Metrics.counter(NS, "records_read")
+    def __init__(
+        self,
+        params: Any,
+        progress_dir: str | None = None,
+        reader: Callable[[Unit, Any], Iterable[Any]] = read_unit,
+        counter: str = "records_read",
+    ) -> None:
+        self.params, self.progress_dir, self.reader = params, progress_dir, reader
+        self.read = Metrics.counter(NS, counter)
         self.units = Metrics.counter(NS, "units_read")
 
     def process(self, unit: Unit) -> Iterator[Any]:
         n = 0
-        for rec in read_unit(unit, self.params):
+        for rec in self.reader(unit, self.params):
             n += 1
             self.read.inc()
             yield rec

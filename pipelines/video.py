@@ -45,11 +45,20 @@ from mmcurate.stages.video_scan import MotionParams, SceneParams
 from mmcurate.stages.writers import ShardParams, atomic_write, join, write_table, write_unit_shards
 
 from .caption import Thresholds
-from .common import NS, Safely, clear_payload, fate_table, pending, run_meta, touch
+from .common import (
+    COUNTS_TAG,
+    NS,
+    AccountingError,
+    ReadUnitFn,
+    clear_payload,
+    fate_table,
+    pending,
+    run_meta,
+    touch,
+)
 from .config import ModelsConfig, build_filters, check_filters
 from .models import ModelStage, ScoreWithModels, model_stages
 
-COUNTS_TAG = "read_counts"
 SPOOL = "_spool"
 """Clip files between extraction and shard writing; removed when the manifest is written (not per
 unit: a runner that retries a writing bundle must find them again)."""
@@ -115,19 +124,9 @@ def _settle(rec: Any, status: Status, reason: str, error: str = "") -> Any:
     return rec
 
 
-class ReadVideosFn(beam.DoFn):
-    def __init__(self, params: VideoReadParams, progress_dir: str | None = None) -> None:
-        self.params, self.progress_dir = params, progress_dir
-        self.read = Metrics.counter(NS, "videos_read")
-
-    def process(self, unit: Unit) -> Iterator[Any]:
-        n = 0
-        for rec in read_video_unit(unit, self.params):
-            n += 1
-            self.read.inc()
-            yield rec
-        touch(self.progress_dir, f"read-{unit.index}")
-        yield beam.pvalue.TaggedOutput(COUNTS_TAG, n)
+def _name_unhashed(video: VideoRecord) -> None:
+    """A video quarantined before its bytes were hashed is named by where it was read."""
+    video.id = video.id or file_id(data=video.source.ref().encode("utf-8", "surrogatepass"))
 
 
 class _InProcess:
@@ -205,11 +204,11 @@ class AnalyseVideosFn(beam.DoFn):
         try:
             clips = self._analyse(video, workdir)
         except VideoBroken as exc:
-            video.id = video.id or file_id(data=video.source.ref().encode("utf-8", "surrogatepass"))
+            _name_unhashed(video)
             yield beam.pvalue.TaggedOutput(VIDEOS_TAG, _settle(video, Status.QUARANTINED, exc.reason, str(exc)))
             return
         except Exception as exc:
-            video.id = video.id or file_id(data=video.source.ref().encode("utf-8", "surrogatepass"))
+            _name_unhashed(video)
             video.clips = 0
             error = f"analyse_videos: {type(exc).__name__}: {exc}"
             yield beam.pvalue.TaggedOutput(VIDEOS_TAG, _settle(video, Status.QUARANTINED, "internal_error", error))
@@ -474,10 +473,6 @@ def write_queue(out_root: str, rel: str, kept: list[ClipRecord], shards: list[An
     return FileInfo(rel, len(data), atomic_write(join(out_root, rel), data))
 
 
-class AccountingError(RuntimeError):
-    """Videos or clips went missing."""
-
-
 def build_manifest(summaries: list[dict], read_total: int, meta: dict) -> dict:
     summaries = sorted(summaries, key=lambda s: s["unit"])
     out: dict[str, Any] = {"format": "mmcurate.manifest/1", **meta}
@@ -541,7 +536,10 @@ def build(
     read = (
         p
         | "ListUnits" >> beam.Create(units, reshuffle=True)
-        | "ReadUnits" >> beam.ParDo(ReadVideosFn(config.read, progress_dir)).with_outputs(COUNTS_TAG, main="videos")
+        | "ReadUnits"
+        >> beam.ParDo(ReadUnitFn(config.read, progress_dir, read_video_unit, "videos_read")).with_outputs(
+            COUNTS_TAG, main="videos"
+        )
     )
     analysed = read.videos | "AnalyseVideos" >> beam.ParDo(AnalyseVideosFn(config, out_root)).with_outputs(
         VIDEOS_TAG, main="clips"
@@ -592,4 +590,4 @@ def meta_for(inputs: list[str], config: VideoConfig, units: list[Unit]) -> dict:
     return run_meta("video", inputs, config, units)
 
 
-__all__ = ["Safely", "VideoConfig", "build", "meta_for", "validate"]
+__all__ = ["VideoConfig", "build", "meta_for", "validate"]

@@ -86,6 +86,28 @@ def _unstrip(fs: Any, path: str) -> str:
     return fs.unstrip_protocol(path) if fs.protocol not in ("file", ("file", "local")) else path
 
 
+def expand_uri(uri: str) -> tuple[Any, str, list[str], bool]:
+    """(filesystem, path, the files it names, whether it named a folder): a glob, a folder (hidden
+    files left out) or one file, sorted; InputError when nothing is there."""
+    fs, path = fsspec.core.url_to_fs(uri)
+    if any(c in path for c in "*?["):
+        return fs, path, sorted(fs.glob(path)), False
+    if fs.isdir(path):
+        return fs, path, sorted(p for p in fs.find(path) if not posixpath.basename(p).startswith(".")), True
+    if fs.exists(path):
+        return fs, path, [path], False
+    raise InputError(f"input {uri!r} does not exist")
+
+
+def jsonl_units(path: str, lines: int, first_index: int, group: str) -> list[Unit]:
+    """A jsonl file as units of `lines` lines, each knowing the byte offset where it starts."""
+    n, offsets = _line_offsets(path, lines)
+    return [
+        Unit(first_index + i, "jsonl", path, start=i * lines, stop=min((i + 1) * lines, n), offset=offset, group=group)
+        for i, offset in enumerate(offsets)
+    ]
+
+
 def list_units(inputs: list[str], params: ReadParams, media_columns: bool = True) -> list[Unit]:
     """Expand URIs (braces, globs, folders) into a sorted, deterministic list of units."""
     if not inputs:
@@ -95,17 +117,7 @@ def list_units(inputs: list[str], params: ReadParams, media_columns: bool = True
     folder_group: dict[str, str] = {}
     for given in inputs:
         for uri in braceexpand.braceexpand(given):
-            fs, path = fsspec.core.url_to_fs(uri)
-            is_dir = False
-            if any(c in path for c in "*?["):
-                paths = sorted(fs.glob(path))
-            elif fs.isdir(path):
-                is_dir = True
-                paths = sorted(p for p in fs.find(path) if not posixpath.basename(p).startswith("."))
-            elif fs.exists(path):
-                paths = [path]
-            else:
-                raise InputError(f"input {uri!r} does not exist")
+            fs, path, paths, is_dir = expand_uri(uri)
             kinds = [(_classify(p), _unstrip(fs, p)) for p in paths]
             usable = [(k, p) for k, p in kinds if k]
             if not usable:
@@ -127,11 +139,7 @@ def list_units(inputs: list[str], params: ReadParams, media_columns: bool = True
     units: list[Unit] = []
     for (kind, path), group in sorted(found.items()):
         if kind == "jsonl":
-            n, offsets = _line_offsets(path, params.jsonl_unit_lines)
-            for i, offset in enumerate(offsets):
-                start = i * params.jsonl_unit_lines
-                stop = min(start + params.jsonl_unit_lines, n)
-                units.append(Unit(len(units), kind, path, start=start, stop=stop, offset=offset, group=group))
+            units += jsonl_units(path, params.jsonl_unit_lines, len(units), group)
         else:
             units.append(Unit(len(units), kind, path, group=group))
     step = params.folder_unit_size

@@ -22,7 +22,7 @@ from webdataset.tariterators import group_by_keys, tar_file_iterator
 from mmcurate.schemas import Fate, Source, Status, VideoRecord
 
 from .base import Params
-from .readers import _OBJECT_REPR, TAR_EXTS, InputError, Unit, _line_offsets, _unstrip, _utf8
+from .readers import _OBJECT_REPR, TAR_EXTS, InputError, Unit, _unstrip, _utf8, expand_uri, jsonl_units
 
 VIDEO_EXTS = ("mp4", "mkv", "mov", "webm", "avi", "m4v", "mpg", "mpeg", "ts", "flv", "wmv", "3gp")
 VIDEO_COLUMNS = ("video", "videos", "mp4", "video_path", "path", "file", "filepath", "file_name")
@@ -72,15 +72,7 @@ def list_video_units(inputs: list[str], params: VideoReadParams) -> list[Unit]:
     loose: dict[str, list[str]] = {}
     for given in inputs:
         for uri in braceexpand.braceexpand(given):
-            fs, path = fsspec.core.url_to_fs(uri)
-            if any(c in path for c in "*?["):
-                paths = sorted(fs.glob(path))
-            elif fs.isdir(path):
-                paths = sorted(p for p in fs.find(path) if not posixpath.basename(p).startswith("."))
-            elif fs.exists(path):
-                paths = [path]
-            else:
-                raise InputError(f"input {uri!r} does not exist")
+            fs, _, paths, _ = expand_uri(uri)
             found = [(_kind(p), _unstrip(fs, p)) for p in paths]
             usable = [(k, p) for k, p in found if k]
             if not usable:
@@ -95,21 +87,7 @@ def list_video_units(inputs: list[str], params: VideoReadParams) -> list[Unit]:
         if kind == "wds":
             units.append(Unit(len(units), "wds", path, group=given))
         else:
-            starts_offsets = _line_offsets(path, params.jsonl_unit_lines)
-            total, offsets = starts_offsets
-            for n, off in enumerate(offsets):
-                start = n * params.jsonl_unit_lines
-                units.append(
-                    Unit(
-                        len(units),
-                        "jsonl",
-                        path,
-                        start=start,
-                        stop=min(start + params.jsonl_unit_lines, total),
-                        offset=off,
-                        group=given,
-                    )
-                )
+            units += jsonl_units(path, params.jsonl_unit_lines, len(units), given)
     for given, files in loose.items():
         files = sorted(set(files))
         root = posixpath.commonpath(files) if len(files) > 1 else posixpath.dirname(files[0])
@@ -133,24 +111,20 @@ def _clean(caption: str) -> str:
     return " ".join(caption.split())
 
 
-def _is_local(uri: str) -> bool:
-    return fsspec.core.url_to_fs(uri)[0].protocol in ("file", ("file", "local"))
-
-
 def _record(unit: Unit, index: int, member: str, uri: str, caption: str, extra: dict, data: bytes | None = None):
-    local = data is None and _is_local(uri)
+    fs, path = fsspec.core.url_to_fs(uri)
+    local = data is None and fs.protocol in ("file", ("file", "local"))
     if data is None and not local:
-        with fsspec.open(uri, "rb") as f:
+        with fs.open(path, "rb") as f:
             data = f.read()
-    size = len(data) if data is not None else fsspec.core.url_to_fs(uri)[0].size(uri)
     return VideoRecord(
         # A local file is hashed by the analysis step, in a child process with a timeout: reading can hang.
         id=file_id(data=data) if data is not None else "",
         source=Source(uri=_utf8(uri), unit=unit.index, member=_utf8(member), index=index),
         caption=_utf8(caption),
         extra=_utf8(json.dumps(extra, sort_keys=True, ensure_ascii=False, default=str)),
-        file_bytes=size,
-        path=fsspec.core.url_to_fs(uri)[1] if local else None,
+        file_bytes=len(data) if data is not None else fs.size(path),
+        path=path if local else None,
         data=data,
     )
 
@@ -249,8 +223,3 @@ def _read_jsonl(unit: Unit, params: VideoReadParams) -> Iterator[VideoRecord]:
                 yield _quarantine(unit, lineno, member, "missing_video", error, uri=_utf8(uri))
                 continue
             yield record
-
-
-def check_inputs(units: list[Unit]) -> None:
-    if not units:
-        raise InputError("the inputs hold no videos")
