@@ -13,7 +13,10 @@ CONFIG ?=
 BEAM_ARGS ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install demo test caption video sft rl select bench lint format clean ffmpeg
+# One target per corpus of the registry (pipelines/corpus.py; tests/test_corpus.py checks the two agree).
+CORPORA := caption video sft rl
+
+.PHONY: install demo test $(CORPORA) select bench lint format clean ffmpeg
 
 install: $(VENV)/.installed
 
@@ -28,8 +31,8 @@ $(VENV)/.installed: pyproject.toml constraints.txt env/torchvision_cpu_shim.py e
 demo: install
 	$(BIN)/mmcurate demo --workdir demo $(BEAM_ARGS)
 
-caption: install
-	$(BIN)/mmcurate caption --input $(INPUT) --output $(OUTPUT) $(if $(CONFIG),--config $(CONFIG)) --overwrite $(BEAM_ARGS)
+caption sft rl: install
+	$(BIN)/mmcurate $@ --input $(INPUT) --output $(OUTPUT) $(if $(CONFIG),--config $(CONFIG)) --overwrite $(BEAM_ARGS)
 
 # Videos: folders/URIs of video files, video webdataset shards, or jsonl, e.g.
 # `make video INPUT=/data/raw-videos OUTPUT=/data/clips`. Without INPUT: the generated demo video corpus.
@@ -42,9 +45,6 @@ endif
 
 ffmpeg:
 	command -v ffmpeg >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq ffmpeg fonts-dejavu-core; }
-
-sft rl: install
-	$(BIN)/mmcurate $@ --input $(INPUT) --output $(OUTPUT) $(if $(CONFIG),--config $(CONFIG)) --overwrite $(BEAM_ARGS)
 
 select: install
 	$(BIN)/mmcurate select --run $(RUN) --output $(OUTPUT) $(if $(CONFIG),--config $(CONFIG)) --overwrite $(BEAM_ARGS)

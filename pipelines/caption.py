@@ -1,23 +1,25 @@
-"""The image-caption corpus pipeline (LAION / CC / COCO style).
+"""The image-caption corpus (LAION / CC / COCO style).
 
-    'ReadUnits' -> 'DecodeAndScore' -> 'ApplyThresholds' -> 'EncodeOutput' -> 'Finish'
+    'ReadUnits' -> 'DecodeAndScore' -> 'ScoreWithModels' -> 'ApplyThresholds' -> 'EncodeOutput' -> 'Finish'
 
-Scores (geometry, caption length, language, repetition, boilerplate, hashes) go into the ledger;
-thresholds are applied from those scores alone, so `mmcurate select` can re-decide later.
+Scores (geometry, caption length, language, repetition, boilerplate, models, hashes) go into the
+ledger; thresholds are applied from those scores alone, so `mmcurate select` can re-decide later:
+it re-reads each unit only to re-encode the images still kept ('ReadWithLedger' -> 'ApplyThresholds'
+-> 'Redecode' -> 'EncodeOutput' -> 'Finish').
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
+import fsspec
+import pyarrow.parquet as pq
 
-from mmcurate.schemas import CaptionSample, Status
+from mmcurate.schemas import CaptionSample, Fate, Fields
 from mmcurate.stages.base import Filter
-from mmcurate.stages.clip import QuantileFilter
+from mmcurate.stages.dedup import DedupParams
 from mmcurate.stages.image_decode import (
     DecodeParams,
     EncodeParams,
@@ -28,18 +30,30 @@ from mmcurate.stages.image_decode import (
     perceptual_hash,
     pixel_hash,
 )
-from mmcurate.stages.readers import Unit
+from mmcurate.stages.readers import ReadParams, Unit, list_units, read_unit
+from mmcurate.stages.writers import ShardParams, join
 
-from .common import COUNTS_TAG, NS, Finish, ReadUnitFn, Safely, clear_payload, pending, run_meta, write_units
-from .config import CaptionConfig
-from .models import Cutoffs, ScoreWithModels, cutoff_key, model_stages
+from . import layout
+from .common import COUNTS_TAG, ReadUnits, Safely, pending
+from .config import ConfigError, FilteredConfig
+from .corpus import Corpus
+from .finish import Finish, Run, touch
+from .ledger import redecidable
+from .models import ScoreWithModels, model_fields, model_stages, validate_models
+from .overlays import AttachOverlays
+from .thresholds import Thresholds
 
 
-def settle(rec: CaptionSample, status: Status, reason: str, error: str = "") -> CaptionSample:
-    rec.fate = dataclasses.replace(rec.fate, status=status, reason=reason, error=error[:2000])
-    clear_payload(rec)
-    Metrics.counter(NS, f"{status.value}_{reason}").inc()
-    return rec
+class OutputParams(EncodeParams):
+    shard: ShardParams = ShardParams()
+
+
+class CaptionConfig(FilteredConfig):
+    filter_kind = "caption"
+    read: ReadParams = ReadParams()
+    decode: DecodeParams = DecodeParams()
+    dedup: DedupParams = DedupParams()
+    output: OutputParams = OutputParams()
 
 
 class DecodeAndScore(beam.DoFn):
@@ -58,11 +72,8 @@ class DecodeAndScore(beam.DoFn):
             return
         try:
             img = decode(rec.image or b"", self.decode_params)
-        except ImageBroken as exc:
-            yield settle(rec, Status.QUARANTINED, exc.reason, str(exc))
-            return
-        except ImageRejected as exc:
-            yield settle(rec, Status.DROPPED, exc.reason, str(exc))
+        except (ImageBroken, ImageRejected) as exc:
+            yield rec.settle(exc.reason, str(exc), stage="decode")
             return
         rec.width, rec.height, rec.mode, rec.image_format = img.width, img.height, img.mode, img.format
         rec.pixel_hash, rec.phash = pixel_hash(img.image), perceptual_hash(img.image)
@@ -72,48 +83,6 @@ class DecodeAndScore(beam.DoFn):
             rec.scores.update(scores)
             rec.labels.update(labels)
         yield rec
-
-
-def apply_thresholds(rec: Any, filters: list[Filter], cutoffs: dict[str, float], group: str = "") -> Any:
-    """The first filter whose threshold fails names the drop reason; scores come from the record only
-    (and run-wide cutoffs, for `top_fraction` filters, which were computed from scores too)."""
-    if not pending(rec):
-        return rec
-    for f in filters:
-        if isinstance(f, QuantileFilter):
-            reason = f.decide_with(rec.scores, rec.labels, cutoffs.get(cutoff_key(f, group)))
-        else:
-            reason = f.decide(rec.scores, rec.labels)
-        if reason:
-            return settle(rec, Status.DROPPED, reason)
-    return rec
-
-
-class ApplyThresholds(beam.DoFn):
-    def __init__(self, config: CaptionConfig, groups: dict[int, str] | None = None) -> None:
-        self.config, self.groups = config, groups or {}
-
-    def setup(self) -> None:
-        self.filters = self.config.build_filters()
-
-    def process(self, rec: Any, cutoffs: dict[str, float] | None = None) -> Iterator[Any]:
-        yield apply_thresholds(rec, self.filters, cutoffs or {}, self.groups.get(rec.source.unit, ""))
-
-
-class Thresholds(beam.PTransform):
-    """Run-wide cutoffs (when a filter asks for a top fraction), then every filter's threshold."""
-
-    def __init__(self, config: CaptionConfig, units: list[Unit]) -> None:
-        super().__init__()
-        self.config, self.groups = config, {u.index: u.group for u in units}
-
-    def expand(self, records: beam.PCollection) -> beam.PCollection:
-        filters = self.config.build_filters()
-        fn = ApplyThresholds(self.config, self.groups)
-        if not any(isinstance(f, QuantileFilter) and f.params.top_fraction for f in filters):
-            return records | "Apply" >> Safely(fn, "apply_thresholds")
-        cutoffs = records | "Cutoffs" >> Cutoffs(filters, self.groups)
-        return records | "Apply" >> Safely(fn, "apply_thresholds", cutoffs=beam.pvalue.AsDict(cutoffs))
 
 
 class EncodeOutput(beam.DoFn):
@@ -129,34 +98,121 @@ class EncodeOutput(beam.DoFn):
         yield rec
 
 
-def build(
-    p: beam.Pipeline,
-    units: list[Unit],
-    config: CaptionConfig,
-    out_root: str,
-    meta: dict,
-    progress_dir: str | None = None,
-) -> beam.PCollection:
-    """The caption recipe; returns the PCollection holding the manifest."""
-    read = (
-        p
-        | "ListUnits" >> beam.Create(units, reshuffle=True)
-        | "ReadUnits" >> beam.ParDo(ReadUnitFn(config.read, progress_dir)).with_outputs(COUNTS_TAG, main="records")
-    )
-    records = (
-        read.records
-        | "DecodeAndScore" >> Safely(DecodeAndScore(config.decode, config), "decode_and_score")
-        | "ScoreWithModels" >> ScoreWithModels(model_stages(config))
-        | "ApplyThresholds" >> Thresholds(config, units)
-        | "EncodeOutput" >> Safely(EncodeOutput(config.output), "encode_output")
-    )
-    return records | "Finish" >> Finish(
-        out_root, config.dedup, config.output.shard, read[COUNTS_TAG], meta, progress_dir
-    )
+class ReadWithLedgerFn(beam.DoFn):
+    """select: re-read one unit and attach the parent run's ledger rows to its records.
+
+    Every score, label and hash comes from the ledger, joined by the record's place in its unit and
+    checked against its content id; the source is read again only for the bytes of what may be kept.
+    Records the parent quarantined, or dropped before they were ever scored (decompression bombs),
+    keep that fate."""
+
+    def __init__(self, run_root: str, params: ReadParams, progress_dir: str | None = None) -> None:
+        self.run_root, self.params, self.progress_dir = run_root, params, progress_dir
+
+    def process(self, unit: Unit) -> Iterator[Any]:
+        path = join(self.run_root, layout.ledger(CaptionSample.kind, unit.index))
+        fs, local = fsspec.core.url_to_fs(path)
+        rows = pq.read_table(local, filesystem=fs).to_pylist() if fs.exists(local) else []
+        ledger = {r["source"]["index"]: CaptionSample.from_row(r) for r in rows}
+        n = 0
+        for rec in read_unit(unit, self.params):
+            n += 1
+            yield self._joined(rec, ledger.pop(rec.source.index, None))
+        for prior in ledger.values():  # in the ledger, gone from the source
+            n += 1
+            yield prior.settle("source_changed", "in the ledger but no longer in the source", stage="select")
+        touch(self.progress_dir, f"read-{unit.index}")
+        yield beam.pvalue.TaggedOutput(COUNTS_TAG, (unit.index, n))
+
+    def _joined(self, rec: CaptionSample, prior: CaptionSample | None) -> CaptionSample:
+        if prior is None:
+            return rec.settle("source_changed", f"not in the ledger of {self.run_root}", stage="select")
+        if (prior.fate.final and not redecidable(prior)) or not prior.pixel_hash:
+            return prior  # never scored, or a fact about the input: its fate does not depend on thresholds
+        if prior.id != rec.id:
+            return prior.settle("source_changed", f"content id {rec.id} differs from the ledger's {prior.id}")
+        prior.fate, prior.image = Fate(), rec.image
+        return prior
 
 
-def meta_for(inputs: list[str], config: CaptionConfig, units: list[Unit]) -> dict:
-    return run_meta("caption", inputs, config, units)
+class Redecode(beam.DoFn):
+    """select: decode the survivors again only to re-encode them; their scores stay the ledger's."""
+
+    def __init__(self, params: DecodeParams) -> None:
+        self.params = params
+
+    def process(self, rec: CaptionSample) -> Iterator[CaptionSample]:
+        if pending(rec):
+            try:
+                rec.pixels, rec.image = decode(rec.image or b"", self.params).image, None
+            except (ImageBroken, ImageRejected) as exc:
+                rec = rec.settle("source_changed", f"decodes no more: {exc}", stage="select")
+        yield rec
 
 
-__all__ = ["build", "meta_for", "write_units"]
+class CaptionCorpus(Corpus):
+    name = "caption"
+    defaults = "caption.yaml"
+    config_class = CaptionConfig
+    kinds = (CaptionSample,)
+    sample_kind = "caption"
+
+    def validate(self, config: CaptionConfig) -> None:
+        validate_models(config)
+
+    def list_units(self, inputs: list[str], config: CaptionConfig) -> list[Unit]:
+        return list_units(inputs, config.read)
+
+    def fields(self, config: CaptionConfig) -> dict[str, Fields]:
+        filters = config.build_filters()
+        scores = [s for f in filters for s in f.scores] + list(model_fields(config, "caption"))
+        return {"caption": Fields(tuple(scores), tuple(lb for f in filters for lb in f.labels))}
+
+    def dedup(self, config: CaptionConfig) -> DedupParams:
+        return config.dedup
+
+    def shard(self, config: CaptionConfig) -> ShardParams:
+        return config.output.shard
+
+    def build(self, p: beam.Pipeline, units: list[Unit], config: CaptionConfig, run: Run) -> beam.PCollection:
+        read = p | "Read" >> ReadUnits(units, config.read, read_unit, run.progress_dir)
+        records = (
+            read.records
+            | "DecodeAndScore" >> Safely(DecodeAndScore(config.decode, config), "decode_and_score")
+            | "ScoreWithModels" >> ScoreWithModels(model_stages(config))
+            | "ApplyThresholds" >> Thresholds(config, units, "caption")
+            | "EncodeOutput" >> Safely(EncodeOutput(config.output), "encode_output")
+        )
+        return records | "Finish" >> Finish(self.name, run, config, read[COUNTS_TAG])
+
+    def check_select(self, config: CaptionConfig, parent_config: CaptionConfig, parent: dict) -> None:
+        if config.read != parent_config.read:
+            raise ConfigError("select: the `read` section must match the parent run's (the same units are re-read)")
+        unscored = [name for name in config.filters if name not in parent_config.filters]
+        if unscored:
+            raise ConfigError(
+                f"select: filters {unscored} were not scored by the parent run; "
+                "select only re-thresholds existing scores (run `mmcurate caption` with them)"
+            )
+
+    def select(self, p: beam.Pipeline, units: list[Unit], config: CaptionConfig, run: Run) -> beam.PCollection:
+        parent = run.meta["lineage"]["parent_run"]
+        read = (
+            p
+            | "ListUnits" >> beam.Create(units, reshuffle=True)
+            | "ReadWithLedger"
+            >> beam.ParDo(ReadWithLedgerFn(parent, config.read, run.progress_dir)).with_outputs(
+                COUNTS_TAG, main="records"
+            )
+        )
+        records = (
+            read.records
+            | "AttachOverlays" >> AttachOverlays(parent, config, "caption")
+            | "ApplyThresholds" >> Thresholds(config, units, "caption")
+            | "Redecode" >> Safely(Redecode(config.decode), "redecode")
+            | "EncodeOutput" >> Safely(EncodeOutput(config.output), "encode_output")
+        )
+        return records | "Finish" >> Finish(self.name, run, config, read[COUNTS_TAG])
+
+
+CORPUS = CaptionCorpus()

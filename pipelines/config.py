@@ -7,28 +7,21 @@ A wrong key or value stops the run at once with a message naming the key path (e
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 from pydantic import Field, ValidationError, field_validator
 
 from mmcurate.stages.base import Filter, Params, load_filters
 from mmcurate.stages.clip import AestheticParams, ClipParams
-from mmcurate.stages.dedup import DedupParams
-from mmcurate.stages.image_decode import DecodeParams, EncodeParams
+from mmcurate.stages.columns import WhereRule
 from mmcurate.stages.ocr import OcrParams
-from mmcurate.stages.readers import ReadParams
-from mmcurate.stages.writers import ShardParams
 
 DEFAULTS_DIR = Path(__file__).parent / "configs"
 
 
 class ConfigError(ValueError):
     """Bad configuration: the message says which key and what to fix."""
-
-
-class OutputParams(EncodeParams):
-    shard: ShardParams = ShardParams()
 
 
 class ModelsConfig(Params):
@@ -60,19 +53,28 @@ def build_filters(filters: dict[str, dict[str, Any] | None]) -> list[Filter]:
     return [registry[name](registry[name].Params(**(p or {}))) for name, p in filters.items()]
 
 
-class CaptionConfig(Params):
-    read: ReadParams = ReadParams()
-    decode: DecodeParams = DecodeParams()
+class CorpusConfig(Params):
+    """What every corpus config has: `where` rules on ledger and overlay columns."""
+
+    where: list[WhereRule] = Field(default_factory=list)
+    """Column thresholds applied after the filters, in order (see stages/columns.py)."""
+
+    def build_filters(self) -> list[Filter]:
+        return []
+
+
+class FilteredConfig(CorpusConfig):
+    """A corpus config with a `filters` recipe deciding records of `filter_kind`."""
+
+    filter_kind: ClassVar[str]
     filters: dict[str, dict[str, Any] | None] = Field(default_factory=dict)
     """Filter name -> parameters, applied in this order; a filter left out is not applied."""
-    dedup: DedupParams = DedupParams()
-    output: OutputParams = OutputParams()
     models: ModelsConfig = ModelsConfig()
 
     @field_validator("filters")
     @classmethod
     def _known_filters(cls, value: dict[str, dict[str, Any] | None]) -> dict[str, dict[str, Any] | None]:
-        return check_filters(value, "caption")
+        return check_filters(value, cls.filter_kind)
 
     def build_filters(self) -> list[Filter]:
         return build_filters(self.filters)
@@ -103,18 +105,23 @@ def _read_yaml(source: Path) -> dict[str, Any]:
     return data
 
 
-def merge(base: dict[str, Any], override: dict[str, Any], replace: tuple[str, ...] = ("filters",)) -> dict[str, Any]:
-    """Deep-merge `override` onto `base`; keys in `replace` (the filter list) are taken whole."""
+WHOLE = ("filters", "tiers")
+"""Keys a config file replaces as a whole, at any depth: an ordered filter recipe, a set of RL tiers
+(a partial override would mix two partitions of the pass rates)."""
+
+
+def merge(base: dict[str, Any], override: dict[str, Any], replace: tuple[str, ...] = WHOLE) -> dict[str, Any]:
+    """Deep-merge `override` onto `base`; keys in `replace` are taken whole."""
     out = dict(base)
     for key, value in override.items():
         if key not in replace and isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value, ())
+            out[key] = merge(out[key], value, replace)
         else:
             out[key] = value
     return out
 
 
-def load_config(path: str | Path | None, model: type[Params] = CaptionConfig, default: str = "caption.yaml") -> Any:
+def load_config(path: str | Path | None, model: type[Params], default: str) -> Any:
     """The embedded defaults, overridden key by key by the YAML at `path`, validated in full.
 
     `filters` is replaced as a whole when given (it is an ordered recipe, not a set of overrides).

@@ -1,48 +1,48 @@
 """SFT and RL selection from pretrained-model pass rates (`mmcurate sft`, `mmcurate rl`).
 
-    'ListUnits' -> 'ReadQuestions' -> 'JoinCache' (questions x cached rollouts, by question id)
+    'ReadUnits' -> 'JoinCache' (questions x cached rollouts, by question id)
       -> 'Rollouts' (RunInference over the prompts with no cached rollout) -> 'Verify' -> 'CacheRollouts'
-      -> 'Grade' (pass rate, blind pass rate, answer leak) -> 'Select' (sft | rl) -> 'WriteUnits' -> manifest
+      -> 'GradeAndSelect' (pass rate, blind pass rate, answer leak; sft | rl verdict) -> 'ApplyThresholds' -> 'Finish'
 
 Rollouts are cached under `rollout.cache` keyed by (question, model, prompt hash, sampling hash):
 a rerun, a new threshold or a new output never regenerates a key that exists; adding a model
-generates only that model's rollouts.
+generates only that model's rollouts. The trainer files (verl parquet, LLaMA-Factory JSON) are the
+corpus's unit outputs in the shared finish path.
 """
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import hashlib
-import json
 from collections.abc import Iterator
 from typing import Any
 
 import apache_beam as beam
 import fsspec
-import pyarrow as pa
 import pyarrow.parquet as pq
-from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 from pydantic import Field
 
-from mmcurate.schemas import SCHEMA_VERSION, Question, Rollout, Status
+from mmcurate.schemas import Fields, Question, Rollout, Status
 from mmcurate.stages import passrate_select as sel
 from mmcurate.stages import rollout as ro
 from mmcurate.stages.base import Params
 from mmcurate.stages.ocr import OcrParams
-from mmcurate.stages.questions import GradeParams, grade, histogram, read_questions
-from mmcurate.stages.readers import Unit
-from mmcurate.stages.trainer_formats import dataset_info, sharegpt_row, verl_row
+from mmcurate.stages.questions import PASS_LABELS, PASS_SCORES, GradeParams, grade, read_questions
+from mmcurate.stages.readers import ReadParams, Unit, list_units
 from mmcurate.stages.verify import VerifyParams, verify
-from mmcurate.stages.writers import FileInfo, atomic_write, join, json_bytes, parquet_bytes, write_table
+from mmcurate.stages.writers import FileInfo, atomic_write, join, parquet_bytes
 
-from .common import COUNTS_TAG, NS, AccountingError, touch
-from .common import run_meta as common_run_meta
+from .common import COUNTS_TAG, ReadUnits
+from .config import CorpusConfig
+from .finish import Finish, Run, count
+from .models import GuardedHandler, ModelFailure
+from .passrate_outputs import TrainerOutputs
+from .thresholds import Thresholds
 
 
 class QuestionReadParams(Params):
-    jsonl_unit_lines: int = 10_000
+    jsonl_unit_lines: int = Field(10_000, ge=1)
     image_root: str | None = None
 
 
@@ -88,7 +88,7 @@ class PassRateOutput(Params):
     """verl parquet: image bytes inside the parquet (true) or paths only (false)."""
 
 
-class PassRateConfig(Params):
+class PassRateConfig(CorpusConfig):
     read: QuestionReadParams = Field(default_factory=QuestionReadParams)
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
     verify: VerifyParams = Field(default_factory=VerifyParams)
@@ -98,6 +98,9 @@ class PassRateConfig(Params):
     select: SelectParams = Field(default_factory=SelectParams)
     output: PassRateOutput = Field(default_factory=PassRateOutput)
 
+    def cache_uri(self, out_root: str) -> str:
+        return self.rollout.cache or join(out_root, "rollouts")
+
 
 def make_handler(cfg: RolloutConfig) -> Any:
     if cfg.backend == "transformers":
@@ -105,21 +108,6 @@ def make_handler(cfg: RolloutConfig) -> Any:
     if cfg.backend == "openai":
         return ro.OpenAIRolloutHandler(cfg.openai, cfg.sampling)
     return ro.VLLMRolloutHandler(cfg.vllm, cfg.sampling)
-
-
-def validate(cfg: PassRateConfig) -> None:
-    """Everything the run needs, checked before it starts (model folder, endpoint, vLLM)."""
-    r = cfg.rollout
-    if r.backend == "transformers":
-        ro.check_model(r.transformers)
-    elif r.backend == "openai":
-        ro.check_endpoint(r.openai)
-    else:
-        ro.check_vllm(r.vllm)
-    if cfg.leak.ocr:
-        from mmcurate.stages.ocr import check_backend
-
-        check_backend(cfg.ocr)
 
 
 @dataclasses.dataclass
@@ -146,27 +134,23 @@ class JoinCacheFn(beam.DoFn):
 
     def __init__(self, cfg: RolloutConfig) -> None:
         self.cfg = cfg
-        self.hits = Metrics.counter(NS, "rollouts_cached")
-        self.misses = Metrics.counter(NS, "rollouts_to_generate")
 
     def process(self, element: tuple[str, dict[str, list]]) -> Iterator[Any]:
         _, group = element
         questions = sorted(group["q"], key=lambda q: (q.source.unit, q.source.index))
-        if not questions:
-            return  # rollouts of a question no longer in the input
+        if questions:  # else: rollouts of a question no longer in the input
+            yield from self._tasks(questions, {r.key: r for r in group["cached"]})
+
+    def _tasks(self, questions: list[Question], cached: dict[tuple, Rollout]) -> Iterator[Any]:
         first, *dups = questions
         for d in dups:
-            d.fate = dataclasses.replace(
-                d.fate, status=Status.DROPPED, reason="duplicate_question", duplicate_of=first.id
-            )
-            yield beam.pvalue.TaggedOutput("settled", d)
-        cached = {r.key: r for r in group["cached"]}
+            yield beam.pvalue.TaggedOutput("settled", d.settle("duplicate_exact", duplicate_of=first.id))
         for task in tasks_for(first, self.cfg):
             if task.key in cached:
-                self.hits.inc()
+                count("rollout.cached")
                 yield beam.pvalue.TaggedOutput("rollouts", cached[task.key])
             else:
-                self.misses.inc()
+                count("rollout.to_generate")
                 yield task
         yield beam.pvalue.TaggedOutput("graded", first)
 
@@ -190,9 +174,19 @@ def to_rollout(task: Task, responses: list[str], params: VerifyParams) -> Rollou
     )
 
 
-def _verified(element: tuple[Task, list[str]], params: VerifyParams) -> tuple[int, Rollout]:
-    task, responses = element
-    return task.question.source.unit, to_rollout(task, responses, params)
+class VerifyFn(beam.DoFn):
+    """A task's k responses -> (unit, verified Rollout); a task whose generation failed (after the
+    one-at-a-time retry) -> (question id, error), tagged `failed`: its question is quarantined."""
+
+    def __init__(self, params: VerifyParams) -> None:
+        self.params = params
+
+    def process(self, element: tuple[Task, Any]) -> Iterator[Any]:
+        task, pred = element
+        if isinstance(pred, ModelFailure):
+            yield beam.pvalue.TaggedOutput("failed", (task.question.id, pred.error))
+        else:
+            yield task.question.source.unit, to_rollout(task, pred[0], self.params)
 
 
 def read_cache(uri: str) -> Iterator[Rollout]:
@@ -221,6 +215,29 @@ class WriteRolloutsFn(beam.DoFn):
         yield FileInfo(name, len(data), atomic_write(join(self.cache, name), data))
 
 
+def first_correct(rollouts: list[Rollout]) -> str | None:
+    """The SFT response by rejection sampling: the first verified-correct sampled answer."""
+    for r in sorted(rollouts, key=lambda r: r.key):
+        if r.blind:
+            continue
+        for text, ok in zip(r.responses, r.correct, strict=True):
+            if ok:
+                return text
+    return None
+
+
+def decide(q: Question, cfg: PassRateConfig, mode: str, seen: list[Rollout]) -> Question:
+    """The sft or rl verdict from the grade (a pending question is kept by the finish path)."""
+    if mode == "sft":
+        reason = sel.decide_sft(q, cfg.select.sft)
+        if reason is None:
+            response = first_correct(seen) if cfg.select.sft.response == "rollout" else None
+            q.labels["response"] = response or q.labels.get("response") or q.answer
+    else:
+        reason = sel.decide_rl(q, cfg.select.rl)
+    return q.settle(reason) if reason else q
+
+
 class GradeFn(beam.DoFn):
     def __init__(self, cfg: PassRateConfig, mode: str) -> None:
         self.cfg, self.mode = cfg, mode
@@ -228,213 +245,21 @@ class GradeFn(beam.DoFn):
     def process(self, element: tuple[str, dict[str, list]]) -> Iterator[Question]:
         _, group = element
         for q in group["q"]:
+            if group["failed"]:
+                yield q.settle("model_error", f"rollout: {group['failed'][0]}", stage="rollout")
+                continue
             rollouts = group["r"]
             seen = [r for r in rollouts if not r.blind]
             blind = [r for r in rollouts if r.blind]
-            ocr_text = " ".join(group["ocr"]) if group["ocr"] else ""
+            failures = [t for t in group["ocr"] if isinstance(t, ModelFailure)]
+            if failures:
+                q.note("leak_ocr", failures[0].error)  # graded without the image text of some images
+            ocr_text = " ".join(t for t in group["ocr"] if isinstance(t, str))
             grade(q, seen, blind, ocr_text, self.cfg.grade)
-            if self.mode == "sft":
-                reason = sel.decide_sft(q, self.cfg.select.sft)
-                if reason is None:
-                    q.labels["response"] = self._response(q, seen)
-            else:
-                reason = sel.decide_rl(q, self.cfg.select.rl)
-            if reason:
-                q.fate = dataclasses.replace(q.fate, status=Status.DROPPED, reason=reason)
-                Metrics.counter(NS, f"dropped_{reason}").inc()
-            else:
-                q.fate = dataclasses.replace(q.fate, status=Status.KEPT)
-            yield q
-
-    def _response(self, q: Question, seen: list[Rollout]) -> str:
-        if self.cfg.select.sft.response == "rollout":
-            for r in sorted(seen, key=lambda r: r.key):
-                for text, ok in zip(r.responses, r.correct, strict=True):
-                    if ok:
-                        return text
-        return q.answer
+            yield decide(q, self.cfg, self.mode, seen)
 
 
-class WriteQuestionsFn(beam.DoFn):
-    """One unit's questions -> ledger, dropped/quarantined tables, and the trainer file (RL parquet or SFT JSON)."""
-
-    def __init__(self, out_root: str, cfg: PassRateConfig, mode: str, progress_dir: str | None) -> None:
-        self.out_root, self.cfg, self.mode, self.progress_dir = out_root, cfg, mode, progress_dir
-
-    def process(self, element: tuple[int, list[Question]]) -> Iterator[dict]:
-        from .common import fate_table
-
-        unit, questions = element
-        questions = sorted(questions, key=lambda q: (q.source.index, q.source.member))
-        name = f"part-{unit:05d}"
-        kept = [q for q in questions if q.fate.status == Status.KEPT]
-        instruction = self.cfg.rollout.prompt.answer_instruction
-        files: dict[str, list] = {"ledger": [], "dropped": [], "quarantined": [], "data": []}
-        files["ledger"].append(write_table(self.out_root, f"ledger/{name}.parquet", Question.to_table(questions)))
-        for status in (Status.DROPPED, Status.QUARANTINED):
-            rows = [q for q in questions if q.fate.status == status]
-            if rows:
-                files[status.value].append(
-                    write_table(self.out_root, f"{status.value}/{name}.parquet", fate_table(rows))
-                )
-        if kept and self.mode == "rl":
-            rows = [
-                verl_row(q, q.source.index, self.cfg.output.name, instruction, self.cfg.output.embed_images)
-                for q in kept
-            ]
-            data = parquet_bytes(pa.Table.from_pylist(rows, schema=_verl_schema()))
-            rel = f"rl/{name}.parquet"
-            files["data"].append(FileInfo(rel, len(data), atomic_write(join(self.out_root, rel), data)))
-        elif kept:
-            rows = [sharegpt_row(q, q.labels.get("response", q.answer), instruction) for q in kept]
-            data = json_bytes(rows)
-            rel = f"sft/{name}.json"
-            files["data"].append(FileInfo(rel, len(data), atomic_write(join(self.out_root, rel), data)))
-        touch(self.progress_dir, f"write-{unit}")
-        yield {
-            "unit": unit,
-            "counts": collections.Counter(q.fate.status.value for q in questions),
-            "reasons": {
-                s.value: collections.Counter(q.fate.reason for q in questions if q.fate.status == s)
-                for s in (Status.DROPPED, Status.QUARANTINED)
-            },
-            "files": {k: [dataclasses.asdict(f) for f in v] for k, v in files.items()},
-            "pass_rates": [q.scores.get("pass_rate", 0.0) for q in questions if "pass_rate" in q.scores],
-            "kept": [(q.labels.get("tier", ""), q.domain) for q in kept],
-        }
-
-
-def _verl_schema() -> pa.Schema:
-    from mmcurate.stages.trainer_formats import VERL_SCHEMA
-
-    return VERL_SCHEMA
-
-
-def write_manifest(
-    summaries: list[dict], read_total: int, out_root: str, meta: dict, cfg: PassRateConfig, mode: str
-) -> dict:
-    counts: collections.Counter = collections.Counter()
-    reasons: dict[str, collections.Counter] = {"dropped": collections.Counter(), "quarantined": collections.Counter()}
-    files: dict[str, list] = collections.defaultdict(list)
-    rates: list[float] = []
-    kept: list[tuple[str, str]] = []
-    for s in sorted(summaries, key=lambda s: s["unit"]):
-        counts.update(s["counts"])
-        for k in reasons:
-            reasons[k].update(s["reasons"][k])
-        for k, v in s["files"].items():
-            files[k].extend(v)
-        rates.extend(s["pass_rates"])
-        kept.extend(s["kept"])
-    total = {"input": read_total, **{k: counts.get(k, 0) for k in ("kept", "dropped", "quarantined")}}
-    ok = total["input"] == total["kept"] + total["dropped"] + total["quarantined"]
-    manifest: dict[str, Any] = {
-        "format": "mmcurate.manifest/1",
-        **meta,
-        "counts": total,
-        "accounting_ok": ok,
-        "reasons": {k: dict(sorted(v.items())) for k, v in reasons.items()},
-        "pass_rate_histogram": {
-            "buckets": [f"[{i / 10:.1f}, {(i + 1) / 10:.1f})" for i in range(10)],
-            "counts": histogram(rates),
-        },
-        **{k: v for k, v in files.items()},
-    }
-    if mode == "rl":
-        tiers = cfg.select.rl.tiers
-        table: dict[str, dict[str, int]] = {t: {} for t in tiers}
-        for tier, domain in kept:
-            table.setdefault(tier, {})[domain] = table.setdefault(tier, {}).get(domain, 0) + 1
-        manifest["curriculum"] = {"tiers": {t: list(v) for t, v in tiers.items()}, "counts": table}
-    else:
-        info = dataset_info(cfg.output.name, "sft")
-        atomic_write(join(out_root, "dataset_info.json"), json_bytes(info))
-        manifest["dataset_info"] = info
-    atomic_write(join(out_root, "manifest.json"), json_bytes(manifest))
-    if not ok:
-        raise AccountingError(f"questions went missing: {json.dumps(total)}")
-    return manifest
-
-
-def build(
-    p: beam.Pipeline,
-    units: list[Unit],
-    cfg: PassRateConfig,
-    out_root: str,
-    meta: dict,
-    progress_dir: str | None,
-    mode: str,
-) -> beam.PCollection:
-    cache = cfg.rollout.cache or join(out_root, "rollouts")
-    read = (
-        p
-        | "ListUnits" >> beam.Create(units, reshuffle=True)
-        | "ReadQuestions"
-        >> beam.ParDo(_ReadQuestionsFn(cfg.read.image_root, progress_dir)).with_outputs(COUNTS_TAG, main="questions")
-    )
-    questions = read.questions
-    settled = questions | "Quarantined" >> beam.Filter(lambda q: q.fate.status != Status.PENDING)
-    cached = p | "CacheFiles" >> beam.Create([cache]) | "ReadCache" >> beam.FlatMap(read_cache)
-    joined = (
-        {
-            "q": questions
-            | "Pending" >> beam.Filter(lambda q: q.fate.status == Status.PENDING)
-            | "KeyQ" >> beam.Map(lambda q: (q.id, q)),
-            "cached": cached | "KeyCached" >> beam.Map(lambda r: (r.question_id, r)),
-        }
-        | "JoinCache" >> beam.CoGroupByKey()
-        | "Tasks" >> beam.ParDo(JoinCacheFn(cfg.rollout)).with_outputs("settled", "rollouts", "graded", main="tasks")
-    )
-    inference = {"sampling": cfg.rollout.sampling.model_dump()}
-    generated = (
-        joined.tasks
-        | "Prompt" >> beam.Map(lambda t: (t, t.messages))
-        | "Rollouts" >> RunInference(KeyedModelHandler(make_handler(cfg.rollout)), inference_args=inference)
-        | "Verify" >> beam.Map(_verified, params=cfg.verify)
-    )
-    _ = generated | "GroupNewRollouts" >> beam.GroupByKey() | "CacheRollouts" >> beam.ParDo(WriteRolloutsFn(cache))
-    rollouts = (joined.rollouts, generated | "DropUnit" >> beam.Values()) | "AllRollouts" >> beam.Flatten()
-    ocr = p | "NoOcr" >> beam.Create([])
-    if cfg.leak.ocr:
-        ocr = joined.graded | "OcrImages" >> _OcrText(cfg.ocr)
-    graded = (
-        {
-            "q": joined.graded | "KeyGraded" >> beam.Map(lambda q: (q.id, q)),
-            "r": rollouts | "KeyRollouts" >> beam.Map(lambda r: (r.question_id, r)),
-            "ocr": ocr,
-        }
-        | "JoinRollouts" >> beam.CoGroupByKey()
-        | "GradeAndSelect" >> beam.ParDo(GradeFn(cfg, mode))
-    )
-    total = read[COUNTS_TAG] | "CountInputs" >> beam.CombineGlobally(sum)
-    return (
-        (graded, settled, joined.settled)
-        | "AllQuestions" >> beam.Flatten()
-        | "KeyByUnit" >> beam.Map(lambda q: (q.source.unit, q))
-        | "GroupByUnit" >> beam.GroupByKey()
-        | "WriteUnits" >> beam.ParDo(WriteQuestionsFn(out_root, cfg, mode, progress_dir))
-        | "CollectSummaries" >> beam.combiners.ToList()
-        | "WriteManifest"
-        >> beam.Map(
-            write_manifest, read_total=beam.pvalue.AsSingleton(total), out_root=out_root, meta=meta, cfg=cfg, mode=mode
-        )
-    )
-
-
-class _ReadQuestionsFn(beam.DoFn):
-    def __init__(self, image_root: str | None, progress_dir: str | None) -> None:
-        self.image_root, self.progress_dir = image_root, progress_dir
-
-    def process(self, unit: Unit) -> Iterator[Any]:
-        n = 0
-        for q in read_questions(unit, self.image_root):
-            n += 1
-            yield q
-        touch(self.progress_dir, f"read-{unit.index}")
-        yield beam.pvalue.TaggedOutput(COUNTS_TAG, n)
-
-
-class _OcrText(beam.PTransform):
+class OcrText(beam.PTransform):
     """The OCR text of each question's images, keyed by question id (for answer-leak checks)."""
 
     def __init__(self, params: OcrParams) -> None:
@@ -446,21 +271,126 @@ class _OcrText(beam.PTransform):
 
         from mmcurate.stages.ocr import OcrModelHandler
 
-        def images(q: Question) -> Iterator[tuple[str, Any]]:
+        def images(q: Question) -> Iterator[Any]:
             for uri in q.images:
-                with fsspec.open(uri, "rb") as f:
-                    img = Image.open(f)
-                    img.load()
-                yield q.id, img.convert("RGB")
+                try:
+                    with fsspec.open(uri, "rb") as f:
+                        img = Image.open(f)
+                        img.load()
+                    yield q.id, [img.convert("RGB")]
+                except Exception as exc:  # this image only: the question is graded without its text
+                    yield beam.pvalue.TaggedOutput("unreadable", (q.id, ModelFailure(f"{uri}: {exc}")))
 
-        return (
-            questions
-            | "LoadImages" >> beam.FlatMap(images)
-            | "OCR" >> RunInference(KeyedModelHandler(OcrModelHandler(self.params)))
-            | "Texts" >> beam.MapTuple(lambda qid, lines: (qid, " ".join(line.text for line in lines)))
+        def text(qid: str, pred: Any) -> tuple[str, Any]:
+            return qid, pred if isinstance(pred, ModelFailure) else " ".join(line.text for line in pred[0])
+
+        loaded = questions | "LoadImages" >> beam.FlatMap(images).with_outputs("unreadable", main="images")
+        texts = (
+            loaded.images
+            | "OCR" >> RunInference(KeyedModelHandler(GuardedHandler(OcrModelHandler(self.params))))
+            | "Texts" >> beam.MapTuple(text)
         )
+        return (texts, loaded.unreadable) | "AllTexts" >> beam.Flatten()
 
 
-def run_meta(mode: str, inputs: list[str], cfg: PassRateConfig, units: list[Unit]) -> dict:
-    lineage = {"rollout_cache": cfg.rollout.cache, "model": cfg.rollout.model_name}
-    return {**common_run_meta(mode, inputs, cfg, units, lineage), "schema_version": SCHEMA_VERSION}
+def _read(unit: Unit, params: QuestionReadParams) -> Iterator[Question]:
+    return read_questions(unit, params.image_root)
+
+
+class PassRateCorpus(TrainerOutputs):
+    """Questions graded by k rollouts; `mode` (sft or rl) says which verdict and which trainer file."""
+
+    defaults = "passrate.yaml"
+    config_class = PassRateConfig
+    kinds = (Question,)
+    mode: str
+
+    def validate(self, cfg: PassRateConfig) -> None:
+        """Everything the run needs, checked before it starts (model folder, endpoint, vLLM)."""
+        r = cfg.rollout
+        if r.backend == "transformers":
+            ro.check_model(r.transformers)
+        elif r.backend == "openai":
+            ro.check_endpoint(r.openai)
+        else:
+            ro.check_vllm(r.vllm)
+        if cfg.leak.ocr:
+            from mmcurate.stages.ocr import check_backend
+
+            check_backend(cfg.ocr)
+
+    def list_units(self, inputs: list[str], cfg: PassRateConfig) -> list[Unit]:
+        return list_units(inputs, ReadParams(jsonl_unit_lines=cfg.read.jsonl_unit_lines), media_columns=False)
+
+    def fields(self, cfg: PassRateConfig) -> dict[str, Fields]:
+        return {"question": Fields(PASS_SCORES, PASS_LABELS)}
+
+    def lineage(self, cfg: PassRateConfig) -> dict[str, Any]:
+        return {"rollout_cache": cfg.rollout.cache, "model": cfg.rollout.model_name}
+
+    def build(self, p: beam.Pipeline, units: list[Unit], cfg: PassRateConfig, run: Run) -> beam.PCollection:
+        cache = cfg.cache_uri(run.out_root)
+        read = p | "Read" >> ReadUnits(units, cfg.read, _read, run.progress_dir)
+        questions = read.records
+        settled = questions | "Quarantined" >> beam.Filter(lambda q: q.fate.status != Status.PENDING)
+        cached = p | "CacheFiles" >> beam.Create([cache]) | "ReadCache" >> beam.FlatMap(read_cache)
+        joined = (
+            {
+                "q": questions
+                | "Pending" >> beam.Filter(lambda q: q.pending)
+                | "KeyQ" >> beam.Map(lambda q: (q.id, q)),
+                "cached": cached | "KeyCached" >> beam.Map(lambda r: (r.question_id, r)),
+            }
+            | "JoinCache" >> beam.CoGroupByKey()
+            | "Tasks"
+            >> beam.ParDo(JoinCacheFn(cfg.rollout)).with_outputs("settled", "rollouts", "graded", main="tasks")
+        )
+        inference = {"sampling": cfg.rollout.sampling.model_dump()}
+        handler = KeyedModelHandler(GuardedHandler(make_handler(cfg.rollout)))
+        verified = (
+            joined.tasks
+            | "Prompt" >> beam.Map(lambda t: (t, [t.messages]))
+            | "Rollouts" >> RunInference(handler, inference_args=inference)
+            | "Verify" >> beam.ParDo(VerifyFn(cfg.verify)).with_outputs("failed", main="rollouts")
+        )
+        generated = verified.rollouts
+        _ = generated | "GroupNewRollouts" >> beam.GroupByKey() | "CacheRollouts" >> beam.ParDo(WriteRolloutsFn(cache))
+        rollouts = (joined.rollouts, generated | "DropUnit" >> beam.Values()) | "AllRollouts" >> beam.Flatten()
+        ocr = p | "NoOcr" >> beam.Create([])
+        if cfg.leak.ocr:
+            ocr = joined.graded | "OcrImages" >> OcrText(cfg.ocr)
+        graded = (
+            {
+                "q": joined.graded | "KeyGraded" >> beam.Map(lambda q: (q.id, q)),
+                "r": rollouts | "KeyRollouts" >> beam.Map(lambda r: (r.question_id, r)),
+                "ocr": ocr,
+                "failed": verified.failed,
+            }
+            | "JoinRollouts" >> beam.CoGroupByKey()
+            | "GradeAndSelect" >> beam.ParDo(GradeFn(cfg, self.mode))
+        )
+        records = (
+            (graded, settled, joined.settled)
+            | "AllQuestions" >> beam.Flatten()
+            | "ApplyThresholds" >> Thresholds(cfg, units, "question")
+        )
+        return records | "Finish" >> Finish(self.name, run, cfg, read[COUNTS_TAG])
+
+    def select(self, p: beam.Pipeline, units: list[Unit], cfg: PassRateConfig, run: Run) -> beam.PCollection:
+        from .passrate_outputs import select_questions
+
+        return select_questions(self, p, units, cfg, run)
+
+
+class SftCorpus(PassRateCorpus):
+    name = mode = "sft"
+    outputs = ("sft", "dataset_info.json")
+
+
+class RlCorpus(PassRateCorpus):
+    name = mode = "rl"
+    outputs = ("rl",)
+
+
+SFT = SftCorpus()
+RL = RlCorpus()

@@ -14,16 +14,15 @@ import apache_beam as beam
 import fsspec
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
+from mmcurate.schemas import Fields
 from mmcurate.stages.readers import Unit
 from mmcurate.stages.writers import atomic_write, join, json_bytes
 
-from .common import write_units
+from . import layout
+from .common import run_meta, write_units
+from .corpus import Corpus
+from .finish import Run
 
-# What a run writes and `--overwrite` clears. Not `rollouts/`: it is a cache that outlives runs.
-OUTPUT_PARTS = (
-    "shards", "ledger", "dropped", "quarantined", "rl", "sft",
-    "manifest.json", "units.json", "metrics.json", "dataset_info.json", "annotation", "_spool",
-)  # fmt: skip
 LOCAL_RUNNERS = ("DirectRunner", "SwitchingDirectRunner", "BundleBasedDirectRunner", "FnApiRunner", None)
 
 
@@ -31,10 +30,10 @@ class OutputError(ValueError):
     """The output location cannot be used as asked."""
 
 
-def prepare_output(out_root: str, overwrite: bool) -> None:
+def prepare_output(out_root: str, overwrite: bool, parts: tuple[str, ...] = ()) -> None:
     """Refuse to mix two runs in one folder; with `overwrite`, clear only what a run writes."""
     fs, path = fsspec.core.url_to_fs(out_root)
-    existing = [p for p in OUTPUT_PARTS if fs.exists(join(path, p))]
+    existing = [p for p in (*layout.CORE_PARTS, *parts) if fs.exists(join(path, p))]
     if existing and not overwrite:
         raise OutputError(f"output {out_root} already holds a run ({', '.join(existing)}); pass --overwrite")
     for part in existing:
@@ -96,29 +95,51 @@ class Progress:
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def execute(
-    build: Callable[..., Any],
-    units: list[Unit],
+def new_run(
+    corpus: Corpus,
     config: Any,
+    inputs: list[str],
+    units: list[Unit],
     out_root: str,
-    meta: dict,
+    lineage: dict | None = None,
+    fields: dict[str, Fields] | None = None,
+    progress_dir: str | None = None,
+) -> Run:
+    """The run's description for the finish path; writes units.json (what `select` re-reads)."""
+    write_units(out_root, units)
+    meta = run_meta(corpus.name, inputs, config, units, lineage)
+    return Run(corpus.name, out_root, len(units), fields or corpus.fields(config), meta, progress_dir)
+
+
+def execute(
+    corpus: Corpus,
+    config: Any,
+    inputs: list[str],
+    units: list[Unit],
+    out_root: str,
     beam_args: list[str],
     overwrite: bool = False,
     progress: bool = True,
+    lineage: dict | None = None,
+    fields: dict[str, Fields] | None = None,
+    build: Callable[..., Any] | None = None,
 ) -> dict:
-    """Build and run one pipeline to completion; return the manifest it wrote."""
+    """Build and run one pipeline to completion; return the manifest it wrote (with the run's metrics).
+
+    `build` defaults to the corpus's recipe (`select` passes its own); `fields` to the corpus's
+    declaration for this config (`select` passes the parent run's)."""
     options = beam_options(beam_args)
-    prepare_output(out_root, overwrite)
-    write_units(out_root, units)
+    prepare_output(out_root, overwrite, corpus.outputs)
     with Progress(len(units), progress and is_local(options)) as bar:
+        run = new_run(corpus, config, inputs, units, out_root, lineage, fields, bar.dir)
         p = beam.Pipeline(options=options)
-        build(p, units, config, out_root, meta, bar.dir)
+        (build or corpus.build)(p, units, config, run)
         result = p.run()
         result.wait_until_finish()
-    with fsspec.open(join(out_root, "manifest.json"), "rt") as f:
+    with fsspec.open(join(out_root, layout.MANIFEST), "rt") as f:
         manifest = json.load(f)
     metrics = collect_metrics(result)
-    atomic_write(join(out_root, "metrics.json"), json_bytes(metrics))
+    atomic_write(join(out_root, layout.METRICS), json_bytes(metrics))
     manifest["metrics"] = metrics
     return manifest
 

@@ -1,142 +1,102 @@
-"""`mmcurate select`: re-apply thresholds to an earlier run's score ledger, without recomputing scores.
+"""`mmcurate select`: re-decide an earlier run of any corpus from its ledgers and overlays.
 
-    'ListUnits' -> 'ReadWithLedger' -> 'ApplyThresholds' -> 'Redecode' -> 'EncodeOutput' -> 'Finish'
-
-Each unit's source is read again only to re-materialise the images that are kept; every score,
-label and hash comes from the parent run's ledger (`ledger/part-NNNNN.parquet`), joined by the
-record's place in its unit and checked against its content id. Records the parent quarantined,
-or dropped before they were ever scored (decompression bombs), keep that fate.
+No score is recomputed: the parent's ledgers hold every score, label and hash; its overlays add
+the facts that arrived later (human labels, contamination marks), joined by record id. The corpus
+re-opens the verdicts that follow from scores (`pipelines/ledger.py`), decides again with the new
+config's thresholds and `where` rules, fetches the media of what is kept (the caption corpus
+re-reads and re-encodes its images; clips come from the parent's shards), and the shared finish
+path writes a complete run whose lineage names its parent.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
-from collections.abc import Iterator
 from typing import Any
 
-import apache_beam as beam
 import fsspec
-import pyarrow.parquet as pq
 
-from mmcurate.schemas import CaptionSample, Fate, Status
-from mmcurate.stages.image_decode import DecodeParams, ImageBroken, ImageRejected, decode
-from mmcurate.stages.readers import ReadParams, Unit, read_unit
+from mmcurate.schemas import Fields
+from mmcurate.schemas.redact import REDACTED
 from mmcurate.stages.writers import join
 
-from .caption import EncodeOutput, Thresholds, settle
-from .common import COUNTS_TAG, Finish, Safely, load_units, pending, run_meta, touch
-from .config import CaptionConfig, ConfigError, load_config
+from . import corpus as corpora
+from . import layout
+from .common import load_units
+from .config import ConfigError
+from .finish import MANIFEST_FORMAT
+from .overlays import copy_overlays, overlay_names
 from .run import execute
 
 
-def _changed(rec: CaptionSample, why: str) -> CaptionSample:
-    return settle(rec, Status.QUARANTINED, "source_changed", why)
+def _check_column(key: str, column: str, cls: type, fields: Fields, overlays: tuple[str, ...]) -> None:
+    head, *rest = column.split(".")
+    if head == "overlays":
+        if rest[0] not in overlays:
+            raise ConfigError(
+                f"{key}: no overlay {rest[0]!r} in this run (overlays: {', '.join(overlays) or 'none'}); "
+                "overlay columns exist only for `mmcurate select` on a run that has them"
+            )
+    elif head in ("scores", "labels"):
+        declared = getattr(fields, head)
+        if rest[0] not in declared:
+            have = ", ".join(declared) or "none"
+            raise ConfigError(f"{key}: {cls.kind} records carry no {head[:-1]} {rest[0]!r} (they have: {have})")
+    elif head not in {f.name for f in dataclasses.fields(cls)}:
+        raise ConfigError(f"{key}: {cls.kind} records have no column {head!r}")
 
 
-class ReadWithLedgerFn(beam.DoFn):
-    """Re-read one unit and attach the parent run's ledger rows to its records."""
-
-    def __init__(self, run_root: str, params: ReadParams, progress_dir: str | None = None) -> None:
-        self.run_root, self.params, self.progress_dir = run_root, params, progress_dir
-
-    def process(self, unit: Unit) -> Iterator[Any]:
-        path = join(self.run_root, "ledger", f"part-{unit.index:05d}.parquet")
-        with fsspec.open(path, "rb") as f:
-            rows = pq.read_table(f).to_pylist()
-        ledger = {r["source"]["index"]: CaptionSample.from_row(r) for r in rows}
-        n = 0
-        for rec in read_unit(unit, self.params):
-            n += 1
-            prior = ledger.pop(rec.source.index, None)
-            if prior is None:
-                yield _changed(rec, f"not in the ledger of {self.run_root}")
-            elif prior.fate.status == Status.QUARANTINED or not prior.pixel_hash:
-                yield prior  # never scored: its fate does not depend on thresholds
-            elif prior.id != rec.id:
-                yield _changed(prior, f"content id {rec.id} differs from the ledger's {prior.id}")
-            else:
-                prior.fate, prior.image = Fate(), rec.image
-                yield prior
-        for prior in ledger.values():  # in the ledger, gone from the source
-            n += 1
-            yield _changed(prior, "in the ledger but no longer in the source")
-        touch(self.progress_dir, f"read-{unit.index}")
-        yield beam.pvalue.TaggedOutput(COUNTS_TAG, n)
-
-
-class Redecode(beam.DoFn):
-    """Decode the survivors again only to re-encode them; their scores stay the ledger's."""
-
-    def __init__(self, params: DecodeParams) -> None:
-        self.params = params
-
-    def process(self, rec: CaptionSample) -> Iterator[CaptionSample]:
-        if pending(rec):
-            try:
-                rec.pixels, rec.image = decode(rec.image or b"", self.params).image, None
-            except (ImageBroken, ImageRejected) as exc:
-                rec = settle(rec, Status.QUARANTINED, "source_changed", f"decodes no more: {exc}")
-        yield rec
-
-
-def build(
-    p: beam.Pipeline, units: list[Unit], config: CaptionConfig, out_root: str, meta: dict, progress_dir: str | None
-) -> beam.PCollection:
-    run_root = meta["lineage"]["parent_run"]
-    read = (
-        p
-        | "ListUnits" >> beam.Create(units, reshuffle=True)
-        | "ReadWithLedger"
-        >> beam.ParDo(ReadWithLedgerFn(run_root, config.read, progress_dir)).with_outputs(COUNTS_TAG, main="records")
-    )
-    records = (
-        read.records
-        | "ApplyThresholds" >> Thresholds(config, units)
-        | "Redecode" >> Safely(Redecode(config.decode), "redecode")
-        | "EncodeOutput" >> Safely(EncodeOutput(config.output), "encode_output")
-    )
-    return records | "Finish" >> Finish(
-        out_root, config.dedup, config.output.shard, read[COUNTS_TAG], meta, progress_dir
-    )
+def check_where(config: Any, corpus: corpora.Corpus, fields: dict[str, Fields], overlays: tuple[str, ...]) -> None:
+    """Every `where` rule names a column the run has; fail before the run, naming the rule."""
+    kinds = {cls.kind: cls for cls in corpus.kinds}
+    default = getattr(config, "filter_kind", corpus.primary)
+    for i, rule in enumerate(config.where):
+        key = f"where[{i}] ({rule.column})"
+        kind = rule.kind or default
+        if kind not in kinds:
+            raise ConfigError(f"{key}: kind {kind!r} is not a {corpus.name} record kind ({', '.join(kinds)})")
+        _check_column(key, rule.column, kinds[kind], fields.get(kind, Fields()), overlays)
 
 
 def run(
-    run_root: str,
-    out_root: str,
-    config_path: str | None,
-    beam_args: list[str],
-    overwrite: bool = False,
+    run_root: str, out_root: str, config_path: str | None, beam_args: list[str], overwrite: bool = False,
     progress: bool = True,
-) -> dict:
-    """Select from `run_root`'s ledger into `out_root`; thresholds from `config_path`, else the parent's."""
-    with fsspec.open(join(run_root, "manifest.json"), "rb") as f:
+) -> dict:  # fmt: skip
+    """Select from `run_root` into `out_root`; thresholds from `config_path`, else the parent's."""
+    if run_root.rstrip("/") == out_root.rstrip("/"):
+        raise ConfigError("select: --output must differ from --run (a run's ledgers are never rewritten)")
+    with fsspec.open(join(run_root, layout.MANIFEST), "rb") as f:
         raw = f.read()
     parent = json.loads(raw)
-    if parent.get("kind", "caption") != "caption":
+    if parent.get("format") != MANIFEST_FORMAT:
         raise ConfigError(
-            f"select: {run_root} is a {parent.get('kind')} run; select re-thresholds caption runs "
-            "(rerun `mmcurate video` with new thresholds)"
+            f"select: {run_root} has a manifest of format {parent.get('format')!r}, not {MANIFEST_FORMAT}; "
+            "rerun its corpus with this version of mmcurate"
         )
-    parent_config = CaptionConfig(**parent["config"])
-    config = load_config(config_path) if config_path else parent_config
-    if config.read != parent_config.read:
-        raise ConfigError("select: the `read` section must match the parent run's (the same units are re-read)")
-    unscored = [name for name in config.filters if name not in parent_config.filters]
-    if unscored:
-        raise ConfigError(
-            f"select: filters {unscored} were not scored by the parent run {run_root}; "
-            "select only re-thresholds existing scores (run `mmcurate caption` with them)"
-        )
+    corpus = corpora.get(parent["corpus"])
+    parent_config = corpus.config_class(**parent["config"])
+    config = corpus.load_config(config_path) if config_path else parent_config
+    corpus.check_select(config, parent_config, parent)
+    fields = {kind: Fields.from_dict(sec["fields"]) for kind, sec in parent["kinds"].items()}
+    check_where(config, corpus, fields, tuple(overlay_names(run_root)))
     units = load_units(run_root)
+    if any(REDACTED in u.uri or any(REDACTED in f for f in u.files) for u in units):
+        raise ConfigError(f"select: {run_root}/units.json names inputs whose credentials were redacted; "
+                          "give storage credentials through the environment instead of the URI")  # fmt: skip
     lineage = {
         "parent_run": run_root,
         "parent_manifest_sha256": hashlib.sha256(raw).hexdigest(),
-        "parent_counts": parent["counts"],
+        "parent_counts": {kind: sec["counts"] for kind, sec in parent["kinds"].items()},
         "step": "select",
+        **corpus.lineage(config),
     }
-    meta = run_meta("caption", parent["inputs"], config, units, lineage)
-    return execute(build, units, config, out_root, meta, beam_args, overwrite, progress)
+    manifest = execute(
+        corpus, config, parent["inputs"], units, out_root, beam_args, overwrite, progress,
+        lineage=lineage, fields=fields, build=corpus.select,
+    )  # fmt: skip
+    copy_overlays(run_root, out_root)
+    return manifest
 
 
-__all__ = ["build", "run"]
+__all__ = ["check_where", "run"]

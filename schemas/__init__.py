@@ -3,26 +3,56 @@
 This package imports nothing else of mmcurate.
 """
 
-from .base import SCHEMA_VERSION, Fate, OcrLine, Record, Source, Status, arrow_schema
+from .base import (
+    SCHEMA_VERSION,
+    DedupKey,
+    Fate,
+    Fields,
+    OcrLine,
+    Record,
+    Row,
+    Source,
+    Status,
+    UndeclaredField,
+    arrow_schema,
+    clean_error,
+    sample_json_bytes,
+)
 from .caption import CaptionSample
+from .image import ImageFields
 from .question import AnswerType, Question, Rollout
+from .reasons import REASONS, Reason, UnknownReason, reason, register_reason
 from .video import ClipRecord, VideoRecord
 
-RECORD_KINDS: dict[str, type[Record]] = {r.kind: r for r in (CaptionSample, Question, Rollout, VideoRecord, ClipRecord)}
+RECORD_KINDS: dict[str, type[Record]] = {r.kind: r for r in (CaptionSample, Question, VideoRecord, ClipRecord)}
+ROW_KINDS: dict[str, type[Row]] = {**RECORD_KINDS, Rollout.kind: Rollout}
 
 __all__ = [
+    "REASONS",
     "RECORD_KINDS",
+    "ROW_KINDS",
     "SCHEMA_VERSION",
     "AnswerType",
     "CaptionSample",
     "ClipRecord",
+    "DedupKey",
     "Fate",
+    "Fields",
+    "ImageFields",
     "OcrLine",
     "Question",
+    "Reason",
     "Record",
     "Rollout",
+    "Row",
     "Source",
     "Status",
+    "UndeclaredField",
+    "UnknownReason",
     "VideoRecord",
     "arrow_schema",
+    "clean_error",
+    "reason",
+    "register_reason",
+    "sample_json_bytes",
 ]

@@ -1,21 +1,30 @@
-"""Shared record parts and the one mechanism that turns a record dataclass into a pyarrow schema.
+"""The record contract every corpus shares, and the one mechanism that turns a record into columns.
 
 Every record kind is a dataclass defined once in `schemas/`; its pyarrow schema is derived from the
-type hints here, so the Python type and the columns on disk can never disagree.
+type hints, so the Python type and the columns on disk can never disagree. Scores and labels are a
+struct of the names the run declares (`Fields`), never an Arrow `map`, so every table loads with
+Hugging Face `datasets`, DuckDB and pandas alike, and `scores.clip_score` is a real column.
+
+A record knows its identity (`id`, `uid`, `source`), its fate, the errors its stages hit, how it
+becomes a webdataset sample (`members`, `sample_json`), what makes it a duplicate (`dedup_key`) and
+how many children it made (`expected_children`): the finish path needs nothing else of it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
+import json
+import math
 import types
 import typing
-from dataclasses import dataclass
-from typing import Any, ClassVar, Union, get_args, get_origin, get_type_hints
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, NamedTuple, Union, get_args, get_origin, get_type_hints
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "2.0"
+ERROR_MAX_CHARS = 2000
 
 
 class Status(str, enum.Enum):
@@ -32,7 +41,7 @@ class Source:
     """Where a record came from: enough to find it again (and to re-read it in `mmcurate select`)."""
 
     uri: str
-    """The input file (a tar shard, parquet, jsonl, or the image itself for folders)."""
+    """The input file (a tar shard, parquet, jsonl, or the media file itself for folders)."""
     unit: int
     """Index of the unit of parallel work (shard, file, or slice of a folder) it was read in."""
     member: str = ""
@@ -52,6 +61,7 @@ class Fate:
     reason: str = ""
     error: str = ""
     duplicate_of: str = ""
+    """Content id of the kept record this one duplicates."""
 
     @property
     def final(self) -> bool:
@@ -68,6 +78,57 @@ class OcrLine:
     confidence: float
 
 
+class DedupKey(NamedTuple):
+    """The little that run-wide dedup needs of a record: no payload travels through the shuffle."""
+
+    rank: tuple
+    """Total order: the smallest rank of a duplicate group is the one kept."""
+    uid: str
+    id: str
+    unit: int
+    exact: str
+    """Records with equal `exact` are exact duplicates (pixel hash, file hash, question id)."""
+    near: int | None = None
+    """A 64-bit perceptual hash for near duplicates, or None when the kind has none."""
+
+
+@dataclass(frozen=True)
+class Fields:
+    """The score and label names one record kind carries in one run: the struct fields of its
+    `scores` and `labels` columns. Declared by the corpus from its configured stages."""
+
+    scores: tuple[str, ...] = ()
+    labels: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "scores", tuple(sorted(set(self.scores))))
+        object.__setattr__(self, "labels", tuple(sorted(set(self.labels))))
+
+    def to_dict(self) -> dict[str, list[str]]:
+        return {"scores": list(self.scores), "labels": list(self.labels)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Fields:
+        return cls(tuple(d.get("scores", ())), tuple(d.get("labels", ())))
+
+    def union(self, other: Fields) -> Fields:
+        return Fields(self.scores + other.scores, self.labels + other.labels)
+
+
+class UndeclaredField(ValueError):
+    """A stage wrote a score or label the corpus did not declare: a bug, caught before any file is written."""
+
+
+# ----------------------------------------------------------------------------------------------- arrow
+
+PAYLOAD = {"arrow": False}
+"""Field metadata of data that travels with a record but is no ledger column (bytes, pixels, frames)."""
+DECLARED_SCORES = {"declared": "scores"}
+DECLARED_LABELS = {"declared": "labels"}
+ERRORS = {"pairs": ("stage", "error")}
+TRAILING = ("scores", "labels", "errors", "fate")
+"""Columns every record kind ends with, in this order."""
+
 _SCALARS: dict[Any, pa.DataType] = {
     str: pa.string(),
     int: pa.int64(),
@@ -78,7 +139,7 @@ _SCALARS: dict[Any, pa.DataType] = {
 
 
 def arrow_type(hint: Any) -> tuple[pa.DataType, bool]:
-    """Map one type hint to (arrow type, nullable)."""
+    """Map one type hint to (arrow type, nullable). `dict` has no mapping: declare it (see `Fields`)."""
     origin = get_origin(hint)
     if origin in (Union, types.UnionType):
         args = [a for a in get_args(hint) if a is not type(None)]
@@ -92,32 +153,41 @@ def arrow_type(hint: Any) -> tuple[pa.DataType, bool]:
     if origin in (list, tuple, typing.Sequence):
         (item,) = get_args(hint)[:1]
         return pa.list_(arrow_type(item)[0]), False
-    if origin is dict:
-        key, value = get_args(hint)
-        return pa.map_(arrow_type(key)[0], arrow_type(value)[0]), False
     if dataclasses.is_dataclass(hint):
-        return pa.struct(arrow_fields(hint)), False
-    raise TypeError(f"no arrow type for {hint!r}")
+        return pa.struct(dataclass_fields(hint)), False
+    raise TypeError(f"no arrow type for {hint!r} (a dict field needs `declared` or `pairs` metadata)")
 
 
-def arrow_fields(cls: type, exclude: tuple[str, ...] = ()) -> list[pa.Field]:
+def _columns(cls: type) -> list[dataclasses.Field]:
+    """Ledger columns of a row class, in order (payload left out, TRAILING last)."""
+    cols = [f for f in dataclasses.fields(cls) if f.metadata.get("arrow") is not False]
+    head = [f for f in cols if f.name not in TRAILING]
+    tail = sorted((f for f in cols if f.name in TRAILING), key=lambda f: TRAILING.index(f.name))
+    return head + tail
+
+
+def _column_type(f: dataclasses.Field, hint: Any, fields: Fields) -> pa.DataType | None:
+    declared = f.metadata.get("declared")
+    if declared is not None:
+        names = getattr(fields, declared)
+        value = pa.float64() if declared == "scores" else pa.string()
+        return pa.struct([pa.field(n, value) for n in names]) if names else None  # parquet has no empty struct
+    pairs = f.metadata.get("pairs")
+    if pairs is not None:
+        return pa.list_(pa.struct([pa.field(pairs[0], pa.string()), pa.field(pairs[1], pa.string())]))
+    return arrow_type(hint)[0]
+
+
+def dataclass_fields(cls: type, fields: Fields = Fields()) -> list[pa.Field]:
     hints = get_type_hints(cls)
     out = []
-    for f in dataclasses.fields(cls):
-        if f.name in exclude or f.metadata.get("arrow") is False:
+    for f in _columns(cls):
+        typ = _column_type(f, hints[f.name], fields)
+        if typ is None:
             continue
-        typ, nullable = arrow_type(hints[f.name])
-        out.append(pa.field(f.name, typ, nullable=nullable))
+        special = "declared" in f.metadata or "pairs" in f.metadata
+        out.append(pa.field(f.name, typ, nullable=special or arrow_type(hints[f.name])[1]))
     return out
-
-
-def arrow_schema(cls: type, exclude: tuple[str, ...] = ()) -> pa.Schema:
-    """The pyarrow schema of a record dataclass; payload fields (`payload=True`) are left out."""
-    return pa.schema(arrow_fields(cls, exclude), metadata={"mmcurate.schema_version": SCHEMA_VERSION})
-
-
-PAYLOAD = {"arrow": False}
-"""Field metadata of data that travels with a record but is no ledger column (image bytes, pixels)."""
 
 
 def _to_plain(value: Any) -> Any:
@@ -126,7 +196,7 @@ def _to_plain(value: Any) -> Any:
     if dataclasses.is_dataclass(value):
         return {f.name: _to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, dict):
-        return [(k, _to_plain(v)) for k, v in sorted(value.items())]
+        return {k: _to_plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_to_plain(v) for v in value]
     return value
@@ -144,38 +214,166 @@ def _from_plain(hint: Any, value: Any) -> Any:
     if dataclasses.is_dataclass(hint):
         hints = get_type_hints(hint)
         return hint(**{k: _from_plain(hints[k], v) for k, v in value.items() if k in hints})
-    if origin is dict:
-        _, vt = get_args(hint)
-        items = value.items() if isinstance(value, dict) else value
-        return {k: _from_plain(vt, v) for k, v in items}
     if origin in (list, tuple):
         (it,) = get_args(hint)[:1]
         return [_from_plain(it, v) for v in value]
     return value
 
 
-class Record:
-    """Mixin for record dataclasses: rows for arrow tables, and back."""
+def _declared(values: dict[str, Any], names: tuple[str, ...], what: str, kind: str) -> dict[str, Any] | None:
+    extra = set(values) - set(names)
+    if extra:
+        raise UndeclaredField(f"{kind} records carry {what} {sorted(extra)} that the corpus did not declare")
+    return {n: values.get(n) for n in names} if names else None
+
+
+class Row:
+    """Mixin for dataclasses stored as arrow rows (records, and cache rows such as rollouts)."""
+
+    kind: ClassVar[str] = "row"
+
+    def to_row(self, fields: Fields = Fields()) -> dict[str, Any]:
+        """The arrow row: scores and labels as dicts of exactly the declared names (None where absent)."""
+        row: dict[str, Any] = {}
+        for f in _columns(type(self)):
+            value = getattr(self, f.name)
+            declared, pairs = f.metadata.get("declared"), f.metadata.get("pairs")
+            if declared is not None:
+                plain = _declared(value, getattr(fields, declared), declared, self.kind)
+                if plain is not None:
+                    row[f.name] = plain
+            elif pairs is not None:
+                row[f.name] = [{pairs[0]: k, pairs[1]: v} for k, v in sorted(value.items())]
+            else:
+                row[f.name] = _to_plain(value)
+        return row
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Any:
+        hints = get_type_hints(cls)
+        values: dict[str, Any] = {}
+        for f in _columns(cls):
+            if f.name not in row:
+                continue
+            raw = row[f.name]
+            if "declared" in f.metadata:
+                values[f.name] = {k: v for k, v in (raw or {}).items() if v is not None}
+            elif "pairs" in f.metadata:
+                a, b = f.metadata["pairs"]
+                values[f.name] = {p[a]: p[b] for p in raw or ()}
+            else:
+                values[f.name] = _from_plain(hints[f.name], raw)
+        return cls(**values)
+
+    @classmethod
+    def arrow_schema(cls, fields: Fields = Fields()) -> pa.Schema:
+        meta = {"mmcurate.schema_version": SCHEMA_VERSION, "mmcurate.kind": cls.kind}
+        return pa.schema(dataclass_fields(cls, fields), metadata=meta)
+
+    @classmethod
+    def to_table(cls, records: typing.Iterable[Row], fields: Fields = Fields()) -> pa.Table:
+        return pa.Table.from_pylist([r.to_row(fields) for r in records], schema=cls.arrow_schema(fields))
+
+
+def arrow_schema(cls: type, fields: Fields = Fields()) -> pa.Schema:
+    return cls.arrow_schema(fields)  # type: ignore[attr-defined]
+
+
+def clean_error(text: str) -> str:
+    """What every error on a record goes through: secrets scrubbed (a URL's credentials, a key quoted
+    by a library), cut to a bounded length, made valid UTF-8 (file names need not be)."""
+    from .redact import redact_text
+
+    return redact_text(text)[:ERROR_MAX_CHARS].encode("utf-8", "replace").decode("utf-8")
+
+
+@dataclass(kw_only=True)
+class Record(Row):
+    """What every curated record has. Subclasses add their own columns and payload fields."""
 
     kind: ClassVar[str] = "record"
+    parent_kind: ClassVar[str | None] = None
+    """The kind whose records this one's fate feeds into (clips -> their video), or None."""
+    sample_lists: ClassVar[tuple[str, ...]] = ()
+    """List columns that go into the webdataset JSON member (each non-empty for every kept sample: the
+    Hugging Face webdataset loader infers types from the first samples, and `[]` has no type)."""
 
-    def to_row(self) -> dict[str, Any]:
-        return {
-            f.name: _to_plain(getattr(self, f.name))
-            for f in dataclasses.fields(self)  # type: ignore[arg-type]
-            if f.metadata.get("arrow") is not False
-        }
+    id: str
+    """Content id: stable across reruns and locations."""
+    source: Source
+    scores: dict[str, float] = field(default_factory=dict, metadata=DECLARED_SCORES)
+    labels: dict[str, str] = field(default_factory=dict, metadata=DECLARED_LABELS)
+    errors: dict[str, str] = field(default_factory=dict, metadata=ERRORS)
+    """Stage -> what went wrong there, also on records that were kept degraded (e.g. OCR skipped)."""
+    fate: Fate = field(default_factory=Fate)
+    overlay: dict[str, dict[str, Any]] | None = field(default=None, metadata=PAYLOAD, repr=False, compare=False)
+    """Overlay name -> that overlay's row for this record's id, while `select` decides (never written)."""
 
-    @classmethod
-    def from_row(cls, row: dict[str, Any]) -> Record:
-        hints = get_type_hints(cls)
-        names = {f.name for f in dataclasses.fields(cls) if f.metadata.get("arrow") is not False}  # type: ignore[arg-type]
-        return cls(**{k: _from_plain(hints[k], v) for k, v in row.items() if k in names})
+    @property
+    def uid(self) -> str:
+        """Unique within a run even for identical content: the place it was read from."""
+        return f"{self.source.unit:06d}:{self.source.index:09d}"
 
-    @classmethod
-    def arrow_schema(cls) -> pa.Schema:
-        return arrow_schema(cls)
+    @property
+    def parent_uid(self) -> str | None:
+        return None
 
-    @classmethod
-    def to_table(cls, records: typing.Iterable[Record]) -> pa.Table:
-        return pa.Table.from_pylist([r.to_row() for r in records], schema=cls.arrow_schema())
+    @property
+    def pending(self) -> bool:
+        return self.fate.status == Status.PENDING
+
+    def settle(self, code: str, error: str = "", *, duplicate_of: str = "", stage: str = "") -> Record:
+        """End the record with a registered reason (its status comes from the registry); drops the
+        payload, which a settled record never needs again. `stage` also files the error under it."""
+        from .reasons import reason
+
+        status = reason(code).status
+        error = clean_error(error)
+        self.fate = Fate(status=status, reason=code, error=error, duplicate_of=duplicate_of)
+        if stage and error:
+            self.errors[stage] = error
+        self.clear_payload()
+        return self
+
+    def keep(self) -> Record:
+        self.fate = Fate(status=Status.KEPT)
+        return self
+
+    def note(self, stage: str, error: str) -> None:
+        """A stage degraded the record without deciding its fate: the record says so."""
+        self.errors[stage] = clean_error(error)
+
+    def clear_payload(self) -> Record:
+        for f in dataclasses.fields(self):
+            if f.metadata.get("arrow") is False:
+                setattr(self, f.name, None)
+        return self
+
+    def members(self) -> dict[str, bytes]:
+        """The webdataset sample's members other than `json` (extension -> bytes); {} = not a sample."""
+        return {}
+
+    def sample_json(self, fields: Fields) -> dict[str, Any]:
+        """The sample's JSON member: every column with a type that is the same for every sample
+        (all declared scores, NaN where absent; labels '' where absent; errors as one string; list
+        columns only when `sample_lists` names them; no fate: a sample is always kept)."""
+        row = self.to_row(fields)
+        row.pop("fate", None)
+        row["scores"] = {k: (math.nan if v is None else v) for k, v in (row.get("scores") or {}).items()}
+        row["labels"] = {k: ("" if v is None else v) for k, v in (row.get("labels") or {}).items()}
+        row["errors"] = "; ".join(f"{k}: {v}" for k, v in sorted(self.errors.items()))
+        for name in [k for k, v in row.items() if isinstance(v, list) and k not in self.sample_lists]:
+            del row[name]
+        return row
+
+    def dedup_key(self) -> DedupKey | None:
+        """None: records of this kind are not deduplicated by the finish path."""
+        return None
+
+    def expected_children(self) -> dict[str, int]:
+        """Kind -> how many child records this record made: the input count of that kind's identity."""
+        return {}
+
+
+def sample_json_bytes(rec: Record, fields: Fields) -> bytes:
+    return json.dumps(rec.sample_json(fields), sort_keys=True, ensure_ascii=False).encode("utf-8")

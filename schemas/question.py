@@ -5,11 +5,11 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from .base import Fate, Record, Source
+from .base import Record, Row
 
 
 class AnswerType(str, enum.Enum):
-    """How a reference answer is checked (one verifier each, in stages/verify.py)."""
+    """How a reference answer is checked (one verifier each, in stages/verify/)."""
 
     CHOICE = "choice"
     NUMBER = "number"
@@ -23,15 +23,13 @@ class AnswerType(str, enum.Enum):
 class Question(Record):
     """A question with its reference answer, the images or video clip it is about, and its grade.
 
-    `scores` gets `pass_rate`, `blind_pass_rate`, `correct`, `unparseable`, `k` (and blind
-    counterparts); `labels` gets `tier` and flags such as `answerable_blind` and `answer_leak`.
+    `id` hashes question, answer and media refs. `scores` gets `pass_rate`, `blind_pass_rate`,
+    `correct`, `unparseable`, `k` (and blind counterparts); `labels` gets `tier` and flags such as
+    `answerable_blind` and `answer_leak`.
     """
 
     kind = "question"
 
-    id: str
-    """Content hash of question, answer and media refs: stable across reruns and locations."""
-    source: Source
     question: str
     answer: str
     answer_type: AnswerType = AnswerType.TEXT
@@ -44,17 +42,10 @@ class Question(Record):
     domain: str = "general"
     """STEM, chart, OCR, grounding, counting, video, ... (tiers and RL curricula are per domain)."""
     extra: str = "{}"
-    scores: dict[str, float] = field(default_factory=dict)
-    labels: dict[str, str] = field(default_factory=dict)
-    fate: Fate = field(default_factory=Fate)
-
-    @property
-    def uid(self) -> str:
-        return f"{self.source.unit:06d}:{self.source.index:09d}"
 
 
 @dataclass(kw_only=True)
-class Rollout(Record):
+class Rollout(Row):
     """k sampled answers of one model to one prompt, with their verdicts: the rollout cache.
 
     Keyed by (question_id, model, prompt_hash, sampling_hash): re-running selection, or adding a

@@ -10,18 +10,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .base import PAYLOAD, Fate, OcrLine, Record, Source
+from .base import PAYLOAD, DedupKey, OcrLine, Record
 
 
 @dataclass(kw_only=True)
 class VideoRecord(Record):
-    """One input video: what the probe found, where the cuts are, how many clips it gave."""
+    """One input video: what the probe found, where the cuts are, how many clips it gave.
+
+    `id` is the BLAKE2b-128 of the file bytes (empty until the analysis hashes a local file)."""
 
     kind = "video"
 
-    id: str
-    """Content hash (BLAKE2b-128 of the file bytes): stable across reruns and locations."""
-    source: Source
     caption: str = ""
     extra: str = "{}"
     """Input metadata with no column of its own (video2dataset's json member, jsonl keys), as JSON."""
@@ -53,33 +52,33 @@ class VideoRecord(Record):
     cuts: list[int] = field(default_factory=list)
     """Decoded-frame indices where a new scene starts (0-based)."""
     clips: int = 0
-    """Clip records made from this video (kept or dropped): the accounting check for clips."""
-    scores: dict[str, float] = field(default_factory=dict)
-    labels: dict[str, str] = field(default_factory=dict)
-    fate: Fate = field(default_factory=Fate)
+    """Clip records made from this video (kept or dropped): the input count of the clip identity."""
     path: str | None = field(default=None, metadata=PAYLOAD, repr=False, compare=False)
     """A local file holding the video (the input itself, or a spooled copy of a tar member)."""
     data: bytes | None = field(default=None, metadata=PAYLOAD, repr=False, compare=False)
     """The video bytes when they came from inside a container (tar member) and are not on disk yet."""
 
-    @property
-    def uid(self) -> str:
-        return f"{self.source.unit:06d}:{self.source.index:09d}"
+    def dedup_key(self) -> DedupKey | None:
+        if not self.id:
+            return None
+        return DedupKey((self.source.unit, self.source.index), self.uid, self.id, self.source.unit, self.id)
+
+    def expected_children(self) -> dict[str, int]:
+        return {"clip": self.clips}
 
 
 @dataclass(kw_only=True)
 class ClipRecord(Record):
-    """One clip: a scene (or a piece of a long scene) of a source video, with its scores."""
+    """One clip: a scene (or a piece of a long scene) of a source video, with its scores.
+
+    `id` is the BLAKE2b-128 of (video id, first frame, end frame): stable across reruns."""
 
     kind = "clip"
+    parent_kind = "video"
 
-    id: str
-    """BLAKE2b-128 of (video id, first frame, end frame): stable across reruns."""
     video_id: str
-    source: Source
-    """The source video's location; `index` is the video's position in its unit."""
     clip_index: int
-    """Position of this clip in its video (0-based, in time order)."""
+    """Position of this clip in its video (0-based, in time order); `source` is the video's."""
     scene_index: int = 0
     caption: str = ""
     start_frame: int = 0
@@ -95,17 +94,14 @@ class ClipRecord(Record):
     height: int = 0
     fps: float = 0.0
     out_bytes: int = 0
-    scores: dict[str, float] = field(default_factory=dict)
-    labels: dict[str, str] = field(default_factory=dict)
-    """`camera_motion` (static, pan_left, pan_right, tilt_up, tilt_down, zoom_in, zoom_out) and others."""
     ocr: list[OcrLine] = field(default_factory=list)
     """Text lines of the sampled frame with the most text (coordinates of `width` x `height`)."""
-    fate: Fate = field(default_factory=Fate)
+    media: str | None = field(default=None, metadata=PAYLOAD, repr=False, compare=False)
+    """Where the clip file waits while the run needs it (a spool file under the run's output; in
+    `select`, a member of the parent's shards as an fsspec `tar://` URL), so that clips cross Beam's
+    shuffles as small records."""
     mp4: bytes | None = field(default=None, metadata=PAYLOAD, repr=False, compare=False)
-    """The clip file's bytes, loaded only while its shard is written."""
-    spool: str | None = field(default=None, metadata=PAYLOAD, repr=False, compare=False)
-    """Where the clip file waits (under the run's output) between extraction and shard writing, so
-    that clips cross Beam's shuffles as small records."""
+    """The clip file's bytes, when held in memory instead of at `media`."""
     frames: Any = field(default=None, metadata=PAYLOAD, repr=False, compare=False)
     """Sampled RGB frames (PIL images) for the model stages; never written."""
 
@@ -114,16 +110,17 @@ class ClipRecord(Record):
         return f"{self.source.unit:06d}:{self.source.index:09d}:{self.clip_index:05d}"
 
     @property
-    def pixels(self) -> Any:
-        """The middle sampled frame: what single-image model stages see."""
-        return self.frames[len(self.frames) // 2] if self.frames else None
+    def parent_uid(self) -> str:
+        return f"{self.source.unit:06d}:{self.source.index:09d}"
 
-    def media(self) -> tuple[str, bytes | None]:
-        """The shard member: the bytes in memory, else the spooled file, read when the shard is built
-        (so a unit's writer holds one shard's clips at a time, not all of them)."""
-        if self.mp4 is None and self.spool:
+    def members(self) -> dict[str, bytes]:
+        """Read when the shard is built, so a unit's writer holds one sample's clip at a time."""
+        data = self.mp4
+        if data is None:
+            if not self.media:
+                raise ValueError(f"clip {self.uid} has no file to write")
             import fsspec
 
-            with fsspec.open(self.spool, "rb") as f:
-                return "mp4", f.read()
-        return "mp4", self.mp4
+            with fsspec.open(self.media, "rb") as f:
+                data = f.read()
+        return {"mp4": data, "txt": self.caption.encode("utf-8")}

@@ -13,6 +13,8 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from mmcurate.schemas import Status, register_reason
+
 
 class ModelUnavailable(RuntimeError):
     """A model (its weights, files or package) cannot run here: the message says what to install or set."""
@@ -36,6 +38,12 @@ class Filter(abc.ABC):
     kinds: ClassVar[tuple[str, ...]] = ("caption",)
     Params: ClassVar[type[Params]] = Params
     reasons: ClassVar[tuple[str, ...]] = ()
+    """Drop reasons `decide` may return (registered as drops that `select` may re-decide)."""
+    scores: ClassVar[tuple[str, ...]] = ()
+    """Score names `score` writes (or the model stage behind the filter writes): ledger columns."""
+    labels: ClassVar[tuple[str, ...]] = ()
+    model: ClassVar[str] = ""
+    """The model stage that computes this filter's scores (clip, aesthetic, ocr), or '' for none."""
 
     def __init__(self, params: Params | None = None) -> None:
         self.params = params if params is not None else self.Params()
@@ -81,8 +89,12 @@ FILTERS: dict[str, type[Filter]] = {}
 
 
 def register(cls: type[Filter]) -> type[Filter]:
+    """Make a filter known by its `name`, and its reasons known to the reason registry as drops."""
     if cls.name in FILTERS and FILTERS[cls.name] is not cls:
         raise ValueError(f"two filters are named {cls.name!r}")
+    doc = (cls.__doc__ or cls.name).strip().splitlines()[0]
+    for code in cls.reasons:
+        register_reason(code, Status.DROPPED, f"filter {cls.name}: {doc}", redecide=True)
     FILTERS[cls.name] = cls
     return cls
 

@@ -25,6 +25,7 @@ class CaptionLength(Filter):
 
     name = "caption_length"
     reasons = ("caption_empty", "caption_too_short", "caption_too_long")
+    scores = ("caption_chars", "caption_words")
 
     class Params(Params):
         min_words: int = 2
@@ -68,6 +69,8 @@ class Language(Filter):
 
     name = "language"
     reasons = ("language",)
+    scores = ("lang_prob",)
+    labels = ("lang",)
 
     class Params(Params):
         allowed: tuple[str, ...] = ("en",)
@@ -99,6 +102,7 @@ class CaptionRepetition(Filter):
 
     name = "caption_repetition"
     reasons = ("caption_repetition",)
+    scores = ("repetition_ratio",)
 
     class Params(Params):
         max_ratio: float = 0.5
@@ -142,6 +146,7 @@ class CaptionBoilerplate(Filter):
 
     name = "caption_boilerplate"
     reasons = ("caption_boilerplate",)
+    scores = ("boilerplate_ratio",)
 
     class Params(Params):
         max_ratio: float = 0.5

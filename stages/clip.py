@@ -295,7 +295,6 @@ class QuantileFilter(Filter):
 
     score_name: str = ""
     reason: str = ""
-    model: str = ""
 
     class Params(Params):
         min: float | None = None
@@ -329,6 +328,7 @@ class ClipScore(QuantileFilter):
     kinds = ("caption", "clip")
     name = "clip_score"
     score_name = "clip_score"
+    scores = ("clip_score",)
     reason = "clip_score_low"
     reasons = ("clip_score_low",)
     model = "clip"
@@ -341,6 +341,7 @@ class Aesthetic(QuantileFilter):
     kinds = ("caption", "clip")
     name = "aesthetic"
     score_name = "aesthetic"
+    scores = ("aesthetic",)
     reason = "aesthetic_low"
     reasons = ("aesthetic_low",)
     model = "aesthetic"

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, NamedTuple
 
 import numpy as np
+
+from mmcurate.schemas import DedupKey
 
 from .base import Params
 
@@ -32,17 +33,6 @@ class DedupParams(Params):
             raise ValueError(f"dedup.max_distance must be within 0..16, got {self.max_distance}")
 
 
-class DedupKey(NamedTuple):
-    """The little that dedup needs of a record: no pixels travel through the shuffle."""
-
-    rank: tuple
-    uid: str
-    id: str
-    unit: int
-    pixel_hash: str
-    phash: int
-
-
 @dataclass(frozen=True)
 class Duplicate:
     uid: str
@@ -53,13 +43,8 @@ class Duplicate:
     of_rank: tuple
 
 
-def dedup_key(rec: Any) -> DedupKey:
-    rank = (-(rec.width * rec.height), -rec.file_bytes, rec.source.unit, rec.source.index)
-    return DedupKey(rank, rec.uid, rec.id, rec.source.unit, rec.pixel_hash, int(rec.phash or "0", 16))
-
-
 def exact_duplicates(group: Iterable[DedupKey]) -> list[Duplicate]:
-    """All but the best-ranked member of a same-pixel-hash group."""
+    """All but the best-ranked member of a group with the same `exact` key."""
     members = sorted(group)
     best = members[0]
     return [Duplicate(m.uid, m.unit, "duplicate_exact", best.id, best.rank) for m in members[1:]]
@@ -83,7 +68,7 @@ def near_duplicates(group: Iterable[DedupKey], max_distance: int) -> list[Duplic
     members = sorted(group)
     if len(members) < 2:
         return []
-    hashes = np.array([m.phash for m in members], dtype=np.uint64)
+    hashes = np.array([m.near for m in members], dtype=np.uint64)
     out = []
     for j in range(1, len(members)):
         dist = _popcount64(hashes[:j] ^ hashes[j])

@@ -6,6 +6,8 @@ from typing import Any
 
 from .base import Filter, Params, register
 
+IMAGE_SCORES = ("width", "height", "aspect_ratio", "file_bytes")
+
 
 def _image_scores(record: Any) -> dict[str, float]:
     w, h = record.width, record.height
@@ -23,6 +25,7 @@ class MinSide(Filter):
 
     name = "min_side"
     reasons = ("too_small",)
+    scores = IMAGE_SCORES
 
     class Params(Params):
         min: int = 64
@@ -40,6 +43,7 @@ class AspectRatio(Filter):
 
     name = "aspect_ratio"
     reasons = ("aspect_ratio",)
+    scores = IMAGE_SCORES
 
     class Params(Params):
         max: float = 3.0
@@ -57,6 +61,7 @@ class FileSize(Filter):
 
     name = "file_size"
     reasons = ("file_too_small", "file_too_large")
+    scores = IMAGE_SCORES
 
     class Params(Params):
         min_bytes: int = 1024

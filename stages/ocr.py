@@ -34,7 +34,22 @@ from mmcurate.schemas import OcrLine
 
 from .base import Filter, ModelUnavailable, Params, register
 
-OcrBackend = Callable[[list[Image.Image]], list[list[OcrLine]]]
+OCR_SCORES = ("ocr_text_area", "ocr_lines", "ocr_chars", "ocr_mean_confidence")
+
+
+class OcrLines(list):
+    """The lines found in one image; `note` says why there are none when OCR could not look at the
+    image (too small, an engine error that means "no readable text"), so the record can say that it
+    was scored degraded instead of claiming a clean zero."""
+
+    note: str = ""
+
+    def __init__(self, lines: Iterable[OcrLine] = (), note: str = "") -> None:
+        super().__init__(lines)
+        self.note = note
+
+
+OcrBackend = Callable[[list[Image.Image]], list[OcrLines]]
 
 MIN_SIDE = 8
 """Images whose shorter side (after the `max_side` shrink) is below this hold no legible text line:
@@ -177,29 +192,30 @@ class _Backend(abc.ABC):
     """
 
     benign: tuple[type[BaseException], ...] = ()
-    """Engine errors that mean "this image holds no readable text" (degenerate sizes), not a failure."""
+    """Engine errors that mean "this image holds no readable text" (degenerate sizes), not a failure:
+    the image gets no lines and a note."""
 
     def __init__(self, params: OcrParams) -> None:
         self.params = params
 
-    def __call__(self, images: list[Image.Image]) -> list[list[OcrLine]]:
+    def __call__(self, images: list[Image.Image]) -> list[OcrLines]:
         out = []
         for index, image in enumerate(images):
             try:
                 out.append(self.one(image))
-            except self.benign:
-                out.append([])
+            except self.benign as exc:
+                out.append(OcrLines(note=f"no text read: {type(exc).__name__}: {exc}"))
             except Exception as exc:
                 raise OcrFailed(index, exc) from exc
         return out
 
-    def one(self, image: Image.Image) -> list[OcrLine]:
+    def one(self, image: Image.Image) -> OcrLines:
         if image.mode != "RGB":
             image = image.convert("RGB")
         width, height = image.size
         small = _shrink(image, self.params.max_side)
         if min(small.size) < MIN_SIDE:
-            return []
+            return OcrLines(note=f"not read: {width}x{height} is below {MIN_SIDE} px on its short side at OCR size")
         sx, sy = width / small.width, height / small.height
         lines = []
         for points, text, score in self.engine(small):
@@ -211,7 +227,7 @@ class _Backend(abc.ABC):
                 for x, y in _quad(points)
             ]
             lines.append(OcrLine(box=box, text=text, confidence=float(score)))
-        return lines
+        return OcrLines(lines)
 
     @abc.abstractmethod
     def engine(self, image: Image.Image) -> Iterable[tuple[Any, str, float]]:
@@ -391,8 +407,8 @@ def check_backend(params: OcrParams) -> None:
 # Beam
 
 
-class OcrModelHandler(ModelHandler[Image.Image, list[OcrLine], OcrBackend]):
-    """RunInference handler: RGB PIL images in, one `list[OcrLine]` per image out."""
+class OcrModelHandler(ModelHandler[Image.Image, OcrLines, OcrBackend]):
+    """RunInference handler: RGB PIL images in, one `OcrLines` (a list of `OcrLine`) per image out."""
 
     def __init__(self, params: OcrParams | None = None) -> None:
         self.params = params if params is not None else OcrParams()
@@ -406,7 +422,7 @@ class OcrModelHandler(ModelHandler[Image.Image, list[OcrLine], OcrBackend]):
         batch: Sequence[Image.Image],
         model: OcrBackend,
         inference_args: dict[str, Any] | None = None,
-    ) -> Iterable[list[OcrLine]]:
+    ) -> Iterable[OcrLines]:
         return model(list(batch))
 
     def get_num_bytes(self, batch: Sequence[Image.Image]) -> int:
@@ -431,6 +447,7 @@ class TextArea(Filter):
     kinds = ("caption", "clip")
     name = "text_area"
     reasons = ("text_heavy",)
+    scores = OCR_SCORES
     model: ClassVar[str] = "ocr"
 
     class Params(Params):

@@ -17,7 +17,7 @@ from typing import Any
 import fsspec
 import pyarrow.parquet as pq
 
-from mmcurate.schemas import AnswerType, Fate, Question, Rollout, Source, Status
+from mmcurate.schemas import AnswerType, Question, Rollout, Source
 
 from .base import Params
 from .readers import Unit, _utf8
@@ -37,13 +37,8 @@ def question_id(question: str, answer: str, images: list[str], video: str) -> st
 
 def _quarantine(unit: Unit, index: int, member: str, reason: str, error: str) -> Question:
     src = Source(uri=unit.uri, unit=unit.index, member=member, index=index)
-    return Question(
-        id=question_id(src.ref(), "", [], ""),
-        source=src,
-        question="",
-        answer="",
-        fate=Fate(status=Status.QUARANTINED, reason=reason, error=_utf8(error)[:2000]),
-    )
+    rec = Question(id=question_id(src.ref(), "", [], ""), source=src, question="", answer="")
+    return rec.settle(reason, error, stage="read")
 
 
 def _resolve(path: str, base_uri: str, image_root: str | None) -> str:
@@ -101,7 +96,7 @@ def read_questions(unit: Unit, image_root: str | None = None) -> Iterator[Questi
                 continue
             missing = [p for p in q.images if not fsspec.core.url_to_fs(p)[0].exists(fsspec.core.url_to_fs(p)[1])]
             if missing:
-                q.fate = Fate(status=Status.QUARANTINED, reason="missing_image", error=f"not found: {missing}")
+                q.settle("missing_image", f"not found: {missing}", stage="read")
             yield q
     except Exception as exc:  # the unit broke part-way: one record stands for the unread rest
         yield _quarantine(unit, count, "<unread-remainder>", "read_error", f"{type(exc).__name__}: {exc}")
@@ -141,6 +136,13 @@ class GradeParams(Params):
     """A question whose blind pass rate (asked without its images) reaches this is `answerable_blind`."""
     leak_min_chars: int = 2
     """Reference answers shorter than this (in letters/digits) are not searched for as leaks."""
+
+
+PASS_SCORES = tuple(
+    f"{prefix}{name}" for prefix in ("", "blind_") for name in ("k", "correct", "unparseable", "pass_rate")
+)
+"""What grading writes into a question's scores (blind_*: asked without its images or video)."""
+PASS_LABELS = ("answerable_blind", "answer_leak", "tier", "response")
 
 
 def pass_counts(rollouts: Iterable[Rollout]) -> dict[str, float]:

@@ -22,7 +22,7 @@ import fsspec
 import pyarrow.parquet as pq
 from webdataset.tariterators import group_by_keys, tar_file_iterator
 
-from mmcurate.schemas import CaptionSample, Fate, Source, Status
+from mmcurate.schemas import CaptionSample, Source
 
 from .base import Params
 
@@ -182,11 +182,8 @@ def _utf8(text: str) -> str:
 
 def _quarantine(unit: Unit, index: int, member: str, reason: str, error: str, uri: str = "") -> CaptionSample:
     src = Source(uri=uri or unit.uri, unit=unit.index, member=_utf8(member), index=index)
-    return CaptionSample(
-        id=content_id(src.ref().encode("utf-8", "surrogatepass"), ""),
-        source=src,
-        fate=Fate(status=Status.QUARANTINED, reason=reason, error=_utf8(error[:2000])),
-    )
+    rec = CaptionSample(id=content_id(src.ref().encode("utf-8", "surrogatepass"), ""), source=src)
+    return rec.settle(reason, error, stage="read")
 
 
 def _sample(unit: Unit, index: int, member: str, image: bytes, caption: str, extra: dict, uri: str = ""):

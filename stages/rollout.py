@@ -40,6 +40,7 @@ from typing import Any
 from apache_beam.ml.inference.base import ModelHandler
 
 from mmcurate.schemas.question import Question
+from mmcurate.schemas.redact import install_log_redaction, redact_text
 
 from .base import ModelUnavailable, Params, hub_answer, resolve_device
 
@@ -558,6 +559,11 @@ def _headers(params: OpenAIParams) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"} if key else {}
 
 
+def _shown(params: OpenAIParams) -> str:
+    """The endpoint as messages name it: credentials in the URL never reach a log or a ledger."""
+    return redact_text(params.base_url)
+
+
 def _url(params: OpenAIParams, path: str) -> str:
     return params.base_url.rstrip("/") + path
 
@@ -567,7 +573,7 @@ def check_endpoint(params: OpenAIParams, key: str = "rollout.openai") -> None:
     import requests
 
     if not params.model:
-        raise ModelUnavailable(f"{key}.model is not set: the model name {params.base_url} serves")
+        raise ModelUnavailable(f"{key}.model is not set: the model name {_shown(params)} serves")
     try:
         r = requests.get(
             _url(params, "/models"),
@@ -576,20 +582,20 @@ def check_endpoint(params: OpenAIParams, key: str = "rollout.openai") -> None:
         )
     except requests.RequestException as exc:
         raise ModelUnavailable(
-            f"{key}.base_url: {params.base_url} does not answer GET /models ({type(exc).__name__}: {exc})"
+            f"{key}.base_url: {_shown(params)} does not answer GET /models ({type(exc).__name__}: {exc})"
         ) from exc
     if r.status_code in (401, 403):
         raise ModelUnavailable(
-            f"{key}.api_key_env: {params.base_url} refused the key from ${params.api_key_env} (HTTP {r.status_code})"
+            f"{key}.api_key_env: {_shown(params)} refused the key from ${params.api_key_env} (HTTP {r.status_code})"
         )
     if r.status_code != 200:
-        raise ModelUnavailable(f"{key}.base_url: GET {params.base_url}/models answered HTTP {r.status_code}")
+        raise ModelUnavailable(f"{key}.base_url: GET {_shown(params)}/models answered HTTP {r.status_code}")
     try:
         served = [m["id"] for m in r.json()["data"]]
     except (ValueError, KeyError, TypeError) as exc:
-        raise ModelUnavailable(f"{key}.base_url: {params.base_url}/models is not an OpenAI model list") from exc
+        raise ModelUnavailable(f"{key}.base_url: {_shown(params)}/models is not an OpenAI model list") from exc
     if params.model not in served:
-        raise ModelUnavailable(f"{key}.model: {params.base_url} does not serve {params.model!r}; it serves {served}")
+        raise ModelUnavailable(f"{key}.model: {_shown(params)} does not serve {params.model!r}; it serves {served}")
 
 
 def _choice_text(choice: dict[str, Any]) -> str:
@@ -634,12 +640,12 @@ class _Client:
                     return r.json()
                 problem = f"HTTP {r.status_code}: {r.text[:300]}"
                 if r.status_code != 429 and r.status_code < 500:
-                    raise EndpointError(f"POST {p.base_url}/chat/completions: {problem}")
+                    raise EndpointError(f"POST {_shown(p)}/chat/completions: {problem}")
                 retry_after = _retry_after(r.headers.get("Retry-After"))
             except (requests.ConnectionError, requests.Timeout) as exc:
                 problem = f"{type(exc).__name__}: {exc}"
             if attempt == p.retries:
-                raise EndpointError(f"POST {p.base_url}/chat/completions failed {attempt + 1} times; last: {problem}")
+                raise EndpointError(f"POST {_shown(p)}/chat/completions failed {attempt + 1} times; last: {problem}")
             wait = min(p.backoff_max, retry_after if retry_after is not None else delay)
             log.warning("rollout request failed (%s); retry %d/%d in %.2fs", problem, attempt + 1, p.retries, wait)
             time.sleep(wait)
@@ -667,6 +673,7 @@ class OpenAIRolloutHandler(_RolloutHandler):
         self.sampling = sampling or SamplingParams()
 
     def load_model(self) -> _Client:
+        install_log_redaction()  # this worker's retry warnings name the endpoint
         return _Client(self.params)
 
     def _one(self, client: _Client, messages: Messages, s: SamplingParams) -> list[str]:
@@ -687,7 +694,7 @@ class OpenAIRolloutHandler(_RolloutHandler):
             texts += [_choice_text(c) for c in sorted(choices, key=lambda c: c.get("index", 0))]
             if len(texts) >= s.k:
                 return texts[: s.k]
-        raise EndpointError(f"{self.params.base_url} returned {len(texts)} of {s.k} samples after {s.k} requests")
+        raise EndpointError(f"{_shown(self.params)} returned {len(texts)} of {s.k} samples after {s.k} requests")
 
     def run_inference(
         self, batch: Sequence[Messages], model: _Client, inference_args: dict[str, Any] | None = None

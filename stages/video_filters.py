@@ -22,6 +22,7 @@ class Motion(Filter):
     name = "motion"
     kinds = ("clip",)
     reasons = ("low_motion", "high_motion")
+    scores = ("motion",)
 
     class Params(Params):
         min: float = 0.25
@@ -45,6 +46,7 @@ class ClipSize(Filter):
     name = "clip_size"
     kinds = ("clip",)
     reasons = ("too_small",)
+    scores = ("width", "height")
 
     class Params(Params):
         min_side: int = 224

@@ -19,7 +19,7 @@ import braceexpand
 import fsspec
 from webdataset.tariterators import group_by_keys, tar_file_iterator
 
-from mmcurate.schemas import Fate, Source, Status, VideoRecord
+from mmcurate.schemas import Source, VideoRecord
 
 from .base import Params
 from .readers import _OBJECT_REPR, TAR_EXTS, InputError, Unit, _unstrip, _utf8, expand_uri, jsonl_units
@@ -98,11 +98,8 @@ def list_video_units(inputs: list[str], params: VideoReadParams) -> list[Unit]:
 
 def _quarantine(unit: Unit, index: int, member: str, reason: str, error: str, uri: str = "") -> VideoRecord:
     src = Source(uri=uri or unit.uri, unit=unit.index, member=_utf8(member), index=index)
-    return VideoRecord(
-        id=file_id(src.ref().encode("utf-8", "surrogatepass")),
-        source=src,
-        fate=Fate(status=Status.QUARANTINED, reason=reason, error=_utf8(error[:2000])),
-    )
+    rec = VideoRecord(id=file_id(src.ref().encode("utf-8", "surrogatepass")), source=src)
+    return rec.settle(reason, error, stage="read")
 
 
 def _clean(caption: str) -> str:

@@ -269,6 +269,10 @@ def _to_display(tx: float, ty: float, rotation: int) -> tuple[float, float]:
     return {0: (tx, ty), 90: (-ty, tx), 180: (-tx, -ty), 270: (ty, -tx)}[rotation]
 
 
+CLIP_MOTION_SCORES = ("motion", "motion_max", "camera_pan", "camera_tilt", "camera_zoom")
+CLIP_MOTION_LABELS = ("camera_motion",)
+
+
 def clip_motion(pairs: np.ndarray, start: int, end: int, rotation: int, params: MotionParams):
     """Motion scores and the camera-motion guess of frames [start, end), from flow pairs inside it."""
     inside = pairs[(pairs[:, 0] >= start) & (pairs[:, 1] < end)] if len(pairs) else pairs

@@ -1,12 +1,15 @@
-"""Writers: webdataset shards, parquet files and JSON, all atomic and byte-for-byte reproducible.
+"""Writers: webdataset shards, parquet tables and JSON, all atomic and byte-for-byte reproducible.
 
-Atomic: every file is written under a temporary name and renamed into place, so a killed run
-leaves no half-written shard. Reproducible: tar members carry a fixed mtime/owner, JSON keys are
-sorted and records are written in input order, so a rerun on the same input gives identical bytes.
+Atomic: every file is written under a temporary name beside its destination and renamed into place,
+so a killed run leaves no half-written file. Reproducible: tar members carry a fixed mtime and owner,
+JSON keys are sorted, records are written in input order, parquet is written with fixed options, so
+a rerun on the same input gives identical bytes. Shards are streamed to disk one sample at a time
+(a shard is never held in memory) and rotate on a sample count or a byte size.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -15,32 +18,31 @@ import posixpath
 import tarfile
 import tempfile
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pydantic import Field
 from webdataset import TarWriter
 
-from mmcurate.schemas import CaptionSample
+from mmcurate.schemas import Fields, Record, sample_json_bytes
 
 from .base import Params
 
 FIXED_MTIME = 0
 """An int: a float mtime makes tarfile add a PAX header (1 KiB) to every member."""
+TAR_END = 1024
+"""Two zero blocks end a tar archive."""
 
 
 class ShardParams(Params):
-    max_samples: int = 10_000
+    max_samples: int = Field(10_000, ge=1)
     """Most samples in one shard."""
-    max_bytes: int = 1_000_000_000
-    """Most bytes in one shard (tar headers included); whichever bound is hit first closes a shard."""
-
-    def model_post_init(self, _context: object) -> None:
-        if self.max_samples < 1 or self.max_bytes < 1024:
-            raise ValueError("output.shard.max_samples must be >= 1 and output.shard.max_bytes >= 1024")
+    max_bytes: int = Field(1_000_000_000, ge=1024)
+    """Most bytes in one shard (tar headers and padding included); whichever bound is hit first closes it."""
 
 
 def join(root: str, *parts: str) -> str:
@@ -51,24 +53,57 @@ def _is_local(fs: fsspec.AbstractFileSystem) -> bool:
     return "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
 
 
-def atomic_write(uri: str, data: bytes) -> str:
-    """Write `data` to `uri` under a temporary name, then rename; return its sha256."""
+class _Hashing(io.RawIOBase):
+    """A write-only file that hashes what passes through it."""
+
+    def __init__(self, inner: BinaryIO) -> None:
+        self.inner, self.sha, self.size = inner, hashlib.sha256(), 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data)
+        self.sha.update(view)
+        self.size += len(view)
+        self.inner.write(view)
+        return len(view)
+
+
+@contextlib.contextmanager
+def atomic_file(uri: str) -> Iterator[_Hashing]:
+    """A binary file that appears at `uri` only when the block ends without an error.
+
+    Local: a temporary name in the destination's folder, then `os.replace`. Elsewhere: a local
+    temporary file, uploaded under a temporary name, then moved. `.sha` and `.size` describe it."""
     fs, path = fsspec.core.url_to_fs(uri)
     parent = posixpath.dirname(path)
     if parent:
         fs.makedirs(parent, exist_ok=True)
     tmp = f"{path}.tmp-{uuid.uuid4().hex[:12]}"
+    local = _is_local(fs)
+    staging = tmp if local else tempfile.mkstemp(prefix="mmcurate-")[1]
     try:
-        with fs.open(tmp, "wb") as f:
-            f.write(data)
-        if _is_local(fs):
-            os.replace(tmp, path)
+        with open(staging, "wb") as raw:
+            out = _Hashing(raw)
+            yield out
+        if local:
+            os.replace(staging, path)
         else:
+            fs.put_file(staging, tmp)
             fs.mv(tmp, path)
     finally:
-        if fs.exists(tmp):
+        if os.path.exists(staging):
+            os.unlink(staging)
+        if not local and fs.exists(tmp):
             fs.rm(tmp)
-    return hashlib.sha256(data).hexdigest()
+
+
+def atomic_write(uri: str, data: bytes) -> str:
+    """Write `data` to `uri` atomically; return its sha256."""
+    with atomic_file(uri) as f:
+        f.write(data)
+    return f.sha.hexdigest()
 
 
 def parquet_bytes(table: pa.Table) -> bytes:
@@ -88,6 +123,9 @@ class FileInfo:
     bytes: int
     sha256: str
 
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
 
 @dataclass
 class ShardInfo:
@@ -101,84 +139,86 @@ class ShardInfo:
         return asdict(self)
 
 
-def sample_json(rec: CaptionSample) -> dict[str, Any]:
-    """The per-sample JSON member: everything a trainer or auditor needs, scores included."""
-    row = rec.to_row()
-    row["scores"] = dict(row["scores"])
-    row["labels"] = dict(row["labels"])
-    if hasattr(rec, "extra"):
-        row["extra"] = json.loads(rec.extra or "{}")
-    row.pop("fate", None)
-    return row
+def write_table(out_root: str, rel: str, table: pa.Table) -> FileInfo:
+    data = parquet_bytes(table)
+    return FileInfo(rel, len(data), atomic_write(join(out_root, rel), data))
 
 
-def _members(rec: CaptionSample) -> dict[str, bytes | None]:
-    """The tar members of one sample, by extension (a missing image fails in TarWriter, loudly)."""
-    ext, media = rec.media()
-    return {
-        ext: media,
-        "txt": rec.caption.encode("utf-8"),
-        "json": json.dumps(sample_json(rec), sort_keys=True, ensure_ascii=False).encode("utf-8"),
-    }
-
-
-def _tar_bytes(samples: Sequence[CaptionSample]) -> bytes:
-    buf = io.BytesIO()
-    with TarWriter(buf, encoder=False, mtime=FIXED_MTIME) as sink:
-        for rec in samples:
-            sink.write({"__key__": rec.id, **_members(rec)})
-    return buf.getvalue()
+def write_json(out_root: str, rel: str, obj: Any) -> FileInfo:
+    data = json_bytes(obj)
+    return FileInfo(rel, len(data), atomic_write(join(out_root, rel), data))
 
 
 def index_schema(record_schema: pa.Schema) -> pa.Schema:
     return pa.schema([pa.field("key", pa.string()), pa.field("shard", pa.string()), *record_schema])
 
 
-def _chunks(samples: Sequence[CaptionSample], params: ShardParams) -> Iterable[Sequence[CaptionSample]]:
-    chunk: list[CaptionSample] = []
-    size = 1024  # tar end-of-archive blocks
-    for rec in samples:
-        rec_bytes = sum(512 + -(-len(v or b"") // 512) * 512 for v in _members(rec).values())
-        # tar pads the whole archive to a multiple of its record size (10 KiB); count that too.
-        padded = -(-(size + rec_bytes) // tarfile.RECORDSIZE) * tarfile.RECORDSIZE
-        if chunk and (len(chunk) >= params.max_samples or padded > params.max_bytes):
-            yield chunk
-            chunk, size = [], 1024
-        chunk.append(rec)
-        size += rec_bytes
-    if chunk:
-        yield chunk
+def _tar_size(members: dict[str, bytes]) -> int:
+    """Bytes a sample adds to a tar: a 512-byte header per member plus its data padded to 512."""
+    return sum(512 + -(-len(v) // 512) * 512 for v in members.values())
 
 
-def write_unit_shards(
-    samples: Sequence[CaptionSample], unit: int, out_root: str, params: ShardParams
-) -> list[ShardInfo]:
-    """Write one unit's kept samples (already in input order) as shards plus a parquet index each."""
-    infos = []
-    schema = index_schema(type(samples[0]).arrow_schema()) if samples else None
-    for n, chunk in enumerate(_chunks(samples, params)):
-        name = f"part-{unit:05d}-{n:04d}"
-        tar = _tar_bytes(chunk)
-        tar_sha = atomic_write(join(out_root, "shards", name + ".tar"), tar)
-        rows = [{"key": r.id, "shard": name + ".tar", **r.to_row()} for r in chunk]
-        index = parquet_bytes(pa.Table.from_pylist(rows, schema=schema))
-        index_sha = atomic_write(join(out_root, "shards", name + ".parquet"), index)
-        infos.append(
-            ShardInfo(
-                path=f"shards/{name}.tar",
-                samples=len(chunk),
-                bytes=len(tar),
-                sha256=tar_sha,
-                index=FileInfo(f"shards/{name}.parquet", len(index), index_sha),
-            )
+def _padded(size: int) -> int:
+    """tar pads the archive (end blocks included) to a multiple of its record size (10 KiB)."""
+    return -(-(size + TAR_END) // tarfile.RECORDSIZE) * tarfile.RECORDSIZE
+
+
+class _Shard:
+    """One shard being written: its tar streams to an atomic file, its index rows wait in memory."""
+
+    def __init__(self, out_root: str, name: str, record_schema: pa.Schema) -> None:
+        self.out_root, self.name, self.schema = out_root, name, record_schema
+        self.rel = f"shards/{name}.tar"
+        self._file = atomic_file(join(out_root, self.rel))
+        self._out = self._file.__enter__()
+        self._tar = TarWriter(self._out, encoder=False, mtime=FIXED_MTIME)
+        self.rows: list[dict[str, Any]] = []
+        self.size = 0
+
+    def add(self, key: str, members: dict[str, bytes], row: dict[str, Any]) -> None:
+        self._tar.write({"__key__": key, **members})
+        self.rows.append({"key": key, "shard": self.name + ".tar", **row})
+        self.size += _tar_size(members)
+
+    def close(self) -> ShardInfo:
+        self._tar.close()
+        self._file.__exit__(None, None, None)
+        index = write_table(
+            self.out_root, f"index/{self.name}.parquet", pa.Table.from_pylist(self.rows, schema=self.schema)
         )
+        return ShardInfo(self.rel, len(self.rows), self._out.size, self._out.sha.hexdigest(), index)
+
+    def abort(self, exc: BaseException) -> None:
+        with contextlib.suppress(Exception):
+            self._file.__exit__(type(exc), exc, exc.__traceback__)
+
+
+def write_shards(
+    samples: Iterable[Record], unit: int, out_root: str, params: ShardParams, fields: Fields
+) -> list[ShardInfo]:
+    """Write one unit's kept samples (in input order) as `shards/part-UUUUU-NNNN.tar` with one parquet
+    index each under `index/`. A sample's members are built once, right before it is written."""
+    infos: list[ShardInfo] = []
+    shard: _Shard | None = None
+    schema: pa.Schema | None = None
+    try:
+        for rec in samples:
+            members = {**rec.members(), "json": sample_json_bytes(rec, fields)}
+            size = _tar_size(members)
+            if shard is not None and (
+                len(shard.rows) >= params.max_samples or _padded(shard.size + size) > params.max_bytes
+            ):
+                infos.append(shard.close())
+                shard = None
+            if shard is None:
+                schema = schema or index_schema(type(rec).arrow_schema(fields))
+                shard = _Shard(out_root, f"part-{unit:05d}-{len(infos):04d}", schema)
+            shard.add(rec.id, members, rec.to_row(fields))
+        if shard is not None:
+            infos.append(shard.close())
+            shard = None
+    except BaseException as exc:
+        if shard is not None:
+            shard.abort(exc)
+        raise
     return infos
-
-
-def write_table(out_root: str, rel: str, table: pa.Table) -> FileInfo:
-    data = parquet_bytes(table)
-    return FileInfo(rel, len(data), atomic_write(join(out_root, rel), data))
-
-
-def local_tempdir() -> str:
-    return tempfile.mkdtemp(prefix="mmcurate-")

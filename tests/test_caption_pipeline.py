@@ -23,9 +23,10 @@ from PIL import Image
 from webdataset import TarWriter
 
 from mmcurate.cli import main
-from mmcurate.pipelines import caption
-from mmcurate.pipelines.common import Dedup
-from mmcurate.pipelines.config import CaptionConfig, ConfigError
+from mmcurate.pipelines.caption import CORPUS, CaptionConfig
+from mmcurate.pipelines.config import ConfigError
+from mmcurate.pipelines.finish import Dedup
+from mmcurate.pipelines.run import new_run
 from mmcurate.schemas import CaptionSample, Source
 from mmcurate.stages.base import FILTERS, Filter, register
 from mmcurate.stages.dedup import DedupParams
@@ -85,7 +86,7 @@ def expected_fates() -> dict[str, tuple[str, str]]:
 
 def ledger(out: Path) -> dict[str, dict]:
     rows = []
-    for f in sorted((out / "ledger").glob("*.parquet")):
+    for f in sorted((out / "ledger" / "caption").glob("*.parquet")):
         rows.extend(pq.read_table(f).to_pylist())
     return {r["source"]["member"]: r for r in rows}
 
@@ -120,8 +121,8 @@ def test_recipe_under_test_pipeline(tmp_path: Path) -> None:
     units = list_units(inputs, config.read)
     out = tmp_path / "out"
     with TestPipeline() as p:
-        manifest = caption.build(p, units, config, str(out), caption.meta_for(inputs, config, units))
-        counts = manifest | beam.Map(lambda m: (m["counts"], m["accounting_ok"]))
+        manifest = CORPUS.build(p, units, config, new_run(CORPUS, config, inputs, units, str(out)))
+        counts = manifest | beam.Map(lambda m: (m["kinds"]["caption"]["counts"], m["accounting_ok"]))
         want = expected_fates()
         by_status = {s: sum(1 for v in want.values() if v[0] == s) for s in ("kept", "dropped", "quarantined")}
         assert_that(counts, equal_to([({"input": len(want), **by_status}, True)]))
@@ -176,6 +177,7 @@ class ExplodingFilter(Filter):
     """A filter with a bug that only some records trigger: they must be quarantined, not crash the run."""
 
     name = "test_exploding"
+    scores = ("exploding",)
 
     def score(self, record: object) -> tuple[dict[str, float], dict[str, str]]:
         if "soft pattern" in record.caption:  # type: ignore[attr-defined]
@@ -193,7 +195,8 @@ def test_unexpected_errors_go_to_dead_letter(tmp_path: Path) -> None:
         config = CaptionConfig(filters={"test_exploding": {}})
         units = list_units(inputs, config.read)
         with TestPipeline() as p:
-            manifest = caption.build(p, units, config, str(tmp_path / "out"), caption.meta_for(inputs, config, units))
+            run = new_run(CORPUS, config, inputs, units, str(tmp_path / "out"))
+            manifest = CORPUS.build(p, units, config, run)
             assert_that(manifest | beam.Map(lambda m: m["accounting_ok"]), equal_to([True]))
         rows = ledger(tmp_path / "out")
         boom = {k for k, r in rows.items() if r["fate"]["reason"] == "internal_error"}
@@ -212,19 +215,19 @@ def test_cli_accounting_and_manifest(tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert run_cli("caption", "--input", *inputs, "--output", str(out)) == 0
     m = json.loads((out / "manifest.json").read_text())
-    c = m["counts"]
+    c = m["kinds"]["caption"]["counts"]
     assert c["input"] == len(corpus_samples()) == c["kept"] + c["dropped"] + c["quarantined"]
     rows = ledger(out)
     assert {k: (r["fate"]["status"], r["fate"]["reason"]) for k, r in rows.items()} == expected_fates()
     for fate in ("dropped", "quarantined"):
-        table = [r for f in sorted((out / fate).glob("*.parquet")) for r in pq.read_table(f).to_pylist()]
+        table = [r for f in sorted((out / fate / "caption").glob("*.parquet")) for r in pq.read_table(f).to_pylist()]
         assert sorted(r["reason"] for r in table) == sorted(
             r["fate"]["reason"] for r in rows.values() if r["fate"]["status"] == fate
         )
-        assert sum(m["reasons"][fate].values()) == c[fate] == len(table)
+        assert sum(m["kinds"]["caption"]["reasons"][fate].values()) == c[fate] == len(table)
     kept_ids = {r["id"] for r in rows.values() if r["fate"]["status"] == "kept"}
     in_shards = set()
-    for shard in m["shards"]:
+    for shard in m["files"]["shards"]:
         data = (out / shard["path"]).read_bytes()
         assert hashlib.sha256(data).hexdigest() == shard["sha256"] and len(data) == shard["bytes"]
         with tarfile.open(out / shard["path"]) as tf:
@@ -280,7 +283,9 @@ def test_select_rethresholds_from_the_ledger(tmp_path: Path) -> None:
     # min_side is the second filter: every scored image with a side under 260 px now falls to it
     # (file_size passes them all), whatever reason it had before; scores are carried over unchanged.
     small = {
-        k for k, r in first.items() if r["scores"] and min(dict(r["scores"])[d] for d in ("width", "height")) < 260
+        k
+        for k, r in first.items()
+        if r["scores"]["width"] is not None and min(r["scores"]["width"], r["scores"]["height"]) < 260
     }
     assert {k for k, r in second.items() if r["fate"]["reason"] == "too_small"} == small
     assert "s000" in small and "s002" not in small and second["s002"]["fate"]["status"] == "kept"
@@ -289,11 +294,12 @@ def test_select_rethresholds_from_the_ledger(tmp_path: Path) -> None:
     assert m["lineage"]["parent_run"] == str(run1) and m["accounting_ok"]
 
     # Scores come from the ledger, not from recomputation: tamper one and select follows the ledger.
-    part = next(p for p in (run1 / "ledger").glob("*.parquet") if "s001" in str(pq.read_table(p).to_pylist()))
+    parts = sorted((run1 / "ledger" / "caption").glob("*.parquet"))
+    part = next(p for p in parts if "s001" in str(pq.read_table(p).to_pylist()))
     table = pq.read_table(part).to_pylist()
     for r in table:
         if r["source"]["member"] == "s001":
-            r["scores"] = [(k, 0.0 if k == "caption_words" else v) for k, v in r["scores"]]
+            r["scores"] = {k: 0.0 if k == "caption_words" else v for k, v in r["scores"].items()}
     pq.write_table(pq.read_table(part).from_pylist(table, schema=pq.read_schema(part)), part)
     assert run_cli("select", "--run", str(run1), "--output", str(tampered)) == 0
     assert ledger(tampered)["s001"]["fate"]["reason"] == "caption_empty"
@@ -356,5 +362,18 @@ def test_two_workers_keep_every_large_record(tmp_path: Path) -> None:
     mp = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
     assert run_cli("caption", "--input", *inputs, "--output", str(two), *mp) == 0
     m = json.loads((two / "manifest.json").read_text())
-    assert m["counts"]["input"] == 24 == m["counts"]["kept"] + m["counts"]["dropped"] + m["counts"]["quarantined"]
+    c = m["kinds"]["caption"]["counts"]
+    assert c["input"] == 24 == c["kept"] + c["dropped"] + c["quarantined"]
     assert _files(one) == _files(two)
+
+
+def test_hugging_face_datasets_loads_every_table_and_the_shards(tmp_path: Path) -> None:
+    from hf_loaders import assert_loads_everything
+
+    inputs = write_corpus(tmp_path / "in")
+    out = tmp_path / "out"
+    assert run_cli("caption", "--input", *inputs, "--output", str(out)) == 0
+    seen = assert_loads_everything(out, tmp_path / "hf")
+    assert {"ledger/caption", "index", "dropped/caption", "quarantined/caption", "shards"} <= set(seen)
+    assert seen["ledger/caption"] == len(corpus_samples())
+

@@ -20,7 +20,7 @@ from tiny_models import build_tiny_clip
 from webdataset import TarWriter
 
 from mmcurate.cli import main
-from mmcurate.pipelines.config import CaptionConfig
+from mmcurate.pipelines.caption import CaptionConfig
 from mmcurate.pipelines.models import validate_models
 from mmcurate.stages.clip import (
     AestheticParams,
@@ -140,7 +140,7 @@ def write_shard(path: Path, n: int) -> list[str]:
 
 
 def ledger(out: Path) -> dict[str, dict]:
-    rows = [r for f in sorted((out / "ledger").glob("*.parquet")) for r in pq.read_table(f).to_pylist()]
+    rows = [r for f in sorted((out / "ledger" / "caption").glob("*.parquet")) for r in pq.read_table(f).to_pylist()]
     return {r["source"]["member"]: r for r in rows}
 
 

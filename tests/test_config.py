@@ -7,10 +7,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mmcurate.pipelines.config import DEFAULTS_DIR, CaptionConfig, ConfigError, load_config
+from mmcurate.pipelines.caption import CaptionConfig
+from mmcurate.pipelines.config import DEFAULTS_DIR, ConfigError
+from mmcurate.pipelines.config import load_config as _load
 from mmcurate.stages.base import load_filters
 from mmcurate.stages.caption_filters import CaptionLength, Language
 from mmcurate.stages.image_filters import MinSide
+
+
+def load_config(path: object) -> CaptionConfig:
+    return _load(path, CaptionConfig, "caption.yaml")
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -146,8 +152,8 @@ def test_wrong_types_name_the_key_and_the_value(tmp_path: Path, text: str, path:
         ("output: {quality: 0}\n", "output.quality must be within 1..100, got 0"),
         ("output: {quality: 101}\n", "output.quality must be within 1..100, got 101"),
         ("dedup: {max_distance: 17}\n", "dedup.max_distance must be within 0..16, got 17"),
-        ("output: {shard: {max_samples: 0}}\n", "output.shard.max_samples must be >= 1"),
-        ("output: {shard: {max_bytes: 10}}\n", "output.shard.max_bytes >= 1024"),
+        ("output: {shard: {max_samples: 0}}\n", "output.shard.max_samples: Input should be greater than or equal to 1"),
+        ("output: {shard: {max_bytes: 10}}\n", "output.shard.max_bytes: Input should be greater than or equal to 1024"),
     ],
 )
 def test_value_checks_say_what_is_allowed(tmp_path: Path, text: str, expected: str) -> None:

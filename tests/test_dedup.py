@@ -17,19 +17,21 @@ from PIL import Image
 from pydantic import ValidationError
 from skimage import data as skdata
 
-from mmcurate.schemas import CaptionSample, Source
+from mmcurate.schemas import CaptionSample, DedupKey, Source
 from mmcurate.stages.dedup import (
     HASH_BITS,
-    DedupKey,
     DedupParams,
     Duplicate,
     band_keys,
     best_duplicate,
-    dedup_key,
     exact_duplicates,
     near_duplicates,
 )
 from mmcurate.stages.image_decode import DecodeParams, decode, perceptual_hash, pixel_hash
+
+
+def dedup_key(r: CaptionSample):
+    return r.dedup_key()
 
 
 def rec(
@@ -72,13 +74,13 @@ def dedup_run(records: Iterable[CaptionSample], max_distance: int, near: bool = 
     keys = [dedup_key(r) for r in records]
     by_pixels: dict[str, list[DedupKey]] = defaultdict(list)
     for k in keys:
-        by_pixels[k.pixel_hash].append(k)
+        by_pixels[k.exact].append(k)
     found = [d for group in by_pixels.values() for d in exact_duplicates(group)]
     if near:
         bands: dict[tuple[int, int], list[DedupKey]] = defaultdict(list)
         for group in by_pixels.values():
             survivor = min(group)
-            for band in band_keys(survivor.phash, max_distance):
+            for band in band_keys(survivor.near, max_distance):
                 bands[band].append(survivor)
         per_uid: dict[str, list[Duplicate]] = defaultdict(list)
         for group in bands.values():
@@ -103,8 +105,8 @@ def test_dedup_key_rank_and_hash() -> None:
     r = rec(2, 5, width=30, height=20, file_bytes=777, pixel="abc", phash="00000000000000ff")
     k = dedup_key(r)
     assert k.rank == (-600, -777, 2, 5)
-    assert (k.uid, k.id, k.unit, k.pixel_hash, k.phash) == (r.uid, r.id, 2, "abc", 255)
-    assert dedup_key(rec(0, 0, phash="")).phash == 0
+    assert (k.uid, k.id, k.unit, k.exact, k.near) == (r.uid, r.id, 2, "abc", 255)
+    assert dedup_key(rec(0, 0, phash="")).near == 0
 
 
 def test_exact_keeps_most_pixels_then_largest_file_then_earliest() -> None:

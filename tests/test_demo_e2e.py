@@ -19,7 +19,7 @@ import yaml
 from PIL import Image
 
 from mmcurate.cli import main
-from mmcurate.pipelines import demo
+from mmcurate.demo import caption as demo
 from mmcurate.pipelines.run import OutputError
 
 pytestmark = pytest.mark.slow
@@ -47,6 +47,9 @@ def read_rows(root: Path, folder: str) -> list[dict]:
     return [row for path in sorted((root / folder).glob("*.parquet")) for row in pq.read_table(path).to_pylist()]
 
 
+TABLE_DIRS = ("shards", "index", "ledger", "dropped", "quarantined")
+
+
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -61,7 +64,7 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, Path]:
 @pytest.fixture(scope="module")
 def ledger(demo_run: tuple[int, Path]) -> dict[str, dict]:
     """Ledger rows by source member (the file name inside the corpus folder)."""
-    rows = read_rows(demo_run[1] / "output", "ledger")
+    rows = read_rows(demo_run[1] / "output", "ledger/caption")
     by_member = {r["source"]["member"]: r for r in rows}
     assert len(by_member) == len(rows), "two ledger rows for one input file"
     return by_member
@@ -89,7 +92,7 @@ def test_demo_exit_code_and_accounting(demo_run: tuple[int, Path]) -> None:
     rc, work = demo_run
     assert rc == 0
     manifest = json.loads((work / "output" / "manifest.json").read_text())
-    counts = manifest["counts"]
+    counts = manifest["kinds"]["caption"]["counts"]
     n_images = len(corpus_inputs(work / "corpus"))
     assert counts["input"] == n_images == len(demo.EXPECTED)
     assert counts["input"] == counts["kept"] + counts["dropped"] + counts["quarantined"]
@@ -100,7 +103,7 @@ def test_demo_exit_code_and_accounting(demo_run: tuple[int, Path]) -> None:
     }
     for status in ("dropped", "quarantined"):
         want = collections.Counter(r for s, r in demo.EXPECTED.values() if s == status)
-        assert manifest["reasons"][status] == dict(want)
+        assert manifest["kinds"]["caption"]["reasons"][status] == dict(want)
 
 
 def test_every_input_gets_its_expected_fate(demo_run: tuple[int, Path], ledger: dict[str, dict]) -> None:
@@ -144,7 +147,7 @@ def test_duplicates_point_at_the_kept_original(demo_run: tuple[int, Path], ledge
 def test_fate_tables_hold_exactly_their_records(
     demo_run: tuple[int, Path], ledger: dict[str, dict], status: str
 ) -> None:
-    rows = read_rows(demo_run[1] / "output", status)
+    rows = read_rows(demo_run[1] / "output", f"{status}/caption")
     want = {r["id"]: r for r in ledger.values() if r["fate"]["status"] == status}
     assert len(rows) == len(want)
     assert {r["id"] for r in rows} == set(want)
@@ -162,19 +165,20 @@ def test_manifest_files_match_disk(demo_run: tuple[int, Path]) -> None:
     out = demo_run[1] / "output"
     manifest = json.loads((out / "manifest.json").read_text())
     listed = []
-    for shard in manifest["shards"]:
+    for shard in manifest["files"]["shards"]:
         listed += [shard, shard["index"]]
-    for kind in ("ledger", "dropped", "quarantined"):
-        listed += manifest[kind]
+    for kind in ("ledger", "dropped", "quarantined", "outputs"):
+        listed += manifest["files"][kind]
     for info in listed:
         path = out / info["path"]
         assert path.is_file(), info["path"]
         assert path.stat().st_size == info["bytes"], info["path"]
         assert sha256(path) == info["sha256"], info["path"]
-    on_disk = {
-        str(p.relative_to(out)) for d in ("shards", "ledger", "dropped", "quarantined") for p in (out / d).glob("*")
-    }
+    on_disk = {str(p.relative_to(out)) for d in TABLE_DIRS for p in (out / d).rglob("*") if p.is_file()}
     assert on_disk == {info["path"] for info in listed}
+    assert {str(p.relative_to(out)) for p in (out / "shards").iterdir()} == {
+        s["path"] for s in manifest["files"]["shards"]
+    }  # only tars in shards/: load_dataset("webdataset", data_dir=...) reads the folder
 
 
 def test_shards_hold_exactly_the_kept_samples(demo_run: tuple[int, Path], ledger: dict[str, dict]) -> None:
@@ -183,7 +187,7 @@ def test_shards_hold_exactly_the_kept_samples(demo_run: tuple[int, Path], ledger
     kept = {r["id"]: r for r in ledger.values() if r["fate"]["status"] == "kept"}
     max_side = manifest["config"]["output"]["max_side"]
     seen: list[str] = []
-    for shard in manifest["shards"]:
+    for shard in manifest["files"]["shards"]:
         samples = list(wds.WebDataset(str(out / shard["path"]), shardshuffle=False, empty_check=False))
         assert len(samples) == shard["samples"]
         index = pq.read_table(out / shard["index"]["path"]).to_pylist()
@@ -196,8 +200,8 @@ def test_shards_hold_exactly_the_kept_samples(demo_run: tuple[int, Path], ledger
             meta = json.loads(sample["json"])
             assert sample["txt"].decode("utf-8") == rec["caption"] == meta["caption"]
             assert meta["id"] == key
-            assert meta["scores"] == dict(rec["scores"])
-            assert meta["labels"] == dict(rec["labels"])
+            assert meta["scores"] == rec["scores"]  # every declared score is computed for a kept sample
+            assert meta["labels"] == rec["labels"]
             assert meta["source"] == rec["source"]
             with Image.open(io.BytesIO(sample[rec["out_ext"]])) as img:
                 img.load()
@@ -208,7 +212,7 @@ def test_shards_hold_exactly_the_kept_samples(demo_run: tuple[int, Path], ledger
     assert len(seen) == len(set(seen)) == len(kept)
     assert set(seen) == set(kept)
     assert manifest["totals"]["samples"] == len(kept)
-    assert manifest["totals"]["bytes"] == sum(s["bytes"] for s in manifest["shards"])
+    assert manifest["totals"]["bytes"] == sum(s["bytes"] for s in manifest["files"]["shards"])
 
 
 def test_corpus_build_is_deterministic(tmp_path: Path) -> None:
@@ -238,12 +242,11 @@ def test_rerun_into_another_folder_is_byte_identical(tmp_path: Path) -> None:
         args = ["caption", "--input", str(corpus), "--output", str(out), "--config", str(config), "--no-progress"]
         assert main(args) == 0
     manifests = [json.loads((out / "manifest.json").read_text()) for out in outs]
-    for kind in ("shards", "ledger", "dropped", "quarantined"):
-        assert manifests[0][kind] == manifests[1][kind], kind
-    assert manifests[0]["shards"], "the demo run wrote no shards"
-    for folder in ("shards", "ledger", "dropped", "quarantined"):
-        files = sorted(p.name for p in (outs[0] / folder).iterdir())
-        assert files == sorted(p.name for p in (outs[1] / folder).iterdir())
+    assert manifests[0]["files"] == manifests[1]["files"]
+    assert manifests[0]["files"]["shards"], "the demo run wrote no shards"
+    for folder in TABLE_DIRS:
+        files = sorted(str(p.relative_to(outs[0])) for p in (outs[0] / folder).rglob("*") if p.is_file())
+        assert files == sorted(str(p.relative_to(outs[1])) for p in (outs[1] / folder).rglob("*") if p.is_file())
         assert files, folder
         for name in files:
-            assert (outs[0] / folder / name).read_bytes() == (outs[1] / folder / name).read_bytes(), f"{folder}/{name}"
+            assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes(), name

@@ -111,7 +111,7 @@ def run(mode: str, corpus: dict[str, Path], out: Path, cfg: Path) -> dict:
 
 
 def ledger(out: Path) -> dict[str, dict]:
-    rows = [r for f in sorted((out / "ledger").glob("*.parquet")) for r in pq.read_table(f).to_pylist()]
+    rows = [r for f in sorted((out / "ledger" / "question").glob("*.parquet")) for r in pq.read_table(f).to_pylist()]
     return {r["source"]["member"]: r for r in rows}
 
 
@@ -123,11 +123,12 @@ def test_rl_grades_selects_and_writes_verl(corpus: dict[str, Path], tmp_path: Pa
     out = tmp_path / "rl"
     m = run("rl", corpus, out, config(corpus))
     rows = ledger(out)
-    assert m["accounting_ok"] and m["counts"]["input"] == len(rows) == 9
+    assert m["accounting_ok"] and m["kinds"]["question"]["counts"]["input"] == len(rows) == 9
     assert rows["line6"]["fate"]["reason"] == "bad_question"
     assert rows["line7"]["fate"]["reason"] == "missing_image"
     assert rows["line8"]["fate"]["reason"] == "bad_json"
-    assert rows["line9"]["fate"]["reason"] == "duplicate_question"
+    assert rows["line9"]["fate"]["reason"] == "duplicate_exact"  # the same question, answer and image as line1
+    assert rows["line9"]["fate"]["duplicate_of"] == rows["line1"]["id"] == rows["line9"]["id"]
 
     # Pass rates equal what the verifier says of the stored responses; blind ones likewise.
     rollouts = cached_rollouts(corpus)
@@ -168,9 +169,9 @@ def test_rl_grades_selects_and_writes_verl(corpus: dict[str, Path], tmp_path: Pa
     extra = json.loads(row["extra_info"])
     assert extra["tier"] and 0 < extra["pass_rate"] < 1 and extra["domain"] == row["ability"]
     # curriculum table and histogram agree with the ledger
-    counted = sum(n for t in m["curriculum"]["counts"].values() for n in t.values())
+    counted = sum(n for t in m["extras"]["curriculum"]["counts"].values() for n in t.values())
     assert counted == len(kept)
-    assert sum(m["pass_rate_histogram"]["counts"]) == sum(1 for v in rates.values() if v is not None)
+    assert sum(m["extras"]["pass_rate_histogram"]["counts"]) == sum(1 for v in rates.values() if v is not None)
 
 
 def test_cache_means_no_regeneration_and_sft_output(corpus: dict[str, Path], tmp_path: Path) -> None:
@@ -179,8 +180,8 @@ def test_cache_means_no_regeneration_and_sft_output(corpus: dict[str, Path], tmp
     before = cached_rollouts(corpus)
     m = run("sft", corpus, tmp_path / "sft", cfg)  # same model, prompts and sampling: all cached
     metrics = json.loads((tmp_path / "sft" / "metrics.json").read_text())["counters"]
-    assert metrics.get("mmcurate/rollouts_to_generate", 0) == 0
-    assert metrics["mmcurate/rollouts_cached"] == len(before)
+    assert metrics.get("mmcurate/rollout.to_generate", 0) == 0
+    assert metrics["mmcurate/rollout.cached"] == len(before)
     assert cached_rollouts(corpus) == before
     rows = ledger(tmp_path / "sft")
     rates = {k: dict(r["scores"]).get("pass_rate") for k, r in rows.items()}
@@ -188,7 +189,7 @@ def test_cache_means_no_regeneration_and_sft_output(corpus: dict[str, Path], tmp
         if r["fate"]["status"] == "kept":
             assert 0 < rates[k] < 1
     data = json.loads((tmp_path / "sft" / "sft" / "part-00000.json").read_text())
-    assert len(data) == m["counts"]["kept"] > 0
+    assert len(data) == m["kinds"]["question"]["counts"]["kept"] > 0
     for item in data:
         user, assistant = item["messages"]
         assert user["role"] == "user" and user["content"].startswith("<image>") and assistant["role"] == "assistant"
@@ -205,7 +206,7 @@ def test_cache_means_no_regeneration_and_sft_output(corpus: dict[str, Path], tmp
     cfg2.write_text(yaml.safe_dump(text))
     run("rl", corpus, tmp_path / "seed1", cfg2)
     metrics = json.loads((tmp_path / "seed1" / "metrics.json").read_text())["counters"]
-    assert metrics["mmcurate/rollouts_to_generate"] == len(before)
+    assert metrics["mmcurate/rollout.to_generate"] == len(before)
 
 
 def test_openai_backend_gives_the_same_pass_rates(corpus: dict[str, Path], tmp_path: Path) -> None:
@@ -266,4 +267,134 @@ def test_answer_written_in_the_image_is_a_leak(corpus: dict[str, Path], tmp_path
     assert main(["rl", "--input", str(data), "--output", str(out), "--config", str(path), "--no-progress"]) == 0
     labels = {r["answer"]: dict(r["labels"]) for r in ledger(out).values()}
     assert labels["zebra"].get("answer_leak") == "image_text"
-    assert "answer_leak" not in labels["purple"]
+    assert labels["purple"]["answer_leak"] is None  # a declared label, not set for this question
+
+
+def test_hugging_face_datasets_loads_every_table(corpus: dict[str, Path], tmp_path: Path) -> None:
+    from hf_loaders import assert_loads_everything
+
+    out = tmp_path / "rl"
+    m = run("rl", corpus, out, config(corpus))
+    seen = assert_loads_everything(out, tmp_path / "hf")
+    assert seen["ledger/question"] == m["kinds"]["question"]["counts"]["input"] == 9
+    assert seen["rl"] == m["kinds"]["question"]["counts"]["kept"] and "quarantined/question" in seen
+
+
+def test_recipe_under_test_pipeline(corpus: dict[str, Path], tmp_path: Path) -> None:
+    """The RL recipe in a TestPipeline (rollouts from the cache the other tests filled, or generated)."""
+    import apache_beam as beam
+    from apache_beam.testing.test_pipeline import TestPipeline
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from mmcurate.pipelines.passrate import RL
+    from mmcurate.pipelines.run import new_run
+
+    cfg = RL.load_config(str(config(corpus)))
+    units = RL.list_units([str(corpus["data"])], cfg)
+    out = tmp_path / "rl"
+    with TestPipeline() as p:
+        manifest = RL.build(p, units, cfg, new_run(RL, cfg, [str(corpus["data"])], units, str(out)))
+        got = manifest | beam.Map(lambda m: (m["kinds"]["question"]["counts"]["input"], m["accounting_ok"]))
+        assert_that(got, equal_to([(9, True)]))
+    rows = ledger(out)
+    assert len(rows) == 9 and rows["line8"]["fate"]["reason"] == "bad_json"
+    kept = [r for r in rows.values() if r["fate"]["status"] == "kept"]
+    assert len(pq.read_table(out / "rl" / "part-00000.parquet")) == len(kept)
+
+
+def test_select_rethresholds_a_passrate_run_from_its_ledger(corpus: dict[str, Path], tmp_path: Path) -> None:
+    """New RL tiers and leak policy, decided from the ledger's grades: not one rollout is generated."""
+    from mmcurate.schemas import Question
+    from mmcurate.stages.passrate_select import RlParams, decide_rl
+
+    parent = tmp_path / "rl"
+    run("rl", corpus, parent, config(corpus))
+    new = {"tiers": {"hard": [0.0, 0.5], "easy": [0.5, 1.0]}, "drop_answer_leak": False}
+    cfg = config(corpus, select={"rl": new})
+    out = tmp_path / "sel"
+    assert main(["select", "--run", str(parent), "--output", str(out), "--config", str(cfg), "--no-progress"]) == 0
+    m = json.loads((out / "manifest.json").read_text())
+    counters = json.loads((out / "metrics.json").read_text())["counters"]
+    assert m["accounting_ok"] and "mmcurate/rollout.to_generate" not in counters
+    before, after = ledger(parent), ledger(out)
+    assert set(before) == set(after)
+    for member, row in after.items():
+        old = before[member]
+        assert row["scores"] == old["scores"]
+        if old["scores"]["k"] is None:  # never graded (quarantined, duplicate): as it was
+            assert row["fate"] == old["fate"], member
+            continue
+        q = Question.from_row({**old, "fate": {"status": "pending", "reason": "", "error": "", "duplicate_of": ""}})
+        q.labels.pop("tier", None)
+        reason = decide_rl(q, RlParams(**new))
+        assert (row["fate"]["status"], row["fate"]["reason"]) == (("dropped", reason) if reason else ("kept", ""))
+        if not reason:
+            assert row["labels"]["tier"] == q.labels["tier"]
+    assert sum(r["fate"]["status"] == "kept" for r in after.values()) == m["kinds"]["question"]["counts"]["kept"]
+    assert set(m["extras"]["curriculum"]["tiers"]) == {"hard", "easy"}
+
+
+def test_select_on_an_sft_run_takes_responses_from_the_cache(corpus: dict[str, Path], tmp_path: Path) -> None:
+    parent = tmp_path / "sft"
+    run("sft", corpus, parent, config(corpus))
+    cfg = config(corpus, select={"sft": {"too_easy": 1.0, "hopeless": 0.0, "drop_answer_leak": False}})
+    out = tmp_path / "sel"
+    assert main(["select", "--run", str(parent), "--output", str(out), "--config", str(cfg), "--no-progress"]) == 0
+    rows = ledger(out)
+    data = json.loads((out / "sft" / "part-00000.json").read_text())
+    kept = [r for r in rows.values() if r["fate"]["status"] == "kept"]
+    assert len(data) == len(kept) > 0
+    for item in data:
+        user, assistant = item["messages"]
+        q = next(r for r in kept if user["content"].count(r["question"]))
+        assert verify(assistant["content"], q["answer"], q["answer_type"]).correct  # a verified rollout
+    assert (out / "dataset_info.json").is_file()
+
+
+def test_no_secret_reaches_any_file_or_output_of_a_run(
+    corpus: dict[str, Path], tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Credentials in the endpoint URL, a key in extra_body and a key in the environment: none of them
+    is in any file the run writes (manifest, ledgers, tables, metrics, cache) nor in its output, even
+    where an error names the endpoint (one question's rollout fails for good and is quarantined)."""
+    from oai_server import OpenAIServer
+
+    secrets = {"url": "urlsecretAAA111", "body": "bodysecretBBB222", "env": "envsecretCCC333"}
+    monkeypatch.setenv("MMCURATE_TEST_KEY", secrets["env"])
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    with OpenAIServer(corpus["model"], name="tiny") as srv:
+        cfg = {
+            "rollout": {
+                "backend": "openai",
+                "openai": {
+                    "base_url": srv.base_url.replace("http://", f"http://mmuser:{secrets['url']}@"),
+                    "model": "tiny",
+                    "api_key_env": "MMCURATE_TEST_KEY",
+                    "extra_body": {"api_key": secrets["body"]},
+                    "batch_size": 1,
+                    "retries": 0,
+                },
+                "sampling": SAMPLING,
+                "prompt": {"image_placeholder": PLACEHOLDER},
+                "cache": str(cache),
+            }
+        }
+        path = tmp_path / "secret.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        srv.fail_next = [400, 400]  # a task's batch fails, then the task alone fails again
+        m = run("rl", corpus, out, path)
+        assert any(r.get("api_key") == secrets["body"] for r in srv.requests)  # the endpoint did get it
+    written = [p for root in (out, cache) for p in root.rglob("*") if p.is_file()]
+    kinds = {str(p.relative_to(out)).split("/")[0] if out in p.parents else "cache" for p in written}
+    assert {"manifest.json", "units.json", "metrics.json", "summaries", "ledger", "quarantined", "rl"} <= kinds
+    assert "cache" in kinds
+    for p in written:
+        data = p.read_bytes()
+        assert not [k for k, v in secrets.items() if v.encode() in data], p
+    captured = capfd.readouterr()
+    assert not [k for k, v in secrets.items() if v in captured.out + captured.err]
+    assert m["kinds"]["question"]["reasons"]["quarantined"].get("model_error") == 1
+    (failed,) = [r for r in ledger(out).values() if r["fate"]["reason"] == "model_error"]
+    assert "mmuser:<redacted>@127.0.0.1" in failed["fate"]["error"] and "HTTP 400" in failed["fate"]["error"]
+    assert m["config"]["rollout"]["openai"]["extra_body"]["api_key"] == "<redacted>"
+

@@ -36,11 +36,11 @@ def run(tmp_path: Path, inputs: list[Path], config: str) -> tuple[dict, dict[str
     assert main(args) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     rows = {}
-    for f in sorted((out / "ledger").glob("*.parquet")):
+    for f in sorted((out / "ledger" / "caption").glob("*.parquet")):
         for r in pq.read_table(f).to_pylist():
             rows[r["source"]["uri"].rsplit("/", 1)[-1] + "#" + r["source"]["member"]] = r
     assert manifest["accounting_ok"]
-    c = manifest["counts"]
+    c = manifest["kinds"]["caption"]["counts"]
     assert c["input"] == len(rows) == c["kept"] + c["dropped"] + c["quarantined"]
     return manifest, rows
 
@@ -102,4 +102,4 @@ def test_webdataset_shards_accounted(tmp_path: Path) -> None:
     )
     nemo = [r for k, r in rows.items() if k.startswith("image_data_00000_old.tar#")]
     assert len(nemo) == 1 and nemo[0]["fate"]["status"] == "kept" and nemo[0]["caption"]
-    assert manifest["totals"]["samples"] == manifest["counts"]["kept"] >= 1
+    assert manifest["totals"]["samples"] == manifest["kinds"]["caption"]["counts"]["kept"] >= 1

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mmcurate.pipelines.demo_video import CAMERA, Segment, make_video
+from mmcurate.demo.video import CAMERA, Segment, make_video
 from mmcurate.stages.video_analysis import AnalysisParams, analyse
 from mmcurate.stages.video_clips import ClipParams, plan_clips
 from mmcurate.stages.video_probe import VideoBroken, display_size, probe, rotation_cw

@@ -12,7 +12,7 @@ from pathlib import Path
 import fsspec
 import pytest
 
-from mmcurate.pipelines.demo_video import Segment, make_video
+from mmcurate.demo.video import Segment, make_video
 from mmcurate.schemas import Status
 from mmcurate.stages.video_io import VideoReadParams, list_video_units, read_video_unit
 
@@ -58,7 +58,7 @@ def test_file_names_that_are_not_utf8_are_read_and_written(tmp_path: Path, clip_
     cfg.write_text("clips: {min_duration: 0.5}\nfilters: {clip_size: {min_side: 64}}\n")
     assert main(["video", "--input", str(corpus), "--output", str(out), "--no-progress", "--config", str(cfg)]) == 0
     m = json.loads((out / "manifest.json").read_text())
-    assert m["counts"]["kept"] == 1 and m["accounting_ok"]
+    assert m["kinds"]["video"]["counts"]["kept"] == 1 and m["accounting_ok"]
 
 
 def test_truncated_shard_error_is_stable_and_accounted(tmp_path: Path, clip_bytes: bytes) -> None:

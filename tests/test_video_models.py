@@ -17,7 +17,7 @@ import yaml
 from tiny_models import build_tiny_clip
 
 from mmcurate.cli import main
-from mmcurate.pipelines.demo_video import Segment, make_video
+from mmcurate.demo.video import Segment, make_video
 from mmcurate.stages.clip import ClipModelHandler, ClipParams
 from mmcurate.stages.video_clips import sample_frames
 
@@ -45,11 +45,11 @@ def test_clip_and_aesthetic_scores_average_the_sampled_frames(tmp_path: Path) ->
     out = tmp_path / "out"
     assert main(["video", "--input", str(corpus), "--output", str(out), "--config", str(cfg), "--no-progress"]) == 0
     m = json.loads((out / "manifest.json").read_text())
-    assert m["accounting_ok"] and m["clips"]["counts"]["kept"] == 3
-    rows = [r for f in sorted(out.glob("ledger/clips/*.parquet")) for r in pq.read_table(f).to_pylist()]
+    assert m["accounting_ok"] and m["kinds"]["clip"]["counts"]["kept"] == 3
+    rows = [r for f in sorted(out.glob("ledger/clip/*.parquet")) for r in pq.read_table(f).to_pylist()]
     handler = ClipModelHandler(ClipParams(**clip), text=True, aesthetic_weights=tiny["head"])
     model = handler.load_model()
-    for shard in m["shards"]:
+    for shard in m["files"]["shards"]:
         with tarfile.open(out / shard["path"]) as tar:
             for member in (n for n in tar.getnames() if n.endswith(".mp4")):
                 key = member[: -len(".mp4")]

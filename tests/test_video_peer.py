@@ -301,13 +301,13 @@ def test_video2dataset_shard_through_pipeline(peer_data: Path, tmp_path: Path) -
 
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["accounting_ok"] is True
-    c = manifest["counts"]
+    c = manifest["kinds"]["video"]["counts"]
     assert c["input"] == 7  # 6 from the shard + the corrupted file
     assert c["input"] == c["kept"] + c["dropped"] + c["quarantined"]
     assert c["quarantined"] == 4
-    assert manifest["reasons"]["quarantined"] == {"not_a_video": 3, "decode_error": 1}
+    assert manifest["kinds"]["video"]["reasons"]["quarantined"] == {"not_a_video": 3, "decode_error": 1}
 
-    ledger = [r for f in sorted((out / "ledger" / "videos").glob("*.parquet")) for r in pq.read_table(f).to_pylist()]
+    ledger = [r for f in sorted((out / "ledger" / "video").glob("*.parquet")) for r in pq.read_table(f).to_pylist()]
     from_tar = {r["source"]["member"]: r for r in ledger if r["source"]["uri"] == str(tar)}
     assert len(from_tar) == 6  # counts input 6 for the shard
     assert len(ledger) == 7
@@ -315,14 +315,14 @@ def test_video2dataset_shard_through_pipeline(peer_data: Path, tmp_path: Path) -
         assert from_tar[name]["fate"]["status"] in ("kept", "dropped"), from_tar[name]["fate"]
 
     quarantined = [
-        r for f in sorted((out / "quarantined" / "videos").glob("*.parquet")) for r in pq.read_table(f).to_pylist()
+        r for f in sorted((out / "quarantined" / "video").glob("*.parquet")) for r in pq.read_table(f).to_pylist()
     ]
     reasons = {r["source"].rsplit("#", 1)[1]: r["reason"] for r in quarantined}
     assert reasons == {**dict.fromkeys(stills, "not_a_video"), "corrupted.mp4": "decode_error"}
     corrupted = next(r for r in quarantined if r["source"].endswith("#corrupted.mp4"))
     assert corrupted["source"].startswith(str(folder))
 
-    clips = manifest["clips"]["counts"]
+    clips = manifest["kinds"]["clip"]["counts"]
     assert clips["input"] == sum(r["clips"] for r in ledger)
     assert clips["input"] == clips["kept"] + clips["dropped"] + clips["quarantined"]
     assert clips["kept"] >= 1

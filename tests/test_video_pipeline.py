@@ -6,15 +6,17 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import tarfile
 from pathlib import Path
 
+import av
 import pyarrow.parquet as pq
 import pytest
 import yaml
 
 from mmcurate.cli import main
-from mmcurate.pipelines import demo_video
+from mmcurate.demo import video as demo_video
 
 pytestmark = pytest.mark.slow
 
@@ -36,13 +38,13 @@ def _table(out: Path, part: str) -> list[dict]:
 
 def test_every_video_and_clip_is_accounted_for(run: Path) -> None:
     m = json.loads((run / "manifest.json").read_text())
-    assert m["kind"] == "video" and m["accounting_ok"]
-    assert m["counts"] == {"input": 5, "kept": 3, "dropped": 1, "quarantined": 1}
-    assert m["reasons"]["dropped"] == {"no_clip_long_enough": 1}
-    assert list(m["reasons"]["quarantined"]) == ["undecodable"]
-    clips = m["clips"]["counts"]
+    assert m["corpus"] == "video" and m["accounting_ok"]
+    assert m["kinds"]["video"]["counts"] == {"input": 5, "kept": 3, "dropped": 1, "quarantined": 1}
+    assert m["kinds"]["video"]["reasons"]["dropped"] == {"no_clip_long_enough": 1}
+    assert list(m["kinds"]["video"]["reasons"]["quarantined"]) == ["undecodable"]
+    clips = m["kinds"]["clip"]["counts"]
     assert clips["input"] == clips["kept"] + clips["dropped"] + clips["quarantined"]
-    videos = {Path(r["source"]["uri"]).name: r for r in _table(run, "ledger/videos")}
+    videos = {Path(r["source"]["uri"]).name: r for r in _table(run, "ledger/video")}
     assert sum(v["clips"] for v in videos.values()) == clips["input"]
     assert videos["cuts.mp4"]["cuts"] == [90, 165]
     assert videos["camera.mp4"]["cuts"] == [75, 150, 225]
@@ -50,13 +52,49 @@ def test_every_video_and_clip_is_accounted_for(run: Path) -> None:
     assert videos["not-a-video.mp4"]["fate"]["status"] == "quarantined"
     assert videos["not-a-video.mp4"]["fate"]["error"]  # the decoder's message is kept
     # the quarantine and drop tables name each one
-    assert {Path(r["source"]).name for r in _table(run, "quarantined/videos")} == {"not-a-video.mp4#not-a-video.mp4"}
+    assert {Path(r["source"]).name for r in _table(run, "quarantined/video")} == {"not-a-video.mp4#not-a-video.mp4"}
     assert m["totals"]["samples"] == clips["kept"] > 0
     assert not (run / "_spool").exists()  # clip files waited there between extraction and shards
 
 
+def test_recipe_under_test_pipeline(tmp_path: Path) -> None:
+    """The video recipe in a TestPipeline: the manifest PCollection carries both identities."""
+    import apache_beam as beam
+    from apache_beam.testing.test_pipeline import TestPipeline
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from mmcurate.pipelines.run import new_run
+    from mmcurate.pipelines.video import CORPUS
+
+    corpus = tmp_path / "in"
+    corpus.mkdir()
+    demo_video.make_video(corpus / "pan.mp4", [demo_video.Segment("pan_left", 75)], size=(320, 240))
+    demo_video.make_video(corpus / "short.mp4", [demo_video.Segment("testsrc2", 30)], size=(320, 240))
+    (corpus / "broken.mp4").write_bytes(b"not a video")
+    config = CORPUS.config_class(filters={"motion": {"min": 0.25}}, limits={"isolate": False})
+    units = CORPUS.list_units([str(corpus)], config)
+    out = tmp_path / "out"
+    with TestPipeline() as p:
+        manifest = CORPUS.build(p, units, config, new_run(CORPUS, config, [str(corpus)], units, str(out)))
+        got = manifest | beam.Map(lambda m: (m["kinds"]["video"]["counts"], m["kinds"]["clip"]["counts"]))
+        want_videos = {"input": 3, "kept": 1, "dropped": 1, "quarantined": 1}
+        assert_that(got, equal_to([(want_videos, {"input": 2, "kept": 1, "dropped": 1, "quarantined": 0})]))
+    fates = {Path(v["source"]["uri"]).name: v["fate"]["reason"] for v in _table(out, "ledger/video")}
+    assert fates == {"pan.mp4": "", "short.mp4": "no_clip_long_enough", "broken.mp4": "undecodable"}
+
+
+def test_hugging_face_datasets_loads_every_table_and_the_shards(run: Path, tmp_path: Path) -> None:
+    from hf_loaders import assert_loads_everything
+
+    seen = assert_loads_everything(run, tmp_path / "hf")
+    m = json.loads((run / "manifest.json").read_text())
+    assert seen["ledger/video"] == m["kinds"]["video"]["counts"]["input"]
+    assert seen["ledger/clip"] == m["kinds"]["clip"]["counts"]["input"]
+    assert {"index", "dropped/clip", "dropped/video", "quarantined/video", "shards"} <= set(seen)
+
+
 def test_camera_motion_guesses_and_motion_filter(run: Path) -> None:
-    clips = [c for c in _table(run, "ledger/clips") if Path(c["source"]["uri"]).name == "camera.mp4"]
+    clips = [c for c in _table(run, "ledger/clip") if Path(c["source"]["uri"]).name == "camera.mp4"]
     clips.sort(key=lambda c: c["clip_index"])
     labels = [dict(c["labels"])["camera_motion"] for c in clips]
     assert labels == ["pan_left", "tilt_down", "zoom_in", "static"]
@@ -68,7 +106,7 @@ def test_camera_motion_guesses_and_motion_filter(run: Path) -> None:
 
 def test_text_ratio_only_where_text_is(run: Path) -> None:
     clips = sorted(
-        (c for c in _table(run, "ledger/clips") if Path(c["source"]["uri"]).name == "title.mp4"),
+        (c for c in _table(run, "ledger/clip") if Path(c["source"]["uri"]).name == "title.mp4"),
         key=lambda c: c["clip_index"],
     )
     titled, plain = (dict(c["scores"]) for c in clips)
@@ -79,13 +117,12 @@ def test_text_ratio_only_where_text_is(run: Path) -> None:
 
 
 def test_shards_hold_mp4_json_txt_and_the_queue_points_into_them(run: Path) -> None:
-    import av
 
     m = json.loads((run / "manifest.json").read_text())
     queue = [json.loads(line) for f in sorted((run / "annotation").glob("*.jsonl")) for line in f.open()]
-    assert len(queue) == m["clips"]["counts"]["kept"]
+    assert len(queue) == m["kinds"]["clip"]["counts"]["kept"]
     seen = 0
-    for shard in m["shards"]:
+    for shard in m["files"]["shards"]:
         with tarfile.open(run / shard["path"]) as tar:
             names = tar.getnames()
             keys = sorted({n.rsplit(".", 1)[0] for n in names})
@@ -106,7 +143,7 @@ def test_shards_hold_mp4_json_txt_and_the_queue_points_into_them(run: Path) -> N
                 seen += 1
         index = pq.read_table(run / shard["index"]["path"]).to_pylist()
         assert sorted(r["key"] for r in index) == keys
-    assert seen == m["clips"]["counts"]["kept"]
+    assert seen == m["kinds"]["clip"]["counts"]["kept"]
 
 
 def test_a_hanging_read_is_killed_and_quarantined(tmp_path: Path) -> None:
@@ -120,9 +157,9 @@ def test_a_hanging_read_is_killed_and_quarantined(tmp_path: Path) -> None:
     assert main(["video", "--input", str(corpus), "--output", str(tmp_path / "out"), "--no-progress", "--config",
                  str(cfg)]) == 0  # fmt: skip
     m = json.loads((tmp_path / "out" / "manifest.json").read_text())
-    assert m["counts"] == {"input": 2, "kept": 1, "dropped": 0, "quarantined": 1}
-    assert m["reasons"]["quarantined"] == {"decode_timeout": 1}
-    (row,) = _table(tmp_path / "out", "quarantined/videos")
+    assert m["kinds"]["video"]["counts"] == {"input": 2, "kept": 1, "dropped": 0, "quarantined": 1}
+    assert m["kinds"]["video"]["reasons"]["quarantined"] == {"decode_timeout": 1}
+    (row,) = _table(tmp_path / "out", "quarantined/video")
     assert row["source"].endswith("stuck.mp4") and "killed" in row["error"]
 
 
@@ -139,9 +176,125 @@ def test_bad_config_fails_before_reading(tmp_path: Path, capsys: pytest.CaptureF
     assert "scenes.detector" in capsys.readouterr().err
 
 
-def test_select_refuses_a_video_run(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    assert main(["select", "--run", str(run), "--output", str(tmp_path / "sel")]) == 2
-    assert "is a video run" in capsys.readouterr().err
+def _clip_bytes(out: Path) -> dict[str, bytes]:
+    """Clip id -> the mp4 member of the run's shards."""
+    got = {}
+    for tar_path in sorted((out / "shards").glob("*.tar")):
+        with tarfile.open(tar_path) as tar:
+            for member in tar.getmembers():
+                if member.name.endswith(".mp4"):
+                    got[member.name[: -len(".mp4")]] = tar.extractfile(member).read()
+    return got
+
+
+def test_select_rethresholds_a_video_run_from_its_ledgers(run: Path, tmp_path: Path) -> None:
+    """A stricter motion bound, decided from the ledger's scores alone: the clips under it are dropped,
+    videos left without a clip are dropped, the survivors' files come from the parent's shards."""
+    parent = {c["id"]: c for c in _table(run, "ledger/clip")}
+    kept = sorted(c["scores"]["motion"] for c in parent.values() if c["fate"]["status"] == "kept")
+    bound = (kept[len(kept) // 2 - 1] + kept[len(kept) // 2]) / 2  # between two kept clips
+    defaults = yaml.safe_load((run / "manifest.json").read_text())["config"]["filters"]
+    cfg = tmp_path / "strict.yaml"
+    cfg.write_text(yaml.safe_dump({"filters": {**defaults, "motion": {"min": bound}}}))
+    out = tmp_path / "strict"
+    assert main(["select", "--run", str(run), "--output", str(out), "--config", str(cfg), "--no-progress"]) == 0
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["accounting_ok"] and m["lineage"]["parent_run"] == str(run) and m["lineage"]["step"] == "select"
+    clips = {c["id"]: c for c in _table(out, "ledger/clip")}
+    assert set(clips) == set(parent)
+    for cid, c in clips.items():
+        assert c["scores"] == parent[cid]["scores"]  # carried over, never recomputed
+        before = parent[cid]["fate"]
+        if before["status"] == "kept" and c["scores"]["motion"] < bound:
+            assert (c["fate"]["status"], c["fate"]["reason"]) == ("dropped", "low_motion")
+        else:
+            assert c["fate"] == before, cid
+    now_kept = {cid for cid, c in clips.items() if c["fate"]["status"] == "kept"}
+    assert 0 < len(now_kept) < sum(c["fate"]["status"] == "kept" for c in parent.values())
+    parent_files, files = _clip_bytes(run), _clip_bytes(out)
+    assert set(files) == now_kept and all(files[k] == parent_files[k] for k in files)
+    videos = {v["id"]: v for v in _table(out, "ledger/video")}
+    for vid, v in videos.items():
+        mine = [c for c in clips.values() if c["video_id"] == vid]
+        if v["fate"]["status"] == "kept":
+            assert any(c["fate"]["status"] == "kept" for c in mine)
+        elif v["fate"]["reason"] == "all_clips_dropped":
+            assert mine and not any(c["fate"]["status"] == "kept" for c in mine)
+    assert m["kinds"]["clip"]["counts"]["kept"] == len(now_kept) == m["totals"]["samples"]
+    queue = [json.loads(line) for f in sorted((out / "annotation").glob("*.jsonl")) for line in f.open()]
+    assert {q["clip_id"] for q in queue} == now_kept
+
+
+def test_select_cannot_keep_a_dropped_clip_whose_file_was_not_kept(run: Path, tmp_path: Path) -> None:
+    cfg = tmp_path / "loose.yaml"
+    cfg.write_text(yaml.safe_dump({"filters": {"motion": {"min": 0.0}}}))
+    out = tmp_path / "loose"
+    assert main(["select", "--run", str(run), "--output", str(out), "--config", str(cfg), "--no-progress"]) == 0
+    clips = {c["id"]: c for c in _table(out, "ledger/clip")}
+    parent = {c["id"]: c for c in _table(run, "ledger/clip")}
+    revived = [cid for cid, c in parent.items() if c["fate"]["reason"] in ("low_motion", "text_heavy")]
+    assert revived
+    for cid in revived:
+        assert clips[cid]["fate"]["reason"] == "media_not_kept"
+
+
+def test_select_keeps_dropped_clips_when_the_parent_kept_their_files(tmp_path: Path) -> None:
+    corpus = tmp_path / "in"
+    corpus.mkdir()
+    segments = [demo_video.Segment("pan_left", 75), demo_video.Segment("static", 75, seed=1)]
+    demo_video.make_video(corpus / "a.mp4", segments, size=(320, 240))
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump({"filters": {"motion": {"min": 0.25}}, "output": {"keep_dropped_media": True}}))
+    out = tmp_path / "out"
+    assert main(["video", "--input", str(corpus), "--output", str(out), "--no-progress", "--config", str(cfg)]) == 0
+    (static,) = [c for c in _table(out, "ledger/clip") if c["fate"]["reason"] == "low_motion"]
+    assert (out / "dropped_media").is_dir()
+    loose = tmp_path / "loose.yaml"
+    loose.write_text(yaml.safe_dump({"filters": {"motion": {"min": 0.0}}}))
+    sel = tmp_path / "sel"
+    assert main(["select", "--run", str(out), "--output", str(sel), "--config", str(loose), "--no-progress"]) == 0
+    clips = {c["id"]: c for c in _table(sel, "ledger/clip")}
+    assert clips[static["id"]]["fate"]["status"] == "kept"
+    data = _clip_bytes(sel)[static["id"]]
+    with av.open(io.BytesIO(data)) as c:
+        assert sum(1 for _ in c.decode(video=0)) == static["end_frame"] - static["start_frame"]
+
+
+def test_select_applies_a_threshold_on_an_overlay_column(run: Path, tmp_path: Path) -> None:
+    """Human labels arrive as an overlay (joined by clip id, the ledger untouched); a `where` rule on
+    its column drops what people rejected, and clips without a label keep their fate."""
+    kept = sorted(c["id"] for c in _table(run, "ledger/clip") if c["fate"]["status"] == "kept")
+    labels = tmp_path / "labels.jsonl"
+    labels.write_text(json.dumps({"id": kept[0], "ok": False}) + "\n" + json.dumps({"id": kept[1], "ok": True}) + "\n")
+    parent = tmp_path / "parent"
+    shutil.copytree(run, parent)
+    before = {p: p.read_bytes() for p in sorted((parent / "ledger").rglob("*.parquet"))}
+    assert main(["overlay", "--run", str(parent), "--name", "human", "--kind", "clip", "--table", str(labels)]) == 0
+    assert {p: p.read_bytes() for p in sorted((parent / "ledger").rglob("*.parquet"))} == before
+    rule = {"column": "overlays.human.ok", "equals": True, "reason": "human_rejected"}
+    cfg = tmp_path / "where.yaml"
+    defaults = yaml.safe_load((run / "manifest.json").read_text())["config"]["filters"]
+    cfg.write_text(yaml.safe_dump({"filters": defaults, "where": [rule]}))
+    out = tmp_path / "sel"
+    assert main(["select", "--run", str(parent), "--output", str(out), "--config", str(cfg), "--no-progress"]) == 0
+    clips = {c["id"]: c for c in _table(out, "ledger/clip")}
+    assert (clips[kept[0]]["fate"]["status"], clips[kept[0]]["fate"]["reason"]) == ("dropped", "human_rejected")
+    assert "overlays.human.ok = False" in clips[kept[0]]["fate"]["error"]
+    assert all(clips[k]["fate"]["status"] == "kept" for k in kept[1:])
+    assert (out / "overlays" / "human" / "clip").is_dir()  # the select run keeps its parent's overlays
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["kinds"]["clip"]["reasons"]["dropped"].get("human_rejected") == 1
+
+
+def test_a_where_rule_on_a_missing_overlay_fails_before_the_run(run: Path, tmp_path: Path, capsys) -> None:
+    cfg = tmp_path / "where.yaml"
+    cfg.write_text(yaml.safe_dump({"where": [{"column": "overlays.nope.ok", "equals": True}]}))
+    out = tmp_path / "sel"
+    assert main(["select", "--run", str(run), "--output", str(out), "--config", str(cfg)]) == 2
+    assert "where[0] (overlays.nope.ok): no overlay 'nope'" in capsys.readouterr().err and not out.exists()
+    cfg.write_text(yaml.safe_dump({"where": [{"column": "scores.nope", "min": 1}]}))
+    assert main(["select", "--run", str(run), "--output", str(out), "--config", str(cfg)]) == 2
+    assert "clip records carry no score 'nope'" in capsys.readouterr().err
 
 
 def test_an_unexpected_failure_quarantines_the_video_without_half_its_clips(tmp_path: Path) -> None:
@@ -181,12 +334,15 @@ def test_repeated_videos_are_dropped_as_duplicates_and_failed_clips_quarantine_t
     out = tmp_path / "out"
     assert main(["video", "--input", str(corpus), "--output", str(out), "--no-progress", "--config", str(cfg)]) == 0
     m = json.loads((out / "manifest.json").read_text())
-    assert m["counts"] == {"input": 2, "kept": 1, "dropped": 1, "quarantined": 0}
-    assert m["reasons"]["dropped"] == {"duplicate": 1}
-    assert m["clips"]["reasons"]["dropped"] == {"duplicate_video": 1} and m["clips"]["counts"]["kept"] == 1
-    (dup,) = _table(out, "dropped/videos")
-    assert dup["source"].endswith("b-copy.mp4") and dup["duplicate_of"].endswith("a.mp4")
-    keys = [s["__key__"] for s in wds.WebDataset(str(out / m["shards"][0]["path"]), shardshuffle=False)]
+    videos, clips = m["kinds"]["video"], m["kinds"]["clip"]
+    assert videos["counts"] == {"input": 2, "kept": 1, "dropped": 1, "quarantined": 0}
+    assert videos["reasons"]["dropped"] == {"duplicate_exact": 1}
+    assert clips["reasons"]["dropped"] == {"duplicate_video": 1} and clips["counts"]["kept"] == 1
+    (dup,) = _table(out, "dropped/video")
+    (original,) = [v for v in _table(out, "ledger/video") if v["fate"]["status"] == "kept"]
+    assert dup["source"].endswith("b-copy.mp4") and original["source"]["uri"].endswith("a.mp4")
+    assert dup["duplicate_of"] == original["id"] == dup["id"]  # the same bytes: the same content id
+    keys = [s["__key__"] for s in wds.WebDataset(str(out / m["files"]["shards"][0]["path"]), shardshuffle=False)]
     assert len(keys) == len(set(keys)) == 1  # a shard webdataset can read: no repeated keys
 
     # every clip's ffmpeg run times out: the video is quarantined (clips_failed), not dropped
@@ -195,7 +351,8 @@ def test_repeated_videos_are_dropped_as_duplicates_and_failed_clips_quarantine_t
     assert main(["video", "--input", str(corpus / "a.mp4"), "--output", str(out2), "--no-progress",
                  "--config", str(cfg)]) == 0  # fmt: skip
     m = json.loads((out2 / "manifest.json").read_text())
-    assert m["counts"]["quarantined"] == 1 and m["reasons"]["quarantined"] == {"clips_failed": 1}
-    assert m["clips"]["reasons"]["quarantined"] == {"clip_error": 1}
-    (row,) = _table(out2, "quarantined/videos")
+    videos = m["kinds"]["video"]
+    assert videos["counts"]["quarantined"] == 1 and videos["reasons"]["quarantined"] == {"clips_failed": 1}
+    assert m["kinds"]["clip"]["reasons"]["quarantined"] == {"clip_error": 1}
+    (row,) = _table(out2, "quarantined/video")
     assert "ran over" in row["error"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import tarfile
 import uuid
 from collections.abc import Iterator
@@ -19,15 +20,15 @@ import webdataset as wds
 from PIL import Image
 from pydantic import ValidationError
 
-from mmcurate.schemas import CaptionSample, Fate, Source, Status
-from mmcurate.stages.writers import (
-    ShardParams,
-    atomic_write,
-    json_bytes,
-    sample_json,
-    write_table,
-    write_unit_shards,
-)
+from mmcurate.schemas import CaptionSample, Fate, Fields, Source, Status
+from mmcurate.stages.writers import ShardParams, atomic_write, json_bytes, write_shards, write_table
+
+FIELDS = Fields(("width", "lang_prob", "clip_score"), ("lang",))
+"""What a run would declare: `clip_score` is declared but absent from the samples (NaN in their JSON)."""
+
+
+def write_unit_shards(samples, unit, out_root, params):
+    return write_shards(samples, unit, out_root, params, FIELDS)
 
 
 def jpg(seed: int, size: tuple[int, int] = (64, 48)) -> bytes:
@@ -90,10 +91,12 @@ def test_shards_are_readable_by_webdataset(tmp_path: Path) -> None:
         assert g["jpg"] == s.image
         assert g["txt"].decode("utf-8") == s.caption
         meta = json.loads(g["json"])
-        assert meta == sample_json(s)
-        assert meta["scores"] == s.scores
+        assert json.dumps(meta, sort_keys=True) == json.dumps(s.sample_json(FIELDS), sort_keys=True)
+        assert {k: v for k, v in meta["scores"].items() if k != "clip_score"} == s.scores
+        assert math.isnan(meta["scores"]["clip_score"])  # declared, not computed: NaN keeps the type
         assert meta["labels"] == s.labels
-        assert meta["extra"] == json.loads(s.extra)
+        assert meta["extra"] == s.extra  # a JSON string: the same type in every sample
+        assert meta["errors"] == ""
         assert meta["source"]["member"] == s.source.member
         assert "fate" not in meta
         assert Image.open(io.BytesIO(g["jpg"])).size == (s.out_width, s.out_height)
@@ -113,10 +116,11 @@ def test_tar_members_are_fixed_and_ordered(tmp_path: Path) -> None:
 def test_index_rows_match_the_shard(tmp_path: Path) -> None:
     samples = [kept(i) for i in range(5)]
     (info,) = write_unit_shards(samples, unit=7, out_root=str(tmp_path), params=ShardParams())
-    assert info.index.path == "shards/part-00007-0000.parquet"
+    assert info.index.path == "index/part-00007-0000.parquet"
     table = pq.read_table(tmp_path / info.index.path)
     assert table.column_names[:2] == ["key", "shard"]
-    assert set(CaptionSample.arrow_schema().names) <= set(table.column_names)
+    assert set(CaptionSample.arrow_schema(FIELDS).names) <= set(table.column_names)
+    assert table.schema.field("scores").type == pa.struct([(n, pa.float64()) for n in FIELDS.scores])
     rows = table.to_pylist()
     assert [r["key"] for r in rows] == [s.id for s in samples]
     assert {r["shard"] for r in rows} == {"part-00007-0000.tar"}

@@ -22,11 +22,10 @@ from pathlib import Path
 
 from PIL import Image
 
+from mmcurate.pipelines.caption import CORPUS, CaptionConfig
+from mmcurate.pipelines.models import needed_models, validate_models
+from mmcurate.pipelines.run import OutputError
 from mmcurate.stages.base import ModelUnavailable
-
-from .config import CaptionConfig, load_config
-from .models import needed_models, validate_models
-from .run import OutputError
 
 JPEG_QUALITY = 90
 PNG_LEVEL = 9
@@ -265,7 +264,7 @@ def demo_config() -> tuple[CaptionConfig, list[str]]:
     Each model filter is checked on its own; one that cannot run here is switched off and the reason
     is returned, to be printed: the demo says what it left out, the pipeline itself never does.
     """
-    config = load_config(None)
+    config = CORPUS.load_config(None)
     filters, notes = dict(config.filters), []
     for name, params in config.filters.items():
         trial = config.model_copy(update={"filters": {name: params}})

@@ -1,0 +1,169 @@
+"""The corpus registry: every corpus is one `Corpus` object, found by name.
+
+The CLI sub-commands, the `make` targets, the output parts `--overwrite` clears, `mmcurate summary`
+and `mmcurate select` all come from here; the finish path (`pipelines/finish.py`) calls a corpus's
+hooks and knows nothing else of it. Adding a corpus: a schema file, a reader adapter, its stages,
+and one recipe module defining a `Corpus` subclass, named here in one line.
+"""
+
+from __future__ import annotations
+
+import abc
+import importlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from mmcurate.schemas import Fields, Record
+
+if TYPE_CHECKING:
+    import apache_beam as beam
+
+    from mmcurate.stages.dedup import DedupParams
+    from mmcurate.stages.readers import Unit
+    from mmcurate.stages.writers import FileInfo, ShardInfo, ShardParams
+
+    from .finish import Run
+
+
+@dataclass(frozen=True)
+class Entry:
+    """What the CLI needs of a corpus without importing its recipe (and its heavy libraries)."""
+
+    target: str
+    """`module:attribute` of the Corpus object."""
+    help: str
+    inputs: str
+    """Help text of --input."""
+
+
+REGISTRY: dict[str, Entry] = {
+    "caption": Entry(
+        "mmcurate.pipelines.caption:CORPUS",
+        "image-caption pairs: read, score, dedup, select, shard",
+        "URIs: tar shards, parquet, jsonl, image folders",
+    ),
+    "video": Entry(
+        "mmcurate.pipelines.video:CORPUS",
+        "videos: probe, split at scene cuts, clip, score, shard, queue for annotation",
+        "URIs: video files or folders, video tar shards, jsonl",
+    ),
+    "sft": Entry(
+        "mmcurate.pipelines.passrate:SFT",
+        "grade questions by a model's pass rate (k rollouts), emit SFT data",
+        "question jsonl / parquet URIs",
+    ),
+    "rl": Entry(
+        "mmcurate.pipelines.passrate:RL",
+        "grade questions by a model's pass rate (k rollouts), emit RL data in tiers",
+        "question jsonl / parquet URIs",
+    ),
+}
+
+
+class UnknownCorpus(KeyError):
+    pass
+
+
+def get(name: str) -> Corpus:
+    try:
+        entry = REGISTRY[name]
+    except KeyError:
+        raise UnknownCorpus(f"no corpus {name!r}; known: {', '.join(sorted(REGISTRY))}") from None
+    module, attr = entry.target.split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+class SelectUnsupported(ValueError):
+    """`select` cannot re-decide this run (the message says what to do instead)."""
+
+
+class Corpus(abc.ABC):
+    """One corpus: its config, records, recipe, and the hooks the shared finish path calls."""
+
+    name: ClassVar[str]
+    defaults: ClassVar[str]
+    """The YAML file of embedded defaults in pipelines/configs/."""
+    config_class: ClassVar[type]
+    kinds: ClassVar[tuple[type[Record], ...]]
+    """Record kinds written, the one read from the input first (its input count is the read count)."""
+    sample_kind: ClassVar[str | None] = None
+    """The kind whose kept records become webdataset samples in shards/, or None."""
+    outputs: ClassVar[tuple[str, ...]] = ()
+    """Output parts beyond the shared layout (cleared by --overwrite)."""
+
+    @property
+    def primary(self) -> str:
+        return self.kinds[0].kind
+
+    def record_class(self, kind: str) -> type[Record]:
+        return next(k for k in self.kinds if k.kind == kind)
+
+    # -- before the run
+    def load_config(self, path: str | None) -> Any:
+        from .config import load_config
+
+        return load_config(path, self.config_class, self.defaults)
+
+    def validate(self, config: Any) -> None:
+        """What must hold before any input is read (binaries, model weights, endpoints)."""
+        return None
+
+    @abc.abstractmethod
+    def list_units(self, inputs: list[str], config: Any) -> list[Unit]:
+        """The units of parallel work the inputs hold (raises InputError for unusable inputs)."""
+
+    def lineage(self, config: Any) -> dict[str, Any]:
+        """What the manifest's lineage says besides the inputs (e.g. the model and rollout cache)."""
+        return {}
+
+    def fields(self, config: Any) -> dict[str, Fields]:
+        """The score and label names each kind carries in a run with this config."""
+        return {k.kind: Fields() for k in self.kinds}
+
+    # -- the recipe
+    @abc.abstractmethod
+    def build(self, p: beam.Pipeline, units: list[Unit], config: Any, run: Run) -> beam.PCollection:
+        """The recipe, ending in `Finish`; returns the PCollection holding the manifest."""
+
+    def dedup(self, config: Any) -> DedupParams | None:
+        """Run-wide dedup in the finish path (records with a `dedup_key`), or None for none."""
+        return None
+
+    def shard(self, config: Any) -> ShardParams | None:
+        return None
+
+    # -- the finish path, per unit
+    def settle_children(self, parent: Record, children: list[Record]) -> None:
+        """Pending children of a parent that is settled already (e.g. the clips of a duplicate video)."""
+        return None
+
+    def settle_parent(self, parent: Record, children: list[Record]) -> None:
+        """A pending parent's fate from its settled children (a video from its clips); pending = kept."""
+        return None
+
+    def unit_outputs(
+        self, unit: int, records: dict[str, list[Record]], shards: list[ShardInfo], run: Run, config: Any
+    ) -> tuple[list[FileInfo], dict[str, Any]]:
+        """The corpus's own files for one unit (trainer files, annotation queue) and its extras."""
+        return [], {}
+
+    # -- the finish path, once
+    def fold_extras(self, extras: list[dict[str, Any]], config: Any) -> dict[str, Any]:
+        return {}
+
+    def run_outputs(self, run: Run, config: Any) -> list[FileInfo]:
+        """Files written once per run, beside the manifest (e.g. LLaMA-Factory's dataset_info.json)."""
+        return []
+
+    def describe(self, manifest: dict[str, Any]) -> list[Any]:
+        """Extra lines or rich tables for `mmcurate summary` (the kind tables are generic)."""
+        return []
+
+    # -- select
+    def check_select(self, config: Any, parent_config: Any, parent: dict[str, Any]) -> None:
+        """Refuse a select config that needs what the parent run did not compute."""
+        return None
+
+    def select(self, p: beam.Pipeline, units: list[Unit], config: Any, run: Run) -> beam.PCollection:
+        """Records of every kind from the parent run's ledgers (and media), re-decided, then Finish."""
+        raise SelectUnsupported(f"select cannot re-decide {self.name} runs")

@@ -1,0 +1,358 @@
+"""The one finish path every corpus ends with: run-wide dedup, per-unit settle and write, the manifest.
+
+    records ─┬─ 'Dedup' (exact + near over `Record.dedup_key`) ──────┐
+             ├─ 'KeyByUnit' ─────────────────────────────────────────┼─ 'GroupByUnit' ─ 'WriteUnits' ─ 'WriteManifest'
+    read counts per unit ────────────────────────────────────────────┘
+
+Per unit, 'WriteUnits' applies the duplicate decisions, settles families (children of a settled
+parent through `Corpus.settle_children`, then pending children are kept, then each pending parent
+from its children through `Corpus.settle_parent`), keeps what is still pending, writes the sample
+kind's kept records as shards with an index each, every kind's ledger and drop/quarantine tables,
+the corpus's own unit outputs, and a summary per unit under `summaries/`. 'WriteManifest' folds the
+summaries it finds on storage (never a list in memory) and checks one identity per record kind:
+input = kept + dropped + quarantined, where the input of the kind read from the inputs is what the
+reader counted, and the input of a child kind is what its parents say they made.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import apache_beam as beam
+import fsspec
+import pyarrow as pa
+from apache_beam.metrics import Metrics
+
+from mmcurate.schemas import SCHEMA_VERSION, Fields, Record, Status
+from mmcurate.stages import dedup
+from mmcurate.stages.writers import atomic_write, join, json_bytes, write_json, write_shards, write_table
+
+from . import corpus as corpora
+from . import layout
+
+NS = "mmcurate"
+MANIFEST_FORMAT = "mmcurate.manifest/2"
+STATUSES = (Status.KEPT.value, Status.DROPPED.value, Status.QUARANTINED.value)
+FILE_KEYS = ("shards", "ledger", "dropped", "quarantined", "outputs")
+
+
+class AccountingError(RuntimeError):
+    """Records went missing: for some kind, input != kept + dropped + quarantined."""
+
+
+def count(name: str, n: int = 1) -> None:
+    """One counter scheme for every corpus: `{kind}.{status}.{reason}`, `{kind}.input`, `units.*`."""
+    Metrics.counter(NS, name).inc(n)
+
+
+@dataclass(frozen=True)
+class Run:
+    """What the finish path needs to know of a run, beside the corpus and its config."""
+
+    corpus: str
+    out_root: str
+    units: int
+    fields: dict[str, Fields]
+    meta: dict[str, Any] = field(default_factory=dict)
+    """The manifest's header: created, code and config (redacted), inputs, lineage."""
+    progress_dir: str | None = None
+
+
+def touch(progress_dir: str | None, name: str) -> None:
+    if progress_dir:
+        Path(progress_dir, name).touch()
+
+
+# --------------------------------------------------------------------------------------------- dedup
+
+
+def _candidates(rec: Record) -> list[dedup.DedupKey]:
+    key = rec.dedup_key() if rec.pending else None
+    return [key] if key is not None else []
+
+
+class Dedup(beam.PTransform):
+    """Records -> (unit, Duplicate) for every pending record to drop as an exact or near duplicate, run-wide."""
+
+    def __init__(self, params: dedup.DedupParams) -> None:
+        super().__init__()
+        self.params = params
+
+    def expand(self, records: beam.PCollection) -> beam.PCollection:
+        keys = records | "DedupKeys" >> beam.FlatMap(_candidates)
+        by_exact = keys | "KeyByExact" >> beam.Map(lambda k: (k.exact, k)) | "GroupExact" >> beam.GroupByKey()
+        found = [by_exact | "ExactDuplicates" >> beam.FlatMapTuple(lambda _, group: dedup.exact_duplicates(group))]
+        if self.params.near:
+            dist = self.params.max_distance
+            found.append(
+                by_exact
+                | "ExactRepresentatives" >> beam.MapTuple(lambda _, group: min(group))
+                | "WithNearHash" >> beam.Filter(lambda k: k.near is not None)
+                | "Bands" >> beam.FlatMap(lambda k: [(band, k) for band in dedup.band_keys(k.near, dist)])
+                | "GroupBands" >> beam.GroupByKey()
+                | "NearInBand" >> beam.FlatMapTuple(lambda _, group: dedup.near_duplicates(group, dist))
+                | "KeyByRecord" >> beam.Map(lambda d: (d.uid, d))
+                | "BestRepresentative" >> beam.CombinePerKey(dedup.best_duplicate)
+                | "DropKey" >> beam.Values()
+            )
+        return found | "AllDuplicates" >> beam.Flatten() | "KeyDupByUnit" >> beam.Map(lambda d: (d.unit, d))
+
+
+# ------------------------------------------------------------------------------------------ settling
+
+
+def settle_unit(corpus: corpora.Corpus, by_kind: dict[str, list[Record]], dups: Iterable[dedup.Duplicate]) -> None:
+    """Every record of one unit ends kept, dropped or quarantined (see the module docstring)."""
+    decisions = {d.uid: d for d in dups}
+    for records in by_kind.values():
+        for rec in records:
+            d = decisions.get(rec.uid)
+            if d is not None and rec.pending:
+                rec.settle(d.reason, duplicate_of=d.duplicate_of)
+    for cls in corpus.kinds:
+        if cls.parent_kind is None:
+            continue
+        parents = {p.uid: p for p in by_kind.get(cls.parent_kind, [])}
+        families: dict[str, list[Record]] = collections.defaultdict(list)
+        for child in by_kind.get(cls.kind, []):
+            families[child.parent_uid or ""].append(child)
+        for puid, children in families.items():
+            parent = parents.get(puid)
+            if parent is None:
+                for child in children:
+                    if child.pending:
+                        child.settle("internal_error", f"no {cls.parent_kind} record {puid} in this unit")
+            elif not parent.pending:
+                corpus.settle_children(parent, children)
+            for child in children:
+                if child.pending:
+                    child.keep()
+        for puid, parent in parents.items():
+            if parent.pending:
+                corpus.settle_parent(parent, families.get(puid, []))
+    for records in by_kind.values():
+        for rec in records:
+            if rec.pending:
+                rec.keep()
+
+
+def inputs_by_kind(corpus: corpora.Corpus, by_kind: dict[str, list[Record]], read: int) -> dict[str, int]:
+    """The input side of each identity: the reader's count for the primary kind, else what parents made."""
+    made: collections.Counter = collections.Counter()
+    for records in by_kind.values():
+        for rec in records:
+            made.update(rec.expected_children())
+    return {cls.kind: read if cls.kind == corpus.primary else made.get(cls.kind, 0) for cls in corpus.kinds}
+
+
+def kind_section(records: list[Record], n_input: int) -> dict[str, Any]:
+    statuses = collections.Counter(r.fate.status.value for r in records)
+    return {
+        "counts": {"input": n_input, **{s: statuses.get(s, 0) for s in STATUSES}},
+        "reasons": {
+            s: dict(sorted(collections.Counter(r.fate.reason for r in records if r.fate.status.value == s).items()))
+            for s in layout.FATE_DIRS
+        },
+    }
+
+
+FATE_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string()),
+        pa.field("uid", pa.string()),
+        pa.field("source", pa.string()),
+        pa.field("reason", pa.string()),
+        pa.field("error", pa.string()),
+        pa.field("duplicate_of", pa.string()),
+    ]
+)
+
+
+def fate_table(records: Iterable[Record]) -> pa.Table:
+    rows = [
+        {
+            "id": r.id,
+            "uid": r.uid,
+            "source": r.source.ref(),
+            "reason": r.fate.reason,
+            "error": r.fate.error,
+            "duplicate_of": r.fate.duplicate_of,
+        }
+        for r in records
+    ]
+    return pa.Table.from_pylist(rows, schema=FATE_SCHEMA)
+
+
+def _count_fates(kind: str, section: dict[str, Any]) -> None:
+    counts = section["counts"]
+    count(f"{kind}.input", counts["input"])
+    count(f"{kind}.kept", counts["kept"])
+    for status, reasons in section["reasons"].items():
+        for code, n in reasons.items():
+            count(f"{kind}.{status}.{code}", n)
+
+
+class WriteUnitFn(beam.DoFn):
+    """(unit, {records, read, dups}) -> shards, ledgers, fate tables, corpus outputs and the unit's summary."""
+
+    def __init__(self, corpus: str, run: Run, config: Any) -> None:
+        self.corpus_name, self.run, self.config = corpus, run, config
+
+    def setup(self) -> None:
+        self.corpus = corpora.get(self.corpus_name)
+        self.shard = self.corpus.shard(self.config)
+
+    def process(self, element: tuple[int, dict[str, list]]) -> Iterator[int]:
+        unit, grouped = element
+        by_kind: dict[str, list[Record]] = {cls.kind: [] for cls in self.corpus.kinds}
+        for rec in grouped["records"]:
+            by_kind[rec.kind].append(rec)
+        for records in by_kind.values():
+            records.sort(key=lambda r: (r.source.index, r.uid))
+        settle_unit(self.corpus, by_kind, grouped.get("dups", ()))
+        inputs = inputs_by_kind(self.corpus, by_kind, sum(grouped["read"]))
+        files: dict[str, list[dict]] = {k: [] for k in FILE_KEYS}
+        shards = self._write_samples(unit, by_kind, files)
+        kinds = {}
+        for kind, records in by_kind.items():
+            kinds[kind] = kind_section(records, inputs[kind])
+            _count_fates(kind, kinds[kind])
+            self._write_tables(unit, kind, records, files)
+        outputs, extras = self.corpus.unit_outputs(unit, by_kind, shards, self.run, self.config)
+        files["outputs"] += [f.to_dict() for f in outputs]
+        summary = {"unit": unit, "kinds": kinds, "files": files, "extras": extras}
+        atomic_write(join(self.run.out_root, layout.summary(unit)), json_bytes(summary))
+        count("units.written")
+        touch(self.run.progress_dir, f"write-{unit}")
+        yield unit
+
+    def _write_samples(self, unit: int, by_kind: dict[str, list[Record]], files: dict[str, list]) -> list:
+        kind = self.corpus.sample_kind
+        if kind is None or self.shard is None:
+            return []
+        kept = [r for r in by_kind[kind] if r.fate.status == Status.KEPT]
+        shards = write_shards(kept, unit, self.run.out_root, self.shard, self.run.fields[kind])
+        for rec in kept:
+            rec.clear_payload()
+        files["shards"] += [s.to_dict() for s in shards]
+        return shards
+
+    def _write_tables(self, unit: int, kind: str, records: list[Record], files: dict[str, list]) -> None:
+        if not records:
+            return
+        table = type(records[0]).to_table(records, self.run.fields[kind])
+        files["ledger"].append(write_table(self.run.out_root, layout.ledger(kind, unit), table).to_dict())
+        for status in layout.FATE_DIRS:
+            rows = [r for r in records if r.fate.status.value == status]
+            if rows:
+                info = write_table(self.run.out_root, layout.fates(status, kind, unit), fate_table(rows))
+                files[status].append(info.to_dict())
+
+
+class Finish(beam.PTransform):
+    """Dedup across the run, then per-unit settle and writes, then the manifest (with its identities)."""
+
+    def __init__(self, corpus: str, run: Run, config: Any, read_counts: beam.PCollection) -> None:
+        super().__init__()
+        self.corpus, self.run, self.config, self.read_counts = corpus, run, config, read_counts
+
+    def expand(self, records: beam.PCollection) -> beam.PCollection:
+        grouped: dict[str, beam.PCollection] = {
+            "records": records | "KeyByUnit" >> beam.Map(lambda r: (r.source.unit, r)),
+            "read": self.read_counts,
+        }
+        params = corpora.get(self.corpus).dedup(self.config)
+        if params is not None:
+            grouped["dups"] = records | "Dedup" >> Dedup(params)
+        return (
+            grouped
+            | "GroupByUnit" >> beam.CoGroupByKey()
+            | "WriteUnits" >> beam.ParDo(WriteUnitFn(self.corpus, self.run, self.config))
+            | "CountUnits" >> beam.combiners.Count.Globally()
+            | "WriteManifest" >> beam.Map(write_manifest, run=self.run, corpus=self.corpus, config=self.config)
+        )
+
+
+# ------------------------------------------------------------------------------------------ manifest
+
+
+def load_summaries(out_root: str, units: int) -> tuple[list[dict], list[int]]:
+    """The unit summaries on storage, in unit order, and the units that have none."""
+    summaries, missing = [], []
+    for unit in range(units):
+        uri = join(out_root, layout.summary(unit))
+        try:
+            with fsspec.open(uri, "rb") as f:
+                summaries.append(json.loads(f.read()))
+        except FileNotFoundError:
+            missing.append(unit)
+    return summaries, missing
+
+
+def fold_kinds(summaries: list[dict], run: Run) -> dict[str, dict[str, Any]]:
+    kinds: dict[str, dict[str, Any]] = {}
+    for s in summaries:
+        for kind, sec in s["kinds"].items():
+            into = kinds.setdefault(
+                kind,
+                {"counts": collections.Counter(), "reasons": {st: collections.Counter() for st in layout.FATE_DIRS}},
+            )
+            into["counts"].update(sec["counts"])
+            for st in layout.FATE_DIRS:
+                into["reasons"][st].update(sec["reasons"][st])
+    out = {}
+    for kind in run.fields:
+        sec = kinds.get(kind, {"counts": collections.Counter(), "reasons": {st: {} for st in layout.FATE_DIRS}})
+        counts = {k: sec["counts"].get(k, 0) for k in ("input", *STATUSES)}
+        out[kind] = {
+            "counts": counts,
+            "reasons": {st: dict(sorted(sec["reasons"][st].items())) for st in layout.FATE_DIRS},
+            "accounting_ok": counts["input"] == sum(counts[s] for s in STATUSES),
+            "fields": run.fields[kind].to_dict(),
+        }
+    return out
+
+
+def build_manifest(summaries: list[dict], missing: list[int], run: Run, corpus: corpora.Corpus, config: Any) -> dict:
+    """Fold unit summaries into the manifest and check every identity exactly."""
+    kinds = fold_kinds(summaries, run)
+    files: dict[str, list] = {k: [f for s in summaries for f in s["files"][k]] for k in FILE_KEYS}
+    shards = files["shards"]
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "schema_version": SCHEMA_VERSION,
+        **run.meta,
+        "accounting_ok": not missing and all(k["accounting_ok"] for k in kinds.values()),
+        "kinds": kinds,
+        "totals": {
+            "shards": len(shards),
+            "samples": sum(s["samples"] for s in shards),
+            "bytes": sum(s["bytes"] for s in shards),
+        },
+        "files": files,
+        "extras": corpus.fold_extras([s["extras"] for s in summaries], config),
+    }
+    if missing:
+        manifest["units_missing"] = missing
+    return manifest
+
+
+def write_manifest(_units_written: int, run: Run, corpus: str, config: Any) -> dict:
+    """Fold the summaries on storage into manifest.json; the run fails when an identity does not hold."""
+    c = corpora.get(corpus)
+    summaries, missing = load_summaries(run.out_root, run.units)
+    manifest = build_manifest(summaries, missing, run, c, config)
+    manifest["files"]["run"] = [f.to_dict() for f in c.run_outputs(run, config)]
+    fs, spool = fsspec.core.url_to_fs(join(run.out_root, layout.SPOOL))
+    if fs.exists(spool):
+        fs.rm(spool, recursive=True)
+    write_json(run.out_root, layout.MANIFEST, manifest)
+    if not manifest["accounting_ok"]:
+        counts = {k: v["counts"] for k, v in manifest["kinds"].items()}
+        raise AccountingError(f"records went missing: {json.dumps(counts)}; units without a summary: {missing}")
+    return manifest

@@ -1,0 +1,51 @@
+"""The output layout, decided once for every corpus.
+
+```
+OUT/
+  shards/part-UUUUU-NNNN.tar             webdataset samples (only tars: load_dataset("webdataset", data_dir=...))
+  index/part-UUUUU-NNNN.parquet          one row per sample of the shard of the same name
+  ledger/{kind}/part-UUUUU.parquet       every record of that kind, whatever its fate
+  dropped/{kind}/part-UUUUU.parquet      id, uid, source, reason, error, duplicate_of
+  quarantined/{kind}/part-UUUUU.parquet
+  overlays/{name}/*.parquet              later facts about records, joined by id (append-only)
+  summaries/part-UUUUU.json              one per unit written: counts, files, extras (the manifest folds them)
+  manifest.json  units.json  metrics.json
+  + the corpus's own outputs (annotation/, rl/, sft/, ...)
+```
+"""
+
+from __future__ import annotations
+
+from mmcurate.schemas import Status
+
+SHARDS = "shards"
+INDEX = "index"
+LEDGER = "ledger"
+OVERLAYS = "overlays"
+SUMMARIES = "summaries"
+SPOOL = "_spool"
+"""Files that wait between a record's processing and its unit's commit (clip files); removed with
+the manifest, not per unit, so a runner that retries a writing bundle finds them again."""
+MANIFEST = "manifest.json"
+UNITS = "units.json"
+METRICS = "metrics.json"
+FATE_DIRS = (Status.DROPPED.value, Status.QUARANTINED.value)
+
+CORE_PARTS = (SHARDS, INDEX, LEDGER, *FATE_DIRS, OVERLAYS, SUMMARIES, SPOOL, MANIFEST, UNITS, METRICS)
+"""What every run writes; a corpus adds its own (`Corpus.outputs`)."""
+
+
+def part(unit: int) -> str:
+    return f"part-{unit:05d}"
+
+
+def ledger(kind: str, unit: int) -> str:
+    return f"{LEDGER}/{kind}/{part(unit)}.parquet"
+
+
+def fates(status: str, kind: str, unit: int) -> str:
+    return f"{status}/{kind}/{part(unit)}.parquet"
+
+
+def summary(unit: int) -> str:
+    return f"{SUMMARIES}/{part(unit)}.json"

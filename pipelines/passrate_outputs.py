@@ -1,0 +1,178 @@
+"""The pass-rate corpus's trainer files, run extras and `select`.
+
+Per unit, the kept questions become a verl RL parquet (`rl/part-UUUUU.parquet`) or a LLaMA-Factory
+ShareGPT JSON (`sft/part-UUUUU.json`); the manifest's extras hold the pass-rate histogram and, for
+RL, the curriculum table (kept questions per tier x domain). `select` re-decides from the graded
+ledger without a single new rollout: the grades are the ledger's, and an SFT response is the first
+verified-correct rollout in the cache of the same model and sampling.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Iterator
+from typing import Any
+
+import apache_beam as beam
+import pyarrow as pa
+
+from mmcurate.schemas import Question, Record, Rollout, Status
+from mmcurate.stages.questions import histogram
+from mmcurate.stages.readers import Unit
+from mmcurate.stages.trainer_formats import VERL_SCHEMA, dataset_info, sharegpt_row, verl_row
+from mmcurate.stages.writers import FileInfo, ShardInfo, atomic_write, join, json_bytes, parquet_bytes, write_json
+
+from . import layout
+from .common import COUNTS_TAG
+from .config import ConfigError
+from .corpus import Corpus
+from .finish import Finish, Run, touch
+from .ledger import read_ledger, reopen
+from .overlays import AttachOverlays
+from .thresholds import Thresholds
+
+BUCKETS = [f"[{i / 10:.1f}, {(i + 1) / 10:.1f})" for i in range(10)]
+
+
+class TrainerOutputs(Corpus):
+    """Finish-path hooks of the pass-rate corpora (`mode` is sft or rl)."""
+
+    mode: str
+
+    def unit_outputs(
+        self, unit: int, records: dict[str, list[Record]], shards: list[ShardInfo], run: Run, config: Any
+    ) -> tuple[list[FileInfo], dict[str, Any]]:
+        questions: list[Question] = records["question"]  # type: ignore[assignment]
+        kept = [q for q in questions if q.fate.status == Status.KEPT]
+        instruction = config.rollout.prompt.answer_instruction
+        files = []
+        if kept and self.mode == "rl":
+            rows = [
+                verl_row(q, q.source.index, config.output.name, instruction, config.output.embed_images) for q in kept
+            ]
+            data, rel = parquet_bytes(pa.Table.from_pylist(rows, schema=VERL_SCHEMA)), f"rl/{layout.part(unit)}.parquet"
+            files.append(FileInfo(rel, len(data), atomic_write(join(run.out_root, rel), data)))
+        elif kept:
+            rows = [sharegpt_row(q, q.labels.get("response", q.answer), instruction) for q in kept]
+            data, rel = json_bytes(rows), f"sft/{layout.part(unit)}.json"
+            files.append(FileInfo(rel, len(data), atomic_write(join(run.out_root, rel), data)))
+        curriculum: dict[str, dict[str, int]] = collections.defaultdict(dict)
+        for q in kept:
+            tier = q.labels.get("tier", "")
+            curriculum[tier][q.domain] = curriculum[tier].get(q.domain, 0) + 1
+        rates = [q.scores["pass_rate"] for q in questions if "pass_rate" in q.scores]
+        return files, {"histogram": histogram(rates), "curriculum": dict(curriculum)}
+
+    def fold_extras(self, extras: list[dict[str, Any]], config: Any) -> dict[str, Any]:
+        counts = [sum(col) for col in zip(*(e["histogram"] for e in extras), strict=True)] if extras else [0] * 10
+        out: dict[str, Any] = {"pass_rate_histogram": {"buckets": BUCKETS, "counts": counts}}
+        if self.mode == "rl":
+            tiers = config.select.rl.tiers
+            table: dict[str, dict[str, int]] = {t: {} for t in tiers}
+            for e in extras:
+                for tier, row in e["curriculum"].items():
+                    into = table.setdefault(tier, {})
+                    for domain, n in row.items():
+                        into[domain] = into.get(domain, 0) + n
+            out["curriculum"] = {
+                "tiers": {t: list(v) for t, v in tiers.items()},
+                "counts": {t: dict(sorted(r.items())) for t, r in table.items()},
+            }
+        return out
+
+    def run_outputs(self, run: Run, config: Any) -> list[FileInfo]:
+        if self.mode != "sft":
+            return []
+        return [write_json(run.out_root, "dataset_info.json", dataset_info(config.output.name, "sft"))]
+
+    def describe(self, manifest: dict[str, Any]) -> list[Any]:
+        from rich.table import Table
+
+        extras = manifest.get("extras", {})
+        lines: list[Any] = []
+        h = extras.get("pass_rate_histogram")
+        if h:
+            pairs = zip(h["buckets"], h["counts"], strict=True)
+            lines.append("pass-rate histogram: " + "  ".join(f"{b} {n}" for b, n in pairs))
+        cur = extras.get("curriculum")
+        if cur:
+            table = Table(title="RL curriculum: kept questions per tier x domain")
+            domains = sorted({d for row in cur["counts"].values() for d in row})
+            table.add_column("tier [low, high)")
+            for d in domains:
+                table.add_column(d, justify="right")
+            for tier, row in cur["counts"].items():
+                table.add_row(f"{tier} {cur['tiers'].get(tier, '')}", *(str(row.get(d, 0)) for d in domains))
+            lines.append(table)
+        for f in manifest.get("files", {}).get("outputs", []):
+            lines.append(f"trainer file: {f['path']}")
+        return lines
+
+    def check_select(self, config: Any, parent_config: Any, parent: dict[str, Any]) -> None:
+        for section in ("read", "rollout", "verify", "grade", "leak"):
+            if getattr(config, section) != getattr(parent_config, section):
+                raise ConfigError(
+                    f"select: the `{section}` section must match the parent run's: select re-decides from the "
+                    f"grades in the ledger (run `mmcurate {self.mode}` to grade anew)"
+                )
+
+
+class ReadQuestionLedgerFn(beam.DoFn):
+    """One unit of the parent's ledger; graded questions re-opened (the rest keep their fates)."""
+
+    def __init__(self, parent: str, progress_dir: str | None) -> None:
+        self.parent, self.progress_dir = parent, progress_dir
+
+    def process(self, unit: Unit) -> Iterator[Any]:
+        questions = read_ledger(self.parent, Question, unit.index)
+        for q in questions:
+            yield reopen(q) if "k" in q.scores else q
+        touch(self.progress_dir, f"read-{unit.index}")
+        yield beam.pvalue.TaggedOutput(COUNTS_TAG, (unit.index, len(questions)))
+
+
+class DecideFn(beam.DoFn):
+    def __init__(self, config: Any, mode: str) -> None:
+        self.config, self.mode = config, mode
+
+    def process(self, element: tuple[str, dict[str, list]]) -> Iterator[Question]:
+        from .passrate import decide
+
+        _, group = element
+        model, sampling = self.config.rollout.model_name, self.config.rollout.sampling.digest()
+        seen = [r for r in group["r"] if not r.blind and r.model == model and r.sampling_hash == sampling]
+        for q in group["q"]:
+            q.labels.pop("response", None)
+            yield decide(q, self.config, self.mode, seen)
+
+
+def select_questions(corpus: TrainerOutputs, p: beam.Pipeline, units: list[Unit], cfg: Any, run: Run) -> Any:
+    from .passrate import read_cache
+
+    parent = run.meta["lineage"]["parent_run"]
+    read = (
+        p
+        | "ListUnits" >> beam.Create(units, reshuffle=True)
+        | "ReadLedger"
+        >> beam.ParDo(ReadQuestionLedgerFn(parent, run.progress_dir)).with_outputs(COUNTS_TAG, main="records")
+    )
+    records = read.records | "AttachOverlays" >> AttachOverlays(parent, cfg, "question")
+    rollouts: Any = p | "NoRollouts" >> beam.Create([])
+    if corpus.mode == "sft" and cfg.select.sft.response == "rollout":
+        rollouts = p | "CacheFiles" >> beam.Create([cfg.cache_uri(parent)]) | "ReadCache" >> beam.FlatMap(read_cache)
+    decided = (
+        {
+            "q": records | "Graded" >> beam.Filter(lambda q: q.pending) | "KeyQ" >> beam.Map(lambda q: (q.id, q)),
+            "r": rollouts | "KeyRollouts" >> beam.Map(lambda r: (r.question_id, r)),
+        }
+        | "JoinRollouts" >> beam.CoGroupByKey()
+        | "Decide" >> beam.ParDo(DecideFn(cfg, corpus.mode))
+    )
+    settled = records | "Settled" >> beam.Filter(lambda q: not q.pending)
+    out = (
+        (decided, settled) | "AllQuestions" >> beam.Flatten() | "ApplyThresholds" >> Thresholds(cfg, units, "question")
+    )
+    return out | "Finish" >> Finish(corpus.name, run, cfg, read[COUNTS_TAG])
+
+
+__all__ = ["Rollout", "TrainerOutputs", "select_questions"]
