@@ -95,9 +95,6 @@ class Corpus(abc.ABC):
     def primary(self) -> str:
         return self.kinds[0].kind
 
-    def record_class(self, kind: str) -> type[Record]:
-        return next(k for k in self.kinds if k.kind == kind)
-
     # -- before the run
     def load_config(self, path: str | None) -> Any:
         from .config import load_config

@@ -106,35 +106,47 @@ class Dedup(beam.PTransform):
 # ------------------------------------------------------------------------------------------ settling
 
 
-def settle_unit(corpus: corpora.Corpus, by_kind: dict[str, list[Record]], dups: Iterable[dedup.Duplicate]) -> None:
-    """Every record of one unit ends kept, dropped or quarantined (see the module docstring)."""
+def _apply_duplicates(by_kind: dict[str, list[Record]], dups: Iterable[dedup.Duplicate]) -> None:
     decisions = {d.uid: d for d in dups}
     for records in by_kind.values():
         for rec in records:
             d = decisions.get(rec.uid)
             if d is not None and rec.pending:
                 rec.settle(d.reason, duplicate_of=d.duplicate_of)
+
+
+def _settle_family(corpus: corpora.Corpus, parent: Record | None, children: list[Record], puid: str) -> None:
+    """Children of one parent: from a settled parent first (corpus hook), then pending ones are kept."""
+    if parent is None:
+        for child in children:
+            if child.pending:
+                child.settle("internal_error", f"no {type(child).parent_kind} record {puid} in this unit")
+    elif not parent.pending:
+        corpus.settle_children(parent, children)
+    for child in children:
+        if child.pending:
+            child.keep()
+
+
+def _settle_kind(corpus: corpora.Corpus, cls: type[Record], by_kind: dict[str, list[Record]]) -> None:
+    assert cls.parent_kind is not None
+    parents = {p.uid: p for p in by_kind.get(cls.parent_kind, [])}
+    families: dict[str, list[Record]] = collections.defaultdict(list)
+    for child in by_kind.get(cls.kind, []):
+        families[child.parent_uid or ""].append(child)
+    for puid, children in families.items():
+        _settle_family(corpus, parents.get(puid), children, puid)
+    for puid, parent in parents.items():
+        if parent.pending:
+            corpus.settle_parent(parent, families.get(puid, []))
+
+
+def settle_unit(corpus: corpora.Corpus, by_kind: dict[str, list[Record]], dups: Iterable[dedup.Duplicate]) -> None:
+    """Every record of one unit ends kept, dropped or quarantined (see the module docstring)."""
+    _apply_duplicates(by_kind, dups)
     for cls in corpus.kinds:
-        if cls.parent_kind is None:
-            continue
-        parents = {p.uid: p for p in by_kind.get(cls.parent_kind, [])}
-        families: dict[str, list[Record]] = collections.defaultdict(list)
-        for child in by_kind.get(cls.kind, []):
-            families[child.parent_uid or ""].append(child)
-        for puid, children in families.items():
-            parent = parents.get(puid)
-            if parent is None:
-                for child in children:
-                    if child.pending:
-                        child.settle("internal_error", f"no {cls.parent_kind} record {puid} in this unit")
-            elif not parent.pending:
-                corpus.settle_children(parent, children)
-            for child in children:
-                if child.pending:
-                    child.keep()
-        for puid, parent in parents.items():
-            if parent.pending:
-                corpus.settle_parent(parent, families.get(puid, []))
+        if cls.parent_kind is not None:
+            _settle_kind(corpus, cls, by_kind)
     for records in by_kind.values():
         for rec in records:
             if rec.pending:

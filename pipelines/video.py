@@ -341,7 +341,14 @@ class VideoCorpus(Corpus):
 
     def describe(self, manifest: dict[str, Any]) -> list[Any]:
         hours = manifest.get("extras", {}).get("clip_seconds", 0.0) / 3600
-        return [f"{hours:.3f} hours of kept clips"]
+        lines: list[Any] = [f"{hours:.3f} hours of kept clips"]
+        lost = manifest["kinds"].get("clip", {}).get("reasons", {}).get("dropped", {}).get("media_not_kept", 0)
+        if lost:
+            lines.append(
+                f"{lost} clips pass the new thresholds but their files were not kept by the parent run: "
+                "run it with output.keep_dropped_media: true to re-select dropped clips"
+            )
+        return lines
 
     def select(self, p: beam.Pipeline, units: list[Unit], config: VideoConfig, run: Run) -> beam.PCollection:
         return select_clips(self, p, units, config, run)

@@ -14,7 +14,6 @@ from .base import (
     Source,
     Status,
     UndeclaredField,
-    arrow_schema,
     clean_error,
     sample_json_bytes,
 )
@@ -50,7 +49,6 @@ __all__ = [
     "UndeclaredField",
     "UnknownReason",
     "VideoRecord",
-    "arrow_schema",
     "clean_error",
     "reason",
     "register_reason",

@@ -111,9 +111,6 @@ class Fields:
     def from_dict(cls, d: dict[str, Any]) -> Fields:
         return cls(tuple(d.get("scores", ())), tuple(d.get("labels", ())))
 
-    def union(self, other: Fields) -> Fields:
-        return Fields(self.scores + other.scores, self.labels + other.labels)
-
 
 class UndeclaredField(ValueError):
     """A stage wrote a score or label the corpus did not declare: a bug, caught before any file is written."""
@@ -273,10 +270,6 @@ class Row:
     @classmethod
     def to_table(cls, records: typing.Iterable[Row], fields: Fields = Fields()) -> pa.Table:
         return pa.Table.from_pylist([r.to_row(fields) for r in records], schema=cls.arrow_schema(fields))
-
-
-def arrow_schema(cls: type, fields: Fields = Fields()) -> pa.Schema:
-    return cls.arrow_schema(fields)  # type: ignore[attr-defined]
 
 
 def clean_error(text: str) -> str:

@@ -72,24 +72,56 @@ def _hub_files(repo: str) -> tuple[str, ...]:
     return ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 
 
+def _in_cache(repo: str, names: tuple[str, ...], params: ClipParams) -> bool:
+    import huggingface_hub as hf
+
+    return any(hf.try_to_load_from_cache(repo, f, cache_dir=params.cache_dir) for f in names)
+
+
+def _check_named_model(params: ClipParams, key: str) -> bool:
+    """`local-dir:` and `hf-hub:` models; True when the model was one of them (and is usable)."""
+    if params.model.startswith("local-dir:"):
+        folder = Path(params.model.removeprefix("local-dir:"))
+        if not (folder / "open_clip_config.json").is_file():
+            raise ModelUnavailable(f"{key}.model: {folder} holds no open_clip_config.json (local-dir: model)")
+        return True
+    if params.model.startswith("hf-hub:"):
+        repo = params.model.removeprefix("hf-hub:")
+        if not _in_cache(repo, _hub_files(repo), params):
+            _unreachable(repo, _hub_files(repo)[0], params, key + ".model")
+        return True
+    return False
+
+
+def _check_pretrained_tag(params: ClipParams, key: str) -> None:
+    """An open_clip pretrained tag: its weights in the HF cache (or the hub answers), or its URL's file."""
+    import open_clip
+
+    cfg = open_clip.get_pretrained_cfg(params.model, params.pretrained)
+    if not cfg:
+        tags = open_clip.list_pretrained_tags_by_model(params.model)
+        raise ModelUnavailable(f"{key}.pretrained: no tag {params.pretrained!r} for {params.model}; known: {tags}")
+    hub = cfg.get("hf_hub", "")
+    if hub:
+        repo, filename = os.path.split(hub.rstrip("/")) if not hub.endswith("/") else (hub.rstrip("/"), "")
+        names = (filename,) if filename else _hub_files(repo)
+        if not _in_cache(repo, names, params):
+            _unreachable(repo, names[0], params, key + ".pretrained")
+    elif cfg.get("url"):
+        cached = Path(params.cache_dir or Path.home() / ".cache" / "clip") / os.path.basename(cfg["url"])
+        if not cached.is_file():
+            raise ModelUnavailable(f"{key}.pretrained: {cached} missing (download {cfg['url']} there)")
+
+
 def check_weights(params: ClipParams, key: str = "models.clip") -> None:
     """Fail before the run when the tower's weights cannot be had; say which file and which key."""
-    import huggingface_hub as hf
     import open_clip
 
     if params.architecture:
         if not Path(params.architecture).is_file():
             raise ModelUnavailable(f"{key}.architecture: {params.architecture} does not exist")
         open_clip.add_model_config(params.architecture)
-    if params.model.startswith("local-dir:"):
-        folder = Path(params.model.removeprefix("local-dir:"))
-        if not (folder / "open_clip_config.json").is_file():
-            raise ModelUnavailable(f"{key}.model: {folder} holds no open_clip_config.json (local-dir: model)")
-        return
-    if params.model.startswith("hf-hub:"):
-        repo = params.model.removeprefix("hf-hub:")
-        if not any(hf.try_to_load_from_cache(repo, f, cache_dir=params.cache_dir) for f in _hub_files(repo)):
-            _unreachable(repo, _hub_files(repo)[0], params, key + ".model")
+    if _check_named_model(params, key):
         return
     if params.model not in open_clip.list_models():
         raise ModelUnavailable(
@@ -103,20 +135,7 @@ def check_weights(params: ClipParams, key: str = "models.clip") -> None:
             raise ModelUnavailable(f"{key}.pretrained: checkpoint {params.pretrained} does not exist")
         _readable(params.pretrained, key + ".pretrained")
         return
-    cfg = open_clip.get_pretrained_cfg(params.model, params.pretrained)
-    if not cfg:
-        tags = open_clip.list_pretrained_tags_by_model(params.model)
-        raise ModelUnavailable(f"{key}.pretrained: no tag {params.pretrained!r} for {params.model}; known: {tags}")
-    hub = cfg.get("hf_hub", "")
-    if hub:
-        repo, filename = os.path.split(hub.rstrip("/")) if not hub.endswith("/") else (hub.rstrip("/"), "")
-        names = (filename,) if filename else _hub_files(repo)
-        if not any(hf.try_to_load_from_cache(repo, f, cache_dir=params.cache_dir) for f in names):
-            _unreachable(repo, names[0], params, key + ".pretrained")
-    elif cfg.get("url"):
-        cached = Path(params.cache_dir or Path.home() / ".cache" / "clip") / os.path.basename(cfg["url"])
-        if not cached.is_file():
-            raise ModelUnavailable(f"{key}.pretrained: {cached} missing (download {cfg['url']} there)")
+    _check_pretrained_tag(params, key)
 
 
 def _readable(path: str, key: str) -> None:
@@ -166,8 +185,7 @@ def _natural(key: str) -> list:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", key)]
 
 
-def load_head(path: str, key: str = "models.aesthetic.weights") -> Any:
-    """The aesthetic predictor as a chain of linear layers (its published MLPs have no activations)."""
+def _state_dict(path: str, key: str) -> dict[str, Any]:
     import torch
 
     if not Path(path).is_file():
@@ -181,19 +199,30 @@ def load_head(path: str, key: str = "models.aesthetic.weights") -> Any:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise ModelUnavailable(f"{key}: {path} is not a readable checkpoint ({type(exc).__name__}: {exc})") from exc
-    if isinstance(state, dict) and "state_dict" in state:
-        state = state["state_dict"]
+    return state["state_dict"] if isinstance(state, dict) and "state_dict" in state else state
+
+
+def _linear(state: dict[str, Any], weight: str) -> Any:
+    import torch
+
+    out_f, in_f = state[weight].shape
+    bias = weight[: -len("weight")] + "bias"
+    lin = torch.nn.Linear(in_f, out_f, bias=bias in state)
+    lin.weight.data.copy_(state[weight])
+    if lin.bias is not None:
+        lin.bias.data.copy_(state[bias])
+    return lin
+
+
+def load_head(path: str, key: str = "models.aesthetic.weights") -> Any:
+    """The aesthetic predictor as a chain of linear layers (its published MLPs have no activations)."""
+    import torch
+
+    state = _state_dict(path, key)
     weights = sorted((k for k, v in state.items() if k.endswith("weight") and v.ndim == 2), key=_natural)
     if not weights:
         raise ModelUnavailable(f"{key}: {path} holds no linear layers")
-    layers = []
-    for w in weights:
-        out_f, in_f = state[w].shape
-        lin = torch.nn.Linear(in_f, out_f, bias=(w[: -len("weight")] + "bias") in state)
-        lin.weight.data.copy_(state[w])
-        if lin.bias is not None:
-            lin.bias.data.copy_(state[w[: -len("weight")] + "bias"])
-        layers.append(lin)
+    layers = [_linear(state, w) for w in weights]
     for a, b in itertools.pairwise(layers):
         if a.out_features != b.in_features:
             raise ModelUnavailable(f"{key}: {path}: layer shapes do not chain ({a} -> {b})")

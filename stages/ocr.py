@@ -100,6 +100,11 @@ class OcrParams(Params):
     def model_post_init(self, _context: object) -> None:
         if self.backend not in ("rapidocr", "paddleocr"):
             raise ValueError(f"models.ocr.backend must be rapidocr or paddleocr, got {self.backend!r}")
+        self._check_values()
+        if self.backend == "rapidocr":
+            self._check_rapidocr_settings()
+
+    def _check_values(self) -> None:
         if not 0.0 <= self.min_confidence <= 1.0:
             raise ValueError(f"models.ocr.min_confidence must be within 0..1, got {self.min_confidence}")
         if self.min_chars < 0:
@@ -116,15 +121,16 @@ class OcrParams(Params):
             value = getattr(self, key)
             if value is not None and not value.strip():
                 raise ValueError(f"models.ocr.{key} must be a directory or null, got an empty string")
-        if self.backend == "rapidocr":
-            # Settings that only the paddleocr backend reads would silently do nothing here.
-            ignored = [k for k in ("det_model_dir", "rec_model_dir", "cls_model_dir") if getattr(self, k)]
-            ignored += ["device"] if self.device != "auto" else []
-            ignored += ["lang"] if self.lang != "en" else []
-            if ignored:
-                keys = ", ".join(f"models.ocr.{k}" for k in ignored)
-                verb = "applies" if len(ignored) == 1 else "apply"
-                raise ValueError(f"{keys} only {verb} to models.ocr.backend = paddleocr (the backend is rapidocr)")
+
+    def _check_rapidocr_settings(self) -> None:
+        """Settings that only the paddleocr backend reads would silently do nothing here."""
+        ignored = [k for k in ("det_model_dir", "rec_model_dir", "cls_model_dir") if getattr(self, k)]
+        ignored += ["device"] if self.device != "auto" else []
+        ignored += ["lang"] if self.lang != "en" else []
+        if ignored:
+            keys = ", ".join(f"models.ocr.{k}" for k in ignored)
+            verb = "applies" if len(ignored) == 1 else "apply"
+            raise ValueError(f"{keys} only {verb} to models.ocr.backend = paddleocr (the backend is rapidocr)")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -352,24 +358,23 @@ def _importable(module: str) -> str | None:
     return None
 
 
-def check_backend(params: OcrParams) -> None:
-    """Raise `ModelUnavailable` naming what is missing and the config key to set; return if OCR can run."""
-    if params.backend == "rapidocr":
-        for module, install in (("onnxruntime", "onnxruntime"), ("rapidocr", "rapidocr onnxruntime")):
-            error = _importable(module)
-            if error:
-                raise ModelUnavailable(
-                    f"models.ocr.backend = rapidocr needs the {module} package ({error}): pip install {install}"
-                )
-        try:
-            RapidOcrBackend(params).load()
-        except Exception as exc:
+def _check_rapidocr(params: OcrParams) -> None:
+    for module, install in (("onnxruntime", "onnxruntime"), ("rapidocr", "rapidocr onnxruntime")):
+        error = _importable(module)
+        if error:
             raise ModelUnavailable(
-                "models.ocr.backend = rapidocr could not load the PP-OCR ONNX models that ship inside the "
-                f"rapidocr wheel ({type(exc).__name__}: {exc}); reinstall rapidocr"
-            ) from exc
-        return
+                f"models.ocr.backend = rapidocr needs the {module} package ({error}): pip install {install}"
+            )
+    try:
+        RapidOcrBackend(params).load()
+    except Exception as exc:
+        raise ModelUnavailable(
+            "models.ocr.backend = rapidocr could not load the PP-OCR ONNX models that ship inside the "
+            f"rapidocr wheel ({type(exc).__name__}: {exc}); reinstall rapidocr"
+        ) from exc
 
+
+def _paddle_dir_problems(params: OcrParams) -> list[str]:
     problems = []
     for key, what in (("det_model_dir", "text detection"), ("rec_model_dir", "text recognition")):
         if not getattr(params, key):
@@ -390,6 +395,15 @@ def check_backend(params: OcrParams) -> None:
                 f"models.ocr.{key} = {value!r} has no inference.yml: PaddleOCR 3.x needs a PaddleX inference "
                 "model directory (inference.yml next to the inference.json/pdiparams weights)"
             )
+    return problems
+
+
+def check_backend(params: OcrParams) -> None:
+    """Raise `ModelUnavailable` naming what is missing and the config key to set; return if OCR can run."""
+    if params.backend == "rapidocr":
+        _check_rapidocr(params)
+        return
+    problems = _paddle_dir_problems(params)
     _no_model_source_check()
     for module in ("paddleocr", "paddle"):
         error = _importable(module)

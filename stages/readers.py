@@ -108,18 +108,15 @@ def jsonl_units(path: str, lines: int, first_index: int, group: str) -> list[Uni
     ]
 
 
-def list_units(inputs: list[str], params: ReadParams, media_columns: bool = True) -> list[Unit]:
-    """Expand URIs (braces, globs, folders) into a sorted, deterministic list of units."""
-    if not inputs:
-        raise InputError("no input given: pass --input URI [URI ...]")
-    found: dict[tuple[str, str], str] = {}  # (kind, path) -> the input it was given as
+def _scan_inputs(inputs: list[str]) -> tuple[dict[tuple[str, str], str], dict[str, list[str]], dict[str, str]]:
+    """(containers (kind, path) -> the input naming them, folder root -> images, folder root -> input)."""
+    found: dict[tuple[str, str], str] = {}
     folders: dict[str, list[str]] = {}
     folder_group: dict[str, str] = {}
     for given in inputs:
         for uri in braceexpand.braceexpand(given):
             fs, path, paths, is_dir = expand_uri(uri)
-            kinds = [(_classify(p), _unstrip(fs, p)) for p in paths]
-            usable = [(k, p) for k, p in kinds if k]
+            usable = [(k, p) for k, p in ((_classify(p), _unstrip(fs, p)) for p in paths) if k]
             if not usable:
                 raise InputError(f"input {uri!r} holds no tar, parquet, jsonl or image files")
             containers = [(k, p) for k, p in usable if k != "image"]
@@ -131,6 +128,14 @@ def list_units(inputs: list[str], params: ReadParams, media_columns: bool = True
                 root = _unstrip(fs, path.rstrip("/")) if is_dir else posixpath.dirname(usable[0][1])
                 folders.setdefault(root, []).extend(p for _, p in usable)
                 folder_group.setdefault(root, given)
+    return found, folders, folder_group
+
+
+def list_units(inputs: list[str], params: ReadParams, media_columns: bool = True) -> list[Unit]:
+    """Expand URIs (braces, globs, folders) into a sorted, deterministic list of units."""
+    if not inputs:
+        raise InputError("no input given: pass --input URI [URI ...]")
+    found, folders, folder_group = _scan_inputs(inputs)
     seen_parquet: set[str] = set()
     for kind, path in found:
         if media_columns and kind == "parquet" and posixpath.dirname(path) not in seen_parquet:

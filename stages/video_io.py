@@ -64,17 +64,14 @@ def _kind(path: str) -> str | None:
     return None
 
 
-def list_video_units(inputs: list[str], params: VideoReadParams) -> list[Unit]:
-    """Expand URIs (braces, globs, folders) into a sorted, deterministic list of units."""
-    if not inputs:
-        raise InputError("no input given: pass --input URI [URI ...]")
+def _scan_video_inputs(inputs: list[str]) -> tuple[dict[tuple[str, str], str], dict[str, list[str]]]:
+    """(containers (kind, path) -> the input naming them, input -> the loose video files it names)."""
     containers: dict[tuple[str, str], str] = {}
     loose: dict[str, list[str]] = {}
     for given in inputs:
         for uri in braceexpand.braceexpand(given):
             fs, _, paths, _ = expand_uri(uri)
-            found = [(_kind(p), _unstrip(fs, p)) for p in paths]
-            usable = [(k, p) for k, p in found if k]
+            usable = [(k, p) for k, p in ((_kind(p), _unstrip(fs, p)) for p in paths) if k]
             if not usable:
                 raise InputError(f"input {uri!r} holds no video files, tar shards or jsonl")
             for k, p in usable:
@@ -82,6 +79,14 @@ def list_video_units(inputs: list[str], params: VideoReadParams) -> list[Unit]:
                     loose.setdefault(given, []).append(p)
                 else:
                     containers.setdefault((k, p), given)
+    return containers, loose
+
+
+def list_video_units(inputs: list[str], params: VideoReadParams) -> list[Unit]:
+    """Expand URIs (braces, globs, folders) into a sorted, deterministic list of units."""
+    if not inputs:
+        raise InputError("no input given: pass --input URI [URI ...]")
+    containers, loose = _scan_video_inputs(inputs)
     units: list[Unit] = []
     for (kind, path), given in sorted(containers.items(), key=lambda kv: kv[0][1]):
         if kind == "wds":

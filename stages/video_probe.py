@@ -44,58 +44,65 @@ def _fraction(value: Any) -> Fraction:
     return Fraction(int(value.numerator), int(value.denominator))
 
 
-def probe(path: str) -> dict[str, Any]:
-    """Facts about the video at `path` (a local file), named as `VideoRecord` fields."""
+def _video_stream(container: Any) -> Any:
+    """The first video stream of an open container; VideoBroken for no stream or a still image."""
+    fmt = container.format.name
+    if not container.streams.video:
+        raise VideoBroken("no_video_stream", f"{fmt} container without a video stream")
+    stream = container.streams.video[0]
+    still_codec = stream.codec_context.name in ("mjpeg", "png", "webp", "bmp") and (stream.frames or 0) <= 1
+    if fmt in IMAGE_FORMATS or still_codec:
+        raise VideoBroken("not_a_video", f"a still image ({fmt}, {stream.codec_context.name}), not a video")
+    return stream
+
+
+def _first_frame(container: Any, stream: Any) -> Any:
     import av
-    import decord
 
     try:
-        container = av.open(path, metadata_errors="ignore")
-    except (av.FFmpegError, OSError, UnicodeDecodeError) as exc:
-        raise VideoBroken("undecodable", f"cannot open: {type(exc).__name__}: {exc}") from None
-    try:
-        fmt = container.format.name
-        if not container.streams.video:
-            raise VideoBroken("no_video_stream", f"{fmt} container without a video stream")
-        stream = container.streams.video[0]
-        if fmt in IMAGE_FORMATS or (
-            stream.codec_context.name in ("mjpeg", "png", "webp", "bmp") and (stream.frames or 0) <= 1
-        ):
-            raise VideoBroken("not_a_video", f"a still image ({fmt}, {stream.codec_context.name}), not a video")
-        cc = stream.codec_context
-        tb = _fraction(stream.time_base)
-        duration = float(stream.duration * tb) if stream.duration else (container.duration or 0) / 1e6
-        guessed, avg = _fraction(stream.guessed_rate), _fraction(stream.average_rate)
-        sar = _fraction(stream.sample_aspect_ratio) or Fraction(1)
-        try:
-            first = next(container.decode(stream))
-        except StopIteration:
-            raise VideoBroken("undecodable", "no frame could be decoded") from None
-        except av.FFmpegError as exc:
-            raise VideoBroken("undecodable", f"first frame: {type(exc).__name__}: {exc}") from None
-        rotation = rotation_cw(getattr(first, "rotation", 0) or 0)
-        start = float(first.pts * first.time_base) if first.pts is not None and first.time_base else 0.0
-        facts = {
-            "container": fmt,
-            "codec": cc.name,
-            "width": cc.width,
-            "height": cc.height,
-            "rotation": rotation,
-            "sar": f"{sar.numerator}:{sar.denominator}",
-            "fps": float(guessed or avg),
-            "avg_fps": float(avg or guessed),
-            "vfr": bool(guessed and avg and abs(float(guessed - avg)) > 0.01 * float(guessed)),
-            "duration": duration,
-            "start_time": start,
-            "container_start": (container.start_time or 0) / 1e6 if container.start_time is not None else start,
-            "has_audio": bool(container.streams.audio),
-            "audio_codec": container.streams.audio[0].codec_context.name if container.streams.audio else "",
-        }
-        facts["display_width"], facts["display_height"] = display_size(cc.width, cc.height, sar, rotation)
+        return next(container.decode(stream))
+    except StopIteration:
+        raise VideoBroken("undecodable", "no frame could be decoded") from None
     except av.FFmpegError as exc:
-        raise VideoBroken("undecodable", f"{type(exc).__name__}: {exc}") from None
-    finally:
-        container.close()
+        raise VideoBroken("undecodable", f"first frame: {type(exc).__name__}: {exc}") from None
+
+
+def _stream_facts(container: Any) -> dict[str, Any]:
+    """What PyAV says of the container and its first video stream (and first frame)."""
+    stream = _video_stream(container)
+    cc = stream.codec_context
+    tb = _fraction(stream.time_base)
+    duration = float(stream.duration * tb) if stream.duration else (container.duration or 0) / 1e6
+    guessed, avg = _fraction(stream.guessed_rate), _fraction(stream.average_rate)
+    sar = _fraction(stream.sample_aspect_ratio) or Fraction(1)
+    first = _first_frame(container, stream)
+    rotation = rotation_cw(getattr(first, "rotation", 0) or 0)
+    start = float(first.pts * first.time_base) if first.pts is not None and first.time_base else 0.0
+    audio = container.streams.audio
+    facts = {
+        "container": container.format.name,
+        "codec": cc.name,
+        "width": cc.width,
+        "height": cc.height,
+        "rotation": rotation,
+        "sar": f"{sar.numerator}:{sar.denominator}",
+        "fps": float(guessed or avg),
+        "avg_fps": float(avg or guessed),
+        "vfr": bool(guessed and avg and abs(float(guessed - avg)) > 0.01 * float(guessed)),
+        "duration": duration,
+        "start_time": start,
+        "container_start": (container.start_time or 0) / 1e6 if container.start_time is not None else start,
+        "has_audio": bool(audio),
+        "audio_codec": audio[0].codec_context.name if audio else "",
+    }
+    facts["display_width"], facts["display_height"] = display_size(cc.width, cc.height, sar, rotation)
+    return facts
+
+
+def _frame_count(path: str, facts: dict[str, Any]) -> None:
+    """Frames as decord indexes them (what a trainer's reader sees), into `facts`."""
+    import decord
+
     try:
         reader = decord.VideoReader(path, num_threads=1)
     except Exception as exc:  # decord raises its own DECORDError (a RuntimeError)
@@ -105,12 +112,29 @@ def probe(path: str) -> dict[str, Any]:
         if facts["frames"] == 0:
             raise VideoBroken("undecodable", f"decord: {type(exc).__name__}: {str(exc)[:500]}") from None
         if facts["duration"] <= 0 and last is not None:
-            facts["duration"] = last - start + 1.0 / (facts["fps"] or 25.0)
-    else:
-        try:
-            facts["frames"] = len(reader)
-        finally:
-            del reader
+            facts["duration"] = last - facts["start_time"] + 1.0 / (facts["fps"] or 25.0)
+        return
+    try:
+        facts["frames"] = len(reader)
+    finally:
+        del reader
+
+
+def probe(path: str) -> dict[str, Any]:
+    """Facts about the video at `path` (a local file), named as `VideoRecord` fields."""
+    import av
+
+    try:
+        container = av.open(path, metadata_errors="ignore")
+    except (av.FFmpegError, OSError, UnicodeDecodeError) as exc:
+        raise VideoBroken("undecodable", f"cannot open: {type(exc).__name__}: {exc}") from None
+    try:
+        facts = _stream_facts(container)
+    except av.FFmpegError as exc:
+        raise VideoBroken("undecodable", f"{type(exc).__name__}: {exc}") from None
+    finally:
+        container.close()
+    _frame_count(path, facts)
     if facts["frames"] < 2:
         raise VideoBroken("too_few_frames", f"{facts['frames']} frame(s): not a video")
     if facts["duration"] <= 0 and facts["fps"] > 0:  # streamed WebM/MKV: no duration in the header
