@@ -13,7 +13,8 @@ neither may carry a credential, so both pass through here first:
   secret (``?X-Amz-Signature=``, ``&sig=``, ``api_key='...'``, ``Authorization: Bearer ...``),
   ``Bearer`` / ``Basic`` credentials, well-known token formats (``sk-...``, ``hf_...``, ``ghp_...``,
   ``AKIA...``, JWTs) and every registered secret. It is idempotent.
-* ``install_log_redaction()``: every log record, from any library, is scrubbed before it is emitted.
+* ``install_log_redaction()`` (in ``redact_log``, importable from here too): every log record, from any
+  library, is scrubbed before it is emitted.
 
 Key names are matched on their words (``snake_case``, ``kebab-case`` and ``camelCase`` are split),
 never on substrings: ``api_key``, ``hf_token``, ``client_secret``, ``X-Api-Key``, ``Authorization``
@@ -26,13 +27,15 @@ cheaply and never fail.
 
 from __future__ import annotations
 
-import logging
 import re
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from functools import lru_cache, partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, quote_plus
+
+if TYPE_CHECKING:  # resolved lazily at run time, see `__getattr__` at the bottom
+    from .redact_log import RedactingFilter, install_log_redaction, redact_record, uninstall_log_redaction
 
 __all__ = [
     "MIN_SECRET_LEN",
@@ -42,6 +45,7 @@ __all__ = [
     "install_log_redaction",
     "is_secret_key",
     "redact",
+    "redact_field",
     "redact_record",
     "redact_text",
     "register_secret",
@@ -61,73 +65,21 @@ _WORD_RE = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
 _NAME_SUFFIXES = frozenset({"env", "var", "envvar"})
 # A key whose last word is one of these holds a secret.
 _SECRET_WORDS = frozenset(
-    {
-        "auth",
-        "authorization",
-        "cookie",
-        "cookies",
-        "credential",
-        "credentials",
-        "passphrase",
-        "passwd",
-        "password",
-        "pwd",
-        "secret",
-        "secrets",
-    }
+    {"auth", "authorization", "credential", "credentials", "cookie", "cookies"}
+    | {"passphrase", "passwd", "password", "pwd", "secret", "secrets"}
 )
 # ... or a compound word ending in one of these (`hftoken`, `apikey`, `xapikey`, `dbpassword`).
 _SECRET_WORD_ENDINGS = ("token", "secret", "password", "passwd", "apikey", "accesskey", "secretkey", "privatekey")
 # `<qualifier>_key` is secret (`api_key`, `secret_access_key`); a bare `key` (`__key__`, `sort_key`) is not.
 _KEY_QUALIFIERS = frozenset(
-    {
-        "access",
-        "account",
-        "api",
-        "auth",
-        "client",
-        "encryption",
-        "license",
-        "master",
-        "private",
-        "secret",
-        "session",
-        "signing",
-        "ssh",
-        "storage",
-        "subscription",
-    }
+    {"access", "account", "api", "auth", "client", "encryption", "license", "master"}
+    | {"private", "secret", "session", "signing", "ssh", "storage", "subscription"}
 )
 # `<word>_token` is a tokenizer's special token, not a credential (`eos_token: "</s>"`).
 _TOKENIZER_WORDS = frozenset(
-    {
-        "begin",
-        "bos",
-        "box",
-        "cls",
-        "default",
-        "end",
-        "eos",
-        "first",
-        "im",
-        "image",
-        "img",
-        "last",
-        "mask",
-        "new",
-        "next",
-        "pad",
-        "placeholder",
-        "sep",
-        "special",
-        "start",
-        "stop",
-        "think",
-        "unk",
-        "video",
-        "vision",
-        "audio",
-    }
+    {"bos", "eos", "pad", "unk", "cls", "sep", "mask", "im", "special", "default"}  # the classic special tokens
+    | {"begin", "end", "start", "stop", "first", "last", "new", "next"}  # boundaries
+    | {"box", "think", "placeholder", "image", "img", "video", "vision", "audio"}  # markup and media
 )
 # Secret only as URL query parameters (presigned S3 / GCS / Azure SAS URLs, Google `?key=`).
 _QUERY_ONLY_NAMES = frozenset(
@@ -160,13 +112,15 @@ def _is_secret_name(name: str, text: str, start: int) -> bool:
 # -------------------------------------------------------------------------------- registered secrets
 
 
+def _has_secret_content(value: str) -> bool:
+    """Something to hide: a letter or digit (`"******"` and `"--"` are not secrets)."""
+    return any(c.isalnum() for c in value)
+
+
 def _acceptable_secret(value: str) -> bool:
     """Long enough not to be a common word, has something to hide, and cannot clash with the marker."""
     return (
-        len(value) >= MIN_SECRET_LEN
-        and any(c.isalnum() for c in value)
-        and REDACTED not in value
-        and value not in REDACTED
+        len(value) >= MIN_SECRET_LEN and _has_secret_content(value) and REDACTED not in value and value not in REDACTED
     )
 
 
@@ -261,7 +215,7 @@ _NOT_SECRET_LITERALS = frozenset({"null", "none", "nil", "true", "false", "undef
 # A bare `Bearer xyz` / `Basic xyz` anywhere (HTTP auth schemes are capitalised in practice).
 # The lookahead keeps a credential from ending inside a word or before a marker (idempotence).
 _AUTH_RE = re.compile(
-    rf"(?<![\w\-])(?:Bearer|Basic)[ \t]+(?P<cred>(?:{_MARKER}|[A-Za-z0-9\-._~+/])+=*)(?!{_MARKER}|[A-Za-z0-9\-._~+/])"
+    rf"(?<![\w\-])(?:Bearer|Basic)[ \t]+(?P<cred>(?:{_MARKER}|[A-Za-z0-9\-._~+/%])+=*)(?!{_MARKER}|[A-Za-z0-9\-._~+/%])"
 )
 _PROSE_WORDS = frozenset(
     {"access", "auth", "authentication", "authorization", "credentials", "header", "realm", "scheme", "token"}
@@ -286,10 +240,6 @@ _Found = list[str] | None
 def _collect(found: _Found, value: str) -> None:
     if found is not None:
         found.append(value)
-
-
-def _has_secret_content(value: str) -> bool:
-    return any(c.isalnum() for c in value)
 
 
 def _userinfo_sub(m: re.Match[str], found: _Found) -> str:
@@ -475,154 +425,49 @@ def _redact_value(value: Any, found: _Found) -> Any:
     return value
 
 
-def redact(value: Any) -> Any:
+def redact(value: Any, *, register: bool = True) -> Any:
     """A redacted deep copy of a JSON-like structure (e.g. `model_dump(mode="json")`), for manifests.
 
     Values under secret keys (`is_secret_key`) become `REDACTED` (None, booleans and empty values are
     kept: nothing to hide, and they show whether a secret was set); every string, keys included, goes
-    through `redact_text`. Everything it replaced is registered, so an error message quoting a secret
-    later is scrubbed too. Dicts, lists, tuples and sets are copied; other leaves are returned as they
-    are; a pydantic model is dumped first.
+    through `redact_text`. Everything it replaced is registered (unless `register` is false, as for
+    log records), so an error message quoting a secret later is scrubbed too. Dicts, lists, tuples and
+    sets are copied; other leaves are returned as they are; a pydantic model is dumped first.
     """
-    found: list[str] = []
-    result = _redact_value(value, found)
-    _REGISTRY.add(found)
+    return _redacting(partial(_redact_value, value), register)
+
+
+def redact_field(key: object, value: Any, *, register: bool = True) -> Any:
+    """`value` as `redact` treats it under `key` in a mapping: masked if the key is secret, else
+    redacted; the key itself is left as it is (a log record's `extra=` field keeps its name)."""
+    return _redacting(partial(_redact_item, key, value), register)
+
+
+def _redacting(redactor: Callable[[_Found], Any], register: bool) -> Any:
+    """Run a structure redactor, registering the secrets it replaced when asked to."""
+    found: _Found = [] if register else None
+    result = redactor(found)
+    if found is not None:
+        _REGISTRY.add(found)
     return result
 
 
 # ------------------------------------------------------------------------------------------- logging
+# `redact_log` holds the logging half and imports this module, so its names are resolved on first use
+# (PEP 562): importing either module first works, and `import ...redact` stays cheap.
 
-_STANDARD_RECORD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
-_TRACEBACK_FORMATTER = logging.Formatter()
-
-
-def _redact_arg(arg: Any) -> Any:
-    if arg is None or isinstance(arg, (bool, int, float)):
-        return arg
-    if isinstance(arg, (str, Mapping, list, tuple)):
-        return _redact_value(arg, None)
-    return redact_text(str(arg))
+_LOG_NAMES = frozenset({"RedactingFilter", "install_log_redaction", "redact_record", "uninstall_log_redaction"})
 
 
-def _redact_message(record: logging.LogRecord) -> None:
-    """Format first (a `%s` argument may hold the URL), then scrub; the record keeps no raw args."""
-    if record.args:
-        try:
-            message = record.getMessage()
-        except Exception:  # a broken format string: logging reports it, with redacted parts
-            record.msg = redact_text(str(record.msg))
-            args = record.args
-            record.args = (
-                {k: _redact_arg(v) for k, v in args.items()}
-                if isinstance(args, Mapping)
-                else tuple(map(_redact_arg, args))
-            )
-            return
-        record.args = ()
-        record.msg = redact_text(message)
-    elif isinstance(record.msg, (Mapping, list, tuple)):  # structured messages stay structured
-        record.msg = _redact_value(record.msg, None)
-    else:
-        record.msg = redact_text(record.msg if isinstance(record.msg, str) else str(record.msg))
+def __getattr__(name: str) -> Any:
+    if name in _LOG_NAMES:
+        from . import redact_log
+
+        value = getattr(redact_log, name)
+        globals()[name] = value  # later lookups skip this hook
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _redact_exception(record: logging.LogRecord) -> None:
-    """Render the traceback once, scrubbed, into `exc_text`, and drop `exc_info`.
-
-    Formatters print `exc_text` when it is set; clearing `exc_info` keeps handlers that re-render the
-    live exception themselves (rich tracebacks, error trackers) from printing the raw message.
-    """
-    if record.exc_info:
-        if not record.exc_text:
-            record.exc_text = _TRACEBACK_FORMATTER.formatException(record.exc_info)
-        record.exc_info = None
-    if record.exc_text:
-        record.exc_text = redact_text(record.exc_text)
-    if record.stack_info:
-        record.stack_info = redact_text(record.stack_info)
-
-
-def _redact_extras(record: logging.LogRecord) -> None:
-    """Fields passed with `extra=` (`%(url)s` in a format, structured/JSON log handlers)."""
-    for name, value in list(record.__dict__.items()):
-        if name not in _STANDARD_RECORD_ATTRS:
-            record.__dict__[name] = _redact_item(name, value, None)
-
-
-def redact_record(record: logging.LogRecord) -> logging.LogRecord:
-    """Scrub a log record in place: message and args, exception and stack text, `extra` fields.
-
-    Idempotent (each handler may run it again). Never raises: if redaction itself fails the message is
-    replaced, since emitting it unredacted is the one outcome not allowed.
-    """
-    try:
-        _redact_message(record)
-        _redact_exception(record)
-        _redact_extras(record)
-    except Exception as e:  # pragma: no cover - defensive
-        record.msg, record.args = f"{REDACTED} (log redaction failed: {type(e).__name__})", ()
-        record.exc_info = record.exc_text = record.stack_info = None
-    return record
-
-
-class RedactingFilter(logging.Filter):
-    """A logging filter that scrubs each record (`redact_record`) and lets it through."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        redact_record(record)
-        return True
-
-
-_FILTER = RedactingFilter()
-_INSTALL_LOCK = threading.Lock()
-_PATCH_MARK = "_mmcurate_redacting"
-
-
-def _patch_handler_handle() -> None:
-    """Wrap `logging.Handler.handle` (once) so every handler scrubs a record before filtering/emitting."""
-    current: Callable[..., Any] = logging.Handler.handle
-    if getattr(current, _PATCH_MARK, False):
-        return
-
-    def handle(self: logging.Handler, record: logging.LogRecord) -> Any:
-        redact_record(record)
-        return current(self, record)
-
-    setattr(handle, _PATCH_MARK, True)
-    handle.__wrapped__ = current  # type: ignore[attr-defined]
-    logging.Handler.handle = handle  # type: ignore[method-assign]
-
-
-def install_log_redaction() -> None:
-    """Scrub every log record from every library before any handler emits it. Idempotent, thread-safe.
-
-    A filter on a logger only sees records logged directly on that logger, not those propagated from
-    child loggers, so the filter goes on the root logger *and* its current handlers. Handlers added
-    later (by Beam, a library, `logging.basicConfig`), handlers on non-root loggers and
-    `logging.lastResort` are covered by wrapping `logging.Handler.handle`: it is the one call every
-    emitted record goes through (`Logger.callHandlers`, `QueueListener`, `lastResort`), whoever
-    created the record or the handler. A `setLogRecordFactory` factory was not chosen: it runs before
-    `extra=` fields are merged, misses records rebuilt with `makeLogRecord` (queue / socket listeners
-    receiving records from worker processes), formats eagerly, and a library installing its own
-    factory silently disables it. Only a handler subclass overriding `handle()` without calling the
-    base class escapes the wrapper (in the stdlib only `NullHandler`, which emits nothing). Beam
-    workers are separate processes: call this in each one too (e.g. in a DoFn's `setup`).
-    """
-    with _INSTALL_LOCK:
-        root = logging.getLogger()
-        for target in (root, *root.handlers):
-            if not any(isinstance(f, RedactingFilter) for f in target.filters):
-                target.addFilter(_FILTER)
-        _patch_handler_handle()
-
-
-def uninstall_log_redaction() -> None:
-    """Undo `install_log_redaction` (tests): unwrap `Handler.handle`, drop the root filters."""
-    with _INSTALL_LOCK:
-        current = logging.Handler.handle
-        if getattr(current, _PATCH_MARK, False):
-            logging.Handler.handle = current.__wrapped__  # type: ignore[attr-defined,method-assign]
-        root = logging.getLogger()
-        for target in (root, *root.handlers):
-            for f in [f for f in target.filters if isinstance(f, RedactingFilter)]:
-                target.removeFilter(f)
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LOG_NAMES})

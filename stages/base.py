@@ -74,6 +74,23 @@ def hub_answer(repo: str, filename: str) -> str | None:
         return f"the hub cannot be reached ({type(exc).__name__})"
 
 
+def require_hub(repo: str, filename: str, cache_dir: str | None, key: str, what: str, instead: str) -> None:
+    """Weights not in the cache are fine only if the hub answers (a connected cluster downloads them
+    at load time); otherwise fail now, saying how to fetch them and which key to point elsewhere.
+    `what` names the missing thing, `instead` the local alternative for `key`."""
+    import huggingface_hub as hf
+
+    why = hub_answer(repo, filename)
+    if why is None:
+        return
+    cache = cache_dir or hf.constants.HF_HUB_CACHE
+    fetch = f"hf download {repo}{f' {filename}' if filename != 'config.json' else ''} --cache-dir {cache}"
+    raise ModelUnavailable(
+        f"{key}: {what} not in the cache {cache}, and {why}. "
+        f"Download it on a connected machine (`{fetch}`), or point {key} at {instead}"
+    )
+
+
 def resolve_device(device: str, key: str) -> str:
     """`auto` -> CUDA when visible, else CPU; an explicit CUDA device without one fails, naming `key`."""
     import torch

@@ -23,7 +23,7 @@ from typing import Any
 
 from apache_beam.ml.inference.base import ModelHandler
 
-from .base import Filter, ModelUnavailable, Params, hub_answer, register, resolve_device
+from .base import Filter, ModelUnavailable, Params, register, require_hub, resolve_device
 
 
 class ClipParams(Params):
@@ -155,18 +155,7 @@ def _readable(path: str, key: str) -> None:
 
 
 def _unreachable(repo: str, filename: str, params: ClipParams, key: str) -> None:
-    """Not in the cache: fine only if the hub answers (a connected cluster downloads at load time)."""
-    import huggingface_hub as hf
-
-    why = hub_answer(repo, filename)
-    if why is None:
-        return
-    cache = params.cache_dir or hf.constants.HF_HUB_CACHE
-    raise ModelUnavailable(
-        f"{key}: weights {repo}/{filename} are not in the cache {cache} and {why}. "
-        f"Download them on a connected machine (`hf download {repo} {filename} --cache-dir {cache}`), "
-        f"or point {key} at a local checkpoint file"
-    )
+    require_hub(repo, filename, params.cache_dir, key, f"weights {repo}/{filename} are", "a local checkpoint file")
 
 
 def embed_dim(params: ClipParams) -> int | None:

@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
+from mmcurate.schemas import redact as R
 from mmcurate.schemas.redact import (
     REDACTED,
     RedactingFilter,
@@ -28,7 +29,6 @@ from mmcurate.schemas.redact import (
     register_secret,
     uninstall_log_redaction,
 )
-from mmcurate.stages import redact as R
 
 OPENAI_KEY = "sk-abc123def456ghi789jkl"
 URL_KEY = "sk-live-123456789"
