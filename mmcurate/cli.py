@@ -113,7 +113,7 @@ def run_corpus(name: str, args: argparse.Namespace, beam_args: list[str], config
     corpus = corpora.get(name)
     config = config if config is not None else corpus.load_config(args.config)
     corpus.validate(config)
-    check_where(config, corpus, corpus.fields(config), overlays=())
+    check_where(config, corpus, corpus.fields(config), run_root=None)
     units = corpus.list_units(args.input, config)
     return execute(
         corpus, config, args.input, units, args.output, beam_args, args.overwrite, not args.no_progress,
@@ -138,6 +138,11 @@ def _overlay(args: argparse.Namespace) -> int:
     ext = next((e for e in readers if args.table.endswith(e)), None)
     if ext is None:
         print(f"mmcurate: error: --table {args.table}: a .parquet, .jsonl or .csv file", file=sys.stderr)
+        return 2
+    with fsspec.open(args.run.rstrip("/") + "/manifest.json", "rt") as f:
+        kinds = list(json.load(f).get("kinds", {}))
+    if args.kind not in kinds:
+        print(f"mmcurate: error: --kind {args.kind}: {args.run} holds {', '.join(kinds)} records", file=sys.stderr)
         return 2
     with fsspec.open(args.table, "rb") as f:
         table = readers[ext](f)
@@ -199,9 +204,16 @@ def _reasons() -> int:
 
 
 def _summary(uri: str) -> int:
+    from mmcurate.pipelines.finish import MANIFEST_FORMAT
+
     uri = uri if uri.endswith(".json") else uri.rstrip("/") + "/manifest.json"
     with fsspec.open(uri, "rt") as f:
         manifest: dict[str, Any] = json.load(f)
+    if manifest.get("format") != MANIFEST_FORMAT:
+        print(
+            f"mmcurate: error: {uri} is a {manifest.get('format')!r} manifest, not {MANIFEST_FORMAT}", file=sys.stderr
+        )
+        return 2
     print_summary(manifest)
     return 0
 

@@ -14,8 +14,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import apache_beam as beam
-import fsspec
-import pyarrow.parquet as pq
 
 from mmcurate.schemas import CaptionSample, Fate, Fields
 from mmcurate.stages.base import Filter
@@ -30,15 +28,15 @@ from mmcurate.stages.image_decode import (
     perceptual_hash,
     pixel_hash,
 )
+from mmcurate.stages.io import ReadReport
 from mmcurate.stages.readers import ReadParams, Unit, list_units, read_unit
-from mmcurate.stages.writers import ShardParams, join
+from mmcurate.stages.writers import ShardParams
 
-from . import layout
 from .common import COUNTS_TAG, ReadUnits, Safely, pending
 from .config import ConfigError, FilteredConfig
 from .corpus import Corpus
 from .finish import Finish, Run, touch
-from .ledger import redecidable
+from .ledger import read_ledger, redecidable
 from .models import ScoreWithModels, model_fields, model_stages, validate_models
 from .overlays import AttachOverlays
 from .thresholds import Thresholds
@@ -110,10 +108,7 @@ class ReadWithLedgerFn(beam.DoFn):
         self.run_root, self.params, self.progress_dir = run_root, params, progress_dir
 
     def process(self, unit: Unit) -> Iterator[Any]:
-        path = join(self.run_root, layout.ledger(CaptionSample.kind, unit.index))
-        fs, local = fsspec.core.url_to_fs(path)
-        rows = pq.read_table(local, filesystem=fs).to_pylist() if fs.exists(local) else []
-        ledger = {r["source"]["index"]: CaptionSample.from_row(r) for r in rows}
+        ledger = {r.source.index: r for r in read_ledger(self.run_root, CaptionSample, unit.index)}
         n = 0
         for rec in read_unit(unit, self.params):
             n += 1
@@ -122,7 +117,7 @@ class ReadWithLedgerFn(beam.DoFn):
             n += 1
             yield prior.settle("source_changed", "in the ledger but no longer in the source", stage="select")
         touch(self.progress_dir, f"read-{unit.index}")
-        yield beam.pvalue.TaggedOutput(COUNTS_TAG, (unit.index, n))
+        yield beam.pvalue.TaggedOutput(COUNTS_TAG, (unit.index, ReadReport(produced=n).to_dict()))
 
     def _joined(self, rec: CaptionSample, prior: CaptionSample | None) -> CaptionSample:
         if prior is None:
@@ -165,7 +160,7 @@ class CaptionCorpus(Corpus):
 
     def fields(self, config: CaptionConfig) -> dict[str, Fields]:
         filters = config.build_filters()
-        scores = [s for f in filters for s in f.scores] + list(model_fields(config, "caption"))
+        scores = [s for f in filters for s in f.scores] + list(model_fields(config))
         return {"caption": Fields(tuple(scores), tuple(lb for f in filters for lb in f.labels))}
 
     def dedup(self, config: CaptionConfig) -> DedupParams:
@@ -188,12 +183,6 @@ class CaptionCorpus(Corpus):
     def check_select(self, config: CaptionConfig, parent_config: CaptionConfig, parent: dict) -> None:
         if config.read != parent_config.read:
             raise ConfigError("select: the `read` section must match the parent run's (the same units are re-read)")
-        unscored = [name for name in config.filters if name not in parent_config.filters]
-        if unscored:
-            raise ConfigError(
-                f"select: filters {unscored} were not scored by the parent run; "
-                "select only re-thresholds existing scores (run `mmcurate caption` with them)"
-            )
 
     def select(self, p: beam.Pipeline, units: list[Unit], config: CaptionConfig, run: Run) -> beam.PCollection:
         parent = run.meta["lineage"]["parent_run"]

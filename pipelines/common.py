@@ -24,7 +24,7 @@ import fsspec
 from mmcurate import __version__
 from mmcurate.schemas import Record
 from mmcurate.schemas.redact import install_log_redaction, redact
-from mmcurate.stages.readers import Unit
+from mmcurate.stages.io import ReadReport, Unit
 from mmcurate.stages.writers import atomic_write, join
 
 from . import layout
@@ -34,29 +34,34 @@ COUNTS_TAG = "read_counts"
 
 
 class ReadUnitFn(beam.DoFn):
-    """One unit in; every record of it out, and (tagged `read_counts`) (unit, how many were read)."""
+    """One unit in; every record of it out, and (tagged `read_counts`) (unit, what the container held:
+    `ReadReport.to_dict()`, the input side of the accounting)."""
 
-    def __init__(self, params: Any, reader: Callable[[Unit, Any], Iterable[Record]], progress_dir: str | None) -> None:
+    def __init__(
+        self, params: Any, reader: Callable[[Unit, Any, ReadReport], Iterable[Record]], progress_dir: str | None
+    ) -> None:
         self.params, self.reader, self.progress_dir = params, reader, progress_dir
 
     def setup(self) -> None:
         install_log_redaction()  # workers are processes of their own: their logs are scrubbed too
 
     def process(self, unit: Unit) -> Iterator[Any]:
-        n = 0
-        for rec in self.reader(unit, self.params):
-            n += 1
-            yield rec
+        report = ReadReport()
+        yield from self.reader(unit, self.params, report)
         count("units.read")
         touch(self.progress_dir, f"read-{unit.index}")
-        yield beam.pvalue.TaggedOutput(COUNTS_TAG, (unit.index, n))
+        yield beam.pvalue.TaggedOutput(COUNTS_TAG, (unit.index, report.to_dict()))
 
 
 class ReadUnits(beam.PTransform):
     """'ListUnits' + 'ReadUnits': the tagged result has `records` and `read_counts`."""
 
     def __init__(
-        self, units: list[Unit], params: Any, reader: Callable[[Unit, Any], Iterable[Record]], progress_dir: str | None
+        self,
+        units: list[Unit],
+        params: Any,
+        reader: Callable[[Unit, Any, ReadReport], Iterable[Record]],
+        progress_dir: str | None,
     ) -> None:
         super().__init__()
         self.units, self.fn = units, ReadUnitFn(params, reader, progress_dir)

@@ -121,13 +121,11 @@ def merge(base: dict[str, Any], override: dict[str, Any], replace: tuple[str, ..
     return out
 
 
-def load_config(path: str | Path | None, model: type[Params], default: str) -> Any:
-    """The embedded defaults, overridden key by key by the YAML at `path`, validated in full.
-
-    `filters` is replaced as a whole when given (it is an ordered recipe, not a set of overrides).
-    """
+def load_config(path: str | Path | None, model: type[Params], default: str, base: dict | None = None) -> Any:
+    """The embedded defaults (or `base`: a parent run's config), overridden key by key by the YAML at
+    `path`, validated in full. `filters` and RL `tiers` are replaced as a whole when given."""
     defaults = DEFAULTS_DIR / default
-    data = _read_yaml(defaults)
+    data = base if base is not None else _read_yaml(defaults)
     source = defaults
     if path:
         source = Path(path)

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     import apache_beam as beam
 
     from mmcurate.stages.dedup import DedupParams
-    from mmcurate.stages.readers import Unit
+    from mmcurate.stages.io import Unit
     from mmcurate.stages.writers import FileInfo, ShardInfo, ShardParams
 
     from .finish import Run
@@ -96,10 +96,11 @@ class Corpus(abc.ABC):
         return self.kinds[0].kind
 
     # -- before the run
-    def load_config(self, path: str | None) -> Any:
+    def load_config(self, path: str | None, base: dict | None = None) -> Any:
+        """The embedded defaults, or `base` (a parent run's config for select), overridden by `path`."""
         from .config import load_config
 
-        return load_config(path, self.config_class, self.defaults)
+        return load_config(path, self.config_class, self.defaults, base)
 
     def validate(self, config: Any) -> None:
         """What must hold before any input is read (binaries, model weights, endpoints)."""

@@ -153,6 +153,11 @@ def settle_unit(corpus: corpora.Corpus, by_kind: dict[str, list[Record]], dups: 
                 rec.keep()
 
 
+def unit_report(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """The unit's read report (`stages.io.ReadReport`; Beam commits one per unit, retries discarded)."""
+    return reports[0] if reports else {"expected": None, "produced": 0, "damage": [], "ignored": []}
+
+
 def inputs_by_kind(corpus: corpora.Corpus, by_kind: dict[str, list[Record]], read: int) -> dict[str, int]:
     """The input side of each identity: the reader's count for the primary kind, else what parents made."""
     made: collections.Counter = collections.Counter()
@@ -227,7 +232,9 @@ class WriteUnitFn(beam.DoFn):
         for records in by_kind.values():
             records.sort(key=lambda r: (r.source.index, r.uid))
         settle_unit(self.corpus, by_kind, grouped.get("dups", ()))
-        inputs = inputs_by_kind(self.corpus, by_kind, sum(grouped["read"]))
+        read = unit_report(grouped["read"])
+        held = read["expected"] if read["expected"] is not None else read["produced"]
+        inputs = inputs_by_kind(self.corpus, by_kind, held)
         files: dict[str, list[dict]] = {k: [] for k in FILE_KEYS}
         shards = self._write_samples(unit, by_kind, files)
         kinds = {}
@@ -237,7 +244,7 @@ class WriteUnitFn(beam.DoFn):
             self._write_tables(unit, kind, records, files)
         outputs, extras = self.corpus.unit_outputs(unit, by_kind, shards, self.run, self.config)
         files["outputs"] += [f.to_dict() for f in outputs]
-        summary = {"unit": unit, "kinds": kinds, "files": files, "extras": extras}
+        summary = {"unit": unit, "kinds": kinds, "files": files, "extras": extras, "read": read}
         atomic_write(join(self.run.out_root, layout.summary(unit)), json_bytes(summary))
         count("units.written")
         touch(self.run.progress_dir, f"write-{unit}")
@@ -349,9 +356,26 @@ def build_manifest(summaries: list[dict], missing: list[int], run: Run, corpus: 
         "files": files,
         "extras": corpus.fold_extras([s["extras"] for s in summaries], config),
     }
+    manifest.update(read_damage(summaries))
     if missing:
         manifest["units_missing"] = missing
     return manifest
+
+
+IGNORED_NAMES = 100
+
+
+def read_damage(summaries: list[dict]) -> dict[str, Any]:
+    """What the inputs held but could not be read as records: damaged byte ranges (each stands as one
+    quarantined record; how many records it held is said where known, else "unknown"), and the files
+    beside the media that are not records (counted, the first names listed)."""
+    damage = [{**d, "unit": s["unit"]} for s in summaries for d in s.get("read", {}).get("damage", [])]
+    ignored = [name for s in summaries for name in s.get("read", {}).get("ignored", [])]
+    return {
+        "inputs_fully_read": not damage,
+        "unreadable_remainder": damage,
+        "ignored_files": {"count": len(ignored), "names": ignored[:IGNORED_NAMES]},
+    }
 
 
 def write_manifest(_units_written: int, run: Run, corpus: str, config: Any) -> dict:

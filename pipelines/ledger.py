@@ -12,7 +12,7 @@ from typing import Any
 import fsspec
 import pyarrow.parquet as pq
 
-from mmcurate.schemas import Fate, Record, Status, reason
+from mmcurate.schemas import REASONS, Fate, Record, Status
 from mmcurate.stages.writers import join
 
 from . import layout
@@ -28,7 +28,14 @@ def read_ledger(run_root: str, cls: type[Record], unit: int) -> list[Any]:
 
 
 def redecidable(rec: Record) -> bool:
-    return rec.fate.status == Status.KEPT or (rec.fate.final and reason(rec.fate.reason).redecide)
+    if rec.fate.status == Status.KEPT:
+        return True
+    if not rec.fate.final:
+        return False
+    known = REASONS.get(rec.fate.reason)
+    if known is None:  # the code of a `where` rule of the parent's config: a threshold's verdict
+        return rec.fate.status == Status.DROPPED
+    return known.redecide
 
 
 def reopen(rec: Record) -> Record:

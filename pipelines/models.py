@@ -2,11 +2,11 @@
 
     records -> 'Example[clip]' -> 'RunInference[clip]' -> 'Merge[clip]' -> ... -> records with model scores
 
-A model stage (`ModelStage`) scores one *view*: an image with its text. A record kind says how it is
-seen (`Views`): a caption pair is one view, a clip its sampled frames, a document its images; the
-views of one record go to the model in the same batch, and the kind folds the views' results back
-into the record (one score; mean and max over frames). Stages are found through `STAGE_BUILDERS`,
-views through `VIEWS`; a new kind or model registers there and nothing else changes.
+A model stage (`ModelStage`) scores one *view*: an image with its text. A recipe says how its records
+are seen (`Views`, given to `ScoreWithModels`): a caption pair is one view, a clip its sampled
+frames, a document its images; the views of one record go to the model in the same batch, and the
+`Views` folds their results back into the record (one score; mean and max over frames). Stages are
+found through `STAGE_BUILDERS`: a new model registers there and nothing else changes.
 
 Failures stay with their record: a batch that raises is retried one record at a time, so one bad
 example quarantines only its own record (`model_error`); a stage that degrades a record without
@@ -78,18 +78,6 @@ class Views:
         return stage.scores
 
 
-VIEWS: dict[str, Views] = {}
-"""Record kind -> how its records are seen (kinds not named here get `Views()`)."""
-
-
-def register_views(kind: str, views: Views) -> None:
-    VIEWS[kind] = views
-
-
-def views_of(kind: str) -> Views:
-    return VIEWS.get(kind) or Views()
-
-
 # -------------------------------------------------------------------------------------------- stages
 
 
@@ -149,9 +137,9 @@ def model_stages(config: Any) -> list[ModelStage]:
     return [st for names, build in STAGE_BUILDERS.items() if needed & set(names) for st in build(config, needed)]
 
 
-def model_fields(config: Any, kind: str) -> tuple[str, ...]:
-    """Score names the model stages write on records of `kind` (without loading any model)."""
-    views = views_of(kind)
+def model_fields(config: Any, views: Views | None = None) -> tuple[str, ...]:
+    """Score names the model stages write on records seen through `views` (without loading a model)."""
+    views = views or Views()
     return tuple(name for st in model_stages(config) for name in views.fields(st))
 
 
@@ -260,41 +248,47 @@ class GuardedHandler(ModelHandler):
         return self.inner.model_copies()
 
 
-def _examples(rec: Record, stage: ModelStage) -> tuple[Record, list[Any] | None]:
+def _examples(rec: Record, stage: ModelStage, views: Views) -> tuple[Record, list[Any] | None]:
     if not pending(rec):
         return rec, None
-    views = views_of(rec.kind).views(rec)
-    return rec, [stage.example(v) for v in views] or None
+    try:
+        return rec, [stage.example(v) for v in views.views(rec)] or None
+    except Exception as exc:  # this record only (an image its views cannot be made of)
+        error = f"example[{stage.name}]: {type(exc).__name__}: {exc}"
+        return rec.settle("internal_error", error, stage=stage.name), None
 
 
-def _merge(element: tuple[Record, Any], stage: ModelStage) -> Record:
+def _merge(element: tuple[Record, Any], stage: ModelStage, views: Views) -> Record:
     rec, pred = element
     if pred is None:
         return rec
     if isinstance(pred, ModelFailure):
         return rec.settle("model_error", f"{stage.name}: {pred.error}", stage=stage.name)
-    adapter = views_of(rec.kind)
-    views = adapter.views(rec)
-    for view, p in zip(views, pred, strict=True):
-        stage.merge(view, p)
-    adapter.reduce(rec, stage, views)
+    try:
+        seen = views.views(rec)
+        for view, p in zip(seen, pred, strict=True):
+            stage.merge(view, p)
+        views.reduce(rec, stage, seen)
+    except Exception as exc:  # scoring code on a model's output: this record only
+        return rec.settle("internal_error", f"merge[{stage.name}]: {type(exc).__name__}: {exc}", stage=stage.name)
     return rec
 
 
 class ScoreWithModels(beam.PTransform):
     """Every stage in turn over every record; records that need no model pass through unscored."""
 
-    def __init__(self, stages: list[ModelStage], per_record: int = 1) -> None:
+    def __init__(self, stages: list[ModelStage], views: Views | None = None) -> None:
+        """`views`: how the records are seen (default: one image and its caption per record)."""
         super().__init__()
-        self.stages, self.per_record = stages, per_record
+        self.stages, self.views = stages, views or Views()
 
     def expand(self, records: beam.PCollection) -> beam.PCollection:
         for st in self.stages:
-            handler = KeyedModelHandler(GuardedHandler(st.handler, self.per_record))
+            handler = KeyedModelHandler(GuardedHandler(st.handler, self.views.per_record))
             records = (
                 records
-                | f"Example[{st.name}]" >> beam.Map(_examples, stage=st)
+                | f"Example[{st.name}]" >> beam.Map(_examples, stage=st, views=self.views)
                 | f"RunInference[{st.name}]" >> RunInference(handler)
-                | f"Merge[{st.name}]" >> beam.Map(_merge, stage=st)
+                | f"Merge[{st.name}]" >> beam.Map(_merge, stage=st, views=self.views)
             )
         return records

@@ -78,37 +78,42 @@ def copy_overlays(src_root: str, dst_root: str) -> None:
                 atomic_write(join(dst_root, rel), fh.read())
 
 
-def referenced(config: Any) -> list[tuple[str, str | None]]:
-    """(overlay name, rule kind) pairs the config's `where` rules read."""
-    return sorted({(r.column.split(".")[1], r.kind) for r in config.where if r.column.startswith("overlays.")},
-                  key=lambda t: (t[0], t[1] or ""))  # fmt: skip
+def referenced(config: Any) -> list[str]:
+    """The overlays the config's `where` rules read."""
+    return sorted({r.column.split(".")[1] for r in config.where if r.column.startswith("overlays.")})
+
+
+def overlay_columns(run_root: str, name: str, kind: str) -> set[str]:
+    """The columns overlay `name` has for `kind` records (from the files' schemas, no row is read)."""
+    cols: set[str] = set()
+    for path in overlay_files(run_root, name, kind):
+        with fsspec.open(path, "rb") as f:
+            cols |= set(pq.read_schema(f).names)
+    return cols - {"id"}
 
 
 class AttachOverlaysFn(beam.DoFn):
     """Puts the overlay rows of each record's id on it (`rec.overlay`), for the `where` rules that need
     them. Overlays are loaded once per worker: they hold facts about some records, not a second ledger."""
 
-    def __init__(self, run_root: str, names: list[tuple[str, str | None]], default_kind: str) -> None:
-        self.run_root, self.names, self.default_kind = run_root, names, default_kind
+    def __init__(self, run_root: str, names: list[str], kind: str) -> None:
+        self.run_root, self.names, self.kind = run_root, names, kind
 
     def setup(self) -> None:
-        self.tables = {
-            (name, kind or self.default_kind): read_overlay(self.run_root, name, kind or self.default_kind)
-            for name, kind in self.names
-        }
+        self.tables = {name: read_overlay(self.run_root, name, self.kind) for name in self.names}
 
     def process(self, rec: Record) -> Iterator[Record]:
-        found = {name: table[rec.id] for (name, kind), table in self.tables.items() if kind == rec.kind and
-                 rec.id in table}  # fmt: skip
-        if found:
-            rec.overlay = found
+        if rec.kind == self.kind:
+            found = {name: table[rec.id] for name, table in self.tables.items() if rec.id in table}
+            if found:
+                rec.overlay = found
         yield rec
 
 
 class AttachOverlays(beam.PTransform):
-    def __init__(self, run_root: str, config: Any, default_kind: str) -> None:
+    def __init__(self, run_root: str, config: Any, kind: str) -> None:
         super().__init__()
-        self.fn = AttachOverlaysFn(run_root, referenced(config), default_kind)
+        self.fn = AttachOverlaysFn(run_root, referenced(config), kind)
 
     def expand(self, records: beam.PCollection) -> beam.PCollection:
         if not self.fn.names:

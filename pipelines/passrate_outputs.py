@@ -16,9 +16,9 @@ from typing import Any
 import apache_beam as beam
 import pyarrow as pa
 
-from mmcurate.schemas import Question, Record, Rollout, Status
+from mmcurate.schemas import Question, Record, Status
+from mmcurate.stages.io import ReadReport, Unit
 from mmcurate.stages.questions import histogram
-from mmcurate.stages.readers import Unit
 from mmcurate.stages.trainer_formats import VERL_SCHEMA, dataset_info, sharegpt_row, verl_row
 from mmcurate.stages.writers import FileInfo, ShardInfo, atomic_write, join, json_bytes, parquet_bytes, write_json
 
@@ -29,6 +29,7 @@ from .corpus import Corpus
 from .finish import Finish, Run, touch
 from .ledger import read_ledger, reopen
 from .overlays import AttachOverlays
+from .rollouts import decide, read_cache, tasks_for
 from .thresholds import Thresholds
 
 BUCKETS = [f"[{i / 10:.1f}, {(i + 1) / 10:.1f})" for i in range(10)]
@@ -128,27 +129,25 @@ class ReadQuestionLedgerFn(beam.DoFn):
         for q in questions:
             yield reopen(q) if "k" in q.scores else q
         touch(self.progress_dir, f"read-{unit.index}")
-        yield beam.pvalue.TaggedOutput(COUNTS_TAG, (unit.index, len(questions)))
+        yield beam.pvalue.TaggedOutput(COUNTS_TAG, (unit.index, ReadReport(produced=len(questions)).to_dict()))
 
 
 class DecideFn(beam.DoFn):
+    """The sft / rl verdict from the ledger's grade; an SFT response from the cached rollouts of
+    exactly the prompts the parent sent (same model, prompt and sampling: the task keys)."""
+
     def __init__(self, config: Any, mode: str) -> None:
         self.config, self.mode = config, mode
 
     def process(self, element: tuple[str, dict[str, list]]) -> Iterator[Question]:
-        from .passrate import decide
-
         _, group = element
-        model, sampling = self.config.rollout.model_name, self.config.rollout.sampling.digest()
-        seen = [r for r in group["r"] if not r.blind and r.model == model and r.sampling_hash == sampling]
         for q in group["q"]:
+            keys = {t.key for t in tasks_for(q, self.config.rollout) if not t.blind} if group["r"] else set()
             q.labels.pop("response", None)
-            yield decide(q, self.config, self.mode, seen)
+            yield decide(q, self.config, self.mode, [r for r in group["r"] if r.key in keys])
 
 
 def select_questions(corpus: TrainerOutputs, p: beam.Pipeline, units: list[Unit], cfg: Any, run: Run) -> Any:
-    from .passrate import read_cache
-
     parent = run.meta["lineage"]["parent_run"]
     read = (
         p
@@ -175,4 +174,4 @@ def select_questions(corpus: TrainerOutputs, p: beam.Pipeline, units: list[Unit]
     return out | "Finish" >> Finish(corpus.name, run, cfg, read[COUNTS_TAG])
 
 
-__all__ = ["Rollout", "TrainerOutputs", "select_questions"]
+__all__ = ["TrainerOutputs", "select_questions"]

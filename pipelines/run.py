@@ -15,7 +15,7 @@ import fsspec
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from mmcurate.schemas import Fields
-from mmcurate.stages.readers import Unit
+from mmcurate.stages.io import Unit
 from mmcurate.stages.writers import atomic_write, join, json_bytes
 
 from . import layout
@@ -37,7 +37,8 @@ def prepare_output(out_root: str, overwrite: bool, parts: tuple[str, ...] = ()) 
     if existing and not overwrite:
         raise OutputError(f"output {out_root} already holds a run ({', '.join(existing)}); pass --overwrite")
     for part in existing:
-        fs.rm(join(path, part), recursive=True)
+        if part != layout.OVERLAYS:  # facts added later about these records (human labels) outlive a rerun
+            fs.rm(join(path, part), recursive=True)
     fs.makedirs(path, exist_ok=True)
 
 
@@ -134,14 +135,30 @@ def execute(
         run = new_run(corpus, config, inputs, units, out_root, lineage, fields, bar.dir)
         p = beam.Pipeline(options=options)
         (build or corpus.build)(p, units, config, run)
-        result = p.run()
-        result.wait_until_finish()
+        try:
+            result = p.run()
+            result.wait_until_finish()
+        except Exception:
+            failed = _failed_accounting(out_root, run.meta["created"])
+            if failed is None:
+                raise
+            return failed  # the manifest says what went missing; the CLI prints it and exits 1
     with fsspec.open(join(out_root, layout.MANIFEST), "rt") as f:
         manifest = json.load(f)
     metrics = collect_metrics(result)
     atomic_write(join(out_root, layout.METRICS), json_bytes(metrics))
     manifest["metrics"] = metrics
     return manifest
+
+
+def _failed_accounting(out_root: str, created: str) -> dict | None:
+    """The manifest this run wrote before failing its accounting check, if that is why it failed."""
+    try:
+        with fsspec.open(join(out_root, layout.MANIFEST), "rt") as f:
+            manifest = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return manifest if manifest.get("created") == created and not manifest.get("accounting_ok") else None
 
 
 def collect_metrics(result: Any) -> dict[str, dict[str, float]]:

@@ -17,7 +17,7 @@ from typing import Any
 
 import fsspec
 
-from mmcurate.schemas import Fields
+from mmcurate.schemas import REASONS, Fields
 from mmcurate.schemas.redact import REDACTED
 from mmcurate.stages.writers import join
 
@@ -26,18 +26,28 @@ from . import layout
 from .common import load_units
 from .config import ConfigError
 from .finish import MANIFEST_FORMAT
-from .overlays import copy_overlays, overlay_names
+from .overlays import copy_overlays, overlay_columns, overlay_names
 from .run import execute
 
 
-def _check_column(key: str, column: str, cls: type, fields: Fields, overlays: tuple[str, ...]) -> None:
+def _check_overlay(key: str, name: str, column: str, kind: str, run_root: str | None) -> None:
+    have = overlay_names(run_root) if run_root else []
+    if name not in have:
+        raise ConfigError(
+            f"{key}: no overlay {name!r} in this run (overlays: {', '.join(have) or 'none'}); "
+            "overlay columns exist only for `mmcurate select` on a run that has them"
+        )
+    columns = overlay_columns(run_root or "", name, kind)
+    if column not in columns:
+        raise ConfigError(
+            f"{key}: overlay {name!r} has no {kind} column {column!r} (it has: {', '.join(sorted(columns))})"
+        )
+
+
+def _check_column(key: str, column: str, cls: type, fields: Fields, run_root: str | None) -> None:
     head, *rest = column.split(".")
     if head == "overlays":
-        if rest[0] not in overlays:
-            raise ConfigError(
-                f"{key}: no overlay {rest[0]!r} in this run (overlays: {', '.join(overlays) or 'none'}); "
-                "overlay columns exist only for `mmcurate select` on a run that has them"
-            )
+        _check_overlay(key, rest[0], rest[1], cls.kind, run_root)
     elif head in ("scores", "labels"):
         declared = getattr(fields, head)
         if rest[0] not in declared:
@@ -47,16 +57,50 @@ def _check_column(key: str, column: str, cls: type, fields: Fields, overlays: tu
         raise ConfigError(f"{key}: {cls.kind} records have no column {head!r}")
 
 
-def check_where(config: Any, corpus: corpora.Corpus, fields: dict[str, Fields], overlays: tuple[str, ...]) -> None:
-    """Every `where` rule names a column the run has; fail before the run, naming the rule."""
-    kinds = {cls.kind: cls for cls in corpus.kinds}
-    default = getattr(config, "filter_kind", corpus.primary)
+def _check_reason(key: str, code: str) -> None:
+    """A rule's reason is its own: reusing another verdict's code would give one code two meanings."""
+    known = REASONS.get(code)
+    if known is not None and code != "column_threshold" and not known.doc.startswith("where rule"):
+        raise ConfigError(
+            f"{key}.reason: {code!r} already means {known.status.value}: {known.doc}; choose another code"
+        )
+
+
+def check_where(config: Any, corpus: corpora.Corpus, fields: dict[str, Fields], run_root: str | None) -> None:
+    """Every `where` rule names a column the run has and a reason of its own; fail before the run."""
+    kind = getattr(config, "filter_kind", corpus.primary)
+    cls = next(c for c in corpus.kinds if c.kind == kind)
     for i, rule in enumerate(config.where):
         key = f"where[{i}] ({rule.column})"
-        kind = rule.kind or default
-        if kind not in kinds:
-            raise ConfigError(f"{key}: kind {kind!r} is not a {corpus.name} record kind ({', '.join(kinds)})")
-        _check_column(key, rule.column, kinds[kind], fields.get(kind, Fields()), overlays)
+        _check_column(key, rule.column, cls, fields.get(kind, Fields()), run_root)
+        _check_reason(f"where[{i}]", rule.reason)
+        rule.register()
+
+
+def check_scored(config: Any, fields: dict[str, Fields]) -> None:
+    """Every filter decides on scores the parent run computed (select recomputes none)."""
+    kind = getattr(config, "filter_kind", None)
+    if kind is None:
+        return
+    have = set(fields.get(kind, Fields()).scores)
+    for f in config.build_filters():
+        missing = sorted(set(f.scores) - have)
+        if missing:
+            raise ConfigError(
+                f"select: filters.{f.name} decides on {missing}, which were not scored by the parent run; "
+                "select only re-thresholds existing scores (rerun the corpus with that filter)"
+            )
+
+
+def check_parent_files(run_root: str, parent: dict[str, Any]) -> None:
+    """Every file the parent's manifest lists is there: a select on a damaged run stops before it starts."""
+    listed = [f["path"] for key in ("ledger", "outputs") for f in parent["files"].get(key, [])]
+    listed += [p for s in parent["files"].get("shards", []) for p in (s["path"], s["index"]["path"])]
+    fs, root = fsspec.core.url_to_fs(run_root)
+    missing = [p for p in listed if not fs.exists(join(root, p))]
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise ConfigError(f"select: {run_root} is incomplete: its manifest lists {shown}, which are not there")
 
 
 def run(
@@ -76,10 +120,13 @@ def run(
         )
     corpus = corpora.get(parent["corpus"])
     parent_config = corpus.config_class(**parent["config"])
-    config = corpus.load_config(config_path) if config_path else parent_config
+    # The select config changes the parent's: what it does not name stays as the parent ran it.
+    config = corpus.load_config(config_path, base=parent["config"]) if config_path else parent_config
     corpus.check_select(config, parent_config, parent)
     fields = {kind: Fields.from_dict(sec["fields"]) for kind, sec in parent["kinds"].items()}
-    check_where(config, corpus, fields, tuple(overlay_names(run_root)))
+    check_scored(config, fields)
+    check_where(config, corpus, fields, run_root)
+    check_parent_files(run_root, parent)
     units = load_units(run_root)
     if any(REDACTED in u.uri or any(REDACTED in f for f in u.files) for u in units):
         raise ConfigError(f"select: {run_root}/units.json names inputs whose credentials were redacted; "

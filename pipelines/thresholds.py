@@ -15,7 +15,7 @@ import apache_beam as beam
 from mmcurate.stages.base import Filter
 from mmcurate.stages.clip import QuantileFilter
 from mmcurate.stages.columns import WhereRule, column_value, failed_rule
-from mmcurate.stages.readers import Unit
+from mmcurate.stages.io import Unit
 
 from .common import Safely
 
@@ -40,7 +40,7 @@ def apply_thresholds(
             reason = f.decide(rec.scores, rec.labels)
         if reason:
             return rec.settle(reason)
-    rule = failed_rule(rec, rules, kind)
+    rule = failed_rule(rec, rules)
     if rule is not None:
         value = column_value(rec, rule.column)
         return rec.settle(rule.reason, f"{rule.column} = {value!r}"[:200])

@@ -27,11 +27,11 @@ import apache_beam as beam
 from pydantic import Field
 
 from mmcurate.annotation.queue import queue_bytes, queue_path
-from mmcurate.schemas import ClipRecord, Fields, OcrLine, Record, Status, VideoRecord, reason
+from mmcurate.schemas import ClipRecord, Fields, OcrLine, Record, Status, VideoRecord
 from mmcurate.stages.base import Params
 from mmcurate.stages.dedup import DedupParams
+from mmcurate.stages.io import Unit
 from mmcurate.stages.isolation import ChildFailed, Isolated
-from mmcurate.stages.readers import Unit
 from mmcurate.stages.video_analysis import AnalysisParams, VideoResult, analyse, identify, ready
 from mmcurate.stages.video_clips import ClipOutputParams, ClipParams
 from mmcurate.stages.video_io import VideoReadParams, file_id, list_video_units, read_video_unit
@@ -44,9 +44,10 @@ from .common import COUNTS_TAG, ReadUnits, pending
 from .config import ConfigError, FilteredConfig
 from .corpus import Corpus
 from .finish import Finish, Run, count
-from .models import ModelStage, ScoreWithModels, View, Views, model_fields, model_stages, register_views
+from .ledger import redecidable
+from .models import ModelStage, ScoreWithModels, View, Views, model_fields, model_stages
 from .thresholds import Thresholds
-from .video_select import DROPPED_MEDIA, select_clips
+from .video_select import DROPPED_MEDIA, ClipFiles, SettleVideos, select_clips, settle_video
 
 VIDEOS_TAG = "videos"
 
@@ -243,9 +244,6 @@ class Frames(Views):
         return (*stage.scores, *(f"{s}_max" for s in stage.scores), *extra)
 
 
-register_views("clip", Frames())
-
-
 def _drop_frames(clip: ClipRecord) -> ClipRecord:
     """Sampled frames served the model stages; they never cross the shuffle to the writers."""
     clip.frames = None
@@ -276,7 +274,7 @@ class VideoCorpus(Corpus):
     def fields(self, config: VideoConfig) -> dict[str, Fields]:
         filters = config.build_filters()
         scores = [*CLIP_MOTION_SCORES, "duration", "width", "height", *(s for f in filters for s in f.scores)]
-        scores += model_fields(config, "clip")
+        scores += model_fields(config, Frames(config.output.sample_frames))
         labels = [*CLIP_MOTION_LABELS, *(lb for f in filters for lb in f.labels)]
         return {"video": Fields(), "clip": Fields(tuple(scores), tuple(labels))}
 
@@ -293,11 +291,11 @@ class VideoCorpus(Corpus):
         )
         clips = (
             analysed.clips
-            | "ScoreWithModels" >> ScoreWithModels(model_stages(config), config.output.sample_frames)
+            | "ScoreWithModels" >> ScoreWithModels(model_stages(config), Frames(config.output.sample_frames))
             | "ApplyThresholds" >> Thresholds(config, units, "clip")
             | "DropFrames" >> beam.Map(_drop_frames)
         )
-        records = (analysed[VIDEOS_TAG], clips) | "VideosAndClips" >> beam.Flatten()
+        records = (analysed[VIDEOS_TAG], clips) | "VideosAndClips" >> beam.Flatten() | "SettleVideos" >> SettleVideos()
         return records | "Finish" >> Finish(self.name, run, config, read[COUNTS_TAG])
 
     def settle_children(self, parent: Record, children: list[Record]) -> None:
@@ -307,16 +305,7 @@ class VideoCorpus(Corpus):
                     clip.settle("duplicate_video", duplicate_of=parent.fate.duplicate_of)
 
     def settle_parent(self, parent: Record, children: list[Record]) -> None:
-        failed = [c for c in children if c.fate.status == Status.QUARANTINED]
-        if any(c.fate.status == Status.KEPT for c in children):
-            parent.keep()
-        elif failed:  # nothing kept because clips could not be made or scored: an error, not a verdict
-            first = failed[0].fate.error
-            parent.settle("clips_failed", f"{len(failed)} of {len(children)} clips failed; first: {first}")
-        elif children and all(c.fate.reason == "too_short" for c in children):
-            parent.settle("no_clip_long_enough")
-        else:
-            parent.settle("all_clips_dropped")
+        settle_video(parent, children)
 
     def unit_outputs(
         self, unit: int, records: dict[str, list[Record]], shards: list[ShardInfo], run: Run, config: VideoConfig
@@ -350,22 +339,50 @@ class VideoCorpus(Corpus):
             )
         return lines
 
+    def check_select(self, config: VideoConfig, parent_config: VideoConfig, parent: dict) -> None:
+        """Clips are copied from the parent: what decides how they were cut and encoded must not change."""
+        fixed = ("read", "scenes", "motion", "clips", "decode_threads")
+        changed = [k for k in fixed if getattr(config, k) != getattr(parent_config, k)]
+        keep = {"shard", "keep_dropped_media"}
+        mine, theirs = config.output.model_dump(exclude=keep), parent_config.output.model_dump(exclude=keep)
+        changed += [f"output.{k}" for k in mine if mine[k] != theirs[k]]
+        if changed:
+            raise ConfigError(
+                f"select: {', '.join(changed)} must match the parent run's: select copies its clips; "
+                "rerun `mmcurate video` to cut or encode them anew"
+            )
+
     def select(self, p: beam.Pipeline, units: list[Unit], config: VideoConfig, run: Run) -> beam.PCollection:
         return select_clips(self, p, units, config, run)
 
 
+def _clip_file(clip: ClipRecord, run: Run, parent: ClipFiles | None) -> str | None:
+    """Where a clip's file is: this run's spool, else (select) the parent's shards or dropped media."""
+    import fsspec
+
+    spooled = spool_path(run.out_root, clip)
+    fs, path = fsspec.core.url_to_fs(spooled)
+    if fs.exists(path):
+        return spooled
+    return parent.locate(clip) if parent is not None else None
+
+
 def keep_dropped_media(unit: int, clips: list[ClipRecord], run: Run) -> list[FileInfo]:
-    """The files of clips a threshold dropped, as one tar per unit (`dropped_media/part-UUUUU.tar`)."""
+    """The files of clips a threshold dropped, as one tar per unit (`dropped_media/part-UUUUU.tar`);
+    a select run keeps what its parent kept of them."""
     import fsspec
     from webdataset import TarWriter
 
-    dropped = [c for c in clips if c.fate.status == Status.DROPPED and c.out_bytes and reason(c.fate.reason).redecide]
-    if not dropped:
+    parent_run = run.meta.get("lineage", {}).get("parent_run")
+    parent = ClipFiles(parent_run) if parent_run else None
+    dropped = [c for c in clips if c.fate.status == Status.DROPPED and c.out_bytes and redecidable(c)]
+    found = [(c, where) for c in dropped if (where := _clip_file(c, run, parent))]
+    if not found:
         return []
     rel = f"{DROPPED_MEDIA}/{layout.part(unit)}.tar"
     with atomic_file(join(run.out_root, rel)) as out, TarWriter(out, encoder=False, mtime=0) as sink:
-        for c in dropped:
-            with fsspec.open(spool_path(run.out_root, c), "rb") as f:
+        for c, where in found:
+            with fsspec.open(where, "rb") as f:
                 sink.write({"__key__": c.id, "mp4": f.read()})
     return [FileInfo(rel, out.size, out.sha.hexdigest())]
 

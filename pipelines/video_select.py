@@ -10,7 +10,6 @@ summary says how many.
 
 from __future__ import annotations
 
-import functools
 import posixpath
 import tarfile
 from collections.abc import Iterator
@@ -20,8 +19,8 @@ import apache_beam as beam
 import fsspec
 import pyarrow.parquet as pq
 
-from mmcurate.schemas import ClipRecord, Record, VideoRecord
-from mmcurate.stages.readers import Unit
+from mmcurate.schemas import ClipRecord, Record, Status, VideoRecord
+from mmcurate.stages.io import ReadReport, Unit
 from mmcurate.stages.writers import join
 
 from . import layout
@@ -49,33 +48,90 @@ class ReadVideoLedgersFn(beam.DoFn):
         for clip in read_ledger(self.parent, ClipRecord, unit.index):
             yield reopen(clip) if clip.parent_uid in open_videos else clip
         touch(self.progress_dir, f"read-{unit.index}")
-        yield beam.pvalue.TaggedOutput(COUNTS_TAG, (unit.index, len(videos)))
+        yield beam.pvalue.TaggedOutput(COUNTS_TAG, (unit.index, ReadReport(produced=len(videos)).to_dict()))
 
 
-@functools.lru_cache(maxsize=64)
-def _shard_index(parent: str, unit: int) -> dict[str, str]:
-    """Clip id -> the parent's shard holding it, for one unit (from the shard indexes)."""
-    fs, root = fsspec.core.url_to_fs(join(parent, layout.INDEX))
-    out: dict[str, str] = {}
-    for path in sorted(fs.glob(posixpath.join(root, f"{layout.part(unit)}-*.parquet"))):
-        with fs.open(path, "rb") as f:
-            for row in pq.read_table(f, columns=["key", "shard"]).to_pylist():
-                out[row["key"]] = row["shard"]
-    return out
+def settle_video(video: Record, clips: list[Record]) -> None:
+    """A video's fate from its clips: kept with a kept (or still pending) clip; quarantined when clips
+    failed (an error, not a verdict); dropped when its scenes were all too short or its clips dropped."""
+    failed = [c for c in clips if c.fate.status == Status.QUARANTINED]
+    if any(c.fate.status == Status.KEPT or c.pending for c in clips):
+        video.keep()
+    elif failed:
+        first = failed[0].fate.error
+        video.settle("clips_failed", f"{len(failed)} of {len(clips)} clips failed; first: {first}")
+    elif clips and all(c.fate.reason == "too_short" for c in clips):
+        video.settle("no_clip_long_enough")
+    else:
+        video.settle("all_clips_dropped")
 
 
-@functools.lru_cache(maxsize=64)
-def _dropped_media(parent: str, unit: int) -> frozenset[str]:
-    uri = join(parent, DROPPED_MEDIA, f"{layout.part(unit)}.tar")
-    fs, path = fsspec.core.url_to_fs(uri)
-    if not fs.exists(path):
-        return frozenset()
-    with fs.open(path, "rb") as f, tarfile.open(fileobj=f) as tar:
-        return frozenset(name.rsplit(".", 1)[0] for name in tar.getnames())
+def _settle_family(family: list[Record]) -> list[Record]:
+    for video in (r for r in family if isinstance(r, VideoRecord)):
+        clips = [r for r in family if isinstance(r, ClipRecord)]
+        if video.pending and not any(c.pending for c in clips):
+            settle_video(video, clips)
+    return family
 
 
-def _tar_member(tar_uri: str, member: str) -> str:
-    return f"tar://{member}::{tar_uri}"
+class SettleVideos(beam.PTransform):
+    """Videos with their clips (small records: frames are gone), grouped by video: a video none of
+    whose clips survived is settled now, before run-wide dedup chooses which copy of a repeated
+    video to keep (a copy whose clips all failed must not win over a healthy one)."""
+
+    def expand(self, records: beam.PCollection) -> beam.PCollection:
+        return (
+            records
+            | "KeyByVideo" >> beam.Map(lambda r: (r.parent_uid or r.uid, r))
+            | "GroupByVideo" >> beam.GroupByKey()
+            | "Settle" >> beam.FlatMap(lambda kv: _settle_family(list(kv[1])))
+        )
+
+
+class ClipFiles:
+    """Where a parent run keeps a clip's file: a member of its shards (found by clip id, first in the
+    clip's own unit, else anywhere: the copy of a repeated video has its original's clip ids), or a
+    member of its dropped_media/ tars. Indexes are read once per worker, lazily."""
+
+    def __init__(self, parent: str) -> None:
+        self.parent = parent
+        self._units: dict[int, dict[str, str]] = {}
+        self._all: dict[str, str] | None = None
+        self._dropped: dict[int, frozenset[str]] = {}
+
+    def _index(self, pattern: str) -> dict[str, str]:
+        fs, root = fsspec.core.url_to_fs(join(self.parent, layout.INDEX))
+        out: dict[str, str] = {}
+        for path in sorted(fs.glob(posixpath.join(root, pattern))):
+            with fs.open(path, "rb") as f:
+                for row in pq.read_table(f, columns=["key", "shard"]).to_pylist():
+                    out[row["key"]] = row["shard"]
+        return out
+
+    def _dropped_keys(self, unit: int) -> frozenset[str]:
+        if unit not in self._dropped:
+            fs, path = fsspec.core.url_to_fs(self._dropped_tar(unit))
+            keys: frozenset[str] = frozenset()
+            if fs.exists(path):
+                with fs.open(path, "rb") as f, tarfile.open(fileobj=f) as tar:
+                    keys = frozenset(name.rsplit(".", 1)[0] for name in tar.getnames())
+            self._dropped[unit] = keys
+        return self._dropped[unit]
+
+    def _dropped_tar(self, unit: int) -> str:
+        return join(self.parent, DROPPED_MEDIA, f"{layout.part(unit)}.tar")
+
+    def locate(self, clip: ClipRecord) -> str | None:
+        unit = clip.source.unit
+        if unit not in self._units:
+            self._units[unit] = self._index(f"{layout.part(unit)}-*.parquet")
+        shard = self._units[unit].get(clip.id)
+        if shard is None and clip.id in self._dropped_keys(unit):
+            return f"tar://{clip.id}.mp4::{self._dropped_tar(unit)}"
+        if shard is None:
+            self._all = self._all if self._all is not None else self._index("*.parquet")
+            shard = self._all.get(clip.id)
+        return f"tar://{clip.id}.mp4::{join(self.parent, layout.SHARDS, shard)}" if shard else None
 
 
 class LocateMediaFn(beam.DoFn):
@@ -84,19 +140,15 @@ class LocateMediaFn(beam.DoFn):
     def __init__(self, parent: str) -> None:
         self.parent = parent
 
+    def setup(self) -> None:
+        self.files = ClipFiles(self.parent)
+
     def process(self, rec: Record) -> Iterator[Record]:
-        if not isinstance(rec, ClipRecord) or not rec.pending:
-            yield rec
-            return
-        unit = rec.source.unit
-        shard = _shard_index(self.parent, unit).get(rec.id)
-        if shard is not None:
-            rec.media = _tar_member(join(self.parent, layout.SHARDS, shard), f"{rec.id}.mp4")
-        elif rec.id in _dropped_media(self.parent, unit):
-            rec.media = _tar_member(join(self.parent, DROPPED_MEDIA, f"{layout.part(unit)}.tar"), f"{rec.id}.mp4")
-        else:
-            rec.settle("media_not_kept", "the parent run kept no file of this dropped clip "
-                       "(run it with output.keep_dropped_media: true to re-select dropped clips)")  # fmt: skip
+        if isinstance(rec, ClipRecord) and rec.pending:
+            rec.media = self.files.locate(rec)
+            if rec.media is None:
+                rec.settle("media_not_kept", "the parent run kept no file of this dropped clip "
+                           "(run it with output.keep_dropped_media: true to re-select dropped clips)")  # fmt: skip
         yield rec
 
 
@@ -113,5 +165,6 @@ def select_clips(corpus: Corpus, p: beam.Pipeline, units: list[Unit], config: An
         | "AttachOverlays" >> AttachOverlays(parent, config, "clip")
         | "ApplyThresholds" >> Thresholds(config, units, "clip")
         | "LocateMedia" >> beam.ParDo(LocateMediaFn(parent))
+        | "SettleVideos" >> SettleVideos()
     )
     return records | "Finish" >> Finish(corpus.name, run, config, read[COUNTS_TAG])

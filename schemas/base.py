@@ -287,9 +287,6 @@ class Record(Row):
     kind: ClassVar[str] = "record"
     parent_kind: ClassVar[str | None] = None
     """The kind whose records this one's fate feeds into (clips -> their video), or None."""
-    sample_lists: ClassVar[tuple[str, ...]] = ()
-    """List columns that go into the webdataset JSON member (each non-empty for every kept sample: the
-    Hugging Face webdataset loader infers types from the first samples, and `[]` has no type)."""
 
     id: str
     """Content id: stable across reruns and locations."""
@@ -348,14 +345,15 @@ class Record(Row):
 
     def sample_json(self, fields: Fields) -> dict[str, Any]:
         """The sample's JSON member: every column with a type that is the same for every sample
-        (all declared scores, NaN where absent; labels '' where absent; errors as one string; list
-        columns only when `sample_lists` names them; no fate: a sample is always kept)."""
+        (all declared scores, NaN where absent; labels '' where absent; errors as one string; no list
+        columns: Hugging Face's webdataset loader infers types from the first samples, and `[]` has
+        none; no fate: a sample is always kept)."""
         row = self.to_row(fields)
         row.pop("fate", None)
         row["scores"] = {k: (math.nan if v is None else v) for k, v in (row.get("scores") or {}).items()}
         row["labels"] = {k: ("" if v is None else v) for k, v in (row.get("labels") or {}).items()}
         row["errors"] = "; ".join(f"{k}: {v}" for k, v in sorted(self.errors.items()))
-        for name in [k for k, v in row.items() if isinstance(v, list) and k not in self.sample_lists]:
+        for name in [k for k, v in row.items() if isinstance(v, list)]:
             del row[name]
         return row
 

@@ -63,10 +63,20 @@ _D, _Q = Status.DROPPED, Status.QUARANTINED
 
 for _code, _status, _doc, _redecide in (
     # The core: any corpus.
-    ("internal_error", _Q, "a stage raised unexpectedly on this record (the stage and exception are kept)", False),
+    (
+        "internal_error",
+        _Q,
+        "a stage raised unexpectedly on this record (the stage and exception are kept), or a "
+        "child record's parent was missing from its unit",
+        False,
+    ),
     ("model_error", _Q, "a model stage failed on this record alone (retried one element at a time)", False),
     ("read_error", _Q, "the input could not be read (for a broken container: the unread remainder)", False),
     ("bad_json", _Q, "a jsonl line that is not a JSON object", False),
+    ("bad_row", _Q, "a row or member group that cannot be a record (a field of the wrong type, ...)", False),
+    ("not_a_file", _Q, "a path that is no regular file (FIFO, device, directory): never opened for reading", False),
+    ("outside_root", _Q, "a path leaving the input's root (.., absolute, URI, symlink out): not read", False),
+    ("read_timeout", _Q, "reading the file took longer than read.timeout_s: abandoned", False),
     ("source_changed", _Q, "select: the input no longer holds what the parent run's ledger says", False),
     ("media_not_kept", _D, "select: now kept, but the parent run did not keep this record's media", True),
     ("duplicate_exact", _D, "identical content (pixels, file bytes or question) to a kept record", True),
@@ -93,7 +103,8 @@ for _code, _status, _doc, _redecide in (
     ("too_short", _D, "a scene (or a clip) shorter than the minimum duration", False),
     ("no_clip_long_enough", _D, "every scene of the video is shorter than clips.min_duration", True),
     ("all_clips_dropped", _D, "every clip of the video was dropped", True),
-    ("duplicate_video", _D, "a clip of a video dropped as a duplicate", True),
+    ("duplicate_video", _D, "a clip of a video dropped as a duplicate (duplicate_of: the kept video's id)", True),
+    ("too_small", _D, "smaller than the minimum side (images: filters.min_side; clips: filters.clip_size)", True),
     # Questions (pass-rate selection).
     ("bad_question", _Q, "a row that is no usable question (no text, no reference answer, bad type)", False),
     ("too_easy", _D, "pass rate at or above the too-easy bound", True),

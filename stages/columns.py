@@ -8,6 +8,7 @@ rule's reason when the value fails the rule; a missing value keeps the record un
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
@@ -31,8 +32,6 @@ class WhereRule(Params):
     """What a record without a value in the column gets (no such overlay row, a score never computed)."""
     reason: str = Field("column_threshold", pattern=r"^[a-z][a-z0-9_]*$")
     """The drop reason code (registered as a drop that select may re-decide)."""
-    kind: str | None = None
-    """The record kind the rule applies to; None = the kind the corpus's filters decide."""
 
     @model_validator(mode="after")
     def _some_test(self) -> WhereRule:
@@ -43,7 +42,17 @@ class WhereRule(Params):
             raise ValueError(f"where rule column {self.column!r}: use {parts[0]}.NAME")
         if parts[0] == "overlays" and len(parts) != 3:
             raise ValueError(f"where rule column {self.column!r}: use overlays.OVERLAY.COLUMN")
+        if parts[0] == "labels":
+            self._check_label_rule()
         return self
+
+    def _check_label_rule(self) -> None:
+        """Labels are strings: a numeric bound, or a value of another type, would never mean what it says."""
+        if self.min is not None or self.max is not None:
+            raise ValueError(f"where rule on {self.column!r}: labels are strings; use equals, one_of or none_of")
+        values = [self.equals, *(self.one_of or ()), *(self.none_of or ())]
+        if any(v is not None and not isinstance(v, str) for v in values):
+            raise ValueError(f"where rule on {self.column!r}: compare a label with strings (e.g. 'true', not true)")
 
     def register(self) -> None:
         """Make the rule's reason known in this process (workers call this in setup)."""
@@ -57,11 +66,17 @@ def column_value(rec: Any, path: str) -> Any:
         return getattr(rec, head).get(rest[0], MISSING)
     if head == "overlays":
         row = (getattr(rec, "overlay", None) or {}).get(rest[0])
-        value = row.get(rest[1], MISSING) if row else MISSING
-        return MISSING if value is None else value
+        return row.get(rest[1], MISSING) if row else MISSING
     value = getattr(rec, head, MISSING)
     for part in rest:
         value = getattr(value, part, MISSING) if not isinstance(value, dict) else value.get(part, MISSING)
+    return value
+
+
+def _present(value: Any) -> Any:
+    """A value that says nothing (None, NaN) is missing: NaN would pass every bound."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return MISSING
     return value
 
 
@@ -82,12 +97,10 @@ def _passes(rule: WhereRule, value: Any) -> bool:
     return True
 
 
-def failed_rule(rec: Any, rules: list[WhereRule], default_kind: str) -> WhereRule | None:
-    """The first rule the record fails (rules of other kinds are skipped), or None."""
+def failed_rule(rec: Any, rules: list[WhereRule]) -> WhereRule | None:
+    """The first rule the record fails, or None."""
     for rule in rules:
-        if (rule.kind or default_kind) != rec.kind:
-            continue
-        value = column_value(rec, rule.column)
+        value = _present(column_value(rec, rule.column))
         if value is MISSING:
             if rule.missing == "drop":
                 return rule

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import imagehash
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
+from pydantic import Field
 
 from .base import Params
 
@@ -44,9 +45,9 @@ class ImageBroken(Exception):
 
 
 class DecodeParams(Params):
-    max_pixels: int = 89_478_485
+    max_pixels: int = Field(89_478_485, gt=0)
     """Pixel bound (width x height from the header) against decompression bombs; Pillow's default."""
-    working_side: int = 512
+    working_side: int = Field(512, ge=0)
     """JPEGs are DCT-decoded (draft mode) only as large as needed for this long side; 0 = full size."""
 
 
@@ -139,7 +140,7 @@ RESAMPLE = {
 
 
 class EncodeParams(Params):
-    max_side: int = 512
+    max_side: int = Field(512, ge=0)
     """Longest side of the output image (never upscaled); 0 keeps the decoded size."""
     format: str = "jpeg"
     quality: int = 90

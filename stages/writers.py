@@ -82,7 +82,11 @@ def atomic_file(uri: str) -> Iterator[_Hashing]:
         fs.makedirs(parent, exist_ok=True)
     tmp = f"{path}.tmp-{uuid.uuid4().hex[:12]}"
     local = _is_local(fs)
-    staging = tmp if local else tempfile.mkstemp(prefix="mmcurate-")[1]
+    if local:
+        staging = tmp
+    else:
+        fd, staging = tempfile.mkstemp(prefix="mmcurate-")
+        os.close(fd)
     try:
         with open(staging, "wb") as raw:
             out = _Hashing(raw)
@@ -203,7 +207,11 @@ def write_shards(
     schema: pa.Schema | None = None
     try:
         for rec in samples:
-            members = {**rec.members(), "json": sample_json_bytes(rec, fields)}
+            try:
+                members = {**rec.members(), "json": sample_json_bytes(rec, fields)}
+            except Exception as exc:  # its media cannot be had (a spool file gone): this sample only
+                rec.settle("internal_error", f"write: {type(exc).__name__}: {exc}", stage="write")
+                continue
             size = _tar_size(members)
             if shard is not None and (
                 len(shard.rows) >= params.max_samples or _padded(shard.size + size) > params.max_bytes

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import apache_beam as beam
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
@@ -377,3 +378,54 @@ def test_hugging_face_datasets_loads_every_table_and_the_shards(tmp_path: Path) 
     assert {"ledger/caption", "index", "dropped/caption", "quarantined/caption", "shards"} <= set(seen)
     assert seen["ledger/caption"] == len(corpus_samples())
 
+
+def test_overlay_threshold_and_a_select_in_a_new_process_that_undoes_it(tmp_path: Path) -> None:
+    """An eval-contamination overlay (joined by id) drops what it flags through a `where` rule with a
+    reason of its own; a later select, in a fresh process that never saw that reason, re-decides
+    those records and keeps them again: the ledger never changed, only the decision."""
+    from mmcurate.pipelines.overlays import write_overlay
+
+    inputs = write_corpus(tmp_path / "in")
+    run1 = tmp_path / "run1"
+    assert run_cli("caption", "--input", *inputs, "--output", str(run1)) == 0
+    rows = ledger(run1)
+    flagged = rows["s000"]["id"]
+    write_overlay(str(run1), "contamination", "caption", pa.table({"id": [flagged], "in_eval": [True]}))
+    cfg = tmp_path / "clean.yaml"
+    cfg.write_text("where:\n  - {column: overlays.contamination.in_eval, equals: false, reason: in_eval_set}\n")
+    clean = tmp_path / "clean"
+    assert run_cli("select", "--run", str(run1), "--output", str(clean), "--config", str(cfg)) == 0
+    after = ledger(clean)
+    assert (after["s000"]["fate"]["status"], after["s000"]["fate"]["reason"]) == ("dropped", "in_eval_set")
+    # s003 (the same pixels, another caption) was s000's exact duplicate: with s000 out, it is kept.
+    assert rows["s003"]["fate"]["reason"] == "duplicate_exact" and after["s003"]["fate"]["status"] == "kept"
+    assert all(after[k]["fate"] == rows[k]["fate"] for k in rows if k not in ("s000", "s003"))
+    m = json.loads((clean / "manifest.json").read_text())
+    assert m["kinds"]["caption"]["reasons"]["dropped"]["in_eval_set"] == 1
+
+    undo = tmp_path / "undo.yaml"
+    undo.write_text("where: []\n")
+    again = tmp_path / "again"
+    cmd = [sys.executable, "-m", "mmcurate", "select", "--run", str(clean), "--output", str(again),
+           "--config", str(undo), "--no-progress"]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    final = ledger(again)
+    assert final["s000"]["fate"] == rows["s000"]["fate"]  # kept again: the rule is gone
+    assert _files(run1 / "shards") == _files(again / "shards")
+
+
+def test_select_refuses_a_damaged_parent_and_a_borrowed_reason(tmp_path: Path, capsys) -> None:
+    inputs = write_corpus(tmp_path / "in")
+    run1 = tmp_path / "run1"
+    assert run_cli("caption", "--input", *inputs, "--output", str(run1)) == 0
+    cfg = tmp_path / "borrow.yaml"
+    cfg.write_text("where:\n  - {column: width, min: 10, reason: missing_image}\n")
+    assert run_cli("select", "--run", str(run1), "--output", str(tmp_path / "s1"), "--config", str(cfg)) == 2
+    assert "where[0].reason: 'missing_image' already means quarantined" in capsys.readouterr().err
+    cfg.write_text("where:\n  - {column: labels.lang, min: 1}\n")
+    assert run_cli("select", "--run", str(run1), "--output", str(tmp_path / "s1"), "--config", str(cfg)) == 2
+    assert "labels are strings" in capsys.readouterr().err
+    next((run1 / "ledger" / "caption").glob("*.parquet")).unlink()
+    assert run_cli("select", "--run", str(run1), "--output", str(tmp_path / "s2")) == 2
+    assert "is incomplete" in capsys.readouterr().err and not (tmp_path / "s2").exists()

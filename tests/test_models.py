@@ -44,11 +44,25 @@ def record(i: int, pixels: Image.Image) -> CaptionSample:
     )  # fmt: skip
 
 
-def test_one_bad_image_in_a_batch_of_32_quarantines_only_its_record(tiny: dict[str, str]) -> None:
+class RecordingClip(ClipModelHandler):
+    """The real handler; it also appends each batch's size to a file (the pipeline runs a pickled copy)."""
+
+    def __init__(self, params: ClipParams, log: str) -> None:
+        super().__init__(params, text=True)
+        self.log = log
+
+    def run_inference(self, batch, model, inference_args=None):
+        with open(self.log, "a") as f:
+            f.write(f"{len(batch)}\n")
+        return super().run_inference(batch, model, inference_args)
+
+
+def test_one_bad_image_in_a_batch_of_32_quarantines_only_its_record(tiny: dict[str, str], tmp_path: Path) -> None:
     params = ClipParams(
         model="mmcurate-tiny-clip", pretrained=tiny["ckpt"], architecture=tiny["arch"], batch_size=32
     )  # min_batch_size = batch_size: the 32 records form one batch
-    handler = ClipModelHandler(params, text=True)
+    log = tmp_path / "batches.txt"
+    handler = RecordingClip(params, str(log))
     images = [photo(i) for i in range(32)]
     images[13] = Image.new("RGB", (0, 0))  # open_clip's resize divides by its size
     model = handler.load_model()
@@ -59,6 +73,7 @@ def test_one_bad_image_in_a_batch_of_32_quarantines_only_its_record(tiny: dict[s
         for i, img in enumerate(images)
         if i != 13
     }
+    log.unlink()
     stage = ModelStage("clip", handler, clip_example, merge_scores, ("clip_score",))
 
     def check(records: list[CaptionSample]) -> None:
@@ -78,15 +93,17 @@ def test_one_bad_image_in_a_batch_of_32_quarantines_only_its_record(tiny: dict[s
             | beam.combiners.ToList()
         )
         assert_that(out, lambda got: check(got[0]))
+    # One batch of 32 (it raised), then one call per record: the failure is found and kept to itself.
+    assert [int(n) for n in log.read_text().split()] == [32] + [1] * 32
 
 
 def test_views_of_a_caption_sample_are_its_one_image() -> None:
-    from mmcurate.pipelines.models import views_of
+    from mmcurate.pipelines.models import Views
 
     rec = record(0, photo(0))
-    (view,) = views_of("caption").views(rec)
+    (view,) = Views().views(rec)
     assert isinstance(view, View) and view.pixels is rec.pixels and view.text == rec.caption
-    assert views_of("caption").views(record(1, photo(1)).clear_payload()) == []  # not decoded: no view
+    assert Views().views(record(1, photo(1)).clear_payload()) == []  # not decoded: no view
 
 
 def test_an_image_ocr_could_not_read_is_kept_and_says_so(tmp_path: Path) -> None:

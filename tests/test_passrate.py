@@ -278,6 +278,11 @@ def test_hugging_face_datasets_loads_every_table(corpus: dict[str, Path], tmp_pa
     seen = assert_loads_everything(out, tmp_path / "hf")
     assert seen["ledger/question"] == m["kinds"]["question"]["counts"]["input"] == 9
     assert seen["rl"] == m["kinds"]["question"]["counts"]["kept"] and "quarantined/question" in seen
+    from hf_loaders import datasets
+
+    cache = corpus["root"] / "cache"
+    ds = datasets.load_dataset("parquet", data_dir=str(cache), split="train", cache_dir=str(tmp_path / "hf-cache"))
+    assert ds.num_rows == len(cached_rollouts(corpus)) and len(ds[0]["responses"]) == SAMPLING["k"]
 
 
 def test_recipe_under_test_pipeline(corpus: dict[str, Path], tmp_path: Path) -> None:
@@ -397,4 +402,3 @@ def test_no_secret_reaches_any_file_or_output_of_a_run(
     (failed,) = [r for r in ledger(out).values() if r["fate"]["reason"] == "model_error"]
     assert "mmuser:<redacted>@127.0.0.1" in failed["fate"]["error"] and "HTTP 400" in failed["fate"]["error"]
     assert m["config"]["rollout"]["openai"]["extra_body"]["api_key"] == "<redacted>"
-

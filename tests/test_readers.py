@@ -328,10 +328,13 @@ def test_parquet_with_relative_paths(tmp_path: Path) -> None:
 
 
 def test_parquet_with_absolute_paths(tmp_path: Path) -> None:
+    """An absolute path leaves the input's root: refused unless read.allow_outside_root."""
     (tmp_path / "img.jpg").write_bytes(jpg(12))
     (tmp_path / "m").mkdir()
     pq.write_table(pa.table({"path": [str(tmp_path / "img.jpg")], "caption": ["x y"]}), tmp_path / "m" / "p.parquet")
-    (r,) = read_all([str(tmp_path / "m" / "p.parquet")])
+    (refused,) = read_all([str(tmp_path / "m" / "p.parquet")])
+    assert status(refused) == ("quarantined", "outside_root") and "allow_outside_root" in refused.fate.error
+    (r,) = read_all([str(tmp_path / "m" / "p.parquet")], ReadParams(allow_outside_root=True))
     assert r.image == jpg(12)
 
 

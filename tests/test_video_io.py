@@ -43,7 +43,13 @@ def test_remote_jsonl_resolves_relative_paths_and_a_bad_row_costs_only_itself(cl
     assert [r.fate.status for r in recs] == [Status.PENDING, Status.QUARANTINED, Status.QUARANTINED, Status.PENDING]
     assert recs[0].source.uri.endswith("//vids-test/clips/a.mp4") and recs[0].data == clip_bytes
     assert recs[0].id == recs[3].id and recs[3].caption == "Data-Juicer style"
-    assert recs[1].fate.reason == recs[2].fate.reason == "missing_video"
+    assert recs[1].fate.reason == "outside_root"  # a URI a row names is not read unless allowed
+    assert recs[2].fate.reason == "missing_video"
+    params = VideoReadParams(allow_outside_root=True)
+    allowed = [
+        r for u in list_video_units(["memory://vids-test/list.jsonl"], params) for r in read_video_unit(u, params)
+    ]
+    assert allowed[1].fate.reason == "missing_video"  # allowed, then unreadable: an unknown protocol
 
 
 def test_file_names_that_are_not_utf8_are_read_and_written(tmp_path: Path, clip_bytes: bytes) -> None:

@@ -146,21 +146,32 @@ def test_shards_hold_mp4_json_txt_and_the_queue_points_into_them(run: Path) -> N
     assert seen == m["kinds"]["clip"]["counts"]["kept"]
 
 
-def test_a_hanging_read_is_killed_and_quarantined(tmp_path: Path) -> None:
-    """A FIFO nobody writes to blocks whoever opens it: the child is killed at the probe timeout."""
+def test_a_fifo_is_never_opened_and_a_slow_analysis_is_killed(tmp_path: Path) -> None:
+    """A FIFO nobody writes to blocks whoever opens it: it is refused without being opened
+    (`not_a_file`); an analysis that runs over its time limit is killed in its child process."""
     corpus = tmp_path / "in"
     corpus.mkdir()
     demo_video.make_video(corpus / "ok.mp4", [demo_video.Segment("pan_left", 75)], size=(320, 240))
     os.mkfifo(corpus / "stuck.mp4")
     cfg = tmp_path / "cfg.yaml"
-    cfg.write_text(yaml.safe_dump({"limits": {"probe_timeout_s": 3}, "filters": {"motion": {"min": 0.25}}}))
+    cfg.write_text(yaml.safe_dump({"filters": {"motion": {"min": 0.25}}}))
     assert main(["video", "--input", str(corpus), "--output", str(tmp_path / "out"), "--no-progress", "--config",
                  str(cfg)]) == 0  # fmt: skip
     m = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert m["kinds"]["video"]["counts"] == {"input": 2, "kept": 1, "dropped": 0, "quarantined": 1}
-    assert m["kinds"]["video"]["reasons"]["quarantined"] == {"decode_timeout": 1}
+    assert m["kinds"]["video"]["reasons"]["quarantined"] == {"not_a_file": 1}
     (row,) = _table(tmp_path / "out", "quarantined/video")
-    assert row["source"].endswith("stuck.mp4") and "killed" in row["error"]
+    assert row["source"].endswith("stuck.mp4") and "FIFO" in row["error"]
+
+    limits = {"timeout_s": 0.001, "timeout_per_second": 0}  # the analysis (a scan and a cut) takes far longer
+    cfg.write_text(yaml.safe_dump({"limits": limits, "filters": {"motion": {"min": 0.25}}}))
+    out = tmp_path / "slow"
+    assert main(["video", "--input", str(corpus / "ok.mp4"), "--output", str(out), "--no-progress", "--config",
+                 str(cfg)]) == 0  # fmt: skip
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["kinds"]["video"]["reasons"]["quarantined"] == {"decode_timeout": 1}
+    (row,) = _table(out, "quarantined/video")
+    assert "killed" in row["error"]
 
 
 def test_bad_config_fails_before_reading(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -260,6 +271,44 @@ def test_select_keeps_dropped_clips_when_the_parent_kept_their_files(tmp_path: P
         assert sum(1 for _ in c.decode(video=0)) == static["end_frame"] - static["start_frame"]
 
 
+def test_a_select_that_changes_nothing_reproduces_its_parent(tmp_path: Path) -> None:
+    """Same config, no new rule: every fate and every shard byte as the parent wrote them, with a
+    repeated video in another unit (its clips must come out `duplicate_video` again, not lost for
+    want of a file), and with the parent's dropped clips kept over as the parent kept them."""
+    corpus = tmp_path / "in"
+    corpus.mkdir()
+    segments = [demo_video.Segment("pan_left", 75), demo_video.Segment("static", 75, seed=1)]
+    demo_video.make_video(corpus / "a.mp4", segments, size=(320, 240))
+    shutil.copy(corpus / "a.mp4", corpus / "b.mp4")
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump({"read": {"folder_unit_size": 1}, "filters": {"motion": {"min": 0.25}},
+                                   "output": {"keep_dropped_media": True}}))  # fmt: skip
+    out = tmp_path / "out"
+    assert main(["video", "--input", str(corpus), "--output", str(out), "--no-progress", "--config", str(cfg)]) == 0
+    sel = tmp_path / "sel"
+    assert main(["select", "--run", str(out), "--output", str(sel), "--no-progress"]) == 0
+    for kind in ("video", "clip"):
+        before = {r["uid"]: r["reason"] for r in _table(out, f"dropped/{kind}")}
+        assert before == {r["uid"]: r["reason"] for r in _table(sel, f"dropped/{kind}")}, kind
+    reasons = {r["reason"] for r in _table(sel, "dropped/clip")}
+    assert reasons == {"low_motion", "duplicate_video"}
+    for folder in ("shards", "index", "dropped_media"):
+        assert {p.name: p.read_bytes() for p in (out / folder).iterdir()} == {
+            p.name: p.read_bytes() for p in (sel / folder).iterdir()
+        }, folder
+
+    # A select config that only adds a rule keeps everything else the parent had (filters included).
+    where = tmp_path / "where.yaml"
+    where.write_text(yaml.safe_dump({"where": [{"column": "scores.duration", "min": 1.0}]}))
+    sel2 = tmp_path / "sel2"
+    assert main(["select", "--run", str(out), "--output", str(sel2), "--no-progress", "--config", str(where)]) == 0
+    m = json.loads((sel2 / "manifest.json").read_text())
+    assert m["config"]["filters"] == {"motion": {"min": 0.25}} and m["accounting_ok"]
+    assert {r["uid"]: r["reason"] for r in _table(sel2, "dropped/clip")} == {
+        r["uid"]: r["reason"] for r in _table(out, "dropped/clip")
+    }
+
+
 def test_select_applies_a_threshold_on_an_overlay_column(run: Path, tmp_path: Path) -> None:
     """Human labels arrive as an overlay (joined by clip id, the ledger untouched); a `where` rule on
     its column drops what people rejected, and clips without a label keep their fate."""
@@ -284,6 +333,11 @@ def test_select_applies_a_threshold_on_an_overlay_column(run: Path, tmp_path: Pa
     assert (out / "overlays" / "human" / "clip").is_dir()  # the select run keeps its parent's overlays
     m = json.loads((out / "manifest.json").read_text())
     assert m["kinds"]["clip"]["reasons"]["dropped"].get("human_rejected") == 1
+    from hf_loaders import assert_loads_everything
+
+    assert "overlays/human/clip" in assert_loads_everything(out, tmp_path / "hf")
+    cfg.write_text(yaml.safe_dump({"where": [{**rule, "column": "overlays.human.okk"}]}))
+    assert main(["select", "--run", str(parent), "--output", str(tmp_path / "typo"), "--config", str(cfg)]) == 2
 
 
 def test_a_where_rule_on_a_missing_overlay_fails_before_the_run(run: Path, tmp_path: Path, capsys) -> None:

@@ -1,0 +1,74 @@
+"""Reading a unit: the container loop (containers.py) plus a corpus's adapter, every item guarded.
+
+An adapter turns one item (a tar member group, a parquet or jsonl row, a file of a folder) into a
+record; anything it raises quarantines that one item, named by its line, row or member, never the
+rest of the unit: `BadRow` and `ReadRefused` carry their own reason, any other exception becomes
+`bad_row` with its message.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator
+from typing import Any
+
+from mmcurate.schemas import Record
+
+from .containers import Item, ReadReport, iter_unit
+from .paths import ReadRefused
+from .units import Unit, stable_error
+
+
+class BadRow(Exception):
+    """This row cannot be a record: `reason` is the quarantine code."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class Adapter(abc.ABC):
+    """A corpus's reading of container items. `params` are its read parameters."""
+
+    def __init__(self, params: Any) -> None:
+        self.params = params
+
+    @abc.abstractmethod
+    def from_members(self, unit: Unit, item: Item) -> Record:
+        """A tar member group (`item.members`: extension -> bytes)."""
+
+    @abc.abstractmethod
+    def from_row(self, unit: Unit, item: Item) -> Record:
+        """A parquet or jsonl row (`item.row`)."""
+
+    @abc.abstractmethod
+    def from_file(self, unit: Unit, item: Item) -> Record:
+        """One file of a folder slice (`item.path`)."""
+
+    @abc.abstractmethod
+    def quarantine(self, unit: Unit, item: Item, reason: str, error: str) -> Record:
+        """The record that stands for an item that could not be read."""
+
+    def make(self, unit: Unit, item: Item) -> Record:
+        if item.members is not None:
+            return self.from_members(unit, item)
+        if item.row is not None:
+            return self.from_row(unit, item)
+        return self.from_file(unit, item)
+
+
+def read_unit(unit: Unit, adapter: Adapter, report: ReadReport | None = None) -> Iterator[Record]:
+    """Every record of `unit`, read or quarantined; never raises for bad data."""
+    report = report if report is not None else ReadReport()
+    for item in iter_unit(unit, report):
+        if item.problem is not None:
+            rec = adapter.quarantine(unit, item, *item.problem)
+        else:
+            try:
+                rec = adapter.make(unit, item)
+            except (BadRow, ReadRefused) as exc:
+                rec = adapter.quarantine(unit, item, exc.reason, str(exc))
+            except Exception as exc:  # anything else this row does: this row only
+                rec = adapter.quarantine(unit, item, "bad_row", stable_error(exc, unit.uri))
+        report.produced += 1
+        yield rec
