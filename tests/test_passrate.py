@@ -402,3 +402,36 @@ def test_no_secret_reaches_any_file_or_output_of_a_run(
     (failed,) = [r for r in ledger(out).values() if r["fate"]["reason"] == "model_error"]
     assert "mmuser:<redacted>@127.0.0.1" in failed["fate"]["error"] and "HTTP 400" in failed["fate"]["error"]
     assert m["config"]["rollout"]["openai"]["extra_body"]["api_key"] == "<redacted>"
+
+
+def test_bad_question_rows_cost_only_their_line(corpus: dict[str, Path], tmp_path: Path) -> None:
+    """A field of the wrong type, a value nested too deep, a path out of the corpus, `"choices": 5`:
+    each quarantines its own line; the good rows between them are graded on their merits."""
+    import shutil
+
+    shutil.copy(corpus["root"] / "img.png", tmp_path / "img.png")
+    good = {"question": ROWS[1][0], "answer": ROWS[1][1], "answer_type": "text", "images": ["img.png"]}
+    lines = [
+        json.dumps(good),
+        json.dumps({**good, "choices": 5}),
+        '{"question": "which animal shown ?", "answer": ' + "[" * 50_000 + "]" * 50_000 + "}",
+        json.dumps({**good, "images": ["../img.png"]}),
+        json.dumps({**good, "images": ["http://example.com/img.png"]}),
+        json.dumps({**good, "question": {"text": "a dict"}}),
+        json.dumps({**good, "domain": ["a", "list"]}),
+        json.dumps({**good, "question": ROWS[0][0], "answer": "2", "answer_type": "number"}),
+    ]
+    data = tmp_path / "q.jsonl"
+    data.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    assert main(["rl", "--input", str(data), "--output", str(out), "--config", str(config(corpus)),
+                 "--no-progress"]) == 0  # fmt: skip
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["kinds"]["question"]["counts"]["input"] == len(lines) and m["accounting_ok"]
+    fates = {k: (r["fate"]["status"], r["fate"]["reason"]) for k, r in ledger(out).items()}
+    assert fates["line2"] == ("quarantined", "bad_question") and fates["line7"] == ("quarantined", "bad_question")
+    assert fates["line3"] == ("quarantined", "bad_json")
+    assert fates["line4"] == fates["line5"] == ("quarantined", "outside_root")
+    assert fates["line6"] == ("quarantined", "bad_question")  # no question text: a dict is not one
+    graded = [k for k, r in ledger(out).items() if r["scores"]["k"] is not None]
+    assert sorted(graded) == ["line1", "line8"]
