@@ -78,9 +78,9 @@ def bench_question(i: int) -> Any:
 
 def _tasks(i: int, cfg: Any) -> list[Any]:
     """The rollout tasks of question i, as the pass-rate pipeline's JoinCacheFn makes them (no cache hit)."""
-    from mmcurate.pipelines import passrate
+    from mmcurate.pipelines import rollouts
 
-    return passrate.tasks_for(bench_question(i), cfg)
+    return rollouts.tasks_for(bench_question(i), cfg)
 
 
 def tiny_llama() -> Path:
@@ -173,9 +173,9 @@ def _config(args: argparse.Namespace, folder: Path) -> Any:
 
 
 def _direct_rep(cfg: Any, prompts: int, n: int, inference: dict) -> tuple[dict[str, float], str]:
-    from mmcurate.pipelines import passrate
+    from mmcurate.pipelines import rollouts
 
-    handler = passrate.make_handler(cfg)
+    handler = rollouts.make_handler(cfg)
     t0 = time.perf_counter()
     model = handler.load_model()
     load = time.perf_counter() - t0
@@ -189,9 +189,9 @@ def _direct_rep(cfg: Any, prompts: int, n: int, inference: dict) -> tuple[dict[s
 
 
 def _beam_rep(cfg: Any, prompts: int, n: int, inference: dict) -> tuple[dict[str, float], str]:
-    from mmcurate.pipelines import passrate
+    from mmcurate.pipelines import rollouts
 
-    r, digest = beam_rollouts(prompts, cfg, passrate.make_handler(cfg), inference)
+    r, digest = beam_rollouts(prompts, cfg, rollouts.make_handler(cfg), inference)
     if r.counters.get("bench/samples", 0) != n or r.counters.get("bench/short", 0):
         raise RuntimeError(f"{r.counters.get('bench/samples', 0)} of {n} samples")
     run = {
@@ -278,23 +278,23 @@ def _print_intro(args: argparse.Namespace, cfg: Any, folder: Path, load_before: 
     )
     print(f"  load average before: {load_before:.2f} on {cores} cores, torch threads {torch.get_num_threads()}")
     print(
-        "  (a) = passrate.tasks_for(question), then handler.run_inference(prompts, model, {'sampling': ...}) over "
+        "  (a) = rollouts.tasks_for(question), then handler.run_inference(prompts, model, {'sampling': ...}) over "
         "consecutive batches\n"
         "  (b) = Beam DirectRunner in_memory, 1 worker: Create(question numbers) -> tasks_for -> 'Prompt' -> "
-        "RunInference(KeyedModelHandler(passrate.make_handler(cfg)), inference_args) -> count"
+        "RunInference(KeyedModelHandler(rollouts.make_handler(cfg)), inference_args) -> count"
     )
     print("  rates are samples/s: prompts x k responses per second")
 
 
 def _warm_up(cfg: Any, inference: dict) -> None:
     """transformers' generate, Beam's RunInference."""
-    from mmcurate.pipelines import passrate
+    from mmcurate.pipelines import rollouts
 
     batch = cfg.transformers.batch_size
-    handler = passrate.make_handler(cfg)
+    handler = rollouts.make_handler(cfg)
     model = handler.load_model()
     direct_rollouts(2 * batch, cfg, handler, model, inference)
-    beam_rollouts(2 * batch, cfg, passrate.make_handler(cfg), inference)
+    beam_rollouts(2 * batch, cfg, rollouts.make_handler(cfg), inference)
     del model
 
 
