@@ -150,7 +150,7 @@ def _keyed_example(rec: Any, example: Callable[[Any], Any]) -> tuple[str, list[A
 
 
 def _count_prediction(element: tuple[Any, Any]) -> None:
-    from mmcurate.pipelines.models import ModelFailure
+    from mmcurate.pipelines.inference import ModelFailure
 
     _, preds = element  # one prediction per view, or None / ModelFailure for the record
     failed = preds is None or isinstance(preds, ModelFailure) or len(preds) != 1 or preds[0] is None
@@ -162,7 +162,7 @@ def beam_inference(units: list[Unit], example: Callable[[Any], Any], handler: An
     as 'Model[...]' runs it in pipelines.models (the records are read and decoded inside the pipeline)."""
     from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 
-    from mmcurate.pipelines.models import GuardedHandler
+    from mmcurate.pipelines.inference import GuardedHandler
 
     def build(p: beam.Pipeline) -> None:
         _ = (
@@ -286,7 +286,8 @@ def _gpu_line(args: argparse.Namespace, cores: int) -> dict[str, Any]:
     """Stock ViT-B-32 on CUDA, bf16 autocast, a large batch, Beam on 1 and on all-cores workers."""
     import torch
 
-    from mmcurate.stages.clip import ClipModelHandler, ClipParams
+    from mmcurate.stages.clip import ClipParams
+    from mmcurate.stages.clip_model import ClipModelHandler
 
     gpu_name, gpu_ckpt, _ = clip_weights(12)
     gpu_params = ClipParams(model=gpu_name, pretrained=str(gpu_ckpt), device="cuda", batch_size=args.gpu_batch)
@@ -395,8 +396,10 @@ def run(args: argparse.Namespace) -> bool:
     import open_clip
     import torch
 
-    from mmcurate.stages.clip import ClipModelHandler, ClipParams
-    from mmcurate.stages.ocr import OcrModelHandler, OcrParams
+    from mmcurate.stages.clip import ClipParams
+    from mmcurate.stages.clip_model import ClipModelHandler
+    from mmcurate.stages.ocr import OcrParams
+    from mmcurate.stages.ocr_model import OcrModelHandler
 
     cores = os.cpu_count() or 1
     reps = args.reps

@@ -37,7 +37,7 @@ from .config import ConfigError, FilteredConfig
 from .corpus import Corpus
 from .finish import Finish, Run, touch
 from .ledger import read_ledger, redecidable
-from .models import ScoreWithModels, model_fields, model_stages, validate_models
+from .models import model_fields, model_stages, validate_models
 from .overlays import AttachOverlays
 from .thresholds import Thresholds
 
@@ -171,10 +171,14 @@ class CaptionCorpus(Corpus):
 
     def build(self, p: beam.Pipeline, units: list[Unit], config: CaptionConfig, run: Run) -> beam.PCollection:
         read = p | "Read" >> ReadUnits(units, config.read, read_unit, run.progress_dir)
+        records = read.records | "DecodeAndScore" >> Safely(DecodeAndScore(config.decode, config), "decode_and_score")
+        stages = model_stages(config)
+        if stages:  # RunInference (and torch) only for a run whose filters need a model
+            from .inference import ScoreWithModels
+
+            records = records | "ScoreWithModels" >> ScoreWithModels(stages)
         records = (
-            read.records
-            | "DecodeAndScore" >> Safely(DecodeAndScore(config.decode, config), "decode_and_score")
-            | "ScoreWithModels" >> ScoreWithModels(model_stages(config))
+            records
             | "ApplyThresholds" >> Thresholds(config, units, "caption")
             | "EncodeOutput" >> Safely(EncodeOutput(config.output), "encode_output")
         )

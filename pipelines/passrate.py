@@ -35,7 +35,7 @@ from mmcurate.stages.writers import join
 from .common import COUNTS_TAG, ReadUnits
 from .config import CorpusConfig
 from .finish import Finish, Run
-from .models import GuardedHandler, ModelFailure
+from .inference import GuardedHandler, ModelFailure
 from .passrate_outputs import TrainerOutputs
 from .rollouts import JoinCacheFn, VerifyFn, WriteRolloutsFn, decide, make_handler, read_cache
 from .thresholds import Thresholds
@@ -134,7 +134,7 @@ class OcrText(beam.PTransform):
     def expand(self, questions: beam.PCollection) -> beam.PCollection:
         from PIL import Image
 
-        from mmcurate.stages.ocr import OcrModelHandler
+        from mmcurate.stages.ocr_model import OcrModelHandler
 
         def images(q: Question) -> Iterator[Any]:
             for uri in q.images:

@@ -25,7 +25,7 @@ from mmcurate.stages.verify import VerifyParams, verify
 from mmcurate.stages.writers import FileInfo, atomic_write, join, parquet_bytes
 
 from .finish import count
-from .models import ModelFailure
+from .inference import ModelFailure
 
 
 def make_handler(cfg: Any) -> Any:

@@ -37,15 +37,16 @@ from mmcurate.stages.video_clips import ClipOutputParams, ClipParams
 from mmcurate.stages.video_io import VideoReadParams, file_id, list_video_units, read_video_unit
 from mmcurate.stages.video_probe import VideoBroken
 from mmcurate.stages.video_scan import CLIP_MOTION_LABELS, CLIP_MOTION_SCORES, MotionParams, SceneParams
-from mmcurate.stages.writers import FileInfo, ShardInfo, ShardParams, atomic_file, atomic_write, join
+from mmcurate.stages.writers import FileInfo, ShardInfo, ShardParams, TarWriter, atomic_file, atomic_write, join
 
 from . import layout
 from .common import COUNTS_TAG, ReadUnits, pending
 from .config import ConfigError, FilteredConfig
 from .corpus import Corpus
 from .finish import Finish, Run, count
+from .inference import ScoreWithModels
 from .ledger import redecidable
-from .models import ModelStage, ScoreWithModels, View, Views, model_fields, model_stages
+from .models import ModelStage, View, Views, model_fields, model_stages
 from .thresholds import Thresholds
 from .video_select import DROPPED_MEDIA, ClipFiles, SettleVideos, select_clips, settle_video
 
@@ -371,7 +372,6 @@ def keep_dropped_media(unit: int, clips: list[ClipRecord], run: Run) -> list[Fil
     """The files of clips a threshold dropped, as one tar per unit (`dropped_media/part-UUUUU.tar`);
     a select run keeps what its parent kept of them."""
     import fsspec
-    from webdataset import TarWriter
 
     parent_run = run.meta.get("lineage", {}).get("parent_run")
     parent = ClipFiles(parent_run) if parent_run else None
@@ -380,7 +380,7 @@ def keep_dropped_media(unit: int, clips: list[ClipRecord], run: Run) -> list[Fil
     if not found:
         return []
     rel = f"{DROPPED_MEDIA}/{layout.part(unit)}.tar"
-    with atomic_file(join(run.out_root, rel)) as out, TarWriter(out, encoder=False, mtime=0) as sink:
+    with atomic_file(join(run.out_root, rel)) as out, TarWriter(out) as sink:
         for c, where in found:
             with fsspec.open(where, "rb") as f:
                 sink.write({"__key__": c.id, "mp4": f.read()})

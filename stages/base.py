@@ -117,9 +117,15 @@ def register(cls: type[Filter]) -> type[Filter]:
 
 
 def load_filters() -> dict[str, type[Filter]]:
-    """Import every module of `stages` once, so each registers its filters."""
+    """Import every module of `stages` that registers a filter (it says `@register`), so each is
+    known by its name; modules that only run models or read inputs are not imported for this
+    (they may pull in torch: a run without model filters never loads it)."""
+    from pathlib import Path
+
     from mmcurate import stages
 
     for mod in pkgutil.iter_modules(stages.__path__):
-        importlib.import_module(f"{stages.__name__}.{mod.name}")
+        path = Path(stages.__path__[0]) / f"{mod.name}.py"
+        if not mod.ispkg and "@register" in path.read_text(encoding="utf-8"):
+            importlib.import_module(f"{stages.__name__}.{mod.name}")
     return FILTERS

@@ -1,6 +1,7 @@
-"""OCR as a Beam `ModelHandler`: the text lines in an image, and how much of the image they cover.
+"""OCR: its parameters, the scores of the text lines found, and the `text_area` filter.
 
-Two backends sit behind one interface, a callable `backend(images) -> [[OcrLine, ...], ...]`:
+The engines and their Beam `ModelHandler` are in `ocr_model.py`, imported only when the OCR stage
+runs. Two backends sit behind one interface, a callable `backend(images) -> [[OcrLine, ...], ...]`:
 
 * `rapidocr` (default): the PP-OCR detector, orientation classifier and recogniser exported to ONNX,
   shipped inside the `rapidocr` wheel and run by onnxruntime, so it works on an offline machine.
@@ -17,17 +18,13 @@ ledger; the `text_area` filter decides from `ocr_text_area` alone.
 
 from __future__ import annotations
 
-import abc
 import importlib
-import math
-import os
 import re
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-from apache_beam.ml.inference.base import ModelHandler
 from PIL import Image, ImageDraw
 
 from mmcurate.schemas import OcrLine
@@ -173,183 +170,6 @@ def ocr_scores(lines: Sequence[OcrLine], width: int, height: int) -> dict[str, f
 # Backends
 
 
-def _shrink(image: Image.Image, max_side: int) -> Image.Image:
-    if max(image.size) <= max_side:
-        return image
-    scale = max_side / max(image.size)
-    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    return image.resize(size, Image.Resampling.BILINEAR, reducing_gap=3.0)
-
-
-def _quad(points: Any) -> list[list[float]]:
-    """Four corners from a backend's polygon; any other point count becomes its bounding box."""
-    arr = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-    if len(arr) != 4:
-        (x0, y0), (x1, y1) = arr.min(axis=0), arr.max(axis=0)
-        arr = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]])
-    return arr.tolist()
-
-
-class _Backend(abc.ABC):
-    """Shared per-image frame: RGB, shrink, run the engine, map boxes back, drop weak lines.
-
-    Images run one at a time (both engines take one image per call anyway), so a result never
-    depends on which other images share the batch.
-    """
-
-    benign: tuple[type[BaseException], ...] = ()
-    """Engine errors that mean "this image holds no readable text" (degenerate sizes), not a failure:
-    the image gets no lines and a note."""
-
-    def __init__(self, params: OcrParams) -> None:
-        self.params = params
-
-    def __call__(self, images: list[Image.Image]) -> list[OcrLines]:
-        out = []
-        for index, image in enumerate(images):
-            try:
-                out.append(self.one(image))
-            except self.benign as exc:
-                out.append(OcrLines(note=f"no text read: {type(exc).__name__}: {exc}"))
-            except Exception as exc:
-                raise OcrFailed(index, exc) from exc
-        return out
-
-    def one(self, image: Image.Image) -> OcrLines:
-        if image.mode != "RGB":
-            image = image.convert("RGB")
-        width, height = image.size
-        small = _shrink(image, self.params.max_side)
-        if min(small.size) < MIN_SIDE:
-            return OcrLines(note=f"not read: {width}x{height} is below {MIN_SIDE} px on its short side at OCR size")
-        sx, sy = width / small.width, height / small.height
-        lines = []
-        for points, text, score in self.engine(small):
-            text = text.strip()
-            if score < self.params.min_confidence or sum(ch.isalnum() for ch in text) < self.params.min_chars:
-                continue
-            box = [
-                [round(min(max(x * sx, 0.0), width), 2), round(min(max(y * sy, 0.0), height), 2)]
-                for x, y in _quad(points)
-            ]
-            lines.append(OcrLine(box=box, text=text, confidence=float(score)))
-        return OcrLines(lines)
-
-    @abc.abstractmethod
-    def engine(self, image: Image.Image) -> Iterable[tuple[Any, str, float]]:
-        """(corner points, text, confidence) per line the backend finds in `image`."""
-
-
-class RapidOcrBackend(_Backend):
-    """rapidocr 3.x: `RapidOCR(params=...)(image)` returns a `RapidOCROutput` whose `boxes` is an
-    (N, 4, 2) array of corners (clockwise from top-left, in the input image's pixels), with `txts`
-    and `scores` tuples of the same length; all three are None when no text is found.
-
-    Only `Global.text_score` (= min_confidence) and the log level are changed; detector and
-    recogniser settings stay at rapidocr's defaults (PP-OCRv6 small det/rec, PP-OCR v2 mobile cls).
-    """
-
-    def __init__(self, params: OcrParams) -> None:
-        super().__init__(params)
-        from rapidocr import RapidOCR
-        from rapidocr.ch_ppocr_det.utils import ResizeImgError as DetResizeError
-        from rapidocr.utils.process_img import ResizeImgError
-
-        self.benign = (ResizeImgError, DetResizeError)
-        self.ocr = RapidOCR(params={"Global.text_score": params.min_confidence, "Global.log_level": "error"})
-
-    def load(self) -> None:
-        """Load the three ONNX sessions now (rapidocr loads them lazily on first use)."""
-        for loader in ("_load_det_model", "_load_cls_model", "_load_rec_model"):
-            getattr(self.ocr, loader, lambda: None)()
-
-    def engine(self, image: Image.Image) -> Iterable[tuple[Any, str, float]]:
-        if image.height > TALL * image.width:
-            # rapidocr pads wide images (width > 8 x height) to keep the detector input bounded, but
-            # not tall ones: its detector scales the short side up to 736 px, so a 9 x 960 strip
-            # became a 736 x 78000 input (75 s). Pad on the right to a quarter of the height, as it
-            # does for wide ones, so box coordinates are unchanged. Edge pixels, not black: with a
-            # black band the detector missed short words that it found with a replicated edge.
-            arr = np.asarray(image)
-            pad = math.ceil(image.height / 4) - image.width
-            image = Image.fromarray(np.pad(arr, ((0, 0), (0, pad), (0, 0)), mode="edge"))
-        # A PIL image is converted RGB -> BGR by rapidocr's LoadImage.
-        result = self.ocr(image)
-        if result.boxes is None or result.txts is None or result.scores is None:
-            return []
-        return zip(result.boxes, result.txts, result.scores, strict=True)
-
-
-def _paddle_model_name(model_dir: str) -> str | None:
-    """The model name PaddleX expects for a dir: `Global.model_name` of its inference.yml.
-
-    PaddleX checks the name it is given against this and otherwise uses its pipeline default
-    (PP-OCRv5_server_det/rec), so a mobile or language-specific model dir fails without it.
-    """
-    import yaml
-
-    config = Path(model_dir) / "inference.yml"
-    if not config.is_file():
-        return None
-    data = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
-    name = (data.get("Global") or {}).get("model_name")
-    return str(name) if name else None
-
-
-def _no_model_source_check() -> None:
-    """All models come from local dirs: skip PaddleX's probe of its model hosts on import, which
-    stalls and then fails on an offline machine (must be set before paddleocr is imported)."""
-    os.environ.setdefault("PADDLE_PDX_DISABLE_MODEL_SOURCE_CHECK", "True")
-
-
-class PaddleOcrBackend(_Backend):
-    """PaddleOCR 3.x (PaddleX pipeline "OCR").
-
-    Constructor names checked against paddleocr/_pipelines/ocr.py and _common_args.py of the
-    PaddleOCR repository (3.x): `text_detection_model_dir`/`_name`, `text_recognition_model_dir`/`_name`,
-    `textline_orientation_model_dir`/`_name`, `use_textline_orientation`, `use_doc_orientation_classify`,
-    `use_doc_unwarping`, `device` (None = GPU 0 if available, else CPU). `predict(ndarray)` returns one
-    result per image with `rec_texts`, `rec_scores` and `rec_polys` (4-point int16 arrays); an ndarray
-    input is read as BGR (paddlex/inference/common/reader/image_reader.py). Not run here: paddleocr
-    is not installed on the development machines.
-    """
-
-    def __init__(self, params: OcrParams) -> None:
-        super().__init__(params)
-        _no_model_source_check()
-        from paddleocr import PaddleOCR
-
-        cls_dir = params.cls_model_dir
-        self.ocr = PaddleOCR(
-            text_detection_model_dir=params.det_model_dir,
-            text_detection_model_name=_paddle_model_name(params.det_model_dir or ""),
-            text_recognition_model_dir=params.rec_model_dir,
-            text_recognition_model_name=_paddle_model_name(params.rec_model_dir or ""),
-            textline_orientation_model_dir=cls_dir,
-            textline_orientation_model_name=_paddle_model_name(cls_dir) if cls_dir else None,
-            use_textline_orientation=cls_dir is not None,
-            # The document preprocessor's models would be downloaded: keep it off.
-            use_doc_orientation_classify=False,
-            use_doc_unwarping=False,
-            text_rec_score_thresh=params.min_confidence,
-            device=None if params.device == "auto" else params.device,
-        )
-
-    def engine(self, image: Image.Image) -> Iterable[tuple[Any, str, float]]:
-        bgr = np.ascontiguousarray(np.asarray(image)[:, :, ::-1])
-        (result,) = self.ocr.predict(bgr)
-        return zip(result["rec_polys"], result["rec_texts"], result["rec_scores"], strict=True)
-
-
-def make_backend(params: OcrParams) -> OcrBackend:
-    """Build the configured backend (models load here; call once per worker)."""
-    if params.backend == "paddleocr":
-        return PaddleOcrBackend(params)
-    backend = RapidOcrBackend(params)
-    backend.load()
-    return backend
-
-
 def _importable(module: str) -> str | None:
     try:
         importlib.import_module(module)
@@ -365,6 +185,8 @@ def _check_rapidocr(params: OcrParams) -> None:
             raise ModelUnavailable(
                 f"models.ocr.backend = rapidocr needs the {module} package ({error}): pip install {install}"
             )
+    from .ocr_model import RapidOcrBackend
+
     try:
         RapidOcrBackend(params).load()
     except Exception as exc:
@@ -403,8 +225,10 @@ def check_backend(params: OcrParams) -> None:
     if params.backend == "rapidocr":
         _check_rapidocr(params)
         return
+    from .ocr_model import no_model_source_check
+
     problems = _paddle_dir_problems(params)
-    _no_model_source_check()
+    no_model_source_check()
     for module in ("paddleocr", "paddle"):
         error = _importable(module)
         if error:
@@ -415,35 +239,6 @@ def check_backend(params: OcrParams) -> None:
             break
     if problems:
         raise ModelUnavailable("OCR backend paddleocr cannot run:\n  - " + "\n  - ".join(problems))
-
-
-# ------------------------------------------------------------------------------------------------
-# Beam
-
-
-class OcrModelHandler(ModelHandler[Image.Image, OcrLines, OcrBackend]):
-    """RunInference handler: RGB PIL images in, one `OcrLines` (a list of `OcrLine`) per image out."""
-
-    def __init__(self, params: OcrParams | None = None) -> None:
-        self.params = params if params is not None else OcrParams()
-        super().__init__(min_batch_size=1, max_batch_size=self.params.batch_size)
-
-    def load_model(self) -> OcrBackend:
-        return make_backend(self.params)
-
-    def run_inference(
-        self,
-        batch: Sequence[Image.Image],
-        model: OcrBackend,
-        inference_args: dict[str, Any] | None = None,
-    ) -> Iterable[OcrLines]:
-        return model(list(batch))
-
-    def get_num_bytes(self, batch: Sequence[Image.Image]) -> int:
-        return sum(image.width * image.height * len(image.getbands()) for image in batch)
-
-    def get_metrics_namespace(self) -> str:
-        return "mmcurate_ocr"
 
 
 # ------------------------------------------------------------------------------------------------

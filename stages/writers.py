@@ -26,7 +26,6 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import Field
-from webdataset import TarWriter
 
 from mmcurate.schemas import Fields, Record, sample_json_bytes
 
@@ -34,6 +33,35 @@ from .base import Params
 
 FIXED_MTIME = 0
 """An int: a float mtime makes tarfile add a PAX header (1 KiB) to every member."""
+OWNER = "bigdata"
+"""webdataset's member owner and group: shards read the same whichever tool wrote them."""
+
+
+class TarWriter:
+    """webdataset's sample layout (`KEY.EXT` members, sorted by extension, mode 0444, fixed mtime and
+    owner) written with tarfile itself: importing webdataset pulls in torch (2 s of every start-up)."""
+
+    def __init__(self, fileobj: Any) -> None:
+        self.tar = tarfile.open(fileobj=fileobj, mode="w|", format=tarfile.USTAR_FORMAT)  # noqa: SIM115 - close()
+
+    def write(self, sample: dict[str, Any]) -> None:
+        key = sample["__key__"]
+        for ext in sorted(k for k in sample if not k.startswith("_")):
+            data = sample[ext]
+            info = tarfile.TarInfo(f"{key}.{ext}")
+            info.size, info.mtime, info.mode, info.uname, info.gname = len(data), FIXED_MTIME, 0o444, OWNER, OWNER
+            self.tar.addfile(info, io.BytesIO(data))
+
+    def close(self) -> None:
+        self.tar.close()
+
+    def __enter__(self) -> TarWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 TAR_END = 1024
 """Two zero blocks end a tar archive."""
 
@@ -175,7 +203,7 @@ class _Shard:
         self.rel = f"shards/{name}.tar"
         self._file = atomic_file(join(out_root, self.rel))
         self._out = self._file.__enter__()
-        self._tar = TarWriter(self._out, encoder=False, mtime=FIXED_MTIME)
+        self._tar = TarWriter(self._out)
         self.rows: list[dict[str, Any]] = []
         self.size = 0
 

@@ -22,14 +22,8 @@ from webdataset import TarWriter
 from mmcurate.cli import main
 from mmcurate.pipelines.caption import CaptionConfig
 from mmcurate.pipelines.models import validate_models
-from mmcurate.stages.clip import (
-    AestheticParams,
-    ClipModelHandler,
-    ClipParams,
-    ModelUnavailable,
-    check_weights,
-    load_head,
-)
+from mmcurate.stages.clip import AestheticParams, ClipParams, ModelUnavailable, check_weights
+from mmcurate.stages.clip_model import ClipModelHandler, load_head
 
 
 @pytest.fixture(scope="module")

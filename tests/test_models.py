@@ -22,9 +22,11 @@ from tiny_models import build_tiny_clip
 from webdataset import TarWriter
 
 from mmcurate.cli import main
-from mmcurate.pipelines.models import ModelStage, ScoreWithModels, View, clip_example, merge_scores
+from mmcurate.pipelines.inference import ScoreWithModels
+from mmcurate.pipelines.models import ModelStage, View, clip_example, merge_scores
 from mmcurate.schemas import CaptionSample, Source, Status
-from mmcurate.stages.clip import ClipModelHandler, ClipParams
+from mmcurate.stages.clip import ClipParams
+from mmcurate.stages.clip_model import ClipModelHandler
 
 
 @pytest.fixture(scope="module")

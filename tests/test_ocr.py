@@ -27,13 +27,13 @@ from mmcurate.stages.ocr import (
     MIN_SIDE,
     ModelUnavailable,
     OcrFailed,
-    OcrModelHandler,
     OcrParams,
     TextArea,
     check_backend,
     ocr_scores,
     text_area_ratio,
 )
+from mmcurate.stages.ocr_model import OcrModelHandler
 
 LINES = ["Curating vision data", "with Apache Beam 2025", "seven quick zebras jump"]
 ICDAR = Path(__file__).resolve().parents[2] / "shared" / "peer-data" / "mmocr" / "v0.6.3" / "toy_dataset"

@@ -18,7 +18,8 @@ from tiny_models import build_tiny_clip
 
 from mmcurate.cli import main
 from mmcurate.demo.video import Segment, make_video
-from mmcurate.stages.clip import ClipModelHandler, ClipParams
+from mmcurate.stages.clip import ClipParams
+from mmcurate.stages.clip_model import ClipModelHandler
 from mmcurate.stages.video_clips import sample_frames
 
 pytestmark = pytest.mark.slow
