@@ -74,7 +74,12 @@ def print_summary(manifest: dict, out: str | None = None) -> None:
 def _common(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--output", required=True, help="output folder URI (local, s3://, gs://, memory://)")
     sp.add_argument("--config", help="YAML config; default: the embedded defaults of this corpus")
-    sp.add_argument("--overwrite", action="store_true", help="replace an earlier run in --output")
+    sp.add_argument(
+        "--overwrite", action="store_true", help="delete what an earlier run wrote in --output (only that), start again"
+    )
+    sp.add_argument(
+        "--resume", action="store_true", help="go on with the interrupted run in --output: only unfinished units run"
+    )
     sp.add_argument("--no-progress", action="store_true", help="no progress bar on local runs")
 
 
@@ -117,14 +122,16 @@ def run_corpus(name: str, args: argparse.Namespace, beam_args: list[str], config
     units = corpus.list_units(args.input, config)
     return execute(
         corpus, config, args.input, units, args.output, beam_args, args.overwrite, not args.no_progress,
-        lineage=corpus.lineage(config),
+        lineage=corpus.lineage(config), resume=args.resume,
     )  # fmt: skip
 
 
 def _select(args: argparse.Namespace, beam_args: list[str]) -> dict:
     from mmcurate.pipelines import select
 
-    return select.run(args.run, args.output, args.config, beam_args, args.overwrite, not args.no_progress)
+    return select.run(
+        args.run, args.output, args.config, beam_args, args.overwrite, not args.no_progress, resume=args.resume
+    )
 
 
 def _overlay(args: argparse.Namespace) -> int:
@@ -160,7 +167,7 @@ def _demo(args: argparse.Namespace, beam_args: list[str]) -> dict:
 
         videos = demo_video.build_corpus(work / "videos")
         ns = argparse.Namespace(
-            input=[str(videos)], output=str(work / "video-output"), config=None, overwrite=True,
+            input=[str(videos)], output=str(work / "video-output"), config=None, overwrite=True, resume=False,
             no_progress=args.no_progress,
         )  # fmt: skip
         manifest = run_corpus("video", ns, beam_args)
@@ -176,7 +183,12 @@ def _demo(args: argparse.Namespace, beam_args: list[str]) -> dict:
     for note in notes:
         print(f"mmcurate demo: {note}")
     ns = argparse.Namespace(
-        input=[str(corpus)], output=str(work / "output"), config=None, overwrite=True, no_progress=args.no_progress
+        input=[str(corpus)],
+        output=str(work / "output"),
+        config=None,
+        overwrite=True,
+        resume=False,
+        no_progress=args.no_progress,
     )
     manifest = run_corpus("caption", ns, beam_args, config)
     print(f"demo corpus:   {corpus}")

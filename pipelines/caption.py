@@ -32,13 +32,14 @@ from mmcurate.stages.io import ReadReport
 from mmcurate.stages.readers import ReadParams, Unit, list_units, read_unit
 from mmcurate.stages.writers import ShardParams
 
-from .common import COUNTS_TAG, ReadUnits, Safely, pending
+from .common import ReadUnits, Safely, pending
 from .config import ConfigError, FilteredConfig
 from .corpus import Corpus
-from .finish import Finish, Run, touch
+from .finish import Finish, Run
 from .ledger import read_ledger, redecidable
 from .models import model_fields, model_stages, validate_models
 from .overlays import AttachOverlays
+from .spool import UnitEnd
 from .thresholds import Thresholds
 
 
@@ -104,8 +105,8 @@ class ReadWithLedgerFn(beam.DoFn):
     Records the parent quarantined, or dropped before they were ever scored (decompression bombs),
     keep that fate."""
 
-    def __init__(self, run_root: str, params: ReadParams, progress_dir: str | None = None) -> None:
-        self.run_root, self.params, self.progress_dir = run_root, params, progress_dir
+    def __init__(self, run_root: str, params: ReadParams) -> None:
+        self.run_root, self.params = run_root, params
 
     def process(self, unit: Unit) -> Iterator[Any]:
         ledger = {r.source.index: r for r in read_ledger(self.run_root, CaptionSample, unit.index)}
@@ -116,8 +117,7 @@ class ReadWithLedgerFn(beam.DoFn):
         for prior in ledger.values():  # in the ledger, gone from the source
             n += 1
             yield prior.settle("source_changed", "in the ledger but no longer in the source", stage="select")
-        touch(self.progress_dir, f"read-{unit.index}")
-        yield beam.pvalue.TaggedOutput(COUNTS_TAG, (unit.index, ReadReport(produced=n).to_dict()))
+        yield UnitEnd.of(unit.index, unit.uri, ReadReport(produced=n).to_dict())
 
     def _joined(self, rec: CaptionSample, prior: CaptionSample | None) -> CaptionSample:
         if prior is None:
@@ -170,8 +170,8 @@ class CaptionCorpus(Corpus):
         return config.output.shard
 
     def build(self, p: beam.Pipeline, units: list[Unit], config: CaptionConfig, run: Run) -> beam.PCollection:
-        read = p | "Read" >> ReadUnits(units, config.read, read_unit, run.progress_dir)
-        records = read.records | "DecodeAndScore" >> Safely(DecodeAndScore(config.decode, config), "decode_and_score")
+        read = p | "Read" >> ReadUnits(run.to_read(units), config.read, read_unit)
+        records = read | "DecodeAndScore" >> Safely(DecodeAndScore(config.decode, config), "decode_and_score")
         stages = model_stages(config)
         if stages:  # RunInference (and torch) only for a run whose filters need a model
             from .inference import ScoreWithModels
@@ -182,7 +182,7 @@ class CaptionCorpus(Corpus):
             | "ApplyThresholds" >> Thresholds(config, units, "caption")
             | "EncodeOutput" >> Safely(EncodeOutput(config.output), "encode_output")
         )
-        return records | "Finish" >> Finish(self.name, run, config, read[COUNTS_TAG])
+        return records | "Finish" >> Finish(self.name, run, config)
 
     def check_select(self, config: CaptionConfig, parent_config: CaptionConfig, parent: dict) -> None:
         if config.read != parent_config.read:
@@ -190,22 +190,16 @@ class CaptionCorpus(Corpus):
 
     def select(self, p: beam.Pipeline, units: list[Unit], config: CaptionConfig, run: Run) -> beam.PCollection:
         parent = run.meta["lineage"]["parent_run"]
-        read = (
-            p
-            | "ListUnits" >> beam.Create(units, reshuffle=True)
-            | "ReadWithLedger"
-            >> beam.ParDo(ReadWithLedgerFn(parent, config.read, run.progress_dir)).with_outputs(
-                COUNTS_TAG, main="records"
-            )
-        )
         records = (
-            read.records
+            p
+            | "ListUnits" >> beam.Create(run.to_read(units), reshuffle=True)
+            | "ReadWithLedger" >> beam.ParDo(ReadWithLedgerFn(parent, config.read))
             | "AttachOverlays" >> AttachOverlays(parent, config, "caption")
             | "ApplyThresholds" >> Thresholds(config, units, "caption")
             | "Redecode" >> Safely(Redecode(config.decode), "redecode")
             | "EncodeOutput" >> Safely(EncodeOutput(config.output), "encode_output")
         )
-        return records | "Finish" >> Finish(self.name, run, config, read[COUNTS_TAG])
+        return records | "Finish" >> Finish(self.name, run, config)
 
 
 CORPUS = CaptionCorpus()

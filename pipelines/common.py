@@ -2,7 +2,7 @@
 
 Every recipe has the shape
 
-    units -> 'ReadUnits' -> records (+ a read count per unit) -> corpus stages -> 'Finish'
+    units -> 'ReadUnits' -> records (and each unit's `UnitEnd`) -> corpus stages -> 'Finish'
 
 where 'Finish' (pipelines/finish.py) is shared by all corpora.
 """
@@ -28,19 +28,16 @@ from mmcurate.stages.io import ReadReport, Unit
 from mmcurate.stages.writers import atomic_write, join
 
 from . import layout
-from .finish import count, touch
-
-COUNTS_TAG = "read_counts"
+from .counters import count
+from .spool import UnitEnd
 
 
 class ReadUnitFn(beam.DoFn):
-    """One unit in; every record of it out, and (tagged `read_counts`) (unit, what the container held:
-    `ReadReport.to_dict()`, the input side of the accounting)."""
+    """One unit in; every record of it out, then its `UnitEnd` (how many records it produced and what
+    the container held: `ReadReport.to_dict()`, the input side of the accounting)."""
 
-    def __init__(
-        self, params: Any, reader: Callable[[Unit, Any, ReadReport], Iterable[Record]], progress_dir: str | None
-    ) -> None:
-        self.params, self.reader, self.progress_dir = params, reader, progress_dir
+    def __init__(self, params: Any, reader: Callable[[Unit, Any, ReadReport], Iterable[Record]]) -> None:
+        self.params, self.reader = params, reader
 
     def setup(self) -> None:
         install_log_redaction()  # workers are processes of their own: their logs are scrubbed too
@@ -49,29 +46,20 @@ class ReadUnitFn(beam.DoFn):
         report = ReadReport()
         yield from self.reader(unit, self.params, report)
         count("units.read")
-        touch(self.progress_dir, f"read-{unit.index}")
-        yield beam.pvalue.TaggedOutput(COUNTS_TAG, (unit.index, report.to_dict()))
+        yield UnitEnd.of(unit.index, unit.uri, report.to_dict())
 
 
 class ReadUnits(beam.PTransform):
-    """'ListUnits' + 'ReadUnits': the tagged result has `records` and `read_counts`."""
+    """'ListUnits' + 'ReadUnits': the records of every unit, each unit's ending in its `UnitEnd`."""
 
     def __init__(
-        self,
-        units: list[Unit],
-        params: Any,
-        reader: Callable[[Unit, Any, ReadReport], Iterable[Record]],
-        progress_dir: str | None,
+        self, units: list[Unit], params: Any, reader: Callable[[Unit, Any, ReadReport], Iterable[Record]]
     ) -> None:
         super().__init__()
-        self.units, self.fn = units, ReadUnitFn(params, reader, progress_dir)
+        self.units, self.fn = units, ReadUnitFn(params, reader)
 
     def expand(self, p: beam.pvalue.PBegin) -> Any:
-        return (
-            p
-            | "ListUnits" >> beam.Create(self.units, reshuffle=True)
-            | "ReadUnits" >> beam.ParDo(self.fn).with_outputs(COUNTS_TAG, main="records")
-        )
+        return p | "ListUnits" >> beam.Create(self.units, reshuffle=True) | "ReadUnits" >> beam.ParDo(self.fn)
 
 
 def quarantine_failed(element: Any, error: str, stage: str) -> Any:

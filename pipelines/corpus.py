@@ -88,12 +88,18 @@ class Corpus(abc.ABC):
     """Record kinds written, the one read from the input first (its input count is the read count)."""
     sample_kind: ClassVar[str | None] = None
     """The kind whose kept records become webdataset samples in shards/, or None."""
+    decided_kind: ClassVar[str | None] = None
+    """The kind the filters and `where` rules decide; None: the primary kind."""
     outputs: ClassVar[tuple[str, ...]] = ()
     """Output parts beyond the shared layout (cleared by --overwrite)."""
 
     @property
     def primary(self) -> str:
         return self.kinds[0].kind
+
+    @property
+    def decides(self) -> str:
+        return self.decided_kind or self.primary
 
     # -- before the run
     def load_config(self, path: str | None, base: dict | None = None) -> Any:
@@ -131,6 +137,11 @@ class Corpus(abc.ABC):
         return None
 
     # -- the finish path, per unit
+    def before_dedup(self, records: dict[str, list[Record]]) -> None:
+        """Settle what must be settled before run-wide dedup picks which copy of a repeat to keep
+        (a video none of whose clips survived must not win over a healthy copy)."""
+        return None
+
     def settle_children(self, parent: Record, children: list[Record]) -> None:
         """Pending children of a parent that is settled already (e.g. the clips of a duplicate video)."""
         return None

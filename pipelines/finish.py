@@ -1,17 +1,26 @@
-"""The one finish path every corpus ends with: run-wide dedup, per-unit settle and write, the manifest.
+"""The one finish path every corpus ends with, in two phases, with no media bytes in any shuffle.
 
-    records ─┬─ 'Dedup' (exact + near over `Record.dedup_key`) ──────┐
-             ├─ 'KeyByUnit' ─────────────────────────────────────────┼─ 'GroupByUnit' ─ 'WriteUnits' ─ 'WriteManifest'
-    read counts per unit ────────────────────────────────────────────┘
+    records ── 'SpoolUnits' (phase 1, pipelines/spool.py: per unit, media to the spool, records to a
+               part file, the "spooled" marker) ── unit indexes
+      ─┬─ 'RankValues' ── 'Cutoffs' (run-wide `top_fraction` cutoffs) ─────────────┐ side input
+       ├─ 'DedupKeys' (small keys of the pending records) ── 'Dedup' ─┐             │
+       └─ 'KeyUnits' ─────────────────────────────────────────── 'GroupByUnit' ─ 'CommitUnits' ─ 'WriteManifest'
 
-Per unit, 'WriteUnits' applies the duplicate decisions, settles families (children of a settled
-parent through `Corpus.settle_children`, then pending children are kept, then each pending parent
-from its children through `Corpus.settle_parent`), keeps what is still pending, writes the sample
-kind's kept records as shards with an index each, every kind's ledger and drop/quarantine tables,
-the corpus's own unit outputs, and a summary per unit under `summaries/`. 'WriteManifest' folds the
-summaries it finds on storage (never a list in memory) and checks one identity per record kind:
-input = kept + dropped + quarantined, where the input of the kind read from the inputs is what the
-reader counted, and the input of a child kind is what its parents say they made.
+Phase 2 works unit by unit from the spool: it applies the thresholds that needed the run's cutoffs,
+the corpus's settling before dedup (`Corpus.before_dedup`), the duplicate decisions, settles
+families (children of a settled parent through `Corpus.settle_children`, then pending children
+are kept, then each pending parent from its children through `Corpus.settle_parent`), keeps what is
+still pending, and commits the unit: the sample kind's kept records as shards (their bytes read
+from the spool) with an index each, every kind's ledger and drop/quarantine tables, the corpus's
+own unit outputs, and last the unit's summary under `summaries/` (the "committed" marker).
+'WriteManifest' folds the summaries it finds on storage (never a list in memory) and checks one
+identity per record kind: input = kept + dropped + quarantined, where the input of the kind read
+from the inputs is what the reader counted, and the input of a child kind is what its parents say
+they made.
+
+A resumed run (`--resume`) reads only the units with no "spooled" marker, and commits only those
+with no summary; the others still give their keys and scores to dedup and cutoffs from the spool,
+so every decision, and every output byte, is the one an uninterrupted run makes.
 """
 
 from __future__ import annotations
@@ -20,13 +29,11 @@ import collections
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
 import fsspec
 import pyarrow as pa
-from apache_beam.metrics import Metrics
 
 from mmcurate.schemas import SCHEMA_VERSION, Fields, Record, Status
 from mmcurate.stages import dedup
@@ -34,8 +41,10 @@ from mmcurate.stages.writers import atomic_write, join, json_bytes, write_json, 
 
 from . import corpus as corpora
 from . import layout
+from .counters import count
+from .spool import SpoolUnits, failpoint, load_unit
+from .thresholds import Cutoffs, Decider
 
-NS = "mmcurate"
 MANIFEST_FORMAT = "mmcurate.manifest/2"
 STATUSES = (Status.KEPT.value, Status.DROPPED.value, Status.QUARANTINED.value)
 FILE_KEYS = ("shards", "ledger", "dropped", "quarantined", "outputs")
@@ -43,11 +52,6 @@ FILE_KEYS = ("shards", "ledger", "dropped", "quarantined", "outputs")
 
 class AccountingError(RuntimeError):
     """Records went missing: for some kind, input != kept + dropped + quarantined."""
-
-
-def count(name: str, n: int = 1) -> None:
-    """One counter scheme for every corpus: `{kind}.{status}.{reason}`, `{kind}.input`, `units.*`."""
-    Metrics.counter(NS, name).inc(n)
 
 
 @dataclass(frozen=True)
@@ -60,31 +64,30 @@ class Run:
     fields: dict[str, Fields]
     meta: dict[str, Any] = field(default_factory=dict)
     """The manifest's header: created, code and config (redacted), inputs, lineage."""
-    progress_dir: str | None = None
+    groups: dict[int, str] = field(default_factory=dict)
+    """Unit -> the --input it came from (`top_fraction ... per: input` cuts per group)."""
+    spooled: frozenset[int] = frozenset()
+    """Units spooled by an earlier attempt (`--resume`): not read again."""
+    committed: frozenset[int] = frozenset()
+    """Units committed by an earlier attempt (`--resume`): not written again."""
 
-
-def touch(progress_dir: str | None, name: str) -> None:
-    if progress_dir:
-        Path(progress_dir, name).touch()
+    def to_read(self, units: list[Any]) -> list[Any]:
+        """The units the recipe still has to read and score."""
+        return [u for u in units if u.index not in self.spooled]
 
 
 # --------------------------------------------------------------------------------------------- dedup
 
 
-def _candidates(rec: Record) -> list[dedup.DedupKey]:
-    key = rec.dedup_key() if rec.pending else None
-    return [key] if key is not None else []
-
-
 class Dedup(beam.PTransform):
-    """Records -> (unit, Duplicate) for every pending record to drop as an exact or near duplicate, run-wide."""
+    """Dedup keys of pending records -> (unit, Duplicate) for each one to drop as an exact or near
+    duplicate, run-wide."""
 
     def __init__(self, params: dedup.DedupParams) -> None:
         super().__init__()
         self.params = params
 
-    def expand(self, records: beam.PCollection) -> beam.PCollection:
-        keys = records | "DedupKeys" >> beam.FlatMap(_candidates)
+    def expand(self, keys: beam.PCollection) -> beam.PCollection:
         by_exact = keys | "KeyByExact" >> beam.Map(lambda k: (k.exact, k)) | "GroupExact" >> beam.GroupByKey()
         found = [by_exact | "ExactDuplicates" >> beam.FlatMapTuple(lambda _, group: dedup.exact_duplicates(group))]
         if self.params.near:
@@ -153,11 +156,6 @@ def settle_unit(corpus: corpora.Corpus, by_kind: dict[str, list[Record]], dups: 
                 rec.keep()
 
 
-def unit_report(reports: list[dict[str, Any]]) -> dict[str, Any]:
-    """The unit's read report (`stages.io.ReadReport`; Beam commits one per unit, retries discarded)."""
-    return reports[0] if reports else {"expected": None, "produced": 0, "damage": [], "ignored": []}
-
-
 def inputs_by_kind(corpus: corpora.Corpus, by_kind: dict[str, list[Record]], read: int) -> dict[str, int]:
     """The input side of each identity: the reader's count for the primary kind, else what parents made."""
     made: collections.Counter = collections.Counter()
@@ -214,25 +212,69 @@ def _count_fates(kind: str, section: dict[str, Any]) -> None:
             count(f"{kind}.{status}.{code}", n)
 
 
-class WriteUnitFn(beam.DoFn):
-    """(unit, {records, read, dups}) -> shards, ledgers, fate tables, corpus outputs and the unit's summary."""
+class _SpooledUnitFn(beam.DoFn):
+    """Base of the phase-2 steps: one spooled unit's records, decided as far as dedup."""
 
     def __init__(self, corpus: str, run: Run, config: Any) -> None:
         self.corpus_name, self.run, self.config = corpus, run, config
 
     def setup(self) -> None:
         self.corpus = corpora.get(self.corpus_name)
+        self.decider = Decider(self.config, self.corpus.decides, self.run.groups).setup()
+
+    def load(self, unit: int, cutoffs: dict[str, float]) -> tuple[dict[str, list[Record]], dict[str, Any]]:
+        """The unit's records by kind (input order): the thresholds that waited for the run's
+        cutoffs applied, then the corpus's settling before dedup."""
+        records, report = load_unit(self.run.out_root, unit)
+        by_kind: dict[str, list[Record]] = {cls.kind: [] for cls in self.corpus.kinds}
+        for rec in records:
+            try:
+                rec = self.decider.final(rec, cutoffs)
+            except Exception as exc:  # this record only
+                rec.settle("internal_error", f"apply_thresholds: {type(exc).__name__}: {exc}", stage="apply_thresholds")
+            by_kind.setdefault(rec.kind, []).append(rec)
+        self.corpus.before_dedup(by_kind)
+        return by_kind, report
+
+
+class RankValuesFn(_SpooledUnitFn):
+    """Spooled unit -> the (cutoff key, score) pairs its records add to run-wide cutoffs."""
+
+    def setup(self) -> None:
+        return None
+
+    def process(self, unit: int) -> Iterator[tuple[str, float]]:
+        records, _ = load_unit(self.run.out_root, unit)
+        for rec in records:
+            yield from rec.rank or ()
+
+
+class DedupKeysFn(_SpooledUnitFn):
+    """Spooled unit -> the dedup keys of its records still pending (the little dedup needs)."""
+
+    def process(self, unit: int, cutoffs: dict[str, float] | None = None) -> Iterator[dedup.DedupKey]:
+        by_kind, _ = self.load(unit, cutoffs or {})
+        for records in by_kind.values():
+            for rec in records:
+                key = rec.dedup_key() if rec.pending else None
+                if key is not None:
+                    yield key
+
+
+class CommitUnitFn(_SpooledUnitFn):
+    """(unit, {dups}) -> shards, ledgers, fate tables, corpus outputs, and last the unit's summary."""
+
+    def setup(self) -> None:
+        super().setup()
         self.shard = self.corpus.shard(self.config)
 
-    def process(self, element: tuple[int, dict[str, list]]) -> Iterator[int]:
+    def process(self, element: tuple[int, dict[str, list]], cutoffs: dict[str, float] | None = None) -> Iterator[int]:
         unit, grouped = element
-        by_kind: dict[str, list[Record]] = {cls.kind: [] for cls in self.corpus.kinds}
-        for rec in grouped["records"]:
-            by_kind[rec.kind].append(rec)
-        for records in by_kind.values():
-            records.sort(key=lambda r: (r.source.index, r.uid))
+        if unit in self.run.committed:  # an earlier attempt of this run committed it (--resume)
+            yield unit
+            return
+        by_kind, read = self.load(unit, cutoffs or {})
         settle_unit(self.corpus, by_kind, grouped.get("dups", ()))
-        read = unit_report(grouped["read"])
         held = read["expected"] if read["expected"] is not None else read["produced"]
         inputs = inputs_by_kind(self.corpus, by_kind, held)
         files: dict[str, list[dict]] = {k: [] for k in FILE_KEYS}
@@ -247,7 +289,7 @@ class WriteUnitFn(beam.DoFn):
         summary = {"unit": unit, "kinds": kinds, "files": files, "extras": extras, "read": read}
         atomic_write(join(self.run.out_root, layout.summary(unit)), json_bytes(summary))
         count("units.written")
-        touch(self.run.progress_dir, f"write-{unit}")
+        failpoint("committed", self.run.out_root)
         yield unit
 
     def _write_samples(self, unit: int, by_kind: dict[str, list[Record]], files: dict[str, list]) -> list:
@@ -274,24 +316,33 @@ class WriteUnitFn(beam.DoFn):
 
 
 class Finish(beam.PTransform):
-    """Dedup across the run, then per-unit settle and writes, then the manifest (with its identities)."""
+    """Phase 1 (spool every unit), then phase 2 over spooled units: cutoffs, dedup, commit, manifest."""
 
-    def __init__(self, corpus: str, run: Run, config: Any, read_counts: beam.PCollection) -> None:
+    def __init__(self, corpus: str, run: Run, config: Any) -> None:
         super().__init__()
-        self.corpus, self.run, self.config, self.read_counts = corpus, run, config, read_counts
+        self.corpus, self.run, self.config = corpus, run, config
 
     def expand(self, records: beam.PCollection) -> beam.PCollection:
-        grouped: dict[str, beam.PCollection] = {
-            "records": records | "KeyByUnit" >> beam.Map(lambda r: (r.source.unit, r)),
-            "read": self.read_counts,
-        }
-        params = corpora.get(self.corpus).dedup(self.config)
+        run, corpus = self.run, corpora.get(self.corpus)
+        spooled = records | "SpoolUnits" >> SpoolUnits(self.corpus, run.out_root)
+        if run.spooled:
+            before = records.pipeline | "SpooledBefore" >> beam.Create(sorted(run.spooled))
+            spooled = (spooled, before) | "AllSpooled" >> beam.Flatten()
+        units = spooled | "SpreadUnits" >> beam.Reshuffle()
+        side: dict[str, Any] = {}
+        decider = Decider(self.config, corpus.decides, run.groups).setup()
+        if decider.deferred:
+            values = units | "RankValues" >> beam.ParDo(RankValuesFn(self.corpus, run, self.config))
+            side["cutoffs"] = beam.pvalue.AsDict(values | "Cutoffs" >> Cutoffs(decider.filters))
+        grouped: dict[str, beam.PCollection] = {"unit": units | "KeyUnits" >> beam.Map(lambda u: (u, None))}
+        params = corpus.dedup(self.config)
         if params is not None:
-            grouped["dups"] = records | "Dedup" >> Dedup(params)
+            keys = units | "DedupKeys" >> beam.ParDo(DedupKeysFn(self.corpus, run, self.config), **side)
+            grouped["dups"] = keys | "Dedup" >> Dedup(params)
         return (
             grouped
             | "GroupByUnit" >> beam.CoGroupByKey()
-            | "WriteUnits" >> beam.ParDo(WriteUnitFn(self.corpus, self.run, self.config))
+            | "CommitUnits" >> beam.ParDo(CommitUnitFn(self.corpus, run, self.config), **side)
             | "CountUnits" >> beam.combiners.Count.Globally()
             | "WriteManifest" >> beam.Map(write_manifest, run=self.run, corpus=self.corpus, config=self.config)
         )
@@ -384,10 +435,11 @@ def write_manifest(_units_written: int, run: Run, corpus: str, config: Any) -> d
     summaries, missing = load_summaries(run.out_root, run.units)
     manifest = build_manifest(summaries, missing, run, c, config)
     manifest["files"]["run"] = [f.to_dict() for f in c.run_outputs(run, config)]
-    fs, spool = fsspec.core.url_to_fs(join(run.out_root, layout.SPOOL))
-    if fs.exists(spool):
-        fs.rm(spool, recursive=True)
     write_json(run.out_root, layout.MANIFEST, manifest)
+    for part in (layout.SPOOL, layout.WORK):  # the run is done: what it waited on goes
+        fs, path = fsspec.core.url_to_fs(join(run.out_root, part))
+        if fs.exists(path):
+            fs.rm(path, recursive=True)
     if not manifest["accounting_ok"]:
         counts = {k: v["counts"] for k, v in manifest["kinds"].items()}
         raise AccountingError(f"records went missing: {json.dumps(counts)}; units without a summary: {missing}")

@@ -10,6 +10,7 @@ OUT/
   overlays/{name}/*.parquet              later facts about records, joined by id (append-only)
   summaries/part-UUUUU.json              one per unit written: counts, files, extras (the manifest folds them)
   manifest.json  units.json  metrics.json
+  _work/  _spool/                        a run in progress (markers, spooled records, media); gone with the manifest
   + the corpus's own outputs (annotation/, rl/, sft/, ...)
 ```
 """
@@ -24,14 +25,17 @@ LEDGER = "ledger"
 OVERLAYS = "overlays"
 SUMMARIES = "summaries"
 SPOOL = "_spool"
-"""Files that wait between a record's processing and its unit's commit (clip files); removed with
-the manifest, not per unit, so a runner that retries a writing bundle finds them again."""
+"""Media that wait between a record's processing and its unit's commit (encoded images, clip files);
+removed with the manifest, not per unit, so a runner that retries a writing bundle finds them again."""
+WORK = "_work"
+"""A run in progress: its identity (`run.json`, what `--resume` checks) and the spooled units."""
+RUN_STATE = f"{WORK}/run.json"
 MANIFEST = "manifest.json"
 UNITS = "units.json"
 METRICS = "metrics.json"
 FATE_DIRS = (Status.DROPPED.value, Status.QUARANTINED.value)
 
-CORE_PARTS = (SHARDS, INDEX, LEDGER, *FATE_DIRS, OVERLAYS, SUMMARIES, SPOOL, MANIFEST, UNITS, METRICS)
+CORE_PARTS = (SHARDS, INDEX, LEDGER, *FATE_DIRS, OVERLAYS, SUMMARIES, SPOOL, WORK, MANIFEST, UNITS, METRICS)
 """What every run writes; a corpus adds its own (`Corpus.outputs`)."""
 
 
@@ -49,3 +53,19 @@ def fates(status: str, kind: str, unit: int) -> str:
 
 def summary(unit: int) -> str:
     return f"{SUMMARIES}/{part(unit)}.json"
+
+
+def summary_glob() -> str:
+    return f"{SUMMARIES}/part-*.json"
+
+
+def spooled_dir(unit: int) -> str:
+    return f"{WORK}/spooled/{part(unit)}"
+
+
+def spooled_marker(unit: int) -> str:
+    return f"{WORK}/spooled/{part(unit)}.json"
+
+
+def spooled_glob() -> str:
+    return f"{WORK}/spooled/part-*.json"

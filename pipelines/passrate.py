@@ -32,7 +32,7 @@ from mmcurate.stages.readers import ReadParams, list_units
 from mmcurate.stages.verify import VerifyParams
 from mmcurate.stages.writers import join
 
-from .common import COUNTS_TAG, ReadUnits
+from .common import ReadUnits
 from .config import CorpusConfig
 from .finish import Finish, Run
 from .inference import GuardedHandler, ModelFailure
@@ -191,8 +191,7 @@ class PassRateCorpus(TrainerOutputs):
 
     def build(self, p: beam.Pipeline, units: list[Unit], cfg: PassRateConfig, run: Run) -> beam.PCollection:
         cache = cfg.cache_uri(run.out_root)
-        read = p | "Read" >> ReadUnits(units, cfg.read, read_questions, run.progress_dir)
-        questions = read.records
+        questions = p | "Read" >> ReadUnits(run.to_read(units), cfg.read, read_questions)
         settled = questions | "Quarantined" >> beam.Filter(lambda q: q.fate.status != Status.PENDING)
         cached = p | "CacheFiles" >> beam.Create([cache]) | "ReadCache" >> beam.FlatMap(read_cache)
         joined = (
@@ -235,7 +234,7 @@ class PassRateCorpus(TrainerOutputs):
             | "AllQuestions" >> beam.Flatten()
             | "ApplyThresholds" >> Thresholds(cfg, units, "question")
         )
-        return records | "Finish" >> Finish(self.name, run, cfg, read[COUNTS_TAG])
+        return records | "Finish" >> Finish(self.name, run, cfg)
 
     def select(self, p: beam.Pipeline, units: list[Unit], cfg: PassRateConfig, run: Run) -> beam.PCollection:
         from .passrate_outputs import select_questions

@@ -23,13 +23,13 @@ from mmcurate.stages.trainer_formats import VERL_SCHEMA, dataset_info, sharegpt_
 from mmcurate.stages.writers import FileInfo, ShardInfo, atomic_write, join, json_bytes, parquet_bytes, write_json
 
 from . import layout
-from .common import COUNTS_TAG
 from .config import ConfigError
 from .corpus import Corpus
-from .finish import Finish, Run, touch
+from .finish import Finish, Run
 from .ledger import read_ledger, reopen
 from .overlays import AttachOverlays
 from .rollouts import decide, read_cache, tasks_for
+from .spool import UnitEnd
 from .thresholds import Thresholds
 
 BUCKETS = [f"[{i / 10:.1f}, {(i + 1) / 10:.1f})" for i in range(10)]
@@ -121,15 +121,14 @@ class TrainerOutputs(Corpus):
 class ReadQuestionLedgerFn(beam.DoFn):
     """One unit of the parent's ledger; graded questions re-opened (the rest keep their fates)."""
 
-    def __init__(self, parent: str, progress_dir: str | None) -> None:
-        self.parent, self.progress_dir = parent, progress_dir
+    def __init__(self, parent: str) -> None:
+        self.parent = parent
 
     def process(self, unit: Unit) -> Iterator[Any]:
         questions = read_ledger(self.parent, Question, unit.index)
         for q in questions:
             yield reopen(q) if "k" in q.scores else q
-        touch(self.progress_dir, f"read-{unit.index}")
-        yield beam.pvalue.TaggedOutput(COUNTS_TAG, (unit.index, ReadReport(produced=len(questions)).to_dict()))
+        yield UnitEnd.of(unit.index, unit.uri, ReadReport(produced=len(questions)).to_dict())
 
 
 class DecideFn(beam.DoFn):
@@ -149,13 +148,12 @@ class DecideFn(beam.DoFn):
 
 def select_questions(corpus: TrainerOutputs, p: beam.Pipeline, units: list[Unit], cfg: Any, run: Run) -> Any:
     parent = run.meta["lineage"]["parent_run"]
-    read = (
+    records = (
         p
-        | "ListUnits" >> beam.Create(units, reshuffle=True)
-        | "ReadLedger"
-        >> beam.ParDo(ReadQuestionLedgerFn(parent, run.progress_dir)).with_outputs(COUNTS_TAG, main="records")
+        | "ListUnits" >> beam.Create(run.to_read(units), reshuffle=True)
+        | "ReadLedger" >> beam.ParDo(ReadQuestionLedgerFn(parent))
+        | "AttachOverlays" >> AttachOverlays(parent, cfg, "question")
     )
-    records = read.records | "AttachOverlays" >> AttachOverlays(parent, cfg, "question")
     rollouts: Any = p | "NoRollouts" >> beam.Create([])
     if corpus.mode == "sft" and cfg.select.sft.response == "rollout":
         rollouts = p | "CacheFiles" >> beam.Create([cfg.cache_uri(parent)]) | "ReadCache" >> beam.FlatMap(read_cache)
@@ -171,7 +169,7 @@ def select_questions(corpus: TrainerOutputs, p: beam.Pipeline, units: list[Unit]
     out = (
         (decided, settled) | "AllQuestions" >> beam.Flatten() | "ApplyThresholds" >> Thresholds(cfg, units, "question")
     )
-    return out | "Finish" >> Finish(corpus.name, run, cfg, read[COUNTS_TAG])
+    return out | "Finish" >> Finish(corpus.name, run, cfg)
 
 
 __all__ = ["TrainerOutputs", "select_questions"]

@@ -1,13 +1,12 @@
-"""Running a pipeline: fail-fast checks, output preparation, Beam options, local progress."""
+"""Running a pipeline: fail-fast checks, the output folder (new, resumed, overwritten), Beam options, progress."""
 
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
+import sys
 import threading
+import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
@@ -19,27 +18,10 @@ from mmcurate.stages.io import Unit
 from mmcurate.stages.writers import atomic_write, join, json_bytes
 
 from . import layout
-from .common import run_meta, write_units
+from .common import code_version, run_meta, write_units
 from .corpus import Corpus
 from .finish import Run
-
-LOCAL_RUNNERS = ("DirectRunner", "SwitchingDirectRunner", "BundleBasedDirectRunner", "FnApiRunner", None)
-
-
-class OutputError(ValueError):
-    """The output location cannot be used as asked."""
-
-
-def prepare_output(out_root: str, overwrite: bool, parts: tuple[str, ...] = ()) -> None:
-    """Refuse to mix two runs in one folder; with `overwrite`, clear only what a run writes."""
-    fs, path = fsspec.core.url_to_fs(out_root)
-    existing = [p for p in (*layout.CORE_PARTS, *parts) if fs.exists(join(path, p))]
-    if existing and not overwrite:
-        raise OutputError(f"output {out_root} already holds a run ({', '.join(existing)}); pass --overwrite")
-    for part in existing:
-        if part != layout.OVERLAYS:  # facts added later about these records (human labels) outlive a rerun
-            fs.rm(join(path, part), recursive=True)
-    fs.makedirs(path, exist_ok=True)
+from .resume import OutputError, Prepared, prepare, run_identity, write_state
 
 
 def beam_options(beam_args: list[str]) -> PipelineOptions:
@@ -50,18 +32,17 @@ def beam_options(beam_args: list[str]) -> PipelineOptions:
     return options
 
 
-def is_local(options: PipelineOptions) -> bool:
-    return options.view_as(StandardOptions).runner in LOCAL_RUNNERS
-
-
 class Progress:
-    """A progress bar for local runs, fed by marker files the DoFns touch per unit read and written."""
+    """Units scored and committed, records, rate and ETA, from the markers the run leaves on storage
+    (any runner, any fsspec URI: `_work/spooled/` and `summaries/`, each carrying its record counts)."""
 
-    def __init__(self, total: int, enabled: bool) -> None:
-        self.total, self.enabled = total, enabled
-        self.dir = tempfile.mkdtemp(prefix="mmcurate-progress-") if enabled else None
+    def __init__(self, out_root: str, total: int, enabled: bool) -> None:
+        self.out_root, self.total, self.enabled = out_root, total, enabled
+        fs, _ = fsspec.core.url_to_fs(out_root)
+        self.interval = 0.5 if "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)) else 5.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._records: dict[str, int] = {}
 
     def __enter__(self) -> Progress:
         if self.enabled:
@@ -69,31 +50,60 @@ class Progress:
             self._thread.start()
         return self
 
-    def _loop(self) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+    def _records_in(self, fs: Any, path: str, key: str) -> int:
+        if path not in self._records:
+            try:
+                with fs.open(path, "rb") as f:
+                    doc = json.loads(f.read())
+            except (OSError, ValueError):
+                return 0  # being written: counted on the next poll
+            read = doc.get("report" if key == "spooled" else "read") or {}
+            self._records[path] = int(read.get("produced") or 0)  # records of the kind read from the inputs
+        return self._records[path]
 
-        assert self.dir is not None
-        with Progress(
-            "{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=False
-        ) as bar:
-            read = bar.add_task("units read+scored", total=self.total)
-            written = bar.add_task("units written    ", total=self.total)
+    def poll(self) -> dict[str, tuple[int, int]]:
+        """{phase: (units, records)} found on storage now."""
+        fs, root = fsspec.core.url_to_fs(self.out_root)
+        out = {}
+        for phase, pattern in (("spooled", layout.spooled_glob()), ("committed", layout.summary_glob())):
+            try:
+                paths = fs.glob(join(root, pattern))
+            except OSError:
+                paths = []
+            out[phase] = (len(paths), sum(self._records_in(fs, p, phase) for p in paths))
+        return out
+
+    def _loop(self) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+                   TimeElapsedColumn(), TimeRemainingColumn())  # fmt: skip
+        start, first = time.monotonic(), self.poll()  # on --resume, what was done before
+        with Progress(*columns, transient=False) as bar:
+            tasks = {
+                "spooled": bar.add_task("units scored   ", total=self.total, rate=""),
+                "committed": bar.add_task("units committed", total=self.total, rate=""),
+            }
             while True:
-                names = [p.name for p in Path(self.dir).iterdir()]
-                bar.update(read, completed=sum(n.startswith("read-") for n in names))
-                bar.update(written, completed=sum(n.startswith("write-") for n in names))
-                if self._stop.wait(0.25):
-                    names = [p.name for p in Path(self.dir).iterdir()]
-                    bar.update(read, completed=sum(n.startswith("read-") for n in names))
-                    bar.update(written, completed=sum(n.startswith("write-") for n in names))
+                stop = self._stop.wait(self.interval)
+                elapsed = max(time.monotonic() - start, 1e-6)
+                for phase, (units, records) in self.poll().items():
+                    rate = f"{records} records ({(records - first[phase][1]) / elapsed:.0f}/s)"
+                    bar.update(tasks[phase], completed=units, rate=rate)
+                if stop:
                     return
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         if self._thread:
             self._thread.join()
-        if self.dir:
-            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def new_run(
@@ -104,12 +114,20 @@ def new_run(
     out_root: str,
     lineage: dict | None = None,
     fields: dict[str, Fields] | None = None,
-    progress_dir: str | None = None,
+    prepared: Prepared | None = None,
 ) -> Run:
-    """The run's description for the finish path; writes units.json (what `select` re-reads)."""
-    write_units(out_root, units)
-    meta = run_meta(corpus.name, inputs, config, units, lineage)
-    return Run(corpus.name, out_root, len(units), fields or corpus.fields(config), meta, progress_dir)
+    """The run's description for the finish path; writes units.json (what `select` re-reads) and the
+    run's identity (what `--resume` checks), or takes both from the interrupted run it resumes."""
+    prepared = prepared or Prepared()
+    meta = prepared.meta
+    if meta is None:
+        write_units(out_root, units)
+        meta = run_meta(corpus.name, inputs, config, units, lineage)
+        write_state(out_root, run_identity(corpus.name, config, units, code_version()), meta)
+    return Run(
+        corpus.name, out_root, len(units), fields or corpus.fields(config), meta,
+        groups={u.index: u.group for u in units}, spooled=prepared.spooled, committed=prepared.committed,
+    )  # fmt: skip
 
 
 def execute(
@@ -124,15 +142,24 @@ def execute(
     lineage: dict | None = None,
     fields: dict[str, Fields] | None = None,
     build: Callable[..., Any] | None = None,
+    resume: bool = False,
 ) -> dict:
     """Build and run one pipeline to completion; return the manifest it wrote (with the run's metrics).
 
     `build` defaults to the corpus's recipe (`select` passes its own); `fields` to the corpus's
-    declaration for this config (`select` passes the parent run's)."""
+    declaration for this config (`select` passes the parent run's). `resume` goes on with the
+    interrupted run in `out_root`; `overwrite` deletes what a run there wrote first."""
     options = beam_options(beam_args)
-    prepare_output(out_root, overwrite, corpus.outputs)
-    with Progress(len(units), progress and is_local(options)) as bar:
-        run = new_run(corpus, config, inputs, units, out_root, lineage, fields, bar.dir)
+    identity = run_identity(corpus.name, config, units, code_version())
+    prepared = prepare(out_root, identity, corpus.outputs, overwrite=overwrite, resume=resume)
+    if prepared.left:
+        more = f" and {len(prepared.left) - 10} more" if len(prepared.left) > 10 else ""
+        shown = ", ".join(prepared.left[:10]) + more
+        print(f"mmcurate: --overwrite left {len(prepared.left)} files it did not write: {shown}", file=sys.stderr)
+    if prepared.finished is not None:
+        return _finish_cleanup(out_root, prepared.finished)
+    run = new_run(corpus, config, inputs, units, out_root, lineage, fields, prepared)
+    with Progress(out_root, len(units), progress):
         p = beam.Pipeline(options=options)
         (build or corpus.build)(p, units, config, run)
         try:
@@ -148,6 +175,15 @@ def execute(
     metrics = collect_metrics(result)
     atomic_write(join(out_root, layout.METRICS), json_bytes(metrics))
     manifest["metrics"] = metrics
+    return manifest
+
+
+def _finish_cleanup(out_root: str, manifest: dict) -> dict:
+    """A resumed run that had written its manifest: what it waited on goes; its manifest stands."""
+    for part in (layout.SPOOL, layout.WORK):
+        fs, path = fsspec.core.url_to_fs(join(out_root, part))
+        if fs.exists(path):
+            fs.rm(path, recursive=True)
     return manifest
 
 
@@ -177,3 +213,6 @@ def collect_metrics(result: Any) -> dict[str, dict[str, float]]:
             name = f"{d.key.metric.namespace}/{d.key.metric.name}"
             out["distributions"][name] = {"count": r.count, "sum": r.sum, "mean": r.sum / r.count, "max": r.max}
     return dict(sorted(out.items()))
+
+
+__all__ = ["OutputError", "Progress", "execute", "new_run"]

@@ -105,7 +105,7 @@ def check_parent_files(run_root: str, parent: dict[str, Any]) -> None:
 
 def run(
     run_root: str, out_root: str, config_path: str | None, beam_args: list[str], overwrite: bool = False,
-    progress: bool = True,
+    progress: bool = True, resume: bool = False,
 ) -> dict:  # fmt: skip
     """Select from `run_root` into `out_root`; thresholds from `config_path`, else the parent's."""
     if run_root.rstrip("/") == out_root.rstrip("/"):
@@ -140,7 +140,7 @@ def run(
     }
     manifest = execute(
         corpus, config, parent["inputs"], units, out_root, beam_args, overwrite, progress,
-        lineage=lineage, fields=fields, build=corpus.select,
+        lineage=lineage, fields=fields, build=corpus.select, resume=resume,
     )  # fmt: skip
     copy_overlays(run_root, out_root)
     return manifest

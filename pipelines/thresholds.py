@@ -26,15 +26,36 @@ def cutoff_key(f: QuantileFilter, group: str) -> str:
     return f"{f.name}|{group if f.params.per == 'input' else '*'}"
 
 
+def with_cutoff(f: Filter) -> bool:
+    return isinstance(f, QuantileFilter) and bool(f.params.top_fraction)
+
+
+def rank_values(rec: Any, filters: list[Filter], group: str) -> list[tuple[str, float]]:
+    """What a record adds to the run-wide score distributions its `top_fraction` filters cut."""
+    quantile = [f for f in filters if isinstance(f, QuantileFilter) and with_cutoff(f)]
+    return [(cutoff_key(f, group), rec.scores[f.score_name]) for f in quantile if f.score_name in rec.scores]
+
+
 def apply_thresholds(
-    rec: Any, filters: list[Filter], cutoffs: dict[str, float], group: str, rules: list[WhereRule], kind: str
+    rec: Any,
+    filters: list[Filter],
+    cutoffs: dict[str, float],
+    group: str,
+    rules: list[WhereRule],
+    kind: str,
+    local: bool = False,
 ) -> Any:
     """The first filter whose threshold fails names the drop reason, then the first failing `where`
-    rule; scores come from the record only (and run-wide cutoffs, computed from scores too)."""
+    rule; scores come from the record only (and run-wide cutoffs, computed from scores too).
+
+    `local`: decide only up to the first filter that needs a run-wide cutoff; the record stays
+    pending for the rest, which the finish path applies once the cutoffs are known."""
     if not rec.pending or rec.kind != kind:
         return rec
     for f in filters:
         if isinstance(f, QuantileFilter):
+            if local and with_cutoff(f):
+                return rec
             reason = f.decide_with(rec.scores, rec.labels, cutoffs.get(cutoff_key(f, group)))
         else:
             reason = f.decide(rec.scores, rec.labels)
@@ -47,62 +68,80 @@ def apply_thresholds(
     return rec
 
 
-class ApplyThresholds(beam.DoFn):
+class Decider:
+    """The thresholds of one run's config, for records of one kind (built once per worker)."""
+
     def __init__(self, config: Any, kind: str, groups: dict[int, str]) -> None:
         self.config, self.kind, self.groups = config, kind, groups
+        self.filters: list[Filter] = []
+        self.rules: list[WhereRule] = []
 
-    def setup(self) -> None:
+    def setup(self) -> Decider:
         self.filters = self.config.build_filters()
         self.rules = list(self.config.where)
         for rule in self.rules:
             rule.register()
+        return self
 
-    def process(self, rec: Any, cutoffs: dict[str, float] | None = None) -> Iterator[Any]:
+    @property
+    def deferred(self) -> bool:
+        """Some filter needs a run-wide cutoff: the finish path decides what the recipe could not."""
+        return any(with_cutoff(f) for f in self.filters)
+
+    def local(self, rec: Any) -> Any:
+        """In the recipe: every threshold that needs no run-wide cutoff (records that fail one are
+        never encoded), after noting what the record adds to the run-wide distributions."""
         group = self.groups.get(rec.source.unit, "")
-        yield apply_thresholds(rec, self.filters, cutoffs or {}, group, self.rules, self.kind)
+        ranked = rank_values(rec, self.filters, group) if rec.pending and rec.kind == self.kind else None
+        rec = apply_thresholds(rec, self.filters, {}, group, self.rules, self.kind, local=True)
+        if ranked:
+            rec.rank = ranked
+        return rec
+
+    def final(self, rec: Any, cutoffs: dict[str, float]) -> Any:
+        """In the finish path, with the cutoffs: the rest of the filters and the `where` rules."""
+        if not self.deferred:
+            return rec
+        group = self.groups.get(rec.source.unit, "")
+        return apply_thresholds(rec, self.filters, cutoffs, group, self.rules, self.kind)
+
+
+class ApplyThresholds(beam.DoFn):
+    def __init__(self, config: Any, kind: str, groups: dict[int, str]) -> None:
+        self.decider = Decider(config, kind, groups)
+
+    def setup(self) -> None:
+        self.decider.setup()
+
+    def process(self, rec: Any) -> Iterator[Any]:
+        yield self.decider.local(rec)
 
 
 class Cutoffs(beam.PTransform):
-    """Run-wide score cutoffs for `top_fraction` filters: (filter|group) -> the score at that quantile."""
+    """(cutoff key, score) pairs -> (cutoff key, the score at that key's filter's quantile)."""
 
-    def __init__(self, filters: list[Filter], groups: dict[int, str], kind: str) -> None:
+    def __init__(self, filters: list[Filter]) -> None:
         super().__init__()
-        self.filters = [f for f in filters if isinstance(f, QuantileFilter) and f.params.top_fraction]
-        self.groups, self.kind = groups, kind
+        self.fractions = {f.name: f.params.top_fraction for f in filters if with_cutoff(f)}  # type: ignore[attr-defined]
 
-    def expand(self, records: beam.PCollection) -> beam.PCollection:
-        filters, groups, kind = self.filters, self.groups, self.kind
-
-        def values(rec: Any) -> list[tuple[str, float]]:
-            if not rec.pending or rec.kind != kind:
-                return []
-            group = groups.get(rec.source.unit, "")
-            return [(cutoff_key(f, group), rec.scores[f.score_name]) for f in filters if f.score_name in rec.scores]
+    def expand(self, values: beam.PCollection) -> beam.PCollection:
+        fractions = self.fractions
 
         def cutoff(key: str, quantiles: list[float]) -> tuple[str, float]:
-            name = key.split("|", 1)[0]
-            frac = next(f.params.top_fraction for f in filters if f.name == name)
+            frac = fractions[key.split("|", 1)[0]]
             return key, quantiles[round((1.0 - frac) * (len(quantiles) - 1))]
 
-        return (
-            records
-            | "ScoresToRank" >> beam.FlatMap(values)
-            | "Quantiles" >> beam.ApproximateQuantiles.PerKey(QUANTILES)
-            | "Cutoff" >> beam.MapTuple(cutoff)
-        )
+        return values | "Quantiles" >> beam.ApproximateQuantiles.PerKey(QUANTILES) | "Cutoff" >> beam.MapTuple(cutoff)
 
 
 class Thresholds(beam.PTransform):
-    """Run-wide cutoffs (when a filter asks for a top fraction), then every filter and `where` rule."""
+    """Every filter and `where` rule that needs no run-wide cutoff; the finish path applies the rest
+    (`Decider.final`) once the spooled records' scores have given the cutoffs."""
 
     def __init__(self, config: Any, units: list[Unit], kind: str) -> None:
         super().__init__()
         self.config, self.kind, self.groups = config, kind, {u.index: u.group for u in units}
 
     def expand(self, records: beam.PCollection) -> beam.PCollection:
-        filters = self.config.build_filters()
         fn = ApplyThresholds(self.config, self.kind, self.groups)
-        if not any(isinstance(f, QuantileFilter) and f.params.top_fraction for f in filters):
-            return records | "Apply" >> Safely(fn, "apply_thresholds")
-        cutoffs = records | "Cutoffs" >> Cutoffs(filters, self.groups, self.kind)
-        return records | "Apply" >> Safely(fn, "apply_thresholds", cutoffs=beam.pvalue.AsDict(cutoffs))
+        return records | "Apply" >> Safely(fn, "apply_thresholds")

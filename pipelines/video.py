@@ -40,7 +40,7 @@ from mmcurate.stages.video_scan import CLIP_MOTION_LABELS, CLIP_MOTION_SCORES, M
 from mmcurate.stages.writers import FileInfo, ShardInfo, ShardParams, TarWriter, atomic_file, atomic_write, join
 
 from . import layout
-from .common import COUNTS_TAG, ReadUnits, pending
+from .common import ReadUnits, pending
 from .config import ConfigError, FilteredConfig
 from .corpus import Corpus
 from .finish import Finish, Run, count
@@ -48,7 +48,7 @@ from .inference import ScoreWithModels
 from .ledger import redecidable
 from .models import ModelStage, View, Views, model_fields, model_stages
 from .thresholds import Thresholds
-from .video_select import DROPPED_MEDIA, ClipFiles, SettleVideos, select_clips, settle_video
+from .video_select import DROPPED_MEDIA, ClipFiles, select_clips, settle_before_dedup, settle_video
 
 VIDEOS_TAG = "videos"
 
@@ -257,6 +257,7 @@ class VideoCorpus(Corpus):
     config_class = VideoConfig
     kinds = (VideoRecord, ClipRecord)
     sample_kind = "clip"
+    decided_kind = "clip"
     outputs = ("annotation", DROPPED_MEDIA)
 
     def validate(self, config: VideoConfig) -> None:
@@ -286,8 +287,8 @@ class VideoCorpus(Corpus):
         return config.output.shard
 
     def build(self, p: beam.Pipeline, units: list[Unit], config: VideoConfig, run: Run) -> beam.PCollection:
-        read = p | "Read" >> ReadUnits(units, config.read, read_video_unit, run.progress_dir)
-        analysed = read.records | "AnalyseVideos" >> beam.ParDo(AnalyseVideosFn(config, run.out_root)).with_outputs(
+        read = p | "Read" >> ReadUnits(run.to_read(units), config.read, read_video_unit)
+        analysed = read | "AnalyseVideos" >> beam.ParDo(AnalyseVideosFn(config, run.out_root)).with_outputs(
             VIDEOS_TAG, main="clips"
         )
         clips = (
@@ -296,8 +297,11 @@ class VideoCorpus(Corpus):
             | "ApplyThresholds" >> Thresholds(config, units, "clip")
             | "DropFrames" >> beam.Map(_drop_frames)
         )
-        records = (analysed[VIDEOS_TAG], clips) | "VideosAndClips" >> beam.Flatten() | "SettleVideos" >> SettleVideos()
-        return records | "Finish" >> Finish(self.name, run, config, read[COUNTS_TAG])
+        records = (analysed[VIDEOS_TAG], clips) | "VideosAndClips" >> beam.Flatten()
+        return records | "Finish" >> Finish(self.name, run, config)
+
+    def before_dedup(self, records: dict[str, list[Record]]) -> None:
+        settle_before_dedup(records)
 
     def settle_children(self, parent: Record, children: list[Record]) -> None:
         if parent.fate.reason == "duplicate_exact":

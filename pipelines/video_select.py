@@ -24,11 +24,11 @@ from mmcurate.stages.io import ReadReport, Unit
 from mmcurate.stages.writers import join
 
 from . import layout
-from .common import COUNTS_TAG
 from .corpus import Corpus
-from .finish import Finish, Run, touch
+from .finish import Finish, Run
 from .ledger import read_ledger, reopen
 from .overlays import AttachOverlays
+from .spool import UnitEnd
 from .thresholds import Thresholds
 
 DROPPED_MEDIA = "dropped_media"
@@ -38,8 +38,8 @@ class ReadVideoLedgersFn(beam.DoFn):
     """One unit of the parent: its videos and clips, re-opened where their verdicts follow from scores
     (a clip only when its video is re-opened: the clips of a broken video stay as they were)."""
 
-    def __init__(self, parent: str, progress_dir: str | None) -> None:
-        self.parent, self.progress_dir = parent, progress_dir
+    def __init__(self, parent: str) -> None:
+        self.parent = parent
 
     def process(self, unit: Unit) -> Iterator[Any]:
         videos = read_ledger(self.parent, VideoRecord, unit.index)
@@ -47,8 +47,7 @@ class ReadVideoLedgersFn(beam.DoFn):
         yield from videos
         for clip in read_ledger(self.parent, ClipRecord, unit.index):
             yield reopen(clip) if clip.parent_uid in open_videos else clip
-        touch(self.progress_dir, f"read-{unit.index}")
-        yield beam.pvalue.TaggedOutput(COUNTS_TAG, (unit.index, ReadReport(produced=len(videos)).to_dict()))
+        yield UnitEnd.of(unit.index, unit.uri, ReadReport(produced=len(videos)).to_dict())
 
 
 def settle_video(video: Record, clips: list[Record]) -> None:
@@ -66,26 +65,16 @@ def settle_video(video: Record, clips: list[Record]) -> None:
         video.settle("all_clips_dropped")
 
 
-def _settle_family(family: list[Record]) -> list[Record]:
-    for video in (r for r in family if isinstance(r, VideoRecord)):
-        clips = [r for r in family if isinstance(r, ClipRecord)]
+def settle_before_dedup(records: dict[str, list[Record]]) -> None:
+    """A video none of whose clips survived is settled before run-wide dedup chooses which copy of
+    a repeated video to keep (a copy whose clips all failed must not win over a healthy one)."""
+    families: dict[str, list[Record]] = {}
+    for clip in records.get("clip", []):
+        families.setdefault(clip.parent_uid or "", []).append(clip)
+    for video in records.get("video", []):
+        clips = families.get(video.uid, [])
         if video.pending and not any(c.pending for c in clips):
             settle_video(video, clips)
-    return family
-
-
-class SettleVideos(beam.PTransform):
-    """Videos with their clips (small records: frames are gone), grouped by video: a video none of
-    whose clips survived is settled now, before run-wide dedup chooses which copy of a repeated
-    video to keep (a copy whose clips all failed must not win over a healthy one)."""
-
-    def expand(self, records: beam.PCollection) -> beam.PCollection:
-        return (
-            records
-            | "KeyByVideo" >> beam.Map(lambda r: (r.parent_uid or r.uid, r))
-            | "GroupByVideo" >> beam.GroupByKey()
-            | "Settle" >> beam.FlatMap(lambda kv: _settle_family(list(kv[1])))
-        )
 
 
 class ClipFiles:
@@ -154,17 +143,12 @@ class LocateMediaFn(beam.DoFn):
 
 def select_clips(corpus: Corpus, p: beam.Pipeline, units: list[Unit], config: Any, run: Run) -> beam.PCollection:
     parent = run.meta["lineage"]["parent_run"]
-    read = (
-        p
-        | "ListUnits" >> beam.Create(units, reshuffle=True)
-        | "ReadLedgers"
-        >> beam.ParDo(ReadVideoLedgersFn(parent, run.progress_dir)).with_outputs(COUNTS_TAG, main="records")
-    )
     records = (
-        read.records
+        p
+        | "ListUnits" >> beam.Create(run.to_read(units), reshuffle=True)
+        | "ReadLedgers" >> beam.ParDo(ReadVideoLedgersFn(parent))
         | "AttachOverlays" >> AttachOverlays(parent, config, "clip")
         | "ApplyThresholds" >> Thresholds(config, units, "clip")
         | "LocateMedia" >> beam.ParDo(LocateMediaFn(parent))
-        | "SettleVideos" >> SettleVideos()
     )
-    return records | "Finish" >> Finish(corpus.name, run, config, read[COUNTS_TAG])
+    return records | "Finish" >> Finish(corpus.name, run, config)

@@ -4,6 +4,7 @@ This package imports nothing else of mmcurate.
 """
 
 from .base import (
+    PAYLOAD,
     SCHEMA_VERSION,
     DedupKey,
     Fate,
@@ -15,6 +16,8 @@ from .base import (
     Status,
     UndeclaredField,
     clean_error,
+    media_ref,
+    read_media,
     sample_json_bytes,
 )
 from .caption import CaptionSample
@@ -27,6 +30,7 @@ RECORD_KINDS: dict[str, type[Record]] = {r.kind: r for r in (CaptionSample, Ques
 ROW_KINDS: dict[str, type[Row]] = {**RECORD_KINDS, Rollout.kind: Rollout}
 
 __all__ = [
+    "PAYLOAD",
     "REASONS",
     "RECORD_KINDS",
     "ROW_KINDS",
@@ -50,6 +54,8 @@ __all__ = [
     "UnknownReason",
     "VideoRecord",
     "clean_error",
+    "media_ref",
+    "read_media",
     "reason",
     "register_reason",
     "sample_json_bytes",

@@ -298,6 +298,12 @@ class Record(Row):
     fate: Fate = field(default_factory=Fate)
     overlay: dict[str, dict[str, Any]] | None = field(default=None, metadata=PAYLOAD, repr=False, compare=False)
     """Overlay name -> that overlay's row for this record's id, while `select` decides (never written)."""
+    media: str | None = field(default=None, metadata=PAYLOAD, repr=False, compare=False)
+    """Where the sample's media bytes wait while the run needs them (see `read_media`): records cross
+    Beam's shuffles small, and the unit writer reads the bytes when it writes the shard."""
+    rank: list[tuple[str, float]] | None = field(default=None, metadata=PAYLOAD, repr=False, compare=False)
+    """(cutoff key, score) pairs this record adds to run-wide `top_fraction` cutoffs, taken when the
+    thresholds first see it (so a record a cheaper filter drops still counts in the population)."""
 
     @property
     def uid(self) -> str:
@@ -361,9 +367,31 @@ class Record(Row):
         """None: records of this kind are not deduplicated by the finish path."""
         return None
 
+    def spool(self) -> bytes | None:
+        """Media bytes held in memory that must wait in the spool (None: none, or already in a file)."""
+        return None
+
     def expected_children(self) -> dict[str, int]:
         """Kind -> how many child records this record made: the input count of that kind's identity."""
         return {}
+
+
+def media_ref(uri: str, start: int | None = None, end: int | None = None) -> str:
+    """A reference to bytes: a whole file (`uri`) or the range [start, end) of one (`uri#bytes=S-E`)."""
+    return uri if start is None else f"{uri}#bytes={start}-{end}"
+
+
+def read_media(ref: str) -> bytes:
+    """The bytes a `media_ref` names (any fsspec URI; `tar://member::archive` too)."""
+    import fsspec
+
+    uri, _, span = ref.partition("#bytes=")
+    if span:
+        start, end = (int(x) for x in span.split("-"))
+        fs, path = fsspec.core.url_to_fs(uri)
+        return fs.cat_file(path, start=start, end=end)
+    with fsspec.open(uri, "rb") as f:
+        return f.read()
 
 
 def sample_json_bytes(rec: Record, fields: Fields) -> bytes:

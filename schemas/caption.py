@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .base import DedupKey, OcrLine, Record
+from .base import DedupKey, OcrLine, Record, read_media
 from .image import ImageFields
 
 
@@ -25,9 +25,14 @@ class CaptionSample(ImageFields, Record):
     """Text lines found by the OCR stage (when enabled), in the coordinates of `width` x `height`."""
 
     def members(self) -> dict[str, bytes]:
-        if self.image is None:
+        image = self.image if self.image is not None else read_media(self.media) if self.media else None
+        if image is None:
             raise ValueError(f"caption sample {self.uid} has no encoded image to write")
-        return {self.out_ext: self.image, "txt": self.caption.encode("utf-8")}
+        return {self.out_ext: image, "txt": self.caption.encode("utf-8")}
+
+    def spool(self) -> bytes | None:
+        """The encoded image, to wait in the unit's spool while the record crosses the shuffles."""
+        return self.image
 
     def dedup_key(self) -> DedupKey | None:
         return self.image_key(self.uid, self.id, self.source.unit, self.source.index)

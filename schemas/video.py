@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .base import PAYLOAD, DedupKey, OcrLine, Record
+from .base import PAYLOAD, DedupKey, OcrLine, Record, read_media
 
 
 @dataclass(kw_only=True)
@@ -96,10 +96,6 @@ class ClipRecord(Record):
     out_bytes: int = 0
     ocr: list[OcrLine] = field(default_factory=list)
     """Text lines of the sampled frame with the most text (coordinates of `width` x `height`)."""
-    media: str | None = field(default=None, metadata=PAYLOAD, repr=False, compare=False)
-    """Where the clip file waits while the run needs it (a spool file under the run's output; in
-    `select`, a member of the parent's shards as an fsspec `tar://` URL), so that clips cross Beam's
-    shuffles as small records."""
     mp4: bytes | None = field(default=None, metadata=PAYLOAD, repr=False, compare=False)
     """The clip file's bytes, when held in memory instead of at `media`."""
     frames: Any = field(default=None, metadata=PAYLOAD, repr=False, compare=False)
@@ -113,14 +109,15 @@ class ClipRecord(Record):
     def parent_uid(self) -> str:
         return f"{self.source.unit:06d}:{self.source.index:09d}"
 
+    def spool(self) -> bytes | None:
+        """A clip file held in memory; clips cut by the video pipeline are in the spool already."""
+        return self.mp4
+
     def members(self) -> dict[str, bytes]:
         """Read when the shard is built, so a unit's writer holds one sample's clip at a time."""
         data = self.mp4
         if data is None:
             if not self.media:
                 raise ValueError(f"clip {self.uid} has no file to write")
-            import fsspec
-
-            with fsspec.open(self.media, "rb") as f:
-                data = f.read()
+            data = read_media(self.media)  # a spool file under the run's output; in select, the parent's shard
         return {"mp4": data, "txt": self.caption.encode("utf-8")}

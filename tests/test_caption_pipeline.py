@@ -158,7 +158,7 @@ def test_dedup_is_run_wide_and_order_independent(order: list[int]) -> None:
     with TestPipeline() as p:
         dups = (
             p
-            | beam.Create([recs[i] for i in order])
+            | beam.Create([recs[i].dedup_key() for i in order])
             | Dedup(DedupParams(near=True, max_distance=4))
             | beam.MapTuple(lambda unit, d: (unit, d.uid, d.reason, d.duplicate_of))
         )

@@ -164,10 +164,11 @@ dedup: {{near: false}}
     assert min(scored[k]["clip_score"] for k in kept) >= max(scored[k]["clip_score"] for k in set(rows) - kept)
     metrics = json.loads((out / "metrics.json").read_text())
     # The image tower ran once per record (CLIP score and aesthetics share the encoding), in batches
-    # of at most 4, and RunInference's own metrics reached the run summary.
-    assert metrics["counters"]["mmcurate_clip/num_inferences"] == len(rows)
+    # of at most 4, and RunInference's own metrics reached the run summary. RunInference counts
+    # elements: the records, and the unit's end marker (it passes through with no model call).
+    assert metrics["counters"]["mmcurate_clip/num_inferences"] == len(rows) + 1
     sizes = metrics["distributions"]["mmcurate_clip/inference_request_batch_size"]
-    assert sizes["max"] <= 4 and sizes["sum"] == len(rows)
+    assert sizes["max"] <= 4 and sizes["sum"] == len(rows) + 1
     assert "mmcurate_clip/load_model_latency_milli_secs" in metrics["distributions"]
 
     # Select with an absolute threshold from the ledger: the weights are gone, nothing is recomputed.

@@ -109,7 +109,7 @@ def test_schema_leaves_out_payload_and_carries_version() -> None:
     """Payload fields (image bytes, pixels) never become columns; the schema version travels in metadata."""
     schema = CaptionSample.arrow_schema(FIELDS)
     payload_names = {f.name for f in dataclasses.fields(CaptionSample) if f.metadata.get("arrow") is False}
-    assert payload_names == {"image", "pixels", "overlay"}
+    assert payload_names == {"image", "pixels", "overlay", "media", "rank"}
     assert not payload_names & set(schema.names)
     assert set(schema.names) == {f.name for f in dataclasses.fields(CaptionSample)} - payload_names
     assert schema.names[:2] == ["id", "source"] and schema.names[-4:] == ["scores", "labels", "errors", "fate"]

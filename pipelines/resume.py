@@ -1,0 +1,206 @@
+"""A run folder before a run starts: refuse to mix two runs, resume one, or clear what one wrote.
+
+A run in progress keeps its identity in `_work/run.json`: a hash of its config, of its unit list
+and of the code, and the manifest's header (so a resumed run's manifest is the uninterrupted one's).
+`--resume` goes on only with the same config, inputs and code, and skips what the markers say is
+done (`_work/spooled/part-UUUUU.json`: scored; `summaries/part-UUUUU.json`: committed).
+`--overwrite` deletes only files a run wrote: those its summaries and manifest list, its
+bookkeeping, and the per-unit files of the units in its `units.json`; anything else stays, and is
+reported. `overlays/` always stays (facts added later about the records outlive a rerun).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import posixpath
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import fsspec
+
+from mmcurate.stages.io import Unit
+from mmcurate.stages.writers import atomic_write, join, json_bytes
+
+from . import layout
+
+STATE_FORMAT = "mmcurate.run/1"
+_PART = re.compile(r"part-(\d+)")
+
+
+class OutputError(ValueError):
+    """The output location cannot be used as asked."""
+
+
+def _sha(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def run_identity(corpus: str, config: Any, units: list[Unit], code: dict[str, str]) -> dict[str, str]:
+    """What must not change between a run and its resumption (hashes only: no secret is stored)."""
+    return {
+        "corpus": corpus,
+        "config_sha256": _sha(config.model_dump(mode="json")),
+        "units_sha256": _sha([dataclasses.asdict(u) for u in units]),
+        "code_sha256": _sha(code),
+    }
+
+
+@dataclass
+class Prepared:
+    """What the folder held, for the run about to start."""
+
+    meta: dict[str, Any] | None = None
+    """The interrupted run's manifest header (a resumed run writes the same manifest)."""
+    spooled: frozenset[int] = frozenset()
+    committed: frozenset[int] = frozenset()
+    finished: dict[str, Any] | None = None
+    """`--resume` on a run that had finished: its manifest; nothing is run."""
+    left: list[str] = field(default_factory=list)
+    """`--overwrite`: files in the folder mmcurate did not write, left in place."""
+
+
+def _fs(out_root: str) -> tuple[Any, str]:
+    return fsspec.core.url_to_fs(out_root)
+
+
+def _read_json(fs: Any, path: str) -> Any:
+    with fs.open(path, "rb") as f:
+        return json.loads(f.read())
+
+
+def holds_run(out_root: str, parts: tuple[str, ...]) -> list[str]:
+    fs, root = _fs(out_root)
+    return [p for p in (*layout.CORE_PARTS, *parts) if p != layout.OVERLAYS and fs.exists(join(root, p))]
+
+
+def prepare(
+    out_root: str, identity: dict[str, str], parts: tuple[str, ...], overwrite: bool = False, resume: bool = False
+) -> Prepared:
+    """Check the folder against how the run was asked to treat it (see the module docstring)."""
+    if overwrite and resume:
+        raise OutputError("--overwrite and --resume exclude each other: resume a run, or start it again")
+    fs, root = _fs(out_root)
+    existing = holds_run(out_root, parts)
+    prepared = Prepared()
+    if resume and existing:
+        prepared = _resumable(out_root, identity)
+    elif existing and not overwrite:
+        raise OutputError(
+            f"output {out_root} already holds a run ({', '.join(existing)}): pass --resume to go on with it "
+            "(same config and inputs), or --overwrite to delete what it wrote and start again"
+        )
+    elif existing:
+        prepared.left = clear_run(out_root, parts)
+    fs.makedirs(root, exist_ok=True)
+    return prepared
+
+
+def _done_units(fs: Any, root: str, pattern: str) -> frozenset[int]:
+    found = set()
+    for path in fs.glob(join(root, pattern)):
+        m = _PART.fullmatch(posixpath.basename(path).removesuffix(".json"))
+        if m:
+            found.add(int(m.group(1)))
+    return frozenset(found)
+
+
+def _resumable(out_root: str, identity: dict[str, str]) -> Prepared:
+    fs, root = _fs(out_root)
+    state_path = join(root, layout.RUN_STATE)
+    manifest_path = join(root, layout.MANIFEST)
+    if not fs.exists(state_path):
+        if fs.exists(manifest_path):
+            manifest = _read_json(fs, manifest_path)
+            if manifest.get("corpus") == identity["corpus"]:
+                return Prepared(finished=manifest)  # nothing left to do
+        raise OutputError(
+            f"output {out_root} holds no run that can be resumed (no {layout.RUN_STATE}); "
+            "pass --overwrite to start again"
+        )
+    state = _read_json(fs, state_path)
+    changed = [k for k, v in identity.items() if state.get("identity", {}).get(k) != v]
+    if changed:
+        what = {"corpus": "the corpus", "config_sha256": "the config", "units_sha256": "the inputs",
+                "code_sha256": "the mmcurate code"}  # fmt: skip
+        raise OutputError(
+            f"--resume: {', '.join(what[k] for k in changed)} differ from the interrupted run's in {out_root}; "
+            "resume with the same ones, or pass --overwrite to start again"
+        )
+    meta = state["meta"]
+    if fs.exists(manifest_path):
+        manifest = _read_json(fs, manifest_path)
+        if manifest.get("created") == meta.get("created"):  # killed while clearing its work files
+            return Prepared(finished=manifest)
+    return Prepared(
+        meta=meta,
+        spooled=_done_units(fs, root, layout.spooled_glob()),
+        committed=_done_units(fs, root, layout.summary_glob()),
+    )
+
+
+def write_state(out_root: str, identity: dict[str, str], meta: dict[str, Any]) -> None:
+    state = {"format": STATE_FORMAT, "identity": identity, "meta": meta}
+    atomic_write(join(out_root, layout.RUN_STATE), json_bytes(state))
+
+
+# ------------------------------------------------------------------------------------------ overwrite
+
+
+def _listed(fs: Any, root: str) -> set[str]:
+    """Files (relative to the root) the run's summaries and manifest say it wrote."""
+    rel: set[str] = set()
+    docs = [_read_json(fs, p) for p in fs.glob(join(root, layout.summary_glob()))]
+    if fs.exists(join(root, layout.MANIFEST)):
+        docs.append(_read_json(fs, join(root, layout.MANIFEST)))
+    for doc in docs:
+        for entries in doc.get("files", {}).values():
+            for entry in entries:
+                rel.add(entry["path"])
+                if isinstance(entry.get("index"), dict):
+                    rel.add(entry["index"]["path"])
+    return rel
+
+
+def _units_of(fs: Any, root: str) -> set[int]:
+    path = join(root, layout.UNITS)
+    try:
+        return {int(u["index"]) for u in _read_json(fs, path)}
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
+
+
+def _ours(rel: str, listed: set[str], units: set[int], parts: tuple[str, ...]) -> bool:
+    top = rel.split("/", 1)[0]
+    if top == layout.OVERLAYS:
+        return False
+    if rel in listed or rel in (layout.MANIFEST, layout.UNITS, layout.METRICS) or top in (layout.WORK, layout.SPOOL):
+        return True
+    if top not in (*layout.CORE_PARTS, *parts):
+        return False
+    m = _PART.match(posixpath.basename(rel))  # a unit's file of a run killed before its summary
+    return m is not None and int(m.group(1)) in units
+
+
+def clear_run(out_root: str, parts: tuple[str, ...]) -> list[str]:
+    """Delete what an earlier run wrote in `out_root`; return the other files, left in place."""
+    fs, root = _fs(out_root)
+    listed, units = _listed(fs, root), _units_of(fs, root)
+    left = []
+    for path in sorted(fs.find(root)):
+        rel = posixpath.relpath(path, root)
+        if _ours(rel, listed, units, parts):
+            fs.rm(path)
+        elif rel.split("/", 1)[0] != layout.OVERLAYS:
+            left.append(rel)
+    _remove_empty_dirs(fs, root)
+    return left
+
+
+def _remove_empty_dirs(fs: Any, root: str) -> None:
+    dirs = sorted((d for d in fs.find(root, withdirs=True) if fs.isdir(d)), key=len, reverse=True)
+    for d in dirs:
+        if not fs.ls(d, detail=False):
+            fs.rmdir(d)
