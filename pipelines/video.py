@@ -1,14 +1,17 @@
 """The video corpus: videos -> scenes -> clips, scored, thresholded, sharded, queued for annotation.
 
-    'ReadUnits' -> 'AnalyseVideos' -> clips -> 'ScoreWithModels' -> 'ApplyThresholds' -> 'DropFrames' -> 'Finish'
-                                   \\-> videos ----------------------------------------------------------/
+    'ReadUnits' -> 'SpoolInputs' -> 'SpreadVideos' -> 'AnalyseVideos' -> clips -> 'ScoreWithModels'
+        -> 'ApplyThresholds' -> 'DropFrames' -> 'Finish'      (and the videos, from 'AnalyseVideos', -> 'Finish')
 
 'AnalyseVideos' runs probe, scene split, motion, clip extraction and frame sampling for one video in a
 child process with a timeout (stages/isolation.py): a decoder that hangs or crashes costs that video
-(quarantined with `decode_timeout` / `decoder_crashed`), never the run. Elements are videos and
-clips, never frames or clip bytes: clip files wait in the run's spool. The shared finish path drops
-repeated videos (same bytes) with their clips, settles each video from its clips (kept with its kept
-clips, dropped when none survived, quarantined when clips failed), and checks both identities:
+(quarantined with `decode_timeout` / `decoder_crashed`), never the run. A unit's videos are spread
+over the workers as references ('SpreadVideos': a path, a byte range of a tar, a spooled copy of a
+compressed tar's member), so a 1,000-video tar is not one worker's work; the bytes are read where a
+video is analysed. Elements are videos and clips, never frames or clip bytes: clip files wait in
+the run's spool. The shared finish path drops repeated videos (same bytes) with their clips, settles
+each video from its clips (kept with its kept clips, dropped when none survived, quarantined when
+clips failed), and checks both identities:
 videos in = kept + dropped + quarantined, clips made = kept + dropped + quarantined.
 """
 
@@ -101,6 +104,42 @@ def spool_path(out_root: str, clip: ClipRecord) -> str:
     return join(out_root, layout.SPOOL, f"{clip.source.unit:05d}", f"{clip.id}.mp4")
 
 
+def copy_media(ref: str, dest: str, chunk: int = 8 << 20) -> None:
+    """The bytes a `media_ref` names, streamed into the local file `dest` (a video can be gigabytes)."""
+    import fsspec
+
+    uri, _, span = ref.partition("#bytes=")
+    start, end = (int(x) for x in span.split("-")) if span else (0, None)
+    with fsspec.open(uri, "rb") as src, open(dest, "wb") as out:
+        src.seek(start)
+        left = None if end is None else end - start
+        while left is None or left > 0:
+            block = src.read(chunk if left is None else min(chunk, left))
+            if not block:
+                break
+            out.write(block)
+            left = None if left is None else left - len(block)
+        if left:
+            raise VideoBroken("read_error", f"{ref}: the input ends {left} bytes early")
+
+
+class SpoolInputsFn(beam.DoFn):
+    """Videos whose bytes came in memory (members of a compressed tar) are written to the run's spool
+    before the reshuffle that spreads a unit's videos over workers: references cross it, never bytes."""
+
+    def __init__(self, out_root: str) -> None:
+        self.out_root = out_root
+
+    def process(self, video: Record) -> Iterator[Record]:
+        if isinstance(video, VideoRecord) and video.pending and video.data is not None:
+            ext = posixpath.splitext(video.source.member or video.source.uri)[1] or ".mp4"
+            video.media = join(self.out_root, layout.SPOOL, "inputs", layout.part(video.source.unit),
+                               f"{video.source.index:09d}{ext}")  # fmt: skip
+            atomic_write(video.media, video.data)
+            video.data = None
+        yield video
+
+
 def _name_unhashed(video: VideoRecord) -> None:
     """A video quarantined before its bytes were hashed is named by where it was read."""
     video.id = video.id or file_id(data=video.source.ref().encode("utf-8", "surrogatepass"))
@@ -163,8 +202,11 @@ class AnalyseVideosFn(beam.DoFn):
         if path is None:
             ext = posixpath.splitext(video.source.member or video.source.uri)[1] or ".mp4"
             path = os.path.join(workdir, "input" + ext)
-            Path(path).write_bytes(video.data or b"")
-        video.data = None
+            if video.data is not None:
+                Path(path).write_bytes(video.data)
+            else:
+                copy_media(video.media or "", path)
+        video.data = video.media = None
         limits = self.config.limits
         vid, facts = self._run(identify, (path, not video.id), limits.probe_timeout_s, "probe")
         video.id = video.id or vid
@@ -287,7 +329,12 @@ class VideoCorpus(Corpus):
         return config.output.shard
 
     def build(self, p: beam.Pipeline, units: list[Unit], config: VideoConfig, run: Run) -> beam.PCollection:
-        read = p | "Read" >> ReadUnits(run.to_read(units), config.read, read_video_unit)
+        read = (
+            p
+            | "Read" >> ReadUnits(run.to_read(units), config.read, read_video_unit)
+            | "SpoolInputs" >> beam.ParDo(SpoolInputsFn(run.out_root))
+            | "SpreadVideos" >> beam.Reshuffle()  # a unit's videos over the workers: as references
+        )
         analysed = read | "AnalyseVideos" >> beam.ParDo(AnalyseVideosFn(config, run.out_root)).with_outputs(
             VIDEOS_TAG, main="clips"
         )

@@ -54,9 +54,11 @@ class VideoRecord(Record):
     clips: int = 0
     """Clip records made from this video (kept or dropped): the input count of the clip identity."""
     path: str | None = field(default=None, metadata=PAYLOAD, repr=False, compare=False)
-    """A local file holding the video (the input itself, or a spooled copy of a tar member)."""
+    """A local file holding the video (the input itself)."""
     data: bytes | None = field(default=None, metadata=PAYLOAD, repr=False, compare=False)
-    """The video bytes when they came from inside a container (tar member) and are not on disk yet."""
+    """The video bytes when they came from a container that cannot be read at an offset (a member of
+    a compressed tar), until the recipe spools them. Otherwise `path`, or `media` (a remote file, a
+    byte range of a plain tar) says where the bytes are, and they cross no shuffle."""
 
     def dedup_key(self) -> DedupKey | None:
         if not self.id:

@@ -17,7 +17,7 @@ from typing import Any
 import fsspec
 from pydantic import Field
 
-from mmcurate.schemas import Source, VideoRecord
+from mmcurate.schemas import Source, VideoRecord, media_ref
 
 from .base import Params
 from .io import (
@@ -110,29 +110,37 @@ def _clean(caption: str) -> str:
 
 class VideoAdapter(Adapter):
     params: VideoReadParams
+    by_reference = VIDEO_EXTS
 
     def quarantine(self, unit: Unit, item: Item, reason: str, error: str) -> VideoRecord:
         src = Source(uri=utf8(item.uri or unit.uri), unit=unit.index, member=utf8(item.member), index=item.index)
         rec = VideoRecord(id=file_id(src.ref().encode("utf-8", "surrogatepass")), source=src)
         return rec.settle(reason, error, stage="read")
 
-    def _record(self, unit: Unit, item: Item, uri: str, caption: str, extra: dict, data: bytes | None = None):
+    def _record(
+        self, unit: Unit, item: Item, uri: str, caption: str, extra: dict, data: bytes | None = None,
+        span: tuple[int, int] | None = None,
+    ) -> VideoRecord:  # fmt: skip
+        """`data`: the video's bytes (a compressed tar's member); `span`: (offset, size) of them
+        inside `uri`; neither: `uri` is the video. Only `data` puts bytes on the record: a local
+        file is a path, a remote file or a member of a plain tar a reference (`media`), read where
+        the video is analysed."""
         fs, path = fsspec.core.url_to_fs(uri)
-        local = data is None and fs.protocol in ("file", ("file", "local"))
+        local = data is None and span is None and fs.protocol in ("file", ("file", "local"))
         if local:
             check_regular(uri)  # a FIFO or a device is refused here, never handed to a decoder
-        elif data is None:
-            with fs.open(path, "rb") as f:
-                data = f.read()
+        size = len(data) if data is not None else span[1] if span is not None else fs.size(path)
+        media = None if local or data is not None else media_ref(uri, *((span[0], span[0] + span[1]) if span else ()))
         return VideoRecord(
             # A local file is hashed by the analysis step, in a child process with a timeout: reading can hang.
             id=file_id(data=data) if data is not None else "",
             source=Source(uri=utf8(uri), unit=unit.index, member=utf8(item.member), index=item.index),
             caption=_clean(caption),
             extra=utf8(json.dumps(extra, sort_keys=True, ensure_ascii=False, default=str)),
-            file_bytes=len(data) if data is not None else fs.size(path),
+            file_bytes=size,
             path=path if local else None,
             data=data,
+            media=media,
         )
 
     def from_file(self, unit: Unit, item: Item) -> VideoRecord:
@@ -146,8 +154,8 @@ class VideoAdapter(Adapter):
         return self._record(unit, item, uri, caption, {})
 
     def from_members(self, unit: Unit, item: Item) -> VideoRecord:
-        sample = item.members or {}
-        ext = next((e for e in VIDEO_EXTS if e in sample), None)
+        sample, spans = item.members or {}, item.spans or {}
+        ext = next((e for e in VIDEO_EXTS if e in sample or e in spans), None)
         if ext is None:
             raise BadRow("missing_video", f"no video member among {sorted(sample)}")
         meta: dict[str, Any] = {}
@@ -161,6 +169,8 @@ class VideoAdapter(Adapter):
         if not caption and isinstance(meta.get("caption"), str):
             caption = meta["caption"].strip()
         item.member = f"{item.member}.{ext}"
+        if ext in spans:  # a reference into the tar: the bytes are read where the video is analysed
+            return self._record(unit, item, unit.uri, caption, meta, span=spans[ext])
         return self._record(unit, item, unit.uri, caption, meta, data=sample[ext])
 
     def from_row(self, unit: Unit, item: Item) -> VideoRecord:

@@ -46,6 +46,9 @@ class Item:
     path: str | None = None
     problem: tuple[str, str] | None = None
     """(reason, error) when the container could not give this item."""
+    spans: dict[str, tuple[int, int]] | None = None
+    """Tar members left unread, by extension: (offset of the data in the tar, size), for the
+    adapter to reference instead of holding their bytes (`by_reference`; uncompressed tars only)."""
 
 
 @dataclass
@@ -90,18 +93,19 @@ def _ranges(blocks: list[int]) -> list[tuple[int, int]]:
 class _TarReader:
     """One tar (or tgz) unit as items; see the module docstring."""
 
-    def __init__(self, unit: Unit, report: ReadReport) -> None:
-        self.unit, self.report = unit, report
+    def __init__(self, unit: Unit, report: ReadReport, by_reference: tuple[str, ...] = ()) -> None:
+        self.unit, self.report, self.by_reference = unit, report, by_reference
         self.index, self.key, self.group = 0, None, {}
+        self.spans: dict[str, tuple[int, int]] = {}
         self.group_offset = 0
         self.seen_bad = 0
         self.gz = False
 
     def _flush(self) -> Iterator[Item]:
         if self.key is not None:
-            yield Item(self.index, self.key, self.unit.uri, members=self.group)
+            yield Item(self.index, self.key, self.unit.uri, members=self.group, spans=self.spans or None)
             self.index += 1
-        self.key, self.group = None, {}
+        self.key, self.group, self.spans = None, {}, {}
 
     def _skipped(self, tf: tarfile.TarFile) -> Iterator[Item]:
         bad = tf.__dict__.get("mmcurate_bad_blocks", [])
@@ -125,9 +129,12 @@ class _TarReader:
             self.report.ignored.append(f"{self.unit.uri}#{info.name}")
             return
         key, ext = m.group(1), m.group(2).lower()
-        if key != self.key or ext in self.group:
+        if key != self.key or ext in self.group or ext in self.spans:
             yield from self._flush()
             self.key, self.group_offset = key, info.offset
+        if ext in self.by_reference and not self.gz:  # tarfile skips the data itself: nothing is held
+            self.spans[ext] = (info.offset_data, info.size)
+            return
         data = tf.extractfile(info)
         self.group[ext] = data.read() if data is not None else b""
 
@@ -146,7 +153,7 @@ class _TarReader:
                     yield from self._skipped(tf)
             except Exception as exc:  # a broken stream: the rest, from the sample it broke in, as one record
                 offset = self.group_offset if self.key is not None else offset
-                self.key, self.group = None, {}  # the sample in progress cannot be known complete
+                self.key, self.group, self.spans = None, {}, {}  # the sample in progress cannot be known complete
                 where = f"compressed bytes {raw.tell()}-end" if self.gz else f"bytes {offset}-end"
                 error = f"{stable_error(exc, self.unit.uri)} in {self.unit.uri} ({where} unread)"
                 self.report.damage.append({"uri": self.unit.uri, "start": offset, "end": None, "error": error,
@@ -156,8 +163,8 @@ class _TarReader:
             yield from self._flush()
 
 
-def iter_tar(unit: Unit, report: ReadReport) -> Iterator[Item]:
-    yield from _TarReader(unit, report).items()
+def iter_tar(unit: Unit, report: ReadReport, by_reference: tuple[str, ...] = ()) -> Iterator[Item]:
+    yield from _TarReader(unit, report, by_reference).items()
 
 
 def iter_parquet(unit: Unit, report: ReadReport, batch_size: int = 256) -> Iterator[Item]:
@@ -230,15 +237,17 @@ def iter_files(unit: Unit, report: ReadReport) -> Iterator[Item]:
 ITERATORS = {"wds": iter_tar, "parquet": iter_parquet, "jsonl": iter_jsonl, "folder": iter_files, "videos": iter_files}
 
 
-def iter_unit(unit: Unit, report: ReadReport) -> Iterator[Item]:
+def iter_unit(unit: Unit, report: ReadReport, by_reference: tuple[str, ...] = ()) -> Iterator[Item]:
     """Every item of `unit`; a container that is not a regular file, or that breaks in a way its loop
-    does not handle, gives one problem item for what it did not read."""
+    does not handle, gives one problem item for what it did not read. Tar members whose extension
+    is in `by_reference` come as spans, not bytes, where the tar is not compressed."""
     n = 0
     report.ignored.extend(unit.ignored)
     try:
         if unit.kind not in ("folder", "videos"):
             check_regular(unit.uri)
-        for item in ITERATORS[unit.kind](unit, report):
+        items = iter_tar(unit, report, by_reference) if unit.kind == "wds" else ITERATORS[unit.kind](unit, report)
+        for item in items:
             n += 1
             yield item
     except Exception as exc:

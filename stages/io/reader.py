@@ -30,6 +30,10 @@ class BadRow(Exception):
 class Adapter(abc.ABC):
     """A corpus's reading of container items. `params` are its read parameters."""
 
+    by_reference: tuple[str, ...] = ()
+    """Tar member extensions to get as spans (`Item.spans`) instead of bytes: media too large to
+    carry through a shuffle, read where they are processed."""
+
     def __init__(self, params: Any) -> None:
         self.params = params
 
@@ -60,7 +64,7 @@ class Adapter(abc.ABC):
 def read_unit(unit: Unit, adapter: Adapter, report: ReadReport | None = None) -> Iterator[Record]:
     """Every record of `unit`, read or quarantined; never raises for bad data."""
     report = report if report is not None else ReadReport()
-    for item in iter_unit(unit, report):
+    for item in iter_unit(unit, report, adapter.by_reference):
         if item.problem is not None:
             rec = adapter.quarantine(unit, item, *item.problem)
         else:
