@@ -11,6 +11,8 @@ INPUT ?= demo/corpus
 OUTPUT ?= out/caption
 CONFIG ?=
 BEAM_ARGS ?=
+# RESUME=1: go on with a killed run (--resume); otherwise the folder's previous run is replaced (--overwrite)
+RESUME ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # One target per corpus of the registry (pipelines/corpus.py; tests/test_corpus.py checks the two agree).
@@ -32,13 +34,13 @@ demo: install
 	$(BIN)/mmcurate demo --workdir demo $(BEAM_ARGS)
 
 caption sft rl: install
-	$(BIN)/mmcurate $@ --input $(INPUT) --output $(OUTPUT) $(if $(CONFIG),--config $(CONFIG)) --overwrite $(BEAM_ARGS)
+	$(BIN)/mmcurate $@ --input $(INPUT) --output $(OUTPUT) $(if $(CONFIG),--config $(CONFIG)) $(if $(RESUME),--resume,--overwrite) $(BEAM_ARGS)
 
 # Videos: folders/URIs of video files, video webdataset shards, or jsonl, e.g.
 # `make video INPUT=/data/raw-videos OUTPUT=/data/clips`. Without INPUT: the generated demo video corpus.
 video: install ffmpeg
 ifeq ($(origin INPUT),command line)
-	$(BIN)/mmcurate video --input $(INPUT) --output $(if $(filter command line,$(origin OUTPUT)),$(OUTPUT),out/video) $(if $(CONFIG),--config $(CONFIG)) --overwrite $(BEAM_ARGS)
+	$(BIN)/mmcurate video --input $(INPUT) --output $(if $(filter command line,$(origin OUTPUT)),$(OUTPUT),out/video) $(if $(CONFIG),--config $(CONFIG)) $(if $(RESUME),--resume,--overwrite) $(BEAM_ARGS)
 else
 	$(BIN)/mmcurate demo --corpus video --workdir demo $(BEAM_ARGS)
 endif
@@ -47,7 +49,7 @@ ffmpeg:
 	command -v ffmpeg >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq ffmpeg fonts-dejavu-core; }
 
 select: install
-	$(BIN)/mmcurate select --run $(RUN) --output $(OUTPUT) $(if $(CONFIG),--config $(CONFIG)) --overwrite $(BEAM_ARGS)
+	$(BIN)/mmcurate select --run $(RUN) --output $(OUTPUT) $(if $(CONFIG),--config $(CONFIG)) $(if $(RESUME),--resume,--overwrite) $(BEAM_ARGS)
 
 test: install ffmpeg
 	$(BIN)/ruff check .

@@ -28,9 +28,10 @@ import caption  # noqa: E402
 import common  # noqa: E402
 import models  # noqa: E402
 import rollout  # noqa: E402
+import scale  # noqa: E402
 import video  # noqa: E402
 
-BENCHMARKS = {"caption": caption, "models": models, "rollout": rollout, "video": video}
+BENCHMARKS = {"caption": caption, "scale": scale, "models": models, "rollout": rollout, "video": video}
 
 
 def parser() -> argparse.ArgumentParser:

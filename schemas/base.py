@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import json
 import math
 import types
@@ -155,8 +156,9 @@ def arrow_type(hint: Any) -> tuple[pa.DataType, bool]:
     raise TypeError(f"no arrow type for {hint!r} (a dict field needs `declared` or `pairs` metadata)")
 
 
+@functools.cache
 def _columns(cls: type) -> list[dataclasses.Field]:
-    """Ledger columns of a row class, in order (payload left out, TRAILING last)."""
+    """Ledger columns of a row class, in order (payload left out, TRAILING last); once per class."""
     cols = [f for f in dataclasses.fields(cls) if f.metadata.get("arrow") is not False]
     head = [f for f in cols if f.name not in TRAILING]
     tail = sorted((f for f in cols if f.name in TRAILING), key=lambda f: TRAILING.index(f.name))
@@ -187,16 +189,31 @@ def dataclass_fields(cls: type, fields: Fields = Fields()) -> list[pa.Field]:
     return out
 
 
+_PLAIN = (str, int, float, bool, bytes, type(None))
+
+
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
 def _to_plain(value: Any) -> Any:
+    if type(value) in _PLAIN:  # most values: one check (a row is written per record, several times)
+        return value
     if isinstance(value, enum.Enum):
         return value.value
     if dataclasses.is_dataclass(value):
-        return {f.name: _to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {name: _to_plain(getattr(value, name)) for name in _field_names(type(value))}
     if isinstance(value, dict):
         return {k: _to_plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_to_plain(v) for v in value]
     return value
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return get_type_hints(cls)
 
 
 def _from_plain(hint: Any, value: Any) -> Any:
@@ -209,7 +226,7 @@ def _from_plain(hint: Any, value: Any) -> Any:
     if isinstance(hint, type) and issubclass(hint, enum.Enum):
         return hint(value)
     if dataclasses.is_dataclass(hint):
-        hints = get_type_hints(hint)
+        hints = _hints(hint)
         return hint(**{k: _from_plain(hints[k], v) for k, v in value.items() if k in hints})
     if origin in (list, tuple):
         (it,) = get_args(hint)[:1]
@@ -247,7 +264,7 @@ class Row:
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Any:
-        hints = get_type_hints(cls)
+        hints = _hints(cls)
         values: dict[str, Any] = {}
         for f in _columns(cls):
             if f.name not in row:
@@ -381,17 +398,34 @@ def media_ref(uri: str, start: int | None = None, end: int | None = None) -> str
     return uri if start is None else f"{uri}#bytes={start}-{end}"
 
 
-def read_media(ref: str) -> bytes:
-    """The bytes a `media_ref` names (any fsspec URI; `tar://member::archive` too)."""
+@functools.lru_cache(maxsize=256)
+def _fs_of(uri: str) -> tuple[Any, str, bool]:
     import fsspec
 
+    fs, path = fsspec.core.url_to_fs(uri)
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    return fs, path, "file" in protocols
+
+
+def read_media(ref: str) -> bytes:
+    """The bytes a `media_ref` names (any fsspec URI; `tar://member::archive` too). A unit writer
+    reads every sample of its shards this way: a local range is one seek and one read."""
     uri, _, span = ref.partition("#bytes=")
-    if span:
-        start, end = (int(x) for x in span.split("-"))
-        fs, path = fsspec.core.url_to_fs(uri)
-        return fs.cat_file(path, start=start, end=end)
-    with fsspec.open(uri, "rb") as f:
-        return f.read()
+    if not span:
+        import fsspec
+
+        with fsspec.open(uri, "rb") as f:
+            return f.read()
+    start, end = (int(x) for x in span.split("-"))
+    fs, path, local = _fs_of(uri)
+    if local:
+        with open(path, "rb") as f:
+            f.seek(start)
+            data = f.read(end - start)
+        if len(data) != end - start:
+            raise OSError(f"{uri}: {end - start} bytes at {start} wanted, {len(data)} there")
+        return data
+    return fs.cat_file(path, start=start, end=end)
 
 
 def sample_json_bytes(rec: Record, fields: Fields) -> bytes:
