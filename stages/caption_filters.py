@@ -50,10 +50,10 @@ class CaptionLength(Filter):
 
 @functools.lru_cache(maxsize=1)
 def _identifier() -> Any:
-    """py3langid's bundled model, loaded once per worker process."""
-    from py3langid.langid import MODEL_FILE, LanguageIdentifier
+    """py3langid's bundled model, loaded once per worker process (from an unpacked cache)."""
+    from .langid_model import load_identifier
 
-    return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+    return load_identifier()
 
 
 def identify_language(text: str) -> tuple[str, float]:
