@@ -237,14 +237,14 @@ class _SpooledUnitFn(beam.DoFn):
         return by_kind, report
 
 
-class RankValuesFn(_SpooledUnitFn):
+class RankValuesFn(beam.DoFn):
     """Spooled unit -> the (cutoff key, score) pairs its records add to run-wide cutoffs."""
 
-    def setup(self) -> None:
-        return None
+    def __init__(self, out_root: str) -> None:
+        self.out_root = out_root
 
     def process(self, unit: int) -> Iterator[tuple[str, float]]:
-        records, _ = load_unit(self.run.out_root, unit)
+        records, _ = load_unit(self.out_root, unit)
         for rec in records:
             yield from rec.rank or ()
 
@@ -332,7 +332,7 @@ class Finish(beam.PTransform):
         side: dict[str, Any] = {}
         decider = Decider(self.config, corpus.decides, run.groups).setup()
         if decider.deferred:
-            values = units | "RankValues" >> beam.ParDo(RankValuesFn(self.corpus, run, self.config))
+            values = units | "RankValues" >> beam.ParDo(RankValuesFn(run.out_root))
             side["cutoffs"] = beam.pvalue.AsDict(values | "Cutoffs" >> Cutoffs(decider.filters))
         grouped: dict[str, beam.PCollection] = {"unit": units | "KeyUnits" >> beam.Map(lambda u: (u, None))}
         params = corpus.dedup(self.config)

@@ -68,6 +68,15 @@ def overlay_names(run_root: str) -> list[str]:
     return sorted(posixpath.basename(p) for p in fs.ls(path, detail=False)) if fs.exists(path) else []
 
 
+def overlay_listing(run_root: str) -> list[str]:
+    """Every overlay file of a run, relative to it (their names carry a content hash): a select
+    run's lineage, so resuming one after an overlay was added is refused."""
+    fs, path = fsspec.core.url_to_fs(join(run_root, layout.OVERLAYS))
+    if not fs.exists(path):
+        return []
+    return sorted(posixpath.join(layout.OVERLAYS, posixpath.relpath(f, path)) for f in fs.find(path))
+
+
 def copy_overlays(src_root: str, dst_root: str) -> None:
     """A select run keeps its parent's overlays: its records have the same ids."""
     for name in overlay_names(src_root):

@@ -28,6 +28,12 @@ from . import layout
 
 STATE_FORMAT = "mmcurate.run/1"
 _PART = re.compile(r"part-(\d+)")
+_UNIT_FILE = re.compile(r"part-(\d{5})(?:-\d{4})?\.(?:tar|parquet|jsonl?|pkl|bin|mp4)(\.tmp-[0-9a-f]{12})?")
+"""A per-unit file a run writes (shards, tables, summaries, corpus outputs), or its temporary name."""
+_TMP = re.compile(r".+\.tmp-[0-9a-f]{12}")
+"""A file an atomic write left half-written when its process was killed."""
+_WHAT = {"corpus": "the corpus", "config_sha256": "the config", "units_sha256": "the inputs",
+         "code_sha256": "the mmcurate code", "lineage_sha256": "the parent run (its manifest or overlays)"}  # fmt: skip
 
 
 class OutputError(ValueError):
@@ -38,13 +44,17 @@ def _sha(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def run_identity(corpus: str, config: Any, units: list[Unit], code: dict[str, str]) -> dict[str, str]:
-    """What must not change between a run and its resumption (hashes only: no secret is stored)."""
+def run_identity(
+    corpus: str, config: Any, units: list[Unit], code: dict[str, str], lineage: dict | None = None
+) -> dict[str, str]:
+    """What must not change between a run and its resumption (hashes only: no secret is stored).
+    The lineage of a select run names its parent's manifest and overlay files."""
     return {
         "corpus": corpus,
         "config_sha256": _sha(config.model_dump(mode="json")),
         "units_sha256": _sha([dataclasses.asdict(u) for u in units]),
         "code_sha256": _sha(code),
+        "lineage_sha256": _sha(lineage or {}),
     }
 
 
@@ -107,38 +117,58 @@ def _done_units(fs: Any, root: str, pattern: str) -> frozenset[int]:
     return frozenset(found)
 
 
+def _refuse_changed(out_root: str, stored: dict[str, str], identity: dict[str, str]) -> None:
+    changed = [k for k, v in identity.items() if stored.get(k) != v]
+    if changed:
+        raise OutputError(
+            f"--resume: {', '.join(_WHAT[k] for k in changed)} differ from the run's in {out_root}; "
+            "resume with the same ones, or pass --overwrite to start again"
+        )
+
+
 def _resumable(out_root: str, identity: dict[str, str]) -> Prepared:
     fs, root = _fs(out_root)
     state_path = join(root, layout.RUN_STATE)
     manifest_path = join(root, layout.MANIFEST)
     if not fs.exists(state_path):
-        if fs.exists(manifest_path):
+        if fs.exists(manifest_path):  # a finished run: nothing left to do, if it is the same run
             manifest = _read_json(fs, manifest_path)
-            if manifest.get("corpus") == identity["corpus"]:
-                return Prepared(finished=manifest)  # nothing left to do
+            _refuse_changed(out_root, {"corpus": manifest.get("corpus"), **manifest.get("identity", {})}, identity)
+            return Prepared(finished=manifest)
         raise OutputError(
             f"output {out_root} holds no run that can be resumed (no {layout.RUN_STATE}); "
             "pass --overwrite to start again"
         )
     state = _read_json(fs, state_path)
-    changed = [k for k, v in identity.items() if state.get("identity", {}).get(k) != v]
-    if changed:
-        what = {"corpus": "the corpus", "config_sha256": "the config", "units_sha256": "the inputs",
-                "code_sha256": "the mmcurate code"}  # fmt: skip
-        raise OutputError(
-            f"--resume: {', '.join(what[k] for k in changed)} differ from the interrupted run's in {out_root}; "
-            "resume with the same ones, or pass --overwrite to start again"
-        )
+    _refuse_changed(out_root, state.get("identity", {}), identity)
     meta = state["meta"]
     if fs.exists(manifest_path):
         manifest = _read_json(fs, manifest_path)
         if manifest.get("created") == meta.get("created"):  # killed while clearing its work files
             return Prepared(finished=manifest)
+    _remove_half_written(fs, root)
     return Prepared(
         meta=meta,
-        spooled=_done_units(fs, root, layout.spooled_glob()),
+        spooled=_complete_spooled(fs, root),
         committed=_done_units(fs, root, layout.summary_glob()),
     )
+
+
+def _complete_spooled(fs: Any, root: str) -> frozenset[int]:
+    """Units whose spooled marker says every record arrived (an incomplete one is read again)."""
+    units = set()
+    for unit in _done_units(fs, root, layout.spooled_glob()):
+        if _read_json(fs, join(root, layout.spooled_marker(unit))).get("complete", True):
+            units.add(unit)
+    return frozenset(units)
+
+
+def _remove_half_written(fs: Any, root: str) -> None:
+    """Temporary files of atomic writes a kill interrupted: never a finished file, always ours."""
+    for path in fs.find(root):
+        rel = posixpath.relpath(path, root)
+        if rel.split("/", 1)[0] != layout.OVERLAYS and _TMP.fullmatch(posixpath.basename(rel)):
+            fs.rm(path)
 
 
 def write_state(out_root: str, identity: dict[str, str], meta: dict[str, Any]) -> None:
@@ -172,7 +202,7 @@ def _units_of(fs: Any, root: str) -> set[int]:
         return set()
 
 
-def _ours(rel: str, listed: set[str], units: set[int], parts: tuple[str, ...]) -> bool:
+def _ours(rel: str, listed: set[str], units: set[int], summarized: set[int], parts: tuple[str, ...]) -> bool:
     top = rel.split("/", 1)[0]
     if top == layout.OVERLAYS:
         return False
@@ -180,27 +210,39 @@ def _ours(rel: str, listed: set[str], units: set[int], parts: tuple[str, ...]) -
         return True
     if top not in (*layout.CORE_PARTS, *parts):
         return False
-    m = _PART.match(posixpath.basename(rel))  # a unit's file of a run killed before its summary
-    return m is not None and int(m.group(1)) in units
+    # A unit's file of a run killed before the unit's summary listed it, or a half-written one.
+    m = _UNIT_FILE.fullmatch(posixpath.basename(rel))
+    if m is None or int(m.group(1)) not in units:
+        return False
+    return top == layout.SUMMARIES or int(m.group(1)) not in summarized or bool(m.group(2))
 
 
 def clear_run(out_root: str, parts: tuple[str, ...]) -> list[str]:
-    """Delete what an earlier run wrote in `out_root`; return the other files, left in place."""
+    """Delete what an earlier run wrote in `out_root`; return the other files, left in place.
+
+    The manifest and the run state go first: a clearing that is itself killed leaves no folder that
+    `--resume` would take for a finished or resumable run."""
     fs, root = _fs(out_root)
     listed, units = _listed(fs, root), _units_of(fs, root)
-    left = []
-    for path in sorted(fs.find(root)):
+    summarized = set(_done_units(fs, root, layout.summary_glob()))
+    first = (layout.MANIFEST, layout.RUN_STATE)
+    paths = sorted(fs.find(root), key=lambda p: (posixpath.relpath(p, root) not in first, p))
+    left, emptied = [], set()
+    for path in paths:
         rel = posixpath.relpath(path, root)
-        if _ours(rel, listed, units, parts):
+        if _ours(rel, listed, units, summarized, parts):
             fs.rm(path)
+            emptied.add(posixpath.dirname(path))
         elif rel.split("/", 1)[0] != layout.OVERLAYS:
             left.append(rel)
-    _remove_empty_dirs(fs, root)
-    return left
+    _remove_emptied_dirs(fs, root, emptied)
+    return sorted(left)
 
 
-def _remove_empty_dirs(fs: Any, root: str) -> None:
-    dirs = sorted((d for d in fs.find(root, withdirs=True) if fs.isdir(d)), key=len, reverse=True)
-    for d in dirs:
-        if not fs.ls(d, detail=False):
+def _remove_emptied_dirs(fs: Any, root: str, emptied: set[str]) -> None:
+    """The folders this clearing emptied (and their parents it emptied in turn), not the root."""
+    stop = root.rstrip("/")
+    for d in sorted(emptied, key=len, reverse=True):
+        while d.rstrip("/") != stop and d.startswith(stop) and fs.isdir(d) and not fs.ls(d, detail=False):
             fs.rmdir(d)
+            d = posixpath.dirname(d)

@@ -122,8 +122,10 @@ def new_run(
     meta = prepared.meta
     if meta is None:
         write_units(out_root, units)
+        identity = run_identity(corpus.name, config, units, code_version(), lineage)
         meta = run_meta(corpus.name, inputs, config, units, lineage)
-        write_state(out_root, run_identity(corpus.name, config, units, code_version()), meta)
+        meta["identity"] = {k: v for k, v in identity.items() if k != "corpus"}  # what a finished run is
+        write_state(out_root, identity, meta)
     return Run(
         corpus.name, out_root, len(units), fields or corpus.fields(config), meta,
         groups={u.index: u.group for u in units}, spooled=prepared.spooled, committed=prepared.committed,
@@ -150,7 +152,7 @@ def execute(
     declaration for this config (`select` passes the parent run's). `resume` goes on with the
     interrupted run in `out_root`; `overwrite` deletes what a run there wrote first."""
     options = beam_options(beam_args)
-    identity = run_identity(corpus.name, config, units, code_version())
+    identity = run_identity(corpus.name, config, units, code_version(), lineage)
     prepared = prepare(out_root, identity, corpus.outputs, overwrite=overwrite, resume=resume)
     if prepared.left:
         more = f" and {len(prepared.left) - 10} more" if len(prepared.left) > 10 else ""

@@ -26,7 +26,7 @@ from . import layout
 from .common import load_units
 from .config import ConfigError
 from .finish import MANIFEST_FORMAT
-from .overlays import copy_overlays, overlay_columns, overlay_names
+from .overlays import copy_overlays, overlay_columns, overlay_listing, overlay_names
 from .run import execute
 
 
@@ -135,6 +135,7 @@ def run(
         "parent_run": run_root,
         "parent_manifest_sha256": hashlib.sha256(raw).hexdigest(),
         "parent_counts": {kind: sec["counts"] for kind, sec in parent["kinds"].items()},
+        "parent_overlays": overlay_listing(run_root),
         "step": "select",
         **corpus.lineage(config),
     }

@@ -99,11 +99,7 @@ class _UnitBuffer:
         self.children.update(rec.expected_children())
 
     def complete(self, primary: str) -> bool:
-        """All the unit's records are here: the reader's count of the primary kind, and every child
-        its parents say they made."""
-        if self.report is None or self.counts[primary] != self.report["produced"]:
-            return False
-        return all(self.counts[kind] == n for kind, n in self.children.items())
+        return is_complete(self.counts, self.children, self.report, primary)
 
     def write(self) -> str | None:
         """The part file (after its media file is in place); None when the bundle held no record of it."""
@@ -129,18 +125,33 @@ class PartStat:
     counts: dict[str, int]
     report: dict[str, Any] | None
     marked: bool
+    children: dict[str, int] = field(default_factory=dict)
 
 
-def write_marker(out_root: str, unit: int, stats: list[PartStat]) -> dict[str, Any]:
+def is_complete(counts: dict[str, int], children: dict[str, int], report: dict[str, Any] | None, primary: str) -> bool:
+    """All of a unit's records arrived: the reader's count of the primary kind, and every child its
+    parents say they made."""
+    if report is None or counts.get(primary, 0) != report["produced"]:
+        return False
+    return all(counts.get(kind, 0) == n for kind, n in children.items())
+
+
+def write_marker(out_root: str, unit: int, stats: list[PartStat], primary: str) -> dict[str, Any]:
+    """The unit's spooled marker. One a runner left short of records (no UnitEnd, fewer records than
+    the reader made) says `complete: false`: the manifest's accounting fails, and `--resume` reads
+    the unit again instead of trusting it."""
     counts: collections.Counter = collections.Counter()
+    children: collections.Counter = collections.Counter()
     for s in stats:
         counts.update(s.counts)
+        children.update(s.children)
     report = next((s.report for s in stats if s.report is not None), None)
     marker = {
         "unit": unit,
         "parts": sorted(s.part for s in stats if s.part),
         "records": dict(sorted(counts.items())),
         "report": report if report is not None else {"expected": None, "produced": 0, "damage": [], "ignored": []},
+        "complete": is_complete(counts, children, report, primary),
     }
     atomic_write(join(out_root, layout.spooled_marker(unit)), json_bytes(marker))
     failpoint("spooled", out_root)
@@ -171,12 +182,12 @@ class SpoolUnitsFn(beam.DoFn):
         if buf.complete(self.primary):
             del self.units[unit]
             stat = self._stat(buf)
-            write_marker(self.out_root, unit, [stat])
+            write_marker(self.out_root, unit, [stat], self.primary)
             stat.marked = True
             yield unit, stat
 
     def _stat(self, buf: _UnitBuffer) -> PartStat:
-        return PartStat(buf.write(), dict(buf.counts), buf.report, marked=False)
+        return PartStat(buf.write(), dict(buf.counts), buf.report, marked=False, children=dict(buf.children))
 
     def finish_bundle(self) -> Iterator[WindowedValue]:
         """Units with records in other bundles too: their parts, marked after the grouping."""
@@ -192,14 +203,17 @@ class SpoolUnitsFn(beam.DoFn):
 class MarkSpooledFn(beam.DoFn):
     """(unit, its PartStats) -> unit, its marker written when no bundle could write it alone."""
 
-    def __init__(self, out_root: str) -> None:
-        self.out_root = out_root
+    def __init__(self, corpus: str, out_root: str) -> None:
+        self.corpus_name, self.out_root = corpus, out_root
+
+    def setup(self) -> None:
+        self.primary = corpora.get(self.corpus_name).primary
 
     def process(self, element: tuple[int, list[PartStat]]) -> Iterator[int]:
         unit, stats = element
         stats = list(stats)
         if not any(s.marked for s in stats):
-            write_marker(self.out_root, unit, stats)
+            write_marker(self.out_root, unit, stats, self.primary)
         yield unit
 
 
@@ -215,7 +229,7 @@ class SpoolUnits(beam.PTransform):
             records
             | "Spool" >> beam.ParDo(SpoolUnitsFn(self.corpus, self.out_root))
             | "GroupParts" >> beam.GroupByKey()
-            | "Mark" >> beam.ParDo(MarkSpooledFn(self.out_root))
+            | "Mark" >> beam.ParDo(MarkSpooledFn(self.corpus, self.out_root))
         )
 
 

@@ -7,6 +7,8 @@ the others pass through.
 
 from __future__ import annotations
 
+import math
+import struct
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,7 +21,12 @@ from mmcurate.stages.io import Unit
 
 from .common import Safely
 
-QUANTILES = 1001
+BIN_SHIFT = 40
+"""Scores are counted in bins of the top 24 bits of their order-preserving 64-bit form (sign, exponent
+and 12 mantissa bits): a relative width of 2^-12 (an 0.3 CLIP score's bin is 7e-5 wide), at most
+4,096 bins per power of two, whatever the run's size."""
+_SIGN = 1 << 63
+_ALL = (1 << 64) - 1
 
 
 def cutoff_key(f: QuantileFilter, group: str) -> str:
@@ -33,7 +40,57 @@ def with_cutoff(f: Filter) -> bool:
 def rank_values(rec: Any, filters: list[Filter], group: str) -> list[tuple[str, float]]:
     """What a record adds to the run-wide score distributions its `top_fraction` filters cut."""
     quantile = [f for f in filters if isinstance(f, QuantileFilter) and with_cutoff(f)]
-    return [(cutoff_key(f, group), rec.scores[f.score_name]) for f in quantile if f.score_name in rec.scores]
+    values = [(cutoff_key(f, group), rec.scores.get(f.score_name)) for f in quantile]
+    return [(k, float(v)) for k, v in values if v is not None and math.isfinite(v)]
+
+
+def score_bin(value: float) -> int:
+    """The bin of a finite score; bins sort as the scores do (negative ones included)."""
+    (bits,) = struct.unpack(">Q", struct.pack(">d", value))
+    return (bits ^ _ALL if bits & _SIGN else bits | _SIGN) >> BIN_SHIFT
+
+
+def bin_floor(b: int) -> float:
+    """The smallest score in bin `b`: every score of the bin is >= it."""
+    key = b << BIN_SHIFT
+    bits = key & ~_SIGN if key & _SIGN else key ^ _ALL
+    return struct.unpack(">d", struct.pack(">Q", bits))[0]
+
+
+def cutoff_from_counts(counts: dict[int, int], fraction: float) -> float:
+    """The floor of the highest bins that together hold at least `fraction` of the scores: what is
+    >= it is kept. Computed from counts only, so it is the same however the runner split the work
+    (an interrupted and resumed run, one or many workers) and exact up to one bin."""
+    total = sum(counts.values())
+    need = max(1, math.ceil(round(fraction * total, 9)))
+    seen = 0
+    for b in sorted(counts, reverse=True):
+        seen += counts[b]
+        if seen >= need:
+            return bin_floor(b)
+    return bin_floor(min(counts))
+
+
+class ScoreHistogram(beam.CombineFn):
+    """Scores -> {bin: count}: a sum, so the result does not depend on how values were grouped."""
+
+    def create_accumulator(self) -> dict[int, int]:
+        return {}
+
+    def add_input(self, acc: dict[int, int], value: float) -> dict[int, int]:
+        b = score_bin(value)
+        acc[b] = acc.get(b, 0) + 1
+        return acc
+
+    def merge_accumulators(self, accs: Any) -> dict[int, int]:
+        out: dict[int, int] = {}
+        for acc in accs:
+            for b, n in acc.items():
+                out[b] = out.get(b, 0) + n
+        return out
+
+    def extract_output(self, acc: dict[int, int]) -> dict[int, int]:
+        return acc
 
 
 def apply_thresholds(
@@ -118,7 +175,9 @@ class ApplyThresholds(beam.DoFn):
 
 
 class Cutoffs(beam.PTransform):
-    """(cutoff key, score) pairs -> (cutoff key, the score at that key's filter's quantile)."""
+    """(cutoff key, score) pairs -> (cutoff key, the score the top `top_fraction` of that key's records
+    reach). Beam's ApproximateQuantiles was not used: above ~15k values per key its result depends on
+    how the runner partitioned the values, so a resumed run could cut elsewhere than an uninterrupted one."""
 
     def __init__(self, filters: list[Filter]) -> None:
         super().__init__()
@@ -127,11 +186,10 @@ class Cutoffs(beam.PTransform):
     def expand(self, values: beam.PCollection) -> beam.PCollection:
         fractions = self.fractions
 
-        def cutoff(key: str, quantiles: list[float]) -> tuple[str, float]:
-            frac = fractions[key.split("|", 1)[0]]
-            return key, quantiles[round((1.0 - frac) * (len(quantiles) - 1))]
+        def cutoff(key: str, counts: dict[int, int]) -> tuple[str, float]:
+            return key, cutoff_from_counts(counts, fractions[key.split("|", 1)[0]])
 
-        return values | "Quantiles" >> beam.ApproximateQuantiles.PerKey(QUANTILES) | "Cutoff" >> beam.MapTuple(cutoff)
+        return values | "Histogram" >> beam.CombinePerKey(ScoreHistogram()) | "Cutoff" >> beam.MapTuple(cutoff)
 
 
 class Thresholds(beam.PTransform):

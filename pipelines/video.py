@@ -47,7 +47,6 @@ from .common import ReadUnits, pending
 from .config import ConfigError, FilteredConfig
 from .corpus import Corpus
 from .finish import Finish, Run, count
-from .inference import ScoreWithModels
 from .ledger import redecidable
 from .models import ModelStage, View, Views, model_fields, model_stages
 from .thresholds import Thresholds
@@ -338,12 +337,13 @@ class VideoCorpus(Corpus):
         analysed = read | "AnalyseVideos" >> beam.ParDo(AnalyseVideosFn(config, run.out_root)).with_outputs(
             VIDEOS_TAG, main="clips"
         )
-        clips = (
-            analysed.clips
-            | "ScoreWithModels" >> ScoreWithModels(model_stages(config), Frames(config.output.sample_frames))
-            | "ApplyThresholds" >> Thresholds(config, units, "clip")
-            | "DropFrames" >> beam.Map(_drop_frames)
-        )
+        clips = analysed.clips
+        stages = model_stages(config)
+        if stages:  # RunInference (and torch) only for a run whose filters need a model
+            from .inference import ScoreWithModels
+
+            clips = clips | "ScoreWithModels" >> ScoreWithModels(stages, Frames(config.output.sample_frames))
+        clips = clips | "ApplyThresholds" >> Thresholds(config, units, "clip") | "DropFrames" >> beam.Map(_drop_frames)
         records = (analysed[VIDEOS_TAG], clips) | "VideosAndClips" >> beam.Flatten()
         return records | "Finish" >> Finish(self.name, run, config)
 

@@ -98,8 +98,6 @@ class ClipRecord(Record):
     out_bytes: int = 0
     ocr: list[OcrLine] = field(default_factory=list)
     """Text lines of the sampled frame with the most text (coordinates of `width` x `height`)."""
-    mp4: bytes | None = field(default=None, metadata=PAYLOAD, repr=False, compare=False)
-    """The clip file's bytes, when held in memory instead of at `media`."""
     frames: Any = field(default=None, metadata=PAYLOAD, repr=False, compare=False)
     """Sampled RGB frames (PIL images) for the model stages; never written."""
 
@@ -111,15 +109,9 @@ class ClipRecord(Record):
     def parent_uid(self) -> str:
         return f"{self.source.unit:06d}:{self.source.index:09d}"
 
-    def spool(self) -> bytes | None:
-        """A clip file held in memory; clips cut by the video pipeline are in the spool already."""
-        return self.mp4
-
     def members(self) -> dict[str, bytes]:
-        """Read when the shard is built, so a unit's writer holds one sample's clip at a time."""
-        data = self.mp4
-        if data is None:
-            if not self.media:
-                raise ValueError(f"clip {self.uid} has no file to write")
-            data = read_media(self.media)  # a spool file under the run's output; in select, the parent's shard
-        return {"mp4": data, "txt": self.caption.encode("utf-8")}
+        """Read when the shard is built, so a unit's writer holds one sample's clip at a time. The clip
+        file is in the run's spool already (cut there), or in select the parent's shard."""
+        if not self.media:
+            raise ValueError(f"clip {self.uid} has no file to write")
+        return {"mp4": read_media(self.media), "txt": self.caption.encode("utf-8")}

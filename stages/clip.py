@@ -170,7 +170,7 @@ def head_input_dim(path: str) -> int:
 class QuantileFilter(Filter):
     """A threshold on one model score: an absolute `min`, or the `top_fraction` of the run.
 
-    The fraction is taken over the whole run (Beam's approximate quantiles), per input group when
+    The fraction is taken over the whole run (a histogram of its scores), per input group when
     `per: input` (DataComp's "keep the top 30 %" per pool), and becomes an absolute cutoff that
     `decide_with` receives; `min` and `top_fraction` may be combined (both must pass).
     """

@@ -47,7 +47,10 @@ def _unpack(model: Path, folder: Path) -> None:
     try:
         with lzma.open(model) as src, np.load(io.BytesIO(src.read()), allow_pickle=False) as data:
             for name in ARRAYS:
-                np.save(tmp / f"{name}.npy", data[name], allow_pickle=False)
+                with open(tmp / f"{name}.npy", "wb") as f:
+                    np.save(f, data[name], allow_pickle=False)
+                    f.flush()
+                    os.fsync(f.fileno())  # whole files before the rename: a crash leaves none half-written
         os.replace(tmp, folder)
     except OSError:
         if folder.exists():  # another worker got there first
@@ -66,11 +69,13 @@ def _as_array(values: np.ndarray) -> array:
     return out
 
 
-def _from_cache(model: Path) -> Any:
+def _cache_folder(model: Path) -> Path:
+    return cache_root() / f"py3langid-{hashlib.sha256(model.read_bytes()).hexdigest()[:16]}"
+
+
+def _from_cache(folder: Path, model: Path) -> Any:
     from py3langid.langid import LanguageIdentifier
 
-    digest = hashlib.sha256(model.read_bytes()).hexdigest()[:16]
-    folder = cache_root() / f"py3langid-{digest}"
     if not folder.is_dir():
         _unpack(model, folder)
     a = {name: np.load(folder / f"{name}.npy", mmap_mode="r", allow_pickle=False) for name in ARRAYS}
@@ -89,7 +94,10 @@ def load_identifier() -> Any:
     """py3langid's LanguageIdentifier over its bundled model, with normalised probabilities."""
     from py3langid.langid import MODEL_FILE, LanguageIdentifier
 
+    model = _model_path()
+    folder = _cache_folder(model)
     try:
-        return _from_cache(_model_path())
-    except (OSError, ValueError, KeyError, TypeError):
+        return _from_cache(folder, model)
+    except Exception:  # a damaged or unwritable cache must never cost a record
+        shutil.rmtree(folder, ignore_errors=True)  # a damaged one is unpacked again next time
         return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)

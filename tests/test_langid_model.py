@@ -45,3 +45,15 @@ def test_unwritable_cache_falls_back_to_py3langid(tmp_path: Path, monkeypatch: p
     ident = langid_model.load_identifier()
     assert ident.classify(TEXTS[0])[0] == "en"
     assert not (blocker / "cache").exists()
+
+
+def test_damaged_cache_falls_back_and_is_rebuilt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A zero-length array file (a crash mid-write on a file system that lost it) costs nothing."""
+    monkeypatch.setenv("MMCURATE_CACHE_DIR", str(tmp_path))
+    langid_model.load_identifier()
+    (folder,) = tmp_path.glob("py3langid-*")
+    (folder / "ptc.npy").write_bytes(b"")
+    assert langid_model.load_identifier().classify(TEXTS[0])[0] == "en"  # py3langid's own loader
+    assert not folder.exists()
+    assert langid_model.load_identifier().classify(TEXTS[2])[0] == "fr"  # unpacked again
+    assert (folder / "ptc.npy").stat().st_size > 0

@@ -205,10 +205,14 @@ def test_video_killed_and_resumed_matches_uninterrupted(video_run: tuple[list[st
 def test_overwrite_deletes_only_what_a_run_wrote(tmp_path: Path) -> None:
     corpus = caption_corpus(tmp_path / "in", shards=2, per_shard=4)
     out = tmp_path / "out"
-    mine = {"notes.txt": b"the curator's notes", "shards/README": b"do not delete", "ledger/x.csv": b"1,2"}
+    mine = {"notes.txt": b"the curator's notes", "shards/README": b"do not delete", "ledger/x.csv": b"1,2",
+            "shards/part-00000-notes.txt": b"named like ours, but not ours"}  # fmt: skip
     for rel, data in mine.items():
         (out / rel).parent.mkdir(parents=True, exist_ok=True)
         (out / rel).write_bytes(data)
+    empty = [out / "mydir" / "sub", out / "overlays" / "human" / "caption"]  # folders of the user's
+    for d in empty:
+        d.mkdir(parents=True)
     args = ["caption", "--input", str(corpus), "--config", str(rules(tmp_path)), "--output", str(out)]
     assert mmcurate(*args, check=False) == 2  # the folder holds shards/ and ledger/: refused, nothing touched
     mmcurate(*args, "--overwrite")
@@ -220,9 +224,10 @@ def test_overwrite_deletes_only_what_a_run_wrote(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    assert "left 3 files it did not write" in proc.stderr and "notes.txt" in proc.stderr
+    assert "left 4 files it did not write" in proc.stderr and "part-00000-notes.txt" in proc.stderr
     for rel, data in mine.items():
         assert (out / rel).read_bytes() == data
+    assert all(d.is_dir() for d in empty)
     assert files_of(out) == {**first, "manifest.json": files_of(out)["manifest.json"]}
     rows = sum(pq.read_metadata(p).num_rows for p in (out / "index").glob("*.parquet"))
     assert rows == len(shard_keys(out)) > 0
@@ -244,3 +249,43 @@ def test_resume_refuses_a_changed_config_and_finishes_a_finished_run(tmp_path: P
     before = (out / "manifest.json").read_bytes()
     mmcurate(*args, "--resume")  # finished already: nothing runs, the manifest stands
     assert (out / "manifest.json").read_bytes() == before
+    # a finished run is the same run only with the same config (the manifest keeps its identity)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mmcurate.cli", *args, "--resume", "--config", str(other), "--no-progress"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "the config differ" in proc.stderr
+    assert (out / "manifest.json").read_bytes() == before
+
+
+def test_a_killed_overwrite_leaves_nothing_resume_would_take_for_a_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--overwrite deletes the manifest (and the run state) first: killed part-way, the folder holds
+    no finished run and no resumable one, so --resume refuses instead of reporting a finished run."""
+    import fsspec.implementations.local as local
+
+    from mmcurate.pipelines.corpus import get
+    from mmcurate.pipelines.resume import clear_run
+
+    corpus = caption_corpus(tmp_path / "in", shards=2, per_shard=4)
+    out = tmp_path / "out"
+    args = ["caption", "--input", str(corpus), "--config", str(rules(tmp_path)), "--output", str(out)]
+    mmcurate(*args)
+    deleted: list[str] = []
+    real_rm = local.LocalFileSystem.rm
+
+    def rm_then_die(self: local.LocalFileSystem, path: str, *a: object, **k: object) -> None:
+        if len(deleted) == 3:  # the process dies before its fourth deletion
+            raise KeyboardInterrupt
+        deleted.append(path)
+        real_rm(self, path, *a, **k)
+
+    monkeypatch.setattr(local.LocalFileSystem, "rm", rm_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        clear_run(str(out), get("caption").outputs)
+    monkeypatch.undo()
+    assert Path(deleted[0]).name == "manifest.json" and (out / "ledger").exists()
+    assert mmcurate(*args, "--resume", check=False) == 2  # nothing to resume: refused
+    mmcurate(*args, "--overwrite")
+    assert json.loads((out / "manifest.json").read_text())["accounting_ok"]

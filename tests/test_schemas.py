@@ -6,6 +6,7 @@ import dataclasses
 import enum
 import io
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Optional, Union
 
 import pyarrow as pa
@@ -286,8 +287,8 @@ def test_record_kinds_registry() -> None:
         assert len(cls.arrow_schema()) > 0
 
 
-def test_video_and_clip_rows_round_trip_without_payload() -> None:
-    """Video bytes, clip mp4 bytes and sampled frames travel with records but never reach a ledger."""
+def test_video_and_clip_rows_round_trip_without_payload(tmp_path: Path) -> None:
+    """Video bytes, clip files and sampled frames travel with records but never reach a ledger."""
     from mmcurate.schemas import ClipRecord, OcrLine, VideoRecord
 
     video = VideoRecord(id="v", source=Source("a.mp4", 0), cuts=[3, 9], scores={"x": 1.0}, data=b"raw", path="/a")
@@ -296,8 +297,10 @@ def test_video_and_clip_rows_round_trip_without_payload() -> None:
     assert VideoRecord.from_row(row) == dataclasses.replace(video, data=None, path=None)
     clip = ClipRecord(
         id="c", video_id="v", source=Source("a.mp4", 0), clip_index=2, labels={"camera_motion": "pan_left"},
-        ocr=[OcrLine([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]], "HI", 0.9)], mp4=b"mp4", frames=[1, 2, 3],
+        ocr=[OcrLine([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]], "HI", 0.9)], frames=[1, 2, 3],
+        media=str(tmp_path / "c.mp4"),
     )  # fmt: skip
+    (tmp_path / "c.mp4").write_bytes(b"mp4")
     table = ClipRecord.to_table([clip], Fields(labels=("camera_motion",)))
     assert "mp4" not in table.column_names and "frames" not in table.column_names and "media" not in table.column_names
     back = ClipRecord.from_row(table.to_pylist()[0])

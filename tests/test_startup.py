@@ -66,3 +66,13 @@ def test_caption_run_without_model_filters_imports_no_heavy_library_in_any_proce
     assert len(workers) >= 2, argvs  # the workers ran, with the watch installed
     heavy = {p.name: p.read_text()[:3000] for p in log.glob("heavy-*.txt")}
     assert not heavy, heavy
+
+
+def test_every_recipe_module_imports_no_model_library(tmp_path: Path) -> None:
+    """The recipes (and the CLI over them) import RunInference and the model handlers only when a
+    configured filter needs a model; decord is the video corpus's own decoder, so it is allowed there."""
+    env, log = watched_env(tmp_path)
+    code = "import mmcurate.cli, mmcurate.pipelines.caption, mmcurate.pipelines.video, mmcurate.pipelines.video_select"
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=120)
+    heavy = {p.name: p.read_text()[:3000] for p in log.glob("heavy-*.txt")}
+    assert not heavy, heavy
