@@ -88,17 +88,24 @@ class Dedup(beam.PTransform):
         self.params = params
 
     def expand(self, keys: beam.PCollection) -> beam.PCollection:
-        by_exact = keys | "KeyByExact" >> beam.Map(lambda k: (k.exact, k)) | "GroupExact" >> beam.GroupByKey()
-        found = [by_exact | "ExactDuplicates" >> beam.FlatMapTuple(lambda _, group: dedup.exact_duplicates(group))]
+        by_exact = (
+            keys
+            | "KeyByExact" >> beam.Map(lambda k: (k.exact, dedup.compact(k)))
+            | "GroupExact" >> beam.GroupByKey()
+            | "Restore" >> beam.MapTuple(lambda exact, group: [dedup.restore(t, exact) for t in group])
+        )
+        found = [by_exact | "ExactDuplicates" >> beam.FlatMap(dedup.exact_duplicates)]
         if self.params.near:
             dist = self.params.max_distance
             found.append(
                 by_exact
-                | "ExactRepresentatives" >> beam.MapTuple(lambda _, group: min(group))
+                | "ExactRepresentatives" >> beam.Map(min)
                 | "WithNearHash" >> beam.Filter(lambda k: k.near is not None)
-                | "Bands" >> beam.FlatMap(lambda k: [(band, k) for band in dedup.band_keys(k.near, dist)])
+                | "Bands"
+                >> beam.FlatMap(lambda k: [((b << 32) | v, dedup.compact(k)) for b, v in dedup.band_keys(k.near, dist)])
                 | "GroupBands" >> beam.GroupByKey()
-                | "NearInBand" >> beam.FlatMapTuple(lambda _, group: dedup.near_duplicates(group, dist))
+                | "NearInBand"
+                >> beam.FlatMapTuple(lambda _, group: dedup.near_duplicates(map(dedup.restore, group), dist))
                 | "KeyByRecord" >> beam.Map(lambda d: (d.uid, d))
                 | "BestRepresentative" >> beam.CombinePerKey(dedup.best_duplicate)
                 | "DropKey" >> beam.Values()
