@@ -28,7 +28,7 @@ from . import layout
 
 STATE_FORMAT = "mmcurate.run/1"
 _PART = re.compile(r"part-(\d+)")
-_UNIT_FILE = re.compile(r"part-(\d{5})(?:-\d{4})?\.(?:tar|parquet|jsonl?|pkl|bin|mp4)(\.tmp-[0-9a-f]{12})?")
+_UNIT_FILE = re.compile(r"part-(\d{5,})(?:-\d{4,})?\.(?:tar|parquet|jsonl?|pkl|bin|mp4)(\.tmp-[0-9a-f]{12})?")
 """A per-unit file a run writes (shards, tables, summaries, corpus outputs), or its temporary name."""
 _TMP = re.compile(r".+\.tmp-[0-9a-f]{12}")
 """A file an atomic write left half-written when its process was killed."""
@@ -54,7 +54,8 @@ def run_identity(
         "config_sha256": _sha(config.model_dump(mode="json")),
         "units_sha256": _sha([dataclasses.asdict(u) for u in units]),
         "code_sha256": _sha(code),
-        "lineage_sha256": _sha(lineage or {}),
+        # where the parent is (however its path is spelled) is not what it is: its manifest and overlays are
+        "lineage_sha256": _sha({k: v for k, v in (lineage or {}).items() if k != "parent_run"}),
     }
 
 
@@ -147,20 +148,28 @@ def _resumable(out_root: str, identity: dict[str, str]) -> Prepared:
         if manifest.get("created") == meta.get("created"):  # killed while clearing its work files
             return Prepared(finished=manifest)
     _remove_half_written(fs, root)
-    return Prepared(
-        meta=meta,
-        spooled=_complete_spooled(fs, root),
-        committed=_done_units(fs, root, layout.summary_glob()),
-    )
+    committed = _done_units(fs, root, layout.summary_glob())
+    spooled, incomplete = _spooled(fs, root)
+    if incomplete - committed and committed:
+        raise OutputError(
+            f"--resume: units {sorted(incomplete - committed)[:10]} of {out_root} were spooled short of records "
+            "and other units are committed already: reading them again would change decisions the committed "
+            "units were written with; pass --overwrite to start again"
+        )
+    return Prepared(meta=meta, spooled=spooled, committed=committed)
 
 
-def _complete_spooled(fs: Any, root: str) -> frozenset[int]:
-    """Units whose spooled marker says every record arrived (an incomplete one is read again)."""
-    units = set()
-    for unit in _done_units(fs, root, layout.spooled_glob()):
-        if _read_json(fs, join(root, layout.spooled_marker(unit))).get("complete", True):
-            units.add(unit)
-    return frozenset(units)
+def _spooled(fs: Any, root: str) -> tuple[frozenset[int], frozenset[int]]:
+    """(units whose spooled marker says every record arrived, units spooled short of records: read
+    again when nothing is committed yet). The markers are read in one batch (object storage)."""
+    units = _done_units(fs, root, layout.spooled_glob())
+    paths = {unit: join(root, layout.spooled_marker(unit)) for unit in units}
+    docs = fs.cat(list(paths.values())) if paths else {}
+    complete = set()
+    for unit, path in paths.items():
+        if json.loads(docs.get(path, b"{}")).get("complete", True):
+            complete.add(unit)
+    return frozenset(complete), frozenset(units - complete)
 
 
 def _remove_half_written(fs: Any, root: str) -> None:
@@ -206,6 +215,8 @@ def _ours(rel: str, listed: set[str], units: set[int], summarized: set[int], par
     top = rel.split("/", 1)[0]
     if top == layout.OVERLAYS:
         return False
+    if _TMP.fullmatch(rel) and not _UNIT_FILE.fullmatch(posixpath.basename(rel)):  # manifest.json.tmp-...
+        return _ours(rel.rsplit(".tmp-", 1)[0], listed, units, summarized, parts)
     if rel in listed or rel in (layout.MANIFEST, layout.UNITS, layout.METRICS) or top in (layout.WORK, layout.SPOOL):
         return True
     if top not in (*layout.CORE_PARTS, *parts):
@@ -235,6 +246,9 @@ def clear_run(out_root: str, parts: tuple[str, ...]) -> list[str]:
             emptied.add(posixpath.dirname(path))
         elif rel.split("/", 1)[0] != layout.OVERLAYS:
             left.append(rel)
+    for part in (layout.WORK, layout.SPOOL):  # all ours, empty folders a kill left included
+        if fs.exists(join(root, part)):
+            fs.rm(join(root, part), recursive=True)
     _remove_emptied_dirs(fs, root, emptied)
     return sorted(left)
 

@@ -10,6 +10,7 @@ or a custom architecture JSON; missing weights are found before the pipeline sta
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from pathlib import Path
@@ -196,6 +197,8 @@ class QuantileFilter(Filter):
         value = scores.get(self.score_name)
         if value is None:
             return None
+        if math.isnan(value):  # a score that came out undefined never passes a threshold
+            return self.reason
         if self.params.min is not None and value < self.params.min:
             return self.reason
         if cutoff is not None and value < cutoff:

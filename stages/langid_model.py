@@ -73,12 +73,15 @@ def _cache_folder(model: Path) -> Path:
     return cache_root() / f"py3langid-{hashlib.sha256(model.read_bytes()).hexdigest()[:16]}"
 
 
-def _from_cache(folder: Path, model: Path) -> Any:
-    from py3langid.langid import LanguageIdentifier
-
+def _cached_arrays(folder: Path, model: Path) -> dict[str, np.ndarray]:
     if not folder.is_dir():
         _unpack(model, folder)
-    a = {name: np.load(folder / f"{name}.npy", mmap_mode="r", allow_pickle=False) for name in ARRAYS}
+    return {name: np.load(folder / f"{name}.npy", mmap_mode="r", allow_pickle=False) for name in ARRAYS}
+
+
+def _identifier(a: dict[str, np.ndarray]) -> Any:
+    from py3langid.langid import LanguageIdentifier
+
     return LanguageIdentifier(
         np.asarray(a["ptc"]),
         np.asarray(a["pc"]),
@@ -91,13 +94,21 @@ def _from_cache(folder: Path, model: Path) -> Any:
 
 
 def load_identifier() -> Any:
-    """py3langid's LanguageIdentifier over its bundled model, with normalised probabilities."""
+    """py3langid's LanguageIdentifier over its bundled model, with normalised probabilities. Any
+    problem with the cache (unwritable, damaged, no home folder) falls back to py3langid's loader;
+    only a cache that cannot be read is deleted (to be unpacked again next time)."""
     from py3langid.langid import MODEL_FILE, LanguageIdentifier
 
-    model = _model_path()
-    folder = _cache_folder(model)
+    folder = None
     try:
-        return _from_cache(folder, model)
+        model = _model_path()
+        folder = _cache_folder(model)
+        arrays = _cached_arrays(folder, model)
     except Exception:  # a damaged or unwritable cache must never cost a record
-        shutil.rmtree(folder, ignore_errors=True)  # a damaged one is unpacked again next time
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+        return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+    try:
+        return _identifier(arrays)
+    except Exception:  # py3langid changed its constructor: its own loader still works
         return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)

@@ -289,3 +289,39 @@ def test_a_killed_overwrite_leaves_nothing_resume_would_take_for_a_run(
     assert mmcurate(*args, "--resume", check=False) == 2  # nothing to resume: refused
     mmcurate(*args, "--overwrite")
     assert json.loads((out / "manifest.json").read_text())["accounting_ok"]
+
+
+def test_clear_run_knows_a_run_s_files_by_their_exact_names(tmp_path: Path) -> None:
+    """A killed run's files: unit numbers past 99,999 and shard numbers past 9,999 included,
+    half-written temp files of run-level files, empty spool folders; the user's files stay."""
+    from mmcurate.pipelines.corpus import get
+    from mmcurate.pipelines.resume import clear_run
+
+    out = tmp_path / "out"
+    ours = ["shards/part-100000-0000.tar", "shards/part-00001-10000.tar", "index/part-100000-0000.parquet",
+            "ledger/caption/part-100000.parquet", "shards/part-123456-0000.tar.tmp-0123456789ab",
+            "manifest.json.tmp-0123456789ab", "units.json", "_work/run.json",
+            "summaries/part-00001.json.tmp-aaaaaaaaaaaa"]  # fmt: skip
+    theirs = ["shards/part-100000-notes.txt", "notes.txt", "overlays/human/caption/000000-abc.parquet"]
+    units = [{"index": i, "uri": "x", "files": [], "group": ""} for i in (1, 100000, 123456)]
+    for rel in ours + theirs:
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        (out / rel).write_bytes(json.dumps(units).encode() if rel == "units.json" else b"x")
+    (out / "_spool" / "part-00009").mkdir(parents=True)  # a kill between makedirs and the first file
+    left = clear_run(str(out), get("caption").outputs)
+    assert left == sorted(theirs[:2])
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == sorted(theirs)
+    assert not (out / "_spool").exists() and not (out / "_work").exists()
+
+
+def test_a_select_run_s_identity_is_its_parent_s_content_not_how_its_path_is_spelled() -> None:
+    from mmcurate.pipelines.corpus import get
+    from mmcurate.pipelines.resume import run_identity
+
+    caption = get("caption")
+    config = caption.load_config(None)
+    lineage = {"parent_run": "runs/a", "parent_manifest_sha256": "1" * 64, "parent_overlays": [], "step": "select"}
+    same = run_identity("caption", config, [], {}, lineage)
+    assert same == run_identity("caption", config, [], {}, {**lineage, "parent_run": "/abs/runs/a/"})
+    changed = run_identity("caption", config, [], {}, {**lineage, "parent_overlays": ["overlays/h/caption/0.parquet"]})
+    assert changed["lineage_sha256"] != same["lineage_sha256"]

@@ -66,3 +66,11 @@ def test_cutoffs_transform_in_a_pipeline() -> None:
         cut = p | beam.Create(values) | Cutoffs([clip])
         expected = [("clip_score|*", bin_floor(score_bin(0.7))), ("clip_score|b", bin_floor(score_bin(5.0)))]
         assert_that(cut, equal_to(expected))
+
+
+def test_an_undefined_score_never_passes_a_threshold() -> None:
+    """NaN is left out of the run's histogram and fails `min` and `top_fraction` alike."""
+    clip = ClipScore(ClipScore.Params(min=0.1, top_fraction=0.5))
+    assert clip.decide_with({"clip_score": math.nan}, {}, 0.2) == "clip_score_low"
+    assert clip.decide_with({"clip_score": 0.3}, {}, 0.2) is None
+    assert clip.decide_with({}, {}, 0.2) is None  # not scored at all: not this filter's call
