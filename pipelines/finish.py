@@ -42,6 +42,7 @@ from mmcurate.stages.writers import atomic_write, join, json_bytes, write_json, 
 from . import corpus as corpora
 from . import layout
 from .counters import count
+from .resume import remove_work
 from .spool import SpoolUnits, failpoint, load_unit
 from .thresholds import Cutoffs, Decider
 
@@ -443,10 +444,7 @@ def write_manifest(_units_written: int, run: Run, corpus: str, config: Any) -> d
     manifest = build_manifest(summaries, missing, run, c, config)
     manifest["files"]["run"] = [f.to_dict() for f in c.run_outputs(run, config)]
     write_json(run.out_root, layout.MANIFEST, manifest)
-    for part in (layout.SPOOL, layout.WORK):  # the run is done: what it waited on goes
-        fs, path = fsspec.core.url_to_fs(join(run.out_root, part))
-        if fs.exists(path):
-            fs.rm(path, recursive=True)
+    remove_work(run.out_root)  # the run is done: what it waited on goes
     if not manifest["accounting_ok"]:
         counts = {k: v["counts"] for k, v in manifest["kinds"].items()}
         raise AccountingError(f"records went missing: {json.dumps(counts)}; units without a summary: {missing}")

@@ -246,11 +246,17 @@ def clear_run(out_root: str, parts: tuple[str, ...]) -> list[str]:
             emptied.add(posixpath.dirname(path))
         elif rel.split("/", 1)[0] != layout.OVERLAYS:
             left.append(rel)
-    for part in (layout.WORK, layout.SPOOL):  # all ours, empty folders a kill left included
-        if fs.exists(join(root, part)):
-            fs.rm(join(root, part), recursive=True)
+    remove_work(out_root)  # all ours, empty folders a kill left included
     _remove_emptied_dirs(fs, root, emptied)
     return sorted(left)
+
+
+def remove_work(out_root: str) -> None:
+    """The folders a run in progress keeps (`_work/`, `_spool/`): gone once its manifest is written."""
+    for part in (layout.SPOOL, layout.WORK):
+        fs, path = _fs(join(out_root, part))
+        if fs.exists(path):
+            fs.rm(path, recursive=True)
 
 
 def _remove_emptied_dirs(fs: Any, root: str, emptied: set[str]) -> None:

@@ -21,7 +21,7 @@ from . import layout
 from .common import code_version, run_meta, write_units
 from .corpus import Corpus
 from .finish import Run
-from .resume import OutputError, Prepared, prepare, run_identity, write_state
+from .resume import OutputError, Prepared, prepare, remove_work, run_identity, write_state
 
 
 def beam_options(beam_args: list[str]) -> PipelineOptions:
@@ -159,7 +159,8 @@ def execute(
         shown = ", ".join(prepared.left[:10]) + more
         print(f"mmcurate: --overwrite left {len(prepared.left)} files it did not write: {shown}", file=sys.stderr)
     if prepared.finished is not None:
-        return _finish_cleanup(out_root, prepared.finished)
+        remove_work(out_root)  # a resumed run that had written its manifest: that manifest stands
+        return prepared.finished
     run = new_run(corpus, config, inputs, units, out_root, lineage, fields, prepared)
     with Progress(out_root, len(units), progress):
         p = beam.Pipeline(options=options)
@@ -177,15 +178,6 @@ def execute(
     metrics = collect_metrics(result)
     atomic_write(join(out_root, layout.METRICS), json_bytes(metrics))
     manifest["metrics"] = metrics
-    return manifest
-
-
-def _finish_cleanup(out_root: str, manifest: dict) -> dict:
-    """A resumed run that had written its manifest: what it waited on goes; its manifest stands."""
-    for part in (layout.SPOOL, layout.WORK):
-        fs, path = fsspec.core.url_to_fs(join(out_root, part))
-        if fs.exists(path):
-            fs.rm(path, recursive=True)
     return manifest
 
 
