@@ -115,6 +115,7 @@ def new_run(
     lineage: dict | None = None,
     fields: dict[str, Fields] | None = None,
     prepared: Prepared | None = None,
+    identity: dict[str, str] | None = None,
 ) -> Run:
     """The run's description for the finish path; writes units.json (what `select` re-reads) and the
     run's identity (what `--resume` checks), or takes both from the interrupted run it resumes."""
@@ -122,7 +123,7 @@ def new_run(
     meta = prepared.meta
     if meta is None:
         write_units(out_root, units)
-        identity = run_identity(corpus.name, config, units, code_version(), lineage)
+        identity = identity or run_identity(corpus.name, config, units, code_version(), lineage)
         meta = run_meta(corpus.name, inputs, config, units, lineage)
         meta["identity"] = {k: v for k, v in identity.items() if k != "corpus"}  # what a finished run is
         write_state(out_root, identity, meta)
@@ -161,7 +162,7 @@ def execute(
     if prepared.finished is not None:
         remove_work(out_root)  # a resumed run that had written its manifest: that manifest stands
         return prepared.finished
-    run = new_run(corpus, config, inputs, units, out_root, lineage, fields, prepared)
+    run = new_run(corpus, config, inputs, units, out_root, lineage, fields, prepared, identity)
     with Progress(out_root, len(units), progress):
         p = beam.Pipeline(options=options)
         (build or corpus.build)(p, units, config, run)

@@ -105,10 +105,7 @@ class QuestionAdapter(Adapter):
         if text is None:
             raise _bad(f"no question text (looked for {', '.join(QUESTION_KEYS)})")
         answer, answer_type = _answer(row), _answer_type(row)
-        try:
-            images = self._images(row, unit)
-        except ReadRefused as exc:
-            raise BadRow(exc.reason, str(exc)) from None
+        images = self._images(row, unit)  # a refused path (ReadRefused) quarantines the row with its reason
         video = row.get("video") or ""
         if not isinstance(video, str):
             raise _bad(f"`video` must be a path, got {type(video).__name__}")

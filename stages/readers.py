@@ -29,7 +29,6 @@ from .io import (
     BadRow,
     InputError,
     Item,
-    ReadRefused,
     ReadReport,
     Unit,
     attach_ignored,
@@ -278,8 +277,6 @@ class CaptionAdapter(Adapter):
             return read_bytes(uri, self.params.timeout_s), uri
         except FileNotFoundError as exc:
             raise BadRow("missing_image", f"FileNotFoundError: {exc}") from None
-        except ReadRefused:
-            raise
         except (OSError, ValueError, ImportError) as exc:  # unreadable, unknown protocol, no fsspec driver
             raise BadRow("missing_image", f"{type(exc).__name__}: {exc}") from None
 

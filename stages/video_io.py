@@ -33,6 +33,7 @@ from .io import (
     clean_text,
     hidden,
     jsonl_units,
+    read_bytes,
     resolve_inside,
     scan_inputs,
     utf8,
@@ -56,6 +57,9 @@ class VideoReadParams(Params):
     """Where relative paths in jsonl resolve; None = the jsonl file's folder."""
     allow_outside_root: bool = False
     """Let rows name absolute paths, URIs, `..` out of the root or symlinks leaving it (refused by default)."""
+    timeout_s: float = Field(60.0, gt=0)
+    """A caption sidecar (`NAME.txt`) read may take this long before its video is quarantined as
+    `read_timeout` (videos themselves are read in the analysis child, under `limits`)."""
 
 
 def file_id(data: bytes | None = None, path: str | None = None) -> str:
@@ -146,9 +150,9 @@ class VideoAdapter(Adapter):
     def from_file(self, unit: Unit, item: Item) -> VideoRecord:
         uri = item.path or ""
         caption = ""
-        try:
-            with fsspec.open(uri.rsplit(".", 1)[0] + ".txt", "rb") as f:
-                caption = f.read().decode("utf-8", "replace").strip()
+        try:  # refused (a FIFO, a stalled mount): the video is quarantined with the reason
+            sidecar = read_bytes(uri.rsplit(".", 1)[0] + ".txt", self.params.timeout_s)
+            caption = sidecar.decode("utf-8", "replace").strip()
         except FileNotFoundError:
             pass
         return self._record(unit, item, uri, caption, {})

@@ -124,3 +124,14 @@ def test_tar_members_are_references_and_compressed_ones_bytes_spooled_by_the_rec
         assert not (out / "_spool").exists()
         ledgers.append(sorted((r["id"], r["video_id"]) for r in pq.read_table(out / "ledger" / "clip").to_pylist()))
     assert ledgers[0] == ledgers[1]  # the same videos (ids are content hashes), the same clips
+
+
+def test_a_fifo_caption_sidecar_quarantines_its_video_and_never_blocks(tmp_path: Path, clip_bytes: bytes) -> None:
+    """`stuck.txt` beside `stuck.mp4` is a FIFO: opening it would block the reader for ever."""
+    (tmp_path / "ok.mp4").write_bytes(clip_bytes)
+    (tmp_path / "ok.txt").write_text("a caption")
+    (tmp_path / "stuck.mp4").write_bytes(clip_bytes)
+    os.mkfifo(tmp_path / "stuck.txt")
+    recs = {r.source.uri.rsplit("/", 1)[-1]: r for r in _read_all([str(tmp_path)])}
+    assert recs["ok.mp4"].caption == "a caption" and recs["ok.mp4"].fate.status == Status.PENDING
+    assert recs["stuck.mp4"].fate.status == Status.QUARANTINED and recs["stuck.mp4"].fate.reason == "not_a_file"
