@@ -14,7 +14,7 @@ import fsspec
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from mmcurate.schemas import Fields
-from mmcurate.stages.io import Unit
+from mmcurate.stages.io import Unit, is_local
 from mmcurate.stages.writers import atomic_write, join, json_bytes
 
 from . import layout
@@ -39,7 +39,7 @@ class Progress:
     def __init__(self, out_root: str, total: int, enabled: bool) -> None:
         self.out_root, self.total, self.enabled = out_root, total, enabled
         fs, _ = fsspec.core.url_to_fs(out_root)
-        self.interval = 0.5 if "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)) else 5.0
+        self.interval = 0.5 if is_local(fs) else 5.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._records: dict[str, int] = {}

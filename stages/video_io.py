@@ -32,6 +32,7 @@ from .io import (
     check_regular,
     clean_text,
     hidden,
+    is_local,
     jsonl_units,
     read_bytes,
     resolve_inside,
@@ -130,7 +131,7 @@ class VideoAdapter(Adapter):
         file is a path, a remote file or a member of a plain tar a reference (`media`), read where
         the video is analysed."""
         fs, path = fsspec.core.url_to_fs(uri)
-        local = data is None and span is None and fs.protocol in ("file", ("file", "local"))
+        local = data is None and span is None and is_local(fs)
         if local:
             check_regular(uri)  # a FIFO or a device is refused here, never handed to a decoder
         size = len(data) if data is not None else span[1] if span is not None else fs.size(path)

@@ -30,6 +30,7 @@ from pydantic import Field
 from mmcurate.schemas import Fields, Record, sample_json_bytes
 
 from .base import Params
+from .io.paths import is_local
 
 FIXED_MTIME = 0
 """An int: a float mtime makes tarfile add a PAX header (1 KiB) to every member."""
@@ -77,10 +78,6 @@ def join(root: str, *parts: str) -> str:
     return posixpath.join(root.rstrip("/"), *parts)
 
 
-def _is_local(fs: fsspec.AbstractFileSystem) -> bool:
-    return "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
-
-
 class _Hashing(io.RawIOBase):
     """A write-only file that hashes what passes through it."""
 
@@ -109,7 +106,7 @@ def atomic_file(uri: str) -> Iterator[_Hashing]:
     if parent:
         fs.makedirs(parent, exist_ok=True)
     tmp = f"{path}.tmp-{uuid.uuid4().hex[:12]}"
-    local = _is_local(fs)
+    local = is_local(fs)
     if local:
         staging = tmp
     else:

@@ -2,7 +2,7 @@
 the guarded loop that applies a corpus's adapter to every item (reader.py)."""
 
 from .containers import Item, ReadReport, iter_unit
-from .paths import ReadRefused, check_regular, read_bytes, resolve_inside
+from .paths import ReadRefused, check_regular, is_local, read_bytes, resolve_inside
 from .reader import Adapter, BadRow, read_unit
 from .units import (
     TAR_EXTS,
@@ -35,6 +35,7 @@ __all__ = [
     "clean_text",
     "expand_uri",
     "hidden",
+    "is_local",
     "iter_unit",
     "jsonl_units",
     "read_bytes",

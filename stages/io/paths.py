@@ -30,7 +30,8 @@ class ReadRefused(Exception):
         self.reason = reason
 
 
-def _local(fs: fsspec.AbstractFileSystem) -> bool:
+def is_local(fs: fsspec.AbstractFileSystem) -> bool:
+    """The local file system (its protocol is "file", alone or among aliases)."""
     return "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
 
 
@@ -45,7 +46,7 @@ def _not_regular(mode: int) -> str | None:
 def check_regular(uri: str) -> None:
     """Raise ReadRefused(not_a_file) unless `uri` is a regular file; never blocks (stat opens nothing)."""
     fs, path = fsspec.core.url_to_fs(uri)
-    if _local(fs):
+    if is_local(fs):
         kind = _not_regular(os.stat(path).st_mode)
         if kind:
             raise ReadRefused("not_a_file", f"{path} is a {kind}, not a regular file: not read")
@@ -69,7 +70,7 @@ def _read_local(path: str) -> bytes:
 
 def _read_any(uri: str) -> bytes:
     fs, path = fsspec.core.url_to_fs(uri)
-    if _local(fs):
+    if is_local(fs):
         return _read_local(path)
     check_regular(uri)
     return fs.cat_file(path)
