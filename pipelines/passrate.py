@@ -78,7 +78,16 @@ class SelectParams(Params):
 
 class PassRateOutput(Params):
     name: str = "mmcurate"
-    """Dataset name: verl's data_source and the LLaMA-Factory dataset_info key."""
+    """Dataset name: the LLaMA-Factory dataset_info.json key."""
+    data_source: str = "mmcurate/{domain}"
+    """verl's `data_source` of each row (`{domain}` is filled in): verl picks the reward function by
+    it; `mmcurate.rewards.compute_score` knows every name starting with `mmcurate`."""
+    data_sources: dict[str, str] = Field(default_factory=dict)
+    """Per-domain `data_source` overrides, e.g. {math: "hiyouga/geometry3k"} to use verl's own reward."""
+    val_fraction: float = Field(0.05, ge=0.0, lt=1.0)
+    """RL: the share of kept questions in `rl/val/` (chosen by question id: stable across runs)."""
+    per_tier: bool = False
+    """RL: one folder per tier (`rl/{split}/{tier}/`) for curriculum schedules, instead of `rl/{split}/`."""
     embed_images: bool = True
     """verl parquet: image bytes inside the parquet (true) or paths only (false)."""
 
@@ -244,7 +253,7 @@ class PassRateCorpus(TrainerOutputs):
 
 class SftCorpus(PassRateCorpus):
     name = mode = "sft"
-    outputs = ("sft", "dataset_info.json")
+    outputs = ("sft", "images", "dataset_info.json")
 
 
 class RlCorpus(PassRateCorpus):

@@ -1,7 +1,8 @@
 """The pass-rate corpus's trainer files, run extras and `select`.
 
-Per unit, the kept questions become a verl RL parquet (`rl/part-UUUUU.parquet`) or a LLaMA-Factory
-ShareGPT JSON (`sft/part-UUUUU.json`); the manifest's extras hold the pass-rate histogram and, for
+Per unit, the kept questions become verl RL parquet files (`rl/{train,val}/part-UUUUU.parquet`,
+optionally one folder per tier) or a LLaMA-Factory ShareGPT JSON (`sft/part-UUUUU.json`, its images
+copied into `images/`); the manifest's extras hold the pass-rate histogram and, for
 RL, the curriculum table (kept questions per tier x domain). `select` re-decides from the graded
 ledger without a single new rollout: the grades are the ledger's, and an SFT response is the first
 verified-correct rollout in the cache of the same model and sampling.
@@ -19,7 +20,17 @@ import pyarrow as pa
 from mmcurate.schemas import Question, Record, Status
 from mmcurate.stages.io import ReadReport, Unit
 from mmcurate.stages.questions import histogram
-from mmcurate.stages.trainer_formats import VERL_SCHEMA, dataset_info, sharegpt_row, verl_row
+from mmcurate.stages.trainer_formats import (
+    VERL_SCHEMA,
+    data_source_of,
+    dataset_info,
+    image_name,
+    read_image,
+    sharegpt_row,
+    split_of,
+    verify_json,
+    verl_row,
+)
 from mmcurate.stages.writers import FileInfo, ShardInfo, atomic_write, join, json_bytes, parquet_bytes, write_json
 
 from . import layout
@@ -45,18 +56,7 @@ class TrainerOutputs(Corpus):
     ) -> tuple[list[FileInfo], dict[str, Any]]:
         questions: list[Question] = records["question"]  # type: ignore[assignment]
         kept = [q for q in questions if q.fate.status == Status.KEPT]
-        instruction = config.rollout.prompt.answer_instruction
-        files = []
-        if kept and self.mode == "rl":
-            rows = [
-                verl_row(q, q.source.index, config.output.name, instruction, config.output.embed_images) for q in kept
-            ]
-            data, rel = parquet_bytes(pa.Table.from_pylist(rows, schema=VERL_SCHEMA)), f"rl/{layout.part(unit)}.parquet"
-            files.append(FileInfo(rel, len(data), atomic_write(join(run.out_root, rel), data)))
-        elif kept:
-            rows = [sharegpt_row(q, q.labels.get("response", q.answer), instruction) for q in kept]
-            data, rel = json_bytes(rows), f"sft/{layout.part(unit)}.json"
-            files.append(FileInfo(rel, len(data), atomic_write(join(run.out_root, rel), data)))
+        files = (rl_files if self.mode == "rl" else sft_files)(unit, kept, run, config) if kept else []
         curriculum: dict[str, dict[str, int]] = collections.defaultdict(dict)
         for q in kept:
             tier = q.labels.get("tier", "")
@@ -116,6 +116,48 @@ class TrainerOutputs(Corpus):
                     f"select: the `{section}` section must match the parent run's: select re-decides from the "
                     f"grades in the ledger (run `mmcurate {self.mode}` to grade anew)"
                 )
+
+
+def _write(run: Run, rel: str, data: bytes) -> FileInfo:
+    return FileInfo(rel, len(data), atomic_write(join(run.out_root, rel), data))
+
+
+def rl_files(unit: int, kept: list[Question], run: Run, config: Any) -> list[FileInfo]:
+    """verl parquet per split (and per tier when `output.per_tier`): `rl/{split}[/{tier}]/part-U.parquet`."""
+    out = config.output
+    verify = verify_json(config.verify.model_dump(mode="json"))
+    groups: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
+    for q in kept:
+        split = split_of(q.id, out.val_fraction)
+        source = data_source_of(q.domain, out.data_source, out.data_sources)
+        row = verl_row(
+            q, q.source.index, source, config.rollout.prompt.answer_instruction, out.embed_images, split, verify
+        )
+        folder = f"rl/{split}/{q.labels.get('tier') or 'untiered'}" if out.per_tier else f"rl/{split}"
+        groups[folder].append(row)
+    return [
+        _write(run, f"{folder}/{layout.part(unit)}.parquet", parquet_bytes(pa.Table.from_pylist(rows, VERL_SCHEMA)))
+        for folder, rows in sorted(groups.items())
+    ]
+
+
+def sft_files(unit: int, kept: list[Question], run: Run, config: Any) -> list[FileInfo]:
+    """ShareGPT rows whose images are copied into `images/` (content-addressed) and named relative to
+    the output folder, LLaMA-Factory's `dataset_dir`: the folder loads wherever it is moved."""
+    files, rows, written = [], [], set()
+    for q in kept:
+        names = []
+        for uri in q.images:
+            data = read_image(uri)
+            rel = image_name(data, uri)
+            if rel not in written:
+                written.add(rel)
+                files.append(_write(run, rel, data))
+            names.append(rel)
+        instruction = config.rollout.prompt.answer_instruction
+        rows.append(sharegpt_row(q, q.labels.get("response", q.answer), instruction, names))
+    files.append(_write(run, f"sft/{layout.part(unit)}.json", json_bytes(rows)))
+    return files
 
 
 class ReadQuestionLedgerFn(beam.DoFn):

@@ -159,15 +159,20 @@ def test_rl_grades_selects_and_writes_verl(corpus: dict[str, Path], tmp_path: Pa
         assert lo <= rates[m_] < hi
 
     # verl's layout, read back with pyarrow
-    table = pq.read_table(out / "rl" / "part-00000.parquet").to_pylist()
+    files = sorted((out / "rl").rglob("*.parquet"))
+    table = [r for f in files for r in pq.read_table(f).to_pylist()]
     assert len(table) == len(kept)
+    for f in files:  # rl/{split}/part-UUUUU.parquet, each row's split its folder's
+        assert {r["extra_info"]["split"] for r in pq.read_table(f).to_pylist()} == {f.parent.name}
     row = table[0]
     assert set(row) == {"data_source", "prompt", "images", "ability", "reward_model", "extra_info"}
     assert row["prompt"][0]["role"] == "user" and row["prompt"][0]["content"].startswith("<image>")
     assert row["reward_model"]["style"] == "rule"
     assert row["images"][0]["bytes"] == (corpus["root"] / "img.png").read_bytes()
-    extra = json.loads(row["extra_info"])
+    extra = row["extra_info"]  # a struct: verl calls extra_info.get(...)
     assert extra["tier"] and 0 < extra["pass_rate"] < 1 and extra["domain"] == row["ability"]
+    assert row["data_source"] == f"mmcurate/{row['ability']}" and extra["index"] >= 0
+    assert json.loads(extra["verify"])["convention"] == "glm_box"
     # curriculum table and histogram agree with the ledger
     counted = sum(n for t in m["extras"]["curriculum"]["counts"].values() for n in t.values())
     assert counted == len(kept)
@@ -195,7 +200,9 @@ def test_cache_means_no_regeneration_and_sft_output(corpus: dict[str, Path], tmp
         assert user["role"] == "user" and user["content"].startswith("<image>") and assistant["role"] == "assistant"
         q = next(r for r in rows.values() if r["fate"]["status"] == "kept" and user["content"].count(r["question"]))
         assert verify(assistant["content"], q["answer"], q["answer_type"]).correct  # a verified rollout
-        assert item["images"] == q["images"]
+        # the images copied beside the file, named relative to the folder (LLaMA-Factory's dataset_dir)
+        assert [(tmp_path / "sft" / p).read_bytes() for p in item["images"]] == [Path(p).read_bytes() for p in q["images"]]
+        assert all(not Path(p).is_absolute() and p.startswith("images/") for p in item["images"])
     info = json.loads((tmp_path / "sft" / "dataset_info.json").read_text())
     assert info["mmcurate"]["formatting"] == "sharegpt" and info["mmcurate"]["columns"]["images"] == "images"
 
@@ -277,7 +284,9 @@ def test_hugging_face_datasets_loads_every_table(corpus: dict[str, Path], tmp_pa
     m = run("rl", corpus, out, config(corpus))
     seen = assert_loads_everything(out, tmp_path / "hf")
     assert seen["ledger/question"] == m["kinds"]["question"]["counts"]["input"] == 9
-    assert seen["rl"] == m["kinds"]["question"]["counts"]["kept"] and "quarantined/question" in seen
+    rl = {k: n for k, n in seen.items() if k.startswith("rl/")}
+    assert set(rl) <= {"rl/train", "rl/val"} and sum(rl.values()) == m["kinds"]["question"]["counts"]["kept"]
+    assert "quarantined/question" in seen
     from hf_loaders import datasets
 
     cache = corpus["root"] / "cache"
@@ -304,7 +313,7 @@ def test_recipe_under_test_pipeline(corpus: dict[str, Path], tmp_path: Path) -> 
     rows = ledger(out)
     assert len(rows) == 9 and rows["line8"]["fate"]["reason"] == "bad_json"
     kept = [r for r in rows.values() if r["fate"]["status"] == "kept"]
-    assert len(pq.read_table(out / "rl" / "part-00000.parquet")) == len(kept)
+    assert sum(len(pq.read_table(f)) for f in (out / "rl").rglob("*.parquet")) == len(kept)
 
 
 def test_select_rethresholds_a_passrate_run_from_its_ledger(corpus: dict[str, Path], tmp_path: Path) -> None:
