@@ -4,9 +4,11 @@
 `temperature`, `top_p`, `max_tokens` and `seed` and samples them with the transformers rollout
 backend on a local model folder (seeded the same way, so with a seed its answers equal the
 backend's own). Knobs for failure tests: `fail_next` (statuses to answer the next requests with),
-`delay` (seconds before answering), `max_n` (answer fewer choices than asked, like APIs that ignore
-`n`), `split_think` (move `<think>...</think>` into `reasoning_content`, like vLLM's reasoning
-parsers) and `api_key` (require `Authorization: Bearer <key>`).
+`retry_after` (seconds sent as `Retry-After` with those failures), `delay` (seconds before
+answering), `max_n` (answer fewer choices than asked, like APIs that ignore `n`), `split_think`
+(move `<think>...</think>` into `reasoning_content`, like vLLM's reasoning parsers) and `api_key`
+(require `Authorization: Bearer <key>`). `requests` holds the chat bodies received and
+`authorization` the `Authorization` header of every request (None when absent).
 
     with OpenAIServer(folder, name="tiny") as server:
         server.base_url  # http://127.0.0.1:PORT/v1
@@ -31,11 +33,14 @@ class OpenAIServer:
         self.backend = TransformersRolloutHandler(TransformersParams(model=str(model_dir), device="cpu"))
         self.model = self.backend.load_model()
         self.fail_next: list[int] = []
+        self.retry_after: float | None = None
         self.delay = 0.0
         self.max_n: int | None = None
         self.split_think = False
         self.requests: list[dict[str, Any]] = []
         """Bodies of the chat requests received (failed ones included)."""
+        self.authorization: list[str | None] = []
+        """The Authorization header of each request (GET and POST, refused ones included), None when absent."""
         self._lock = threading.Lock()
         self._fail_lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
@@ -75,8 +80,9 @@ class OpenAIServer:
 
     def reset(self) -> None:
         """Back to a well-behaved server (between tests sharing one instance)."""
-        self.fail_next, self.delay, self.max_n, self.split_think = [], 0.0, None, False
+        self.fail_next, self.retry_after, self.delay, self.max_n, self.split_think = [], None, 0.0, None, False
         self.requests.clear()
+        self.authorization.clear()
 
     # -- the API ------------------------------------------------------------------------------
 
@@ -146,15 +152,18 @@ def _handler_class(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
         def log_message(self, format: str, *args: Any) -> None:  # quiet in tests
             pass
 
-        def _send(self, status: int, payload: dict[str, Any]) -> None:
+        def _send(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
             data = json.dumps(payload).encode()
             self.send_response(status)
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
 
         def _authorized(self) -> bool:
+            server.authorization.append(self.headers.get("Authorization"))  # list.append is atomic
             if server.api_key is None or self.headers.get("Authorization") == f"Bearer {server.api_key}":
                 return True
             self._send(401, _error("Incorrect API key provided", "AuthenticationError"))
@@ -186,7 +195,8 @@ def _handler_class(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
                 time.sleep(server.delay)
             status = server.take_failure()
             if status is not None:
-                self._send(status, _error(f"simulated HTTP {status}", "APIError"))
+                wait = {} if server.retry_after is None else {"Retry-After": str(server.retry_after)}
+                self._send(status, _error(f"simulated HTTP {status}", "APIError"), wait)
                 return
             status, payload = server.complete(body)
             self._send(status, payload)

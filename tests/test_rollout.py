@@ -117,7 +117,7 @@ def srv(server: OpenAIServer) -> OpenAIServer:
 
 def _openai(srv: OpenAIServer, **kw) -> OpenAIRolloutHandler:
     sampling = kw.pop("sampling", SamplingParams(k=4, max_tokens=12))
-    defaults = {"base_url": srv.base_url, "model": "tiny", "timeout": 20.0, "connect_timeout": 2.0, "backoff": 0.01}
+    defaults = {"base_url": srv.base_url, "model": "tiny", "timeout": 20.0, "connect_timeout": 2.0}
     return OpenAIRolloutHandler(OpenAIParams(**{**defaults, **kw}), sampling)
 
 
@@ -170,6 +170,10 @@ def test_backend_params_are_validated() -> None:
         OpenAIParams(base_url="127.0.0.1:8000", model="m")
     with pytest.raises(ValueError, match="extra"):
         OpenAIParams(model="m", api_key="secret")  # keys come from the environment, never the config
+    with pytest.raises(ValueError, match="extra"):
+        OpenAIParams(model="m", backoff=1.0)  # the openai client backs off itself
+    with pytest.raises(ValueError, match=r"rollout\.openai\.extra_body must not set \['n', 'seed'\]"):
+        OpenAIParams(model="m", extra_body={"n": 2, "seed": 1, "top_k": 20})  # the client's extra_body would win
 
 
 # -- prompts ---------------------------------------------------------------------------------------
@@ -384,10 +388,12 @@ def test_check_endpoint_with_a_key(llama_dir: Path, monkeypatch: pytest.MonkeyPa
         monkeypatch.delenv("MMCURATE_TEST_KEY", raising=False)
         with pytest.raises(ModelUnavailable, match=r"rollout\.openai\.api_key_env: .*\$MMCURATE_TEST_KEY.*401"):
             check_endpoint(params)
+        assert locked.authorization == [None]  # no key: no Authorization header, not a placeholder
         monkeypatch.setenv("MMCURATE_TEST_KEY", "sk-test")
         check_endpoint(params)
         h = OpenAIRolloutHandler(params, SamplingParams(k=2, max_tokens=4))
         assert [len(s) for s in h.run_inference(PROMPTS[:1], h.load_model())] == [2]
+        assert locked.authorization[1:] == ["Bearer sk-test"] * 2
 
 
 # -- OpenAI-compatible backend ---------------------------------------------------------------------
@@ -414,8 +420,16 @@ def test_openai_samples_follow_seed_and_max_tokens(srv) -> None:
     assert max(len(s.split()) for s in long[0]) > 5
 
 
+def test_openai_passes_extra_body_and_sends_no_placeholder_key(srv) -> None:
+    h = _openai(srv, api_key_env="", extra_body={"top_k": 20, "chat_template_kwargs": {"enable_thinking": False}})
+    assert [len(s) for s in h.run_inference(PROMPTS[:1], h.load_model())] == [4]
+    (body,) = srv.requests
+    assert body["top_k"] == 20 and body["chat_template_kwargs"] == {"enable_thinking": False} and body["n"] == 4
+    assert srv.authorization == [None]
+
+
 def test_openai_retries_5xx_and_429(srv) -> None:
-    srv.fail_next = [503, 429, 502]
+    srv.fail_next, srv.retry_after = [503, 429, 502], 0.01  # Retry-After keeps the test fast
     h = _openai(srv, retries=3)
     out = h.run_inference(PROMPTS[:1], h.load_model())
     assert len(out[0]) == 4 and len(srv.requests) == 4
@@ -426,6 +440,15 @@ def test_openai_retries_5xx_and_429(srv) -> None:
     with pytest.raises(EndpointError, match="failed 3 times; last: HTTP 503"):
         h.run_inference(PROMPTS[:1], h.load_model())
     assert len(srv.requests) == 3
+
+
+def test_openai_honours_retry_after(srv) -> None:
+    # the client's own first backoff is at most 0.5 s: waiting 1 s shows the server's Retry-After was followed
+    srv.fail_next, srv.retry_after = [429], 1.0
+    h = _openai(srv, retries=1)
+    start = time.monotonic()
+    assert [len(s) for s in h.run_inference(PROMPTS[:1], h.load_model())] == [4]
+    assert time.monotonic() - start >= 1.0 and len(srv.requests) == 2
 
 
 def test_openai_does_not_retry_client_errors(srv) -> None:

@@ -13,7 +13,8 @@ strings per example; sampling from the constructor or from `inference_args={"sam
   done by our own logits processor with one seeded generator per (prompt, sample), so each prompt's
   k samples depend on the seed and the prompt only, not on which prompts share its batch.
 * `OpenAIRolloutHandler`: any OpenAI-compatible `/chat/completions` endpoint (vLLM, SGLang, a hosted
-  API), `n=k` per request, a thread pool over the batch, retries with backoff per request.
+  API) through the official `openai` client (its retries, backoff and timeouts), `n=k` per request,
+  a thread pool over the batch.
 * `VLLMRolloutHandler`: Beam's own `VLLMChatModelHandler` (a vLLM server per worker) on GPU hosts.
 
 Models and endpoints are checked before the pipeline starts (`check_model`, `check_endpoint`,

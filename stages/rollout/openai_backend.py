@@ -1,7 +1,12 @@
 """The OpenAI-compatible backend: any `/chat/completions` endpoint (vLLM, SGLang, a hosted API).
 
-`n=k` per request, a thread pool over the batch, retries with backoff per request; credentials in
-the endpoint URL never reach a log or an error message.
+Requests go through the official `openai` client, whose retries and timeouts we use rather than
+our own: it retries 408, 409, 429, 5xx, timeouts and connection errors `rollout.openai.retries`
+times with exponential backoff and honours Retry-After. On top of it: `n=k` per request, topped up
+when a server returns fewer choices; a thread pool over the batch; a warning per retry (the client
+logs them at INFO only); errors that name the setting to fix. `openai` is imported only where a
+client is built, so a run without a rollout stage never loads it. Credentials in the endpoint URL
+never reach a log or an error message (`redact_text`).
 """
 
 from __future__ import annotations
@@ -10,9 +15,8 @@ import concurrent.futures
 import logging
 import os
 import threading
-import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mmcurate.schemas.redact import install_log_redaction, redact_text
 from mmcurate.stages.base import ModelUnavailable
@@ -21,16 +25,29 @@ from .handler import RolloutHandler
 from .params import OpenAIParams, SamplingParams, sampling_of
 from .prompts import Messages
 
+if TYPE_CHECKING:
+    import openai
+
 log = logging.getLogger(__package__)  # the package's logger, as before the split into modules
+
+NO_KEY = "EMPTY"
+"""The api_key the openai client is given when none is configured; it is never sent (see `_auth`)."""
 
 
 class EndpointError(RuntimeError):
     """A request failed after its retries (or with an error that retrying cannot fix)."""
 
 
-def _headers(params: OpenAIParams) -> dict[str, str]:
-    key = os.environ.get(params.api_key_env, "") if params.api_key_env else ""
-    return {"Authorization": f"Bearer {key}"} if key else {}
+def _key(params: OpenAIParams) -> str:
+    return os.environ.get(params.api_key_env, "") if params.api_key_env else ""
+
+
+def _auth(params: OpenAIParams) -> dict[str, Any] | None:
+    """Per-request headers: without a key, no Authorization header at all (the client would send
+    `Bearer EMPTY`, which a server without keys may refuse)."""
+    import openai
+
+    return None if _key(params) else {"Authorization": openai.Omit()}
 
 
 def _shown(params: OpenAIParams) -> str:
@@ -38,38 +55,61 @@ def _shown(params: OpenAIParams) -> str:
     return redact_text(params.base_url)
 
 
-def _url(params: OpenAIParams, path: str) -> str:
-    return params.base_url.rstrip("/") + path
+def _client(params: OpenAIParams, retries: int, read_timeout: float, http_client: Any = None) -> openai.OpenAI:
+    """The openai client for `params`: its retries, its timeouts, the key from `$api_key_env` (or `NO_KEY`)."""
+    import openai
+
+    return openai.OpenAI(
+        base_url=params.base_url,
+        api_key=_key(params) or NO_KEY,  # never None: the client would read $OPENAI_API_KEY itself
+        max_retries=retries,
+        timeout=openai.Timeout(read_timeout, connect=params.connect_timeout),
+        http_client=http_client,
+    )
+
+
+def _problem(exc: BaseException) -> str:
+    """What went wrong: the HTTP status and body, or the client's error and its cause (ReadTimeout, ConnectError)."""
+    status = getattr(exc, "status_code", None)
+    response = getattr(exc, "response", None)
+    if status is not None and response is not None:
+        return f"HTTP {status}: {response.text[:300]}"
+    cause = exc.__cause__
+    return f"{type(exc).__name__} ({type(cause).__name__}: {cause})" if cause else f"{type(exc).__name__}: {exc}"
 
 
 def check_endpoint(params: OpenAIParams, key: str = "rollout.openai") -> None:
-    """GET /models must answer and list the model; say which setting to fix when it does not."""
-    import requests
-
+    """GET /models must answer (no retries) and list the model; say which setting to fix when it does not."""
     if not params.model:
         raise ModelUnavailable(f"{key}.model is not set: the model name {_shown(params)} serves")
+    import openai
+
+    client = _client(params, retries=0, read_timeout=min(params.timeout, 30.0))
     try:
-        r = requests.get(
-            _url(params, "/models"),
-            headers=_headers(params),
-            timeout=(params.connect_timeout, min(params.timeout, 30.0)),
-        )
-    except requests.RequestException as exc:
-        raise ModelUnavailable(
-            f"{key}.base_url: {_shown(params)} does not answer GET /models ({type(exc).__name__}: {exc})"
-        ) from exc
-    if r.status_code in (401, 403):
-        raise ModelUnavailable(
-            f"{key}.api_key_env: {_shown(params)} refused the key from ${params.api_key_env} (HTTP {r.status_code})"
-        )
-    if r.status_code != 200:
-        raise ModelUnavailable(f"{key}.base_url: GET {_shown(params)}/models answered HTTP {r.status_code}")
-    try:
-        served = [m["id"] for m in r.json()["data"]]
-    except (ValueError, KeyError, TypeError) as exc:
+        served = [m.id for m in client.models.list(extra_headers=_auth(params)).data]
+    except openai.APIError as exc:
+        raise ModelUnavailable(redact_text(_check_failure(params, key, exc))) from exc
+    except (AttributeError, TypeError, ValueError) as exc:
         raise ModelUnavailable(f"{key}.base_url: {_shown(params)}/models is not an OpenAI model list") from exc
+    finally:
+        client.close()
     if params.model not in served:
         raise ModelUnavailable(f"{key}.model: {_shown(params)} does not serve {params.model!r}; it serves {served}")
+
+
+def _check_failure(params: OpenAIParams, key: str, exc: openai.APIError) -> str:
+    """The message of a failed GET /models, naming the setting to fix."""
+    import openai
+
+    if isinstance(exc, openai.APIConnectionError):  # timeouts included
+        return f"{key}.base_url: {_shown(params)} does not answer GET /models ({_problem(exc)})"
+    if isinstance(exc, (openai.AuthenticationError, openai.PermissionDeniedError)):
+        return (
+            f"{key}.api_key_env: {_shown(params)} refused the key from ${params.api_key_env} (HTTP {exc.status_code})"
+        )
+    if isinstance(exc, openai.APIStatusError):
+        return f"{key}.base_url: GET {_shown(params)}/models answered HTTP {exc.status_code}"
+    return f"{key}.base_url: {_shown(params)}/models is not an OpenAI model list ({_problem(exc)})"
 
 
 def choice_text(choice: dict[str, Any]) -> str:
@@ -80,58 +120,74 @@ def choice_text(choice: dict[str, Any]) -> str:
     return f"<think>{reasoning}</think>{content}" if reasoning else content
 
 
+class _Attempts:
+    """HTTP event hooks counting the attempts of each thread's current request and warning on each retry.
+
+    The client retries on its own and logs that at INFO; counting here keeps the final error honest
+    ("failed 3 times") whatever the client decided (a 4xx is tried once, Retry-After may forbid a retry).
+    """
+
+    def __init__(self, retries: int) -> None:
+        self.retries = retries
+        self.local = threading.local()
+
+    def start(self) -> None:
+        self.local.count, self.local.last = 0, ""
+
+    @property
+    def count(self) -> int:
+        return getattr(self.local, "count", 0)
+
+    def on_request(self, request: Any) -> None:
+        n = self.count
+        if n:
+            method, url = request.method, redact_text(str(request.url))
+            log.warning(
+                "rollout request failed (%s); retry %d/%d of %s %s", self.local.last, n, self.retries, method, url
+            )
+        self.local.count, self.local.last = n + 1, "no answer: timeout or connection error"
+
+    def on_response(self, response: Any) -> None:
+        if response.status_code >= 400:
+            self.local.last = f"HTTP {response.status_code}"
+
+
 class _Client:
-    """A requests session per thread (sessions are not thread-safe)."""
+    """One openai client per worker (thread-safe, pooled connections) and the thread pool over a batch."""
 
     def __init__(self, params: OpenAIParams) -> None:
+        import openai
+
         self.params = params
-        self.local = threading.local()
+        self.attempts = _Attempts(params.retries)
+        hooks = {"request": [self.attempts.on_request], "response": [self.attempts.on_response]}
+        self.openai = _client(params, params.retries, params.timeout, openai.DefaultHttpxClient(event_hooks=hooks))
+        self.headers = _auth(params)
         self.pool = concurrent.futures.ThreadPoolExecutor(params.max_concurrency, thread_name_prefix="rollout")
 
-    def session(self) -> Any:
-        import requests
+    def complete(self, messages: Messages, s: SamplingParams, n: int, seed: int | None) -> list[dict[str, Any]]:
+        """One request for n choices (the client retries it); the choices as dicts, in index order."""
+        import openai
 
-        if not hasattr(self.local, "session"):
-            self.local.session = requests.Session()
-        return self.local.session
-
-    def post(self, body: dict[str, Any]) -> dict[str, Any]:
-        """One request, retried with exponential backoff on 429/5xx/timeouts/connection errors."""
-        import requests
-
-        p = self.params
-        delay = p.backoff
-        for attempt in range(p.retries + 1):
-            retry_after = None
-            try:
-                r = self.session().post(
-                    _url(p, "/chat/completions"),
-                    json=body,
-                    headers=_headers(p),
-                    timeout=(p.connect_timeout, p.timeout),
-                )
-                if r.status_code == 200:
-                    return r.json()
-                problem = f"HTTP {r.status_code}: {r.text[:300]}"
-                if r.status_code != 429 and r.status_code < 500:
-                    raise EndpointError(f"POST {_shown(p)}/chat/completions: {problem}")
-                retry_after = _retry_after(r.headers.get("Retry-After"))
-            except (requests.ConnectionError, requests.Timeout) as exc:
-                problem = f"{type(exc).__name__}: {exc}"
-            if attempt == p.retries:
-                raise EndpointError(f"POST {_shown(p)}/chat/completions failed {attempt + 1} times; last: {problem}")
-            wait = min(p.backoff_max, retry_after if retry_after is not None else delay)
-            log.warning("rollout request failed (%s); retry %d/%d in %.2fs", problem, attempt + 1, p.retries, wait)
-            time.sleep(wait)
-            delay *= 2
-        raise AssertionError("unreachable")
-
-
-def _retry_after(value: str | None) -> float | None:
-    try:
-        return max(0.0, float(value)) if value else None
-    except ValueError:
-        return None
+        sampling: dict[str, Any] = {"n": n, "temperature": s.temperature, "top_p": s.top_p, "max_tokens": s.max_tokens}
+        if seed is not None:
+            sampling["seed"] = seed
+        self.attempts.start()
+        try:
+            completion = self.openai.chat.completions.create(
+                model=self.params.model,
+                messages=messages,
+                **sampling,
+                extra_body=self.params.extra_body or None,
+                extra_headers=self.headers,
+            )
+        except openai.APIError as exc:
+            tries = max(1, self.attempts.count)
+            times = f"{tries} time{'s' if tries > 1 else ''}"
+            where = f"POST {_shown(self.params)}/chat/completions"
+            raise EndpointError(redact_text(f"{where} failed {times}; last: {_problem(exc)}")) from exc
+        choices = [c.model_dump() for c in completion.choices or []]
+        return sorted(choices, key=lambda c: c.get("index") or 0)
 
 
 class OpenAIRolloutHandler(RolloutHandler):
@@ -153,19 +209,8 @@ class OpenAIRolloutHandler(RolloutHandler):
     def _one(self, client: _Client, messages: Messages, s: SamplingParams) -> list[str]:
         texts: list[str] = []
         for _ in range(s.k):
-            body = {
-                **self.params.extra_body,
-                "model": self.params.model,
-                "messages": messages,
-                "n": s.k - len(texts),
-                "temperature": s.temperature,
-                "top_p": s.top_p,
-                "max_tokens": s.max_tokens,
-            }
-            if s.seed is not None:
-                body["seed"] = s.seed + len(texts)
-            choices = client.post(body).get("choices") or []
-            texts += [choice_text(c) for c in sorted(choices, key=lambda c: c.get("index", 0))]
+            seed = None if s.seed is None else s.seed + len(texts)
+            texts += [choice_text(c) for c in client.complete(messages, s, s.k - len(texts), seed)]
             if len(texts) >= s.k:
                 return texts[: s.k]
         raise EndpointError(f"{_shown(self.params)} returned {len(texts)} of {s.k} samples after {s.k} requests")

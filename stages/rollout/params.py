@@ -88,32 +88,46 @@ class TransformersParams(Params):
         _check_batch("rollout.transformers", self.batch_size, self.min_batch_size)
 
 
+OPENAI_REQUEST_FIELDS = ("model", "messages", "n", "temperature", "top_p", "max_tokens", "seed")
+"""Request fields the OpenAI backend sets itself (from `model` and the sampling); `extra_body` may not."""
+
+
 class OpenAIParams(Params):
+    """Settings of the OpenAI-compatible backend, mapped onto the official `openai` client.
+
+    Retries and their backoff are the client's own: `backoff` and `backoff_max` are gone (the client
+    waits 0.5 s, doubling up to 8 s, with jitter, or what the server's Retry-After asks within its
+    limit), so a config that still sets them is refused as an unknown key.
+    """
+
     base_url: str = "http://127.0.0.1:8000/v1"
     model: str = ""
     """The model name the endpoint serves (listed by GET /models); required."""
     api_key_env: str = "OPENAI_API_KEY"
     """Name of the environment variable holding the key; unset or empty = no Authorization header."""
     timeout: float = 600.0
-    """Seconds per request (k samples of max_tokens each)."""
+    """Seconds to wait for an answer (the client's read, write and pool timeout); an answer comes whole,
+    so this bounds the generation of k samples of max_tokens each."""
     connect_timeout: float = 10.0
+    """Seconds to open a connection."""
     max_concurrency: int = 8
     """Requests in flight per batch (one request per prompt)."""
     retries: int = 5
-    """Retries per request on 429, 5xx, timeouts and connection errors."""
-    backoff: float = 1.0
-    """First retry delay in seconds, doubled each retry (a Retry-After header wins, up to backoff_max)."""
-    backoff_max: float = 60.0
+    """The client's `max_retries`: retries per request on 408, 409, 429, 5xx, timeouts and connection errors."""
     batch_size: int = 16
     min_batch_size: int | None = None
     extra_body: dict[str, Any] = {}
-    """Extra request fields, e.g. {"chat_template_kwargs": {...}} or {"top_k": 20} for vLLM."""
+    """Extra request fields, e.g. {"chat_template_kwargs": {...}} or {"top_k": 20} for vLLM; not the
+    fields the backend sets itself (`OPENAI_REQUEST_FIELDS`)."""
 
     def model_post_init(self, _context: object) -> None:
         if not self.base_url.startswith(("http://", "https://")):
             raise ValueError(f"rollout.openai.base_url must be an http(s) URL, got {self.base_url!r}")
         if self.max_concurrency < 1 or self.retries < 0 or self.timeout <= 0 or self.connect_timeout <= 0:
             raise ValueError("rollout.openai: need max_concurrency >= 1, retries >= 0 and positive timeouts")
+        taken = sorted(set(self.extra_body) & set(OPENAI_REQUEST_FIELDS))
+        if taken:  # the client's extra_body would override them; set them in rollout.openai.model / sampling
+            raise ValueError(f"rollout.openai.extra_body must not set {taken}: rollout.openai.model and sampling do")
         _check_batch("rollout.openai", self.batch_size, self.min_batch_size)
 
 
