@@ -11,10 +11,11 @@ from typing import Any
 
 import apache_beam as beam
 import fsspec
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
 from mmcurate.schemas import Fields
 from mmcurate.stages.io import Unit, is_local
+from mmcurate.stages.io.paths import filesystem
 from mmcurate.stages.writers import atomic_write, join, json_bytes
 
 from . import layout
@@ -30,6 +31,45 @@ def beam_options(beam_args: list[str]) -> PipelineOptions:
     if std.runner is None:
         std.runner = "DirectRunner"
     return options
+
+
+_IN_PROCESS_RUNNERS = frozenset({"direct", "switchingdirect", "bundlebaseddirect", "fnapi"})
+"""Runners (as Beam spells them, less "Runner") whose workers are this process, threads at most."""
+
+
+def _worker_processes(beam_args: list[str]) -> str | None:
+    """The Beam option that would run the pipeline's workers outside this process, if one does."""
+    options = PipelineOptions(beam_args)
+    runner = options.view_as(StandardOptions).runner
+    name = str(runner).rsplit(".", 1)[-1].lower().removesuffix("runner")
+    if runner is not None and name not in _IN_PROCESS_RUNNERS:
+        return f"--runner={runner}"
+    if options.view_as(DirectOptions).direct_running_mode == "multi_processing":
+        return "--direct_running_mode=multi_processing"
+    return None
+
+
+def check_output_uri(uri: str, beam_args: list[str], in_process: bool = False) -> None:
+    """Refuse, before anything is listed or written, an output the run could not write or would lose:
+    a protocol whose filesystem package is not installed, or `memory://`, which lives in one process
+    (a CLI run's output is gone when it exits; Beam workers in other processes write to their own).
+    `in_process`: the caller reads the result in this process (tests, notebooks), so memory:// is
+    allowed there as long as the Beam options keep the workers in this process too."""
+    fs, _ = filesystem(uri, lambda message: OutputError(f"output {message}"))
+    if "memory" not in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)):
+        return
+    if not in_process:
+        raise OutputError(
+            f"output {uri}: memory:// lives in this process and is gone when it exits; "
+            "write to a local folder or to object storage (s3://, gs://)"
+        )
+    outside = _worker_processes(beam_args)
+    if outside:
+        raise OutputError(
+            f"output {uri}: {outside} can run Beam's workers in other processes, which do not share this "
+            "process's memory:// filesystem (what they write is lost); use the in-process DirectRunner or "
+            "write to a folder or object storage"
+        )
 
 
 class Progress:
@@ -146,12 +186,15 @@ def execute(
     fields: dict[str, Fields] | None = None,
     build: Callable[..., Any] | None = None,
     resume: bool = False,
+    allow_memory: bool = False,
 ) -> dict:
     """Build and run one pipeline to completion; return the manifest it wrote (with the run's metrics).
 
     `build` defaults to the corpus's recipe (`select` passes its own); `fields` to the corpus's
     declaration for this config (`select` passes the parent run's). `resume` goes on with the
-    interrupted run in `out_root`; `overwrite` deletes what a run there wrote first."""
+    interrupted run in `out_root`; `overwrite` deletes what a run there wrote first. `allow_memory`:
+    the caller reads a memory:// output in this process (see `check_output_uri`)."""
+    check_output_uri(out_root, beam_args, in_process=allow_memory)
     options = beam_options(beam_args)
     identity = run_identity(corpus.name, config, units, code_version(), lineage)
     prepared = prepare(out_root, identity, corpus.outputs, overwrite=overwrite, resume=resume)
@@ -210,4 +253,4 @@ def collect_metrics(result: Any) -> dict[str, dict[str, float]]:
     return dict(sorted(out.items()))
 
 
-__all__ = ["OutputError", "Progress", "execute", "new_run"]
+__all__ = ["OutputError", "Progress", "check_output_uri", "execute", "new_run"]

@@ -9,6 +9,9 @@
 * A read that takes longer than `timeout_s` is abandoned (`read_timeout`): it runs in a helper
   thread, and the record is quarantined when the deadline passes. A thread blocked in the kernel
   cannot be cancelled, so it is left behind (a hung network mount would hold it); the run goes on.
+* `filesystem(uri)` opens a URI's filesystem for the entry points (inputs listed, the output
+  checked): a protocol whose package is not installed (s3fs, gcsfs) is an error naming the extra
+  to install, not an ImportError traceback from deep inside a run.
 """
 
 from __future__ import annotations
@@ -18,8 +21,11 @@ import functools
 import os
 import posixpath
 import stat
+from collections.abc import Callable
 
 import fsspec
+from fsspec.core import split_protocol
+from fsspec.registry import known_implementations
 
 
 class ReadRefused(Exception):
@@ -33,6 +39,47 @@ class ReadRefused(Exception):
 def is_local(fs: fsspec.AbstractFileSystem) -> bool:
     """The local file system (its protocol is "file", alone or among aliases)."""
     return "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
+
+
+EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs"}
+"""Protocol -> the mmcurate extra that installs its filesystem package."""
+
+
+def _protocols(uri: str) -> list[str]:
+    """The protocols of a (possibly chained, `simplecache::s3://...`) URI, outermost first."""
+    return [split_protocol(part)[0] or "file" for part in uri.split("::")]
+
+
+def _unusable(uri: str, exc: Exception) -> str:
+    """What to tell the user about a protocol fsspec could not load: the package, and how to install it."""
+    for protocol in _protocols(uri):
+        if protocol not in fsspec.available_protocols():
+            return f"{uri}: fsspec knows no {protocol}:// filesystem"
+        try:
+            fsspec.get_filesystem_class(protocol)
+        except ImportError as err:
+            cause = f" ({err.__cause__})" if err.__cause__ else ""
+            package = known_implementations[protocol]["class"].split(".")[0]
+            if protocol in EXTRAS:
+                return f"{uri} needs {package}: pip install 'mmcurate[{EXTRAS[protocol]}]'{cause}"
+            if package != "fsspec":
+                return f"{uri} needs {package}: pip install {package}{cause}"
+            return f"{uri}: {err}{cause}"
+    return f"{uri}: {exc}"
+
+
+def filesystem(uri: str, error: Callable[[str], Exception]) -> tuple[fsspec.AbstractFileSystem, str]:
+    """`fsspec.core.url_to_fs(uri)`, raising `error` (InputError for inputs, OutputError for the output)
+    when the URI's protocol is unknown or its package (s3fs, gcsfs) is not installed: the CLI then
+    says which package or extra to install instead of printing an ImportError traceback."""
+    try:
+        return fsspec.core.url_to_fs(uri)
+    except ImportError as exc:
+        raise error(_unusable(uri, exc)) from exc
+    except ValueError as exc:
+        if all(p in fsspec.available_protocols() for p in _protocols(uri)):
+            raise  # a known protocol, refused for another reason (its options): fsspec's own message
+        raise error(_unusable(uri, exc)) from exc
 
 
 _KINDS = ((stat.S_ISFIFO, "FIFO"), (stat.S_ISDIR, "directory"), (stat.S_ISCHR, "character device"),

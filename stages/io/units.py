@@ -18,6 +18,8 @@ from typing import Any
 import braceexpand
 import fsspec
 
+from .paths import filesystem
+
 TAR_EXTS = (".tar", ".tgz", ".tar.gz")
 _OBJECT_REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-fA-F]+>")
 
@@ -70,8 +72,9 @@ def unstrip(fs: Any, path: str) -> str:
 
 def expand_uri(uri: str) -> tuple[Any, str, list[str], bool]:
     """(filesystem, path, the files it names, whether it named a folder): a glob, a folder or one
-    file, sorted; InputError when nothing is there. Hidden files are listed too (and counted)."""
-    fs, path = fsspec.core.url_to_fs(uri)
+    file, sorted; InputError when nothing is there, or when its filesystem package is not installed.
+    Hidden files are listed too (and counted)."""
+    fs, path = filesystem(uri, lambda message: InputError(f"input {message}"))
     if any(c in path for c in "*?["):
         return fs, path, sorted(fs.glob(path)), False
     if fs.isdir(path):
