@@ -6,9 +6,10 @@ BIN := $(VENV)/bin
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-# Corpus runs: override on the command line, e.g. `make caption INPUT=s3://bucket/{00000..00099}.tar OUTPUT=s3://out`
-INPUT ?= demo/corpus
-OUTPUT ?= out/caption
+# Corpus runs: override on the command line, e.g. `make caption INPUT=s3://bucket/{00000..00099}.tar OUTPUT=s3://out`.
+# Each target has its own default output folder (out/<target>): no target writes into another's.
+INPUT ?=
+OUTPUT ?=
 CONFIG ?=
 BEAM_ARGS ?=
 # RESUME=1: go on with a killed run (--resume); otherwise the folder's previous run is replaced (--overwrite)
@@ -33,14 +34,22 @@ $(VENV)/.installed: pyproject.toml constraints.txt env/torchvision_cpu_shim.py e
 demo: install
 	$(BIN)/mmcurate demo --workdir demo $(BEAM_ARGS)
 
-caption sft rl: install
-	$(BIN)/mmcurate $@ --input $(INPUT) --output $(OUTPUT) $(if $(CONFIG),--config $(CONFIG)) $(if $(RESUME),--resume,--overwrite) $(BEAM_ARGS)
+RUN_FLAGS = $(if $(CONFIG),--config $(CONFIG)) $(if $(RESUME),--resume,--overwrite) $(BEAM_ARGS)
+
+# Image-caption pairs; without INPUT, the demo corpus (`make demo` builds it).
+caption: install
+	$(BIN)/mmcurate caption --input $(or $(INPUT),demo/corpus) --output $(or $(OUTPUT),out/caption) $(RUN_FLAGS)
+
+# Pass-rate selection needs questions and a model: `make rl INPUT=questions.jsonl CONFIG=rl.yaml` (docs/rl.md).
+sft rl: install
+	$(if $(INPUT),,$(error make $@ needs INPUT=<questions jsonl/parquet> and CONFIG=<yaml naming the model>; see docs/rl.md))
+	$(BIN)/mmcurate $@ --input $(INPUT) --output $(or $(OUTPUT),out/$@) $(RUN_FLAGS)
 
 # Videos: folders/URIs of video files, video webdataset shards, or jsonl, e.g.
 # `make video INPUT=/data/raw-videos OUTPUT=/data/clips`. Without INPUT: the generated demo video corpus.
 video: install ffmpeg
 ifeq ($(origin INPUT),command line)
-	$(BIN)/mmcurate video --input $(INPUT) --output $(if $(filter command line,$(origin OUTPUT)),$(OUTPUT),out/video) $(if $(CONFIG),--config $(CONFIG)) $(if $(RESUME),--resume,--overwrite) $(BEAM_ARGS)
+	$(BIN)/mmcurate video --input $(INPUT) --output $(or $(OUTPUT),out/video) $(RUN_FLAGS)
 else
 	$(BIN)/mmcurate demo --corpus video --workdir demo $(BEAM_ARGS)
 endif
@@ -49,7 +58,8 @@ ffmpeg:
 	command -v ffmpeg >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq ffmpeg fonts-dejavu-core; }
 
 select: install
-	$(BIN)/mmcurate select --run $(RUN) --output $(OUTPUT) $(if $(CONFIG),--config $(CONFIG)) $(if $(RESUME),--resume,--overwrite) $(BEAM_ARGS)
+	$(if $(RUN),,$(error make select needs RUN=<an earlier run's folder> and CONFIG=<new thresholds>))
+	$(BIN)/mmcurate select --run $(RUN) --output $(or $(OUTPUT),$(RUN)-select) $(RUN_FLAGS)
 
 test: install ffmpeg
 	$(BIN)/ruff check .

@@ -1,8 +1,9 @@
 """The `mmcurate` command: one sub-command per registered corpus, plus `select`, `overlay`, `demo`,
-`summary` and `reasons`.
+`summary`, `reasons` and `export`.
 
-Unknown arguments are Beam pipeline options and pass through untouched (e.g. `--runner`,
-`--direct_num_workers=2 --direct_running_mode=multi_processing`, `--job_endpoint`).
+Arguments a sub-command does not take must be Beam pipeline options (e.g. `--runner`,
+`--direct_num_workers=2 --direct_running_mode=multi_processing`, `--job_endpoint`); anything else is
+an error that names the closest option (mmcurate/options.py).
 """
 
 from __future__ import annotations
@@ -67,12 +68,30 @@ def print_summary(manifest: dict, out: str | None = None) -> None:
     if name in corpora.REGISTRY:
         for line in corpora.get(name).describe(manifest):
             console.print(line)
+    lim = manifest.get("limit")
+    if lim:
+        console.print(
+            f"--limit {lim['records_per_input']}: {lim['read']} of the {lim['held']} records in the inputs read, "
+            f"{lim['not_read']} not read", style="yellow",
+        )  # fmt: skip
     if manifest.get("units_missing"):
         console.print(f"units without a summary: {manifest['units_missing']}", style="red")
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+PIPELINE_COMMANDS = ("select", "demo")
+"""Besides the corpora: the commands that run a Beam pipeline, so take Beam options."""
+
+
+def _limit(text: str) -> int:
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
+
+
 def _common(sp: argparse.ArgumentParser) -> None:
-    sp.add_argument("--output", required=True, help="output folder URI (local, s3://, gs://, memory://)")
+    sp.add_argument("--output", required=True, help="output folder URI (local, s3://, gs://)")
     sp.add_argument("--config", help="YAML config; default: the embedded defaults of this corpus")
     sp.add_argument(
         "--overwrite", action="store_true", help="delete what an earlier run wrote in --output (only that), start again"
@@ -83,43 +102,86 @@ def _common(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--no-progress", action="store_true", help="no progress bar on local runs")
 
 
+def _trial(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument(
+        "--limit", type=_limit, metavar="N",
+        help="read only the first N records of each input file (to try a config); the manifest counts the rest",
+    )  # fmt: skip
+    sp.add_argument(
+        "--dry-run", action="store_true",
+        help="check the config, the models and the output, list the units and count the inputs; write nothing",
+    )  # fmt: skip
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    def of(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    return f"mmcurate {of('mmcurate')} (apache-beam {of('apache-beam')}, pyarrow {of('pyarrow')})"
+
+
 def parser() -> argparse.ArgumentParser:
     from mmcurate.pipelines.corpus import REGISTRY
 
-    ap = argparse.ArgumentParser(prog="mmcurate", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="mmcurate", description=__doc__.splitlines()[0], allow_abbrev=False)
+    ap.add_argument("--version", action="version", version=_version())
+    logs = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    logs.add_argument("--log-level", choices=LOG_LEVELS, default="WARNING", type=str.upper, help="default: WARNING")
     sub = ap.add_subparsers(dest="command", required=True)
+
+    def add(name: str, **kw: Any) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[logs], allow_abbrev=False, **kw)
+
     for name, entry in REGISTRY.items():
-        sp = sub.add_parser(name, help=entry.help)
+        sp = add(name, help=entry.help)
         sp.add_argument("--input", nargs="+", required=True, help=entry.inputs)
         _common(sp)
-    sel = sub.add_parser("select", help="re-decide a run from its ledgers and overlays; no score is recomputed")
+        _trial(sp)
+    sel = add("select", help="re-decide a run from its ledgers and overlays; no score is recomputed")
     sel.add_argument("--run", required=True, help="output folder of an earlier run (holds ledger/ and units.json)")
     _common(sel)
-    ov = sub.add_parser("overlay", help="append a table of facts about records (joined by id) to a run")
+    ov = add("overlay", help="append a table of facts about records (joined by id) to a run")
     ov.add_argument("--run", required=True, help="the run folder")
     ov.add_argument("--name", required=True, help="overlay name (select reads overlays.NAME.COLUMN)")
     ov.add_argument("--kind", required=True, help="record kind the ids belong to (caption, clip, question, ...)")
     ov.add_argument("--table", required=True, help="parquet, jsonl or csv with an `id` column")
-    demo = sub.add_parser("demo", help="build a demo corpus and run its pipeline (caption by default)")
+    demo = add("demo", help="build a demo corpus and run its pipeline (caption by default)")
     demo.add_argument("--corpus", choices=("caption", "video"), default="caption", help="which demo")
     demo.add_argument("--workdir", default="demo", help="where the demo corpus and its output go")
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
-    summ = sub.add_parser("summary", help="print the kept/dropped/quarantined tables of a manifest")
+    summ = add("summary", help="print the kept/dropped/quarantined tables of a manifest")
     summ.add_argument("manifest", help="manifest.json URI, or the run folder holding it")
-    sub.add_parser("reasons", help="list every reason code: drop or quarantine, and what it means")
+    add("reasons", help="list every reason code: drop or quarantine, and what it means")
+    ex = add("export", help="write a finished run's kept data as a Hugging Face datasets folder (save_to_disk)")
+    ex.add_argument("--run", required=True, help="the run folder (local)")
+    ex.add_argument("--output", required=True, help="the datasets folder to write (datasets.load_from_disk reads it)")
+    ap.set_defaults(commands=sub.choices)
     return ap
 
 
 def run_corpus(name: str, args: argparse.Namespace, beam_args: list[str], config: Any = None) -> dict:
     from mmcurate.pipelines import corpus as corpora
-    from mmcurate.pipelines.run import execute
+    from mmcurate.pipelines.run import check_output_uri, execute
     from mmcurate.pipelines.select import check_where
 
     corpus = corpora.get(name)
+    check_output_uri(args.output, beam_args)  # before a model is loaded or an input listed
     config = config if config is not None else corpus.load_config(args.config)
+    if getattr(args, "limit", None) is not None:
+        config = config.model_copy(update={"read": config.read.model_copy(update={"limit": args.limit})})
     corpus.validate(config)
     check_where(config, corpus, corpus.fields(config), run_root=None)
     units = corpus.list_units(args.input, config)
+    if getattr(args, "dry_run", False):
+        from mmcurate.pipelines.dryrun import print_plan
+
+        print_plan(corpus, config, units, args.output)
+        return {}
     return execute(
         corpus, config, args.input, units, args.output, beam_args, args.overwrite, not args.no_progress,
         lineage=corpus.lineage(config), resume=args.resume,
@@ -146,8 +208,7 @@ def _overlay(args: argparse.Namespace) -> int:
     if ext is None:
         print(f"mmcurate: error: --table {args.table}: a .parquet, .jsonl or .csv file", file=sys.stderr)
         return 2
-    with fsspec.open(args.run.rstrip("/") + "/manifest.json", "rt") as f:
-        kinds = list(json.load(f).get("kinds", {}))
+    kinds = list(_manifest(args.run.rstrip("/") + "/manifest.json").get("kinds", {}))
     if args.kind not in kinds:
         print(f"mmcurate: error: --kind {args.kind}: {args.run} holds {', '.join(kinds)} records", file=sys.stderr)
         return 2
@@ -215,12 +276,24 @@ def _reasons() -> int:
     return 0
 
 
+def _manifest(uri: str) -> dict[str, Any]:
+    """A run's manifest; a missing one, or a filesystem package that is not installed, is a user error."""
+    from mmcurate.stages.io.paths import filesystem
+    from mmcurate.stages.readers import InputError
+
+    filesystem(uri, InputError)
+    try:
+        with fsspec.open(uri, "rt") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise InputError(f"{uri} does not exist (not a finished run?)") from None
+
+
 def _summary(uri: str) -> int:
     from mmcurate.pipelines.finish import MANIFEST_FORMAT
 
     uri = uri if uri.endswith(".json") else uri.rstrip("/") + "/manifest.json"
-    with fsspec.open(uri, "rt") as f:
-        manifest: dict[str, Any] = json.load(f)
+    manifest = _manifest(uri)
     if manifest.get("format") != MANIFEST_FORMAT:
         print(
             f"mmcurate: error: {uri} is a {manifest.get('format')!r} manifest, not {MANIFEST_FORMAT}", file=sys.stderr
@@ -239,6 +312,12 @@ def _dispatch(args: argparse.Namespace, beam_args: list[str]) -> int:
         return _reasons()
     if args.command == "overlay":
         return _overlay(args)
+    if args.command == "export":
+        from mmcurate.export import export_hf
+
+        rows = export_hf(args.run, args.output)
+        print(f"exported {', '.join(f'{split}: {n} rows' for split, n in rows.items())} -> {args.output}")
+        return 0
     if args.command == "select":
         manifest = _select(args, beam_args)
     elif args.command == "demo":
@@ -246,13 +325,39 @@ def _dispatch(args: argparse.Namespace, beam_args: list[str]) -> int:
     else:
         assert args.command in REGISTRY
         manifest = run_corpus(args.command, args, beam_args)
+        if args.dry_run:
+            return 0
     print_summary(manifest, getattr(args, "output", None))
     return 0 if manifest["accounting_ok"] else 1
+
+
+def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
+    """Our options strictly; the rest must be Beam options, on the commands that run a pipeline."""
+    from mmcurate.options import check_beam_args
+    from mmcurate.pipelines.corpus import REGISTRY
+
+    ap = parser()
+    args, rest = ap.parse_known_args(argv)
+    sp = args.commands[args.command]
+    own = [s for action in sp._actions for s in action.option_strings]
+    check_beam_args(rest, own, beam=args.command in REGISTRY or args.command in PIPELINE_COMMANDS)
+    return args, rest
+
+
+def _logging(level: str) -> None:
+    import logging
+
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(level)
 
 
 def main(argv: list[str] | None = None) -> int:
     import warnings
 
+    from mmcurate.export import ExportError
+    from mmcurate.options import UsageError, quiet_beam_imports
+
+    quiet_beam_imports()  # before anything imports Beam
     import imagehash  # noqa: F401 - imports scipy, which resets this warning's filter; ours must come after
     import numpy as np
 
@@ -268,10 +373,17 @@ def main(argv: list[str] | None = None) -> int:
     # Beam's adaptive batching refits a line per batch; once batches are all full-size the fit is
     # degenerate and numpy warns ("Polyfit may be poorly conditioned") on every batch.
     warnings.filterwarnings("ignore", category=np.exceptions.RankWarning)
-    args, beam_args = parser().parse_known_args(argv)
+    try:
+        args, beam_args = _parse(argv)
+    except UsageError as exc:
+        command = next((a for a in (argv if argv is not None else sys.argv[1:]) if not a.startswith("-")), "")
+        print(f"{' '.join(['mmcurate', command]).strip()}: error: {redact_text(str(exc))}", file=sys.stderr)
+        return 2
+    _logging(args.log_level)
+    user_errors = (ConfigError, InputError, OutputError, ModelUnavailable, SelectUnsupported, OverlayError, ExportError)
     try:
         return _dispatch(args, beam_args)
-    except (ConfigError, InputError, OutputError, ModelUnavailable, SelectUnsupported, OverlayError) as exc:
+    except user_errors as exc:
         print(f"mmcurate: error: {redact_text(str(exc))}", file=sys.stderr)
         return 2
 

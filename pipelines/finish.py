@@ -283,7 +283,8 @@ class CommitUnitFn(_SpooledUnitFn):
             return
         by_kind, read = self.load(unit, cutoffs or {})
         settle_unit(self.corpus, by_kind, grouped.get("dups", ()))
-        held = read["expected"] if read["expected"] is not None else read["produced"]
+        not_read = read.get("not_read", 0)  # past a read limit: in the input, not in any record
+        held = read["expected"] - not_read if read["expected"] is not None else read["produced"]
         inputs = inputs_by_kind(self.corpus, by_kind, held)
         files: dict[str, list[dict]] = {k: [] for k in FILE_KEYS}
         shards = self._write_samples(unit, by_kind, files)
@@ -416,6 +417,11 @@ def build_manifest(summaries: list[dict], missing: list[int], run: Run, corpus: 
         "extras": corpus.fold_extras([s["extras"] for s in summaries], config),
     }
     manifest.update(read_damage(summaries))
+    limit = getattr(getattr(config, "read", None), "limit", None)
+    if limit is not None:
+        not_read = sum(s.get("read", {}).get("not_read", 0) for s in summaries)
+        read = kinds[corpus.primary]["counts"]["input"]
+        manifest["limit"] = {"records_per_input": limit, "read": read, "not_read": not_read, "held": read + not_read}
     if missing:
         manifest["units_missing"] = missing
     return manifest

@@ -190,7 +190,9 @@ class PassRateCorpus(TrainerOutputs):
             check_backend(cfg.ocr)
 
     def list_units(self, inputs: list[str], cfg: PassRateConfig) -> list[Unit]:
-        return list_units(inputs, ReadParams(jsonl_unit_lines=cfg.read.jsonl_unit_lines), media_columns=False)
+        return list_units(
+            inputs, ReadParams(jsonl_unit_lines=cfg.read.jsonl_unit_lines, split=cfg.read.split), media_columns=False
+        )
 
     def fields(self, cfg: PassRateConfig) -> dict[str, Fields]:
         return {"question": Fields(PASS_SCORES, PASS_LABELS)}

@@ -31,6 +31,8 @@ _PART = re.compile(r"part-(\d+)")
 _UNIT_FILE = re.compile(r"part-(\d{5,})(?:-\d{4,})?\.(?:tar|parquet|jsonl?|pkl|bin|mp4)(\.tmp-[0-9a-f]{12})?")
 """A per-unit file a run writes (shards, tables, summaries, corpus outputs), or its temporary name."""
 _TMP = re.compile(r".+\.tmp-[0-9a-f]{12}")
+_CONTENT_FILE = re.compile(r"[0-9a-f]{64}\.[a-z0-9]{1,5}(\.tmp-[0-9a-f]{12})?")
+"""A content-addressed file of a corpus's own folder (SFT `images/<sha256>.<ext>`), shared by units."""
 """A file an atomic write left half-written when its process was killed."""
 _WHAT = {"corpus": "the corpus", "config_sha256": "the config", "units_sha256": "the inputs",
          "code_sha256": "the mmcurate code", "lineage_sha256": "the parent run (its manifest or overlays)"}  # fmt: skip
@@ -221,6 +223,8 @@ def _ours(rel: str, listed: set[str], units: set[int], summarized: set[int], par
         return True
     if top not in (*layout.CORE_PARTS, *parts):
         return False
+    if top in parts and "/" in rel and _CONTENT_FILE.fullmatch(posixpath.basename(rel)):
+        return True
     # A unit's file of a run killed before the unit's summary listed it, or a half-written one.
     m = _UNIT_FILE.fullmatch(posixpath.basename(rel))
     if m is None or int(m.group(1)) not in units:

@@ -19,6 +19,7 @@ import fsspec
 
 from mmcurate.schemas import REASONS, Fields
 from mmcurate.schemas.redact import REDACTED
+from mmcurate.stages.io.paths import filesystem
 from mmcurate.stages.writers import join
 
 from . import corpus as corpora
@@ -110,8 +111,12 @@ def run(
     """Select from `run_root` into `out_root`; thresholds from `config_path`, else the parent's."""
     if run_root.rstrip("/") == out_root.rstrip("/"):
         raise ConfigError("select: --output must differ from --run (a run's ledgers are never rewritten)")
-    with fsspec.open(join(run_root, layout.MANIFEST), "rb") as f:
-        raw = f.read()
+    filesystem(run_root, lambda message: ConfigError(f"select --run {message}"))
+    try:
+        with fsspec.open(join(run_root, layout.MANIFEST), "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise ConfigError(f"select: {run_root} holds no manifest.json (not a finished run)") from None
     parent = json.loads(raw)
     if parent.get("format") != MANIFEST_FORMAT:
         raise ConfigError(

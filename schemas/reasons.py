@@ -87,6 +87,12 @@ for _code, _status, _doc, _redecide in (
     ("empty_file", _Q, "a zero-byte image file", False),
     ("decode_error", _Q, "the bytes do not decode as an image (or a video stream)", False),
     ("decompression_bomb", _D, "width x height from the header is over decode.max_pixels", False),
+    (
+        "multi_image",
+        _D,
+        "a caption row naming two or more images: its caption describes them together, so it pairs with none alone",
+        False,
+    ),
     # Videos and clips.
     ("missing_video", _Q, "the row names no video, or the video it names cannot be read", False),
     ("undecodable", _Q, "the decoders cannot open the file or decode its first frame", False),
@@ -107,6 +113,13 @@ for _code, _status, _doc, _redecide in (
     ("too_small", _D, "smaller than the minimum side (images: filters.min_side; clips: filters.clip_size)", True),
     # Questions (pass-rate selection).
     ("bad_question", _Q, "a row that is no usable question (no text, no reference answer, bad type)", False),
+    (
+        "embedded_image",
+        _Q,
+        "a question whose image is stored in the row (HF Image bytes, a data: URL) while read.embedded_images "
+        "is unset: questions refer to images by path",
+        False,
+    ),
     ("too_easy", _D, "pass rate at or above the too-easy bound", True),
     ("hopeless", _D, "pass rate at or below the hopeless bound", True),
     ("answer_leak", _D, "the reference answer appears in the question or its image text", True),

@@ -2,9 +2,12 @@
 
 Layouts: webdataset tars (`KEY.jpg` + `KEY.txt` / `KEY.json`), parquet (img2dataset / LAION / HF:
 image bytes, a path, or a `{bytes, path}` struct, plus a caption column), jsonl (LLaVA style: an
-image path and a caption or `conversations`), and folders of images with sidecar `.txt` captions.
-Each row or member group becomes one `CaptionSample`, or one quarantined record naming its line,
-row or member; a bad row never costs the rest of its unit (`stages/io/reader.py`).
+image path and a caption or `conversations`; OpenAI / LLaMA-Factory `messages` with `images`), and
+folders of images with sidecar `.txt` captions. Folders in the Hugging Face Hub layout
+(`data/train-00000-of-00002.parquet`, `<config>/<split>-*.parquet`, `<split>/*.parquet`) are read
+one split at a time (`read.split`, `hub_split`). Each row or member group becomes one
+`CaptionSample`, or one quarantined record naming its line, row or member; a bad row never costs
+the rest of its unit (`stages/io/reader.py`).
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ import contextlib
 import hashlib
 import json
 import posixpath
-import re
 from typing import Any
 
 import fsspec
@@ -22,18 +24,18 @@ from pydantic import Field
 
 from mmcurate.schemas import CaptionSample, Source
 
-from .base import Params
+from .chat import Chat, chat_of, clean_caption, data_url_bytes, image_values, media_value
 from .io import (
     TAR_EXTS,
     Adapter,
     BadRow,
     InputError,
     Item,
+    ReadBase,
     ReadReport,
     Unit,
     attach_ignored,
     check_regular,
-    clean_text,
     hidden,
     jsonl_units,
     read_bytes,
@@ -42,16 +44,20 @@ from .io import (
     utf8,
 )
 from .io import read_unit as read_with
+from .io.hub import by_split, hub_split
 
 IMAGE_EXTS = (
     "jpg", "jpeg", "jpe", "jfif", "png", "webp", "bmp", "gif", "tif", "tiff", "avif", "heic", "heif", "jp2", "ppm",
 )  # fmt: skip
 SIDECARS = ("txt", "json")
 
-__all__ = ["InputError", "ReadParams", "ReadReport", "Unit", "content_id", "list_units", "read_unit"]
+__all__ = [
+    "Chat", "InputError", "ReadParams", "ReadReport", "Unit", "chat_of", "content_id", "data_url_bytes", "hub_split",
+    "image_values", "list_units", "media_value", "read_unit",
+]  # fmt: skip
 
 
-class ReadParams(Params):
+class ReadParams(ReadBase):
     folder_unit_size: int = Field(1000, ge=1)
     """Images per unit when reading a folder of images with sidecar captions."""
     jsonl_unit_lines: int = Field(100_000, ge=1)
@@ -59,7 +65,8 @@ class ReadParams(Params):
     image_column: str | None = None
     """Parquet/jsonl column with image bytes or path; None = detect from IMAGE_COLUMNS."""
     caption_column: str | None = None
-    """Parquet/jsonl caption column; None = detect (caption, TEXT, text, txt), else LLaVA conversations."""
+    """Parquet/jsonl caption column; None = detect (caption, TEXT, text, txt), else the row's chat
+    (`messages`, LLaVA `conversations`): its first assistant turn."""
     image_root: str | None = None
     """Where relative image paths in parquet/jsonl resolve; None = the folder of the file naming them."""
     allow_outside_root: bool = False
@@ -68,6 +75,11 @@ class ReadParams(Params):
     timeout_s: float = Field(60.0, gt=0)
     """A single image file read may take this long (a hung mount, a stalled bucket) before it is
     quarantined as `read_timeout`."""
+    split: str = Field("train", min_length=1)
+    """In a folder (or glob) whose files name a Hugging Face split (`hub_split`), read only this one
+    ("all": every split); files naming no split, and files given on their own, are always read.
+    "train" by default, as `load_dataset(..., split="train")` and LLaMA-Factory read: a Hub folder
+    also holds test splits, which must not leak into training data unasked."""
 
 
 def content_id(image: bytes, caption: str) -> str:
@@ -76,15 +88,6 @@ def content_id(image: bytes, caption: str) -> str:
     h.update(b"\0")
     h.update(caption.encode("utf-8", "surrogatepass"))
     return h.hexdigest()
-
-
-# Placeholder tokens other tools leave in caption text (LLaVA, Data-Juicer).
-_IMAGE_TOKENS = re.compile(r"<image>|<__dj__image>|<\|__dj__eoc\|>")
-
-
-def clean_caption(text: str) -> str:
-    """Captions never carry NUL or other control characters (each becomes a space) or image tokens."""
-    return _IMAGE_TOKENS.sub("", clean_text(text)).strip()
 
 
 # ---------------------------------------------------------------------------------------------- listing
@@ -132,20 +135,21 @@ def list_units(inputs: list[str], params: ReadParams, media_columns: bool = True
     """Expand URIs (braces, globs, folders) into a sorted, deterministic list of units.
 
     Files in an image folder whose extension names no image are opened to see whether Pillow reads
-    them (AVIF, HEIC with its plugin, a JPEG without an extension); the rest (an .svg, .DS_Store)
-    are not read but counted in the manifest as `ignored_files`."""
+    them (AVIF, HEIC with its plugin, a JPEG without an extension); the rest (an .svg, .DS_Store,
+    a Hub folder's README.md and .gitattributes, the files of splits other than `read.split`) are
+    not read but counted in the manifest as `ignored_files`."""
     scan = scan_inputs(inputs, _classify, "tar, parquet, jsonl or image files")
+    containers, ignored = by_split(scan.containers, params.split)
     if media_columns:
-        _check_parquet_columns([p for k, p in scan.containers if k == "parquet"], params)
+        _check_parquet_columns([p for k, p in containers if k == "parquet"], params)
     units: list[Unit] = []
-    for (kind, path), given in sorted(scan.containers.items()):
+    for (kind, path), given in sorted(containers.items()):
         if kind == "jsonl":
             units += jsonl_units(path, params.jsonl_unit_lines, len(units), given)
         else:
             units.append(Unit(len(units), kind, path, group=given))
     roots: dict[str, list[str]] = {}
     group: dict[str, str] = {}
-    ignored: dict[str, list[str]] = {}
     for given, files in [*scan.loose.items(), *scan.other.items()]:
         for root, p in files:
             container_input = given not in scan.loose
@@ -220,14 +224,24 @@ def _caption_from_members(sample: dict[str, bytes]) -> tuple[str, dict]:
     return "", meta
 
 
-def _llava_caption(conv: list) -> tuple[str, str]:
-    """(assistant answer, user prompt) of the first exchange of a LLaVA/ShareGPT conversation."""
+def _chat_caption(chat: Chat) -> str:
+    """The caption of a chat row: its first assistant turn (later turns answer follow-up questions)."""
+    if chat.answer is None:
+        raise BadRow("bad_row", f"`{chat.key}` has no assistant turn, so no caption")
+    return chat.answer
 
-    def first(roles: tuple[str, ...]) -> str:
-        turn = next((t for t in conv if isinstance(t, dict) and t.get("from", t.get("role")) in roles), {})
-        return _text(turn.get("value", turn.get("content")), "a conversation turn")
 
-    return first(("gpt", "assistant")), first(("human", "user"))
+def _one_image(row: dict[str, Any], column: str | None, chat: Chat | None) -> Any:
+    """The row's single image. A row of several is dropped (`multi_image`): its caption describes
+    them together, and pairing it with one of them would make a wrong pair."""
+    values = image_values(row, column, chat)
+    if len(values) > 1:
+        raise BadRow("multi_image", f"{len(values)} images in one row: a caption pairs with one image")
+    if values:
+        return values[0]
+    if column is None or column not in row:
+        raise BadRow("missing_image", f"no {column or 'image'!r} key; keys are {list(row)}")
+    raise BadRow("missing_image", "no image bytes or path in this row")
 
 
 class CaptionAdapter(Adapter):
@@ -258,9 +272,7 @@ class CaptionAdapter(Adapter):
         return self._sample(unit, item, sample[ext], caption, meta)
 
     def _image(self, value: Any, unit: Unit) -> tuple[bytes, str]:
-        """(bytes, uri-or-empty) from a bytes value, a path, or a HF-datasets {bytes, path} struct."""
-        if isinstance(value, list):  # LLaVA multi-image rows: the caption corpus takes the first
-            value = value[0] if value else None
+        """(bytes, uri-or-empty) from a bytes value, a path, a data: URL, or a HF-datasets {bytes, path} struct."""
         if isinstance(value, dict):
             if value.get("bytes"):
                 return bytes(value["bytes"]), ""
@@ -271,6 +283,9 @@ class CaptionAdapter(Adapter):
             raise BadRow("missing_image", "no image bytes or path in this row")
         if not isinstance(value, str):
             raise BadRow("bad_row", f"the image value is a {type(value).__name__}, not a path or bytes")
+        inline = data_url_bytes(value)
+        if inline is not None:
+            return inline, ""
         root = self.params.image_root or posixpath.dirname(unit.uri)
         uri = resolve_inside(value, root, self.params.allow_outside_root)
         try:
@@ -293,13 +308,13 @@ class CaptionAdapter(Adapter):
             # empty value for that row, never an error that would end the unit.
             img_col = p.image_column or _pick(names, None, IMAGE_COLUMNS, "image", unit.uri)
             cap_col = p.caption_column or _pick(names, None, CAPTION_COLUMNS, "caption", unit.uri)
-        extra = {k: v for k, v in row.items() if k not in (img_col, cap_col) and not isinstance(v, bytes)}
+        chat = None if cap_col else chat_of(row)
+        read_out = {img_col, cap_col, chat.key if chat else None}  # the chat's caption and prompt are read out
+        extra = {k: v for k, v in row.items() if k not in read_out and not media_value(v)}
         caption = _text(row.get(cap_col), f"column {cap_col!r}") if cap_col else ""
-        if not cap_col and unit.kind == "jsonl" and isinstance(row.get("conversations"), list):
-            caption, extra["prompt"] = _llava_caption(row["conversations"])
-        if img_col is None or img_col not in row:
-            raise BadRow("missing_image", f"no {img_col or 'image'!r} key; keys are {names}")
-        image, uri = self._image(row.get(img_col), unit)
+        if chat is not None:
+            caption, extra["prompt"] = _chat_caption(chat), chat.prompt
+        image, uri = self._image(_one_image(row, img_col, chat), unit)
         return self._sample(unit, item, image, caption, extra, uri=uri if unit.kind == "jsonl" else "")
 
     def from_file(self, unit: Unit, item: Item) -> CaptionSample:

@@ -19,13 +19,13 @@ from pydantic import Field
 
 from mmcurate.schemas import Source, VideoRecord, media_ref
 
-from .base import Params
 from .io import (
     TAR_EXTS,
     Adapter,
     BadRow,
     InputError,
     Item,
+    ReadBase,
     ReadReport,
     Unit,
     attach_ignored,
@@ -47,7 +47,7 @@ CAPTION_COLUMNS = ("caption", "text", "txt", "TEXT", "name", "title")
 _DJ_TOKENS = ("<__dj__video>", "<|__dj__eoc|>", "<video>")
 
 
-class VideoReadParams(Params):
+class VideoReadParams(ReadBase):
     folder_unit_size: int = Field(16, ge=1)
     """Videos per unit of work (and per output shard group) when reading folders of files."""
     jsonl_unit_lines: int = Field(1000, ge=1)

@@ -200,6 +200,49 @@ def test_a_truncated_parquet_is_quarantined_as_a_unit_wherever_it_is(tmp_path: P
     assert [d["uri"].endswith(broken) for d in m["unreadable_remainder"]] == [True]
 
 
+def test_a_hugging_face_hub_folder_and_chat_rows_through_the_pipeline(tmp_path: Path) -> None:
+    """A folder as `push_to_hub` lays it out (built with `datasets`) beside LLaMA-Factory chat rows:
+    the train split is read (its Image structs decoded), the test split, the card and .gitattributes
+    are counted as ignored files, and a two-image chat row is dropped with its reason."""
+    import datasets
+
+    hub = tmp_path / "hub"
+    (hub / "data").mkdir(parents=True)
+    for name, captions, seed in (("train-00000-of-00001", ["a red bus in town", "a green field"], 10),
+                                 ("test-00000-of-00001", ["a held-out cat"], 20)):  # fmt: skip
+        images = [{"bytes": jpg(seed + i), "path": f"{i}.jpg"} for i in range(len(captions))]
+        ds = datasets.Dataset.from_dict({"image": images, "text": captions}).cast_column("image", datasets.Image())
+        ds.to_parquet(str(hub / "data" / f"{name}.parquet"))
+    (hub / "README.md").write_text("---\nlicense: cc-by-4.0\n---\n# card\n")
+    (hub / ".gitattributes").write_text("*.parquet filter=lfs diff=lfs merge=lfs -text\n")
+    (tmp_path / "img").mkdir()
+    (tmp_path / "img" / "0.jpg").write_bytes(jpg(30))
+    (tmp_path / "img" / "1.jpg").write_bytes(jpg(31))
+    turns = [{"role": "user", "content": "<image>Describe the picture."}, {"role": "assistant", "content": "A cat."}]
+    chat = tmp_path / "chat.jsonl"
+    chat.write_text(
+        json.dumps({"messages": turns, "images": ["img/0.jpg"]}) + "\n"
+        + json.dumps({"messages": turns, "images": ["img/0.jpg", "img/1.jpg"]}) + "\n"
+        + json.dumps({"messages": {"role": "user"}, "images": ["img/0.jpg"]}) + "\n"
+    )  # fmt: skip
+    m = run(tmp_path, hub, chat)
+    rows = pq.read_table(tmp_path / "out" / "ledger" / "caption").to_pylist()
+    got = {(Path(r["source"]["uri"]).name, r["source"]["member"]): (r["fate"]["status"], r["fate"]["reason"])
+           for r in rows}  # fmt: skip
+    assert got == {
+        ("train-00000-of-00001.parquet", "row0"): ("kept", ""),
+        ("train-00000-of-00001.parquet", "row1"): ("kept", ""),
+        ("0.jpg", "line1"): ("kept", ""),
+        ("chat.jsonl", "line2"): ("dropped", "multi_image"),
+        ("chat.jsonl", "line3"): ("quarantined", "bad_row"),
+    }
+    assert sorted(r["caption"] for r in rows if r["fate"]["status"] == "kept") == ["A cat.", "a green field",
+                                                                                   "a red bus in town"]  # fmt: skip
+    ignored = sorted(Path(n).name for n in m["ignored_files"]["names"])
+    assert ignored == [".gitattributes", "README.md", "test-00000-of-00001.parquet"]
+    assert counts(m)["input"] == len(rows) == 5 and m["accounting_ok"]
+
+
 # ------------------------------------------------------------------------------------------- folders
 
 

@@ -9,6 +9,7 @@ verifier, never hard-coded.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -201,7 +202,8 @@ def test_cache_means_no_regeneration_and_sft_output(corpus: dict[str, Path], tmp
         q = next(r for r in rows.values() if r["fate"]["status"] == "kept" and user["content"].count(r["question"]))
         assert verify(assistant["content"], q["answer"], q["answer_type"]).correct  # a verified rollout
         # the images copied beside the file, named relative to the folder (LLaMA-Factory's dataset_dir)
-        assert [(tmp_path / "sft" / p).read_bytes() for p in item["images"]] == [Path(p).read_bytes() for p in q["images"]]
+        copied = [(tmp_path / "sft" / p).read_bytes() for p in item["images"]]
+        assert copied == [Path(p).read_bytes() for p in q["images"]]
         assert all(not Path(p).is_absolute() and p.startswith("images/") for p in item["images"])
     info = json.loads((tmp_path / "sft" / "dataset_info.json").read_text())
     assert info["mmcurate"]["formatting"] == "sharegpt" and info["mmcurate"]["columns"]["images"] == "images"
@@ -444,3 +446,48 @@ def test_bad_question_rows_cost_only_their_line(corpus: dict[str, Path], tmp_pat
     assert fates["line6"] == ("quarantined", "bad_question")  # no question text: a dict is not one
     graded = [k for k, r in ledger(out).items() if r["scores"]["k"] is not None]
     assert sorted(graded) == ["line1", "line8"]
+
+
+def test_rl_tiers_split_and_exports(corpus: dict[str, Path], tmp_path: Path) -> None:
+    """Per-tier folders and a validation share chosen by question id; `mmcurate export` gives verl's
+    rows and the SFT rows (images embedded) as datasets folders; the reward grades as selection did."""
+    import datasets
+
+    from mmcurate.rewards import compute_score
+    from mmcurate.stages.trainer_formats import split_of
+
+    out = tmp_path / "rl"
+    run("rl", corpus, out, config(corpus, output={"per_tier": True, "val_fraction": 0.5}))
+    files = sorted((out / "rl").rglob("*.parquet"))
+    rows = [(f, r) for f in files for r in pq.read_table(f).to_pylist()]
+    assert rows
+    for f, r in rows:  # rl/{split}/{tier}/part-UUUUU.parquet
+        info = r["extra_info"]
+        assert (f.parent.parent.name, f.parent.name) == (info["split"], info["tier"])
+        assert info["split"] == split_of(info["id"], 0.5)
+        correct = compute_score(r["data_source"], BOX.format(info["answer"]), r["reward_model"]["ground_truth"], info)
+        wrong = compute_score(r["data_source"], BOX.format("nothing"), r["reward_model"]["ground_truth"], info)
+        assert correct["score"] == 1.0 and wrong["score"] == 0.0 and wrong["parsed"] == 1.0
+    assert compute_score(rows[0][1]["data_source"], "no box", "2", rows[0][1]["extra_info"])["parsed"] == 0.0
+    ids = [f"q{i}" for i in range(2000)]
+    assert 0.45 < sum(split_of(i, 0.5) == "val" for i in ids) / len(ids) < 0.55
+    assert all(split_of(i, 0.0) == "train" for i in ids)
+
+    exported = tmp_path / "rl-hf"
+    assert main(["export", "--run", str(out), "--output", str(exported)]) == 0
+    loaded = datasets.load_from_disk(str(exported))
+    by_split = {"train": "train", "val": "validation"}
+    for split in {r["extra_info"]["split"] for _, r in rows}:
+        assert loaded[by_split[split]].num_rows == sum(r["extra_info"]["split"] == split for _, r in rows)
+
+    sft = tmp_path / "sft"
+    run("sft", corpus, sft, config(corpus))
+    exported = tmp_path / "sft-hf"
+    assert main(["export", "--run", str(sft), "--output", str(exported)]) == 0
+    shutil.rmtree(sft)  # the datasets folder needs nothing beside it
+    train = datasets.load_from_disk(str(exported))["train"].cast_column(
+        "images", datasets.List(datasets.Image(decode=False))
+    )
+    assert train.num_rows > 0
+    for row in train:
+        assert [i["bytes"] for i in row["images"]] == [(corpus["root"] / "img.png").read_bytes()]

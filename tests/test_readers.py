@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import re
@@ -18,9 +19,18 @@ import pytest
 from PIL import Image
 from webdataset import TarWriter
 
-from mmcurate.schemas import CaptionSample, Status
+from mmcurate.schemas import CaptionSample, Question, Status
 from mmcurate.stages.image_decode import DecodeParams, decode
-from mmcurate.stages.readers import InputError, ReadParams, Unit, content_id, list_units, read_unit
+from mmcurate.stages.question_io import QuestionReadParams, read_questions
+from mmcurate.stages.readers import (
+    InputError,
+    ReadParams,
+    Unit,
+    content_id,
+    hub_split,
+    list_units,
+    read_unit,
+)
 
 P = ReadParams()
 
@@ -624,3 +634,335 @@ def test_readers_never_invent_records(mem: str) -> None:
     recs = read_all([f"{mem}/mix.tar"])
     assert [r.source.member for r in recs] == [s["__key__"] for s in groups]
     assert [r.fate.status is Status.QUARANTINED for r in recs] == ["jpg" not in s for s in groups]
+
+
+# ------------------------------------------------------------------ chat rows (OpenAI, LLaMA-Factory)
+
+
+def chat_line(messages: object, **more: object) -> str:
+    return json.dumps({"messages": messages, **more})
+
+
+def user(content: object) -> dict:
+    return {"role": "user", "content": content}
+
+
+def assistant(content: object) -> dict:
+    return {"role": "assistant", "content": content}
+
+
+def data_url(data: bytes) -> str:
+    return "data:image/jpeg;base64," + base64.b64encode(data).decode("ascii")
+
+
+def test_messages_rows_caption_is_the_first_assistant_turn(tmp_path: Path) -> None:
+    """OpenAI / LLaMA-Factory rows: caption = first assistant turn, image = the row's one image (from
+    `images`, or inline in an image_url part); 2+ images drop the row, a malformed chat quarantines it."""
+    (tmp_path / "img").mkdir()
+    imgs = [jpg(70 + i) for i in range(3)]
+    for i, data in enumerate(imgs):
+        (tmp_path / "img" / f"{i}.jpg").write_bytes(data)
+    parts = [{"type": "image"}, {"type": "text", "text": "What is this?"}]
+    lines = [
+        chat_line(
+            [
+                {"role": "system", "content": "You are a helpful assistant."},
+                user("<image>Describe the picture."),
+                assistant("A red bus on a street."),
+            ],
+            images=["img/0.jpg"],
+        ),
+        chat_line(
+            [
+                user(
+                    [
+                        {"type": "image_url", "image_url": {"url": data_url(imgs[1])}},
+                        {"type": "text", "text": "Describe it."},
+                    ]
+                ),
+                assistant([{"type": "text", "text": "A green field under clouds."}]),
+            ]
+        ),
+        chat_line(
+            [user(parts), assistant("A blue door."), user("And the wall?"), assistant("White brick.")],
+            images=["img/2.jpg"],
+        ),
+        chat_line(
+            [user("<image><image>Compare them."), assistant("The left one is brighter.")],
+            images=["img/0.jpg", "img/1.jpg"],
+        ),
+        chat_line("not a list of turns", images=["img/0.jpg"]),
+        chat_line([user("<image>Describe the picture.")], images=["img/0.jpg"]),
+        chat_line([user("<image>Describe."), assistant(5)], images=["img/0.jpg"]),
+        chat_line(
+            [user([{"type": "video"}, {"type": "text", "text": "What happens?"}]), assistant("A jump.")],
+            images=["img/0.jpg"],
+        ),
+        chat_line(["a bare string turn"], images=["img/0.jpg"]),
+    ]
+    (tmp_path / "chat.jsonl").write_text("\n".join(lines) + "\n")
+    recs = read_all([str(tmp_path / "chat.jsonl")])
+    assert len(recs) == len(lines)  # every line ends as a record
+    assert [status(r) for r in recs] == [
+        ("pending", ""),
+        ("pending", ""),
+        ("pending", ""),
+        ("dropped", "multi_image"),
+        ("quarantined", "bad_row"),
+        ("quarantined", "bad_row"),
+        ("quarantined", "bad_row"),
+        ("quarantined", "bad_row"),
+        ("quarantined", "bad_row"),
+    ]
+    first, inline, multi_turn = recs[:3]
+    assert (first.caption, first.image, first.source.uri) == (
+        "A red bus on a street.",
+        imgs[0],
+        str(tmp_path / "img" / "0.jpg"),
+    )
+    assert json.loads(first.extra) == {"prompt": "Describe the picture."}  # the chat itself is read out
+    assert (inline.caption, inline.image) == ("A green field under clouds.", imgs[1])
+    assert inline.source.uri == str(tmp_path / "chat.jsonl")  # the image came from the line itself
+    assert "base64" not in inline.extra  # the inline image is not copied into the ledger
+    assert (multi_turn.caption, multi_turn.image) == ("A blue door.", imgs[2])
+    assert json.loads(multi_turn.extra)["prompt"] == "What is this?"
+    errors = [r.fate.error for r in recs[3:]]
+    assert "2 images" in errors[0]
+    assert "not a list of turns" in errors[1]
+    assert "no assistant turn" in errors[2]
+    assert "content is a int" in errors[3]
+    assert "'video'" in errors[4]
+    assert "not a turn object" in errors[5]
+
+
+def test_sharegpt_conversations_with_several_images_are_dropped(tmp_path: Path) -> None:
+    """The rule is the layout's, not the key's: a LLaVA row of two images is no caption pair either."""
+    (tmp_path / "a.jpg").write_bytes(jpg(80))
+    (tmp_path / "b.jpg").write_bytes(jpg(81))
+    row = {
+        "image": ["a.jpg", "b.jpg"],
+        "conversations": [
+            {"from": "human", "value": "<image>\n<image>\nDiff?"},
+            {"from": "gpt", "value": "Only colour."},
+        ],
+    }
+    (tmp_path / "d.jsonl").write_text(json.dumps(row) + "\n")
+    (r,) = read_all([str(tmp_path / "d.jsonl")])
+    assert status(r) == ("dropped", "multi_image")
+
+
+# ------------------------------------------------------------------------- Hugging Face Hub folders
+
+
+def hf_parquet(path: Path, captions: list[str], seed: int) -> list[bytes]:
+    """A parquet file as `datasets` writes one: an `Image` feature ({bytes, path}) and a text column."""
+    import datasets
+
+    images = [jpg(seed + i) for i in range(len(captions))]
+    ds = datasets.Dataset.from_dict(
+        {"image": [{"bytes": b, "path": f"{seed + i}.jpg"} for i, b in enumerate(images)], "text": captions}
+    ).cast_column("image", datasets.Image())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.to_parquet(str(path))
+    return images
+
+
+def hub_folder(root: Path) -> dict[str, list[bytes]]:
+    """The layout `push_to_hub` leaves: data/{split}-NNNNN-of-NNNNN.parquet, a README.md card, .gitattributes."""
+    train = hf_parquet(root / "data" / "train-00000-of-00002.parquet", ["a red bus", "a green field"], 100)
+    train += hf_parquet(root / "data" / "train-00001-of-00002.parquet", ["a blue door"], 110)
+    test = hf_parquet(root / "data" / "test-00000-of-00001.parquet", ["a held-out cat"], 120)
+    (root / "README.md").write_text("---\nconfigs:\n- config_name: default\n---\n# a dataset card\n")
+    (root / ".gitattributes").write_text("*.parquet filter=lfs diff=lfs merge=lfs -text\n")
+    return {"train": train, "test": test}
+
+
+def test_hugging_face_hub_folder_reads_the_train_split(tmp_path: Path) -> None:
+    """Default read.split = train: the test split, the card and .gitattributes are counted, not read."""
+    images = hub_folder(tmp_path / "ds")
+    units = list_units([str(tmp_path / "ds")], P)
+    assert [Path(u.uri).name for u in units] == ["train-00000-of-00002.parquet", "train-00001-of-00002.parquet"]
+    assert sorted(Path(f).name for f in units[0].ignored) == [
+        ".gitattributes",
+        "README.md",
+        "test-00000-of-00001.parquet",
+    ]
+    recs = [r for u in units for r in read_unit(u, P)]
+    assert [status(r) for r in recs] == [("pending", "")] * 3
+    assert [r.image for r in recs] == images["train"]
+    assert [r.caption for r in recs] == ["a red bus", "a green field", "a blue door"]
+    assert all(json.loads(r.extra) == {} for r in recs)  # the image struct is not dumped into extra
+    test = read_all([str(tmp_path / "ds")], ReadParams(split="test"))
+    assert [r.caption for r in test] == ["a held-out cat"] and test[0].image == images["test"][0]
+    assert len(read_all([str(tmp_path / "ds")], ReadParams(split="all"))) == 4
+    with pytest.raises(InputError, match=r"no file of split 'validation'.*\['test', 'train'\]"):
+        list_units([str(tmp_path / "ds")], ReadParams(split="validation"))
+    named = tmp_path / "ds" / "data" / "test-00000-of-00001.parquet"
+    assert [r.caption for r in read_all([str(named)])] == ["a held-out cat"]  # a file named on its own is read
+
+
+def test_hub_split_names_the_splits_datasets_finds(tmp_path: Path) -> None:
+    """`hub_split` agrees with Hugging Face's own split inference on each Hub layout, and a folder
+    whose names hold no split keyword (img2dataset's 00000.parquet) has none: read whatever the split."""
+    from datasets.data_files import DataFilesDict, get_data_patterns
+
+    layouts = {
+        "sharded": [
+            "data/train-00000-of-00002.parquet",
+            "data/train-00001-of-00002.parquet",
+            "data/test-00000-of-00001.parquet",
+        ],
+        "split_dirs": ["train/0000.parquet", "validation/0000.parquet", "test/0000.parquet"],
+        "config_split_dirs": ["default/train/0000.parquet", "default/val/0000.parquet"],
+        "split_files": ["train.jsonl", "dev.jsonl", "test-part1.parquet"],
+        "plain": ["00000.parquet", "00001.parquet"],
+    }
+    for name, files in layouts.items():
+        root = tmp_path / name
+        for rel in files:
+            hf_parquet(root / rel, ["one caption"], 130)
+        (root / "README.md").write_text("# card\n")
+        found = DataFilesDict.from_patterns(get_data_patterns(str(root)), base_path=str(root))
+        theirs = {Path(f).relative_to(root).as_posix(): split for split, fs in found.items() for f in fs}
+        ours = {rel: hub_split(rel) or "train" for rel in files}  # no split: datasets calls it all train
+        assert ours == theirs, name
+    units = list_units([str(tmp_path / "split_dirs")], ReadParams(split="validation"))
+    assert [u.uri.split("/")[-2:] for u in units] == [["validation", "0000.parquet"]]
+    assert len(list_units([str(tmp_path / "plain")], ReadParams(split="test"))) == 2
+
+
+# ------------------------------------------------------------------------------ the question corpus
+
+
+def read_questions_of(inputs: list[str], params: QuestionReadParams | None = None) -> list[Question]:
+    params = params or QuestionReadParams()
+    units = list_units(
+        inputs, ReadParams(jsonl_unit_lines=params.jsonl_unit_lines, split=params.split), media_columns=False
+    )
+    return [q for u in units for q in read_questions(u, params)]
+
+
+def test_question_rows_from_messages(tmp_path: Path) -> None:
+    """Question = first user turn without `<image>` markers, answer = first assistant turn, images
+    from `images` resolved against the jsonl's folder; a multi-turn row keeps its first turn's images."""
+    (tmp_path / "q" / "img").mkdir(parents=True)
+    for name in ("a.jpg", "b.jpg", "c.jpg"):
+        (tmp_path / "q" / "img" / name).write_bytes(jpg(len(name) + ord(name[0])))
+    img = str(tmp_path / "q" / "img")
+    lines = [
+        chat_line([user("<image>How many buses are there?"), assistant("2")], images=["img/a.jpg"], domain="count"),
+        chat_line(
+            [
+                {"role": "system", "content": "Answer briefly."},
+                user([{"type": "image"}, {"type": "text", "text": "What colour is the door?"}]),
+                assistant([{"type": "text", "text": "blue"}]),
+            ],
+            images=["img/b.jpg"],
+        ),
+        chat_line(
+            [user("<image>What is left?"), assistant("a cat"), user("<image>And right?"), assistant("a dog")],
+            images=["img/a.jpg", "img/c.jpg"],
+        ),
+        chat_line(
+            [user("<image><image>Q?"), assistant("x"), user("more?"), assistant("y")],
+            images=["img/a.jpg", "img/b.jpg", "img/c.jpg"],
+        ),
+        chat_line({"role": "user"}, images=["img/a.jpg"]),
+        chat_line([user("<image>An unanswered question?")], images=["img/a.jpg"]),
+        chat_line([user(["just a string part"]), assistant("x")]),
+        chat_line(
+            [
+                user(
+                    [
+                        {"type": "image_url", "image_url": {"url": data_url(jpg(90))}},
+                        {"type": "text", "text": "What is shown?"},
+                    ]
+                ),
+                assistant("noise"),
+            ]
+        ),
+        json.dumps(
+            {
+                "question": "Which is bigger?",
+                "answer": "B",
+                "answer_type": "choice",
+                "choices": ["x", "y"],
+                "images": ["img/c.jpg"],
+            }
+        ),  # the named keys read as before
+    ]
+    (tmp_path / "q" / "q.jsonl").write_text("\n".join(lines) + "\n")
+    qs = read_questions_of([str(tmp_path / "q")])
+    assert len(qs) == len(lines)
+    assert [(q.fate.status.value, q.fate.reason) for q in qs] == [
+        ("pending", ""),
+        ("pending", ""),
+        ("pending", ""),
+        ("quarantined", "bad_question"),
+        ("quarantined", "bad_row"),
+        ("quarantined", "bad_question"),
+        ("quarantined", "bad_row"),
+        ("quarantined", "embedded_image"),
+        ("pending", ""),
+    ]
+    one, two, multi = qs[:3]
+    assert (one.question, one.answer, one.images, one.domain) == (
+        "How many buses are there?",
+        "2",
+        [f"{img}/a.jpg"],
+        "count",
+    )
+    assert (two.question, two.answer, two.images) == ("What colour is the door?", "blue", [f"{img}/b.jpg"])
+    assert (multi.question, multi.answer, multi.images) == ("What is left?", "a cat", [f"{img}/a.jpg"])
+    assert "messages" not in json.loads(one.extra)
+    assert "markers do not match" in qs[3].fate.error
+    assert "no reference answer" in qs[5].fate.error
+    assert "read.embedded_images" in qs[7].fate.error
+    assert qs[8].images == [f"{img}/c.jpg"] and qs[8].choices == ["x", "y"]
+
+
+def test_question_hub_folder_with_image_bytes(tmp_path: Path) -> None:
+    """A Hub folder whose `Image` column holds bytes: quarantined as `embedded_image` until
+    read.embedded_images names a folder; then each image is written there once, by content hash."""
+    import datasets
+
+    images = [jpg(140), jpg(141), jpg(140)]  # the third row shows the first row's image again
+    ds = datasets.Dataset.from_dict(
+        {
+            "question": ["What is it?", "How many?", "Which colour?"],
+            "answer": ["a cat", "3", "red"],
+            "image": [{"bytes": b, "path": "x.jpg"} for b in images],
+        }
+    ).cast_column("image", datasets.Image())
+    (tmp_path / "ds" / "data").mkdir(parents=True)
+    ds.to_parquet(str(tmp_path / "ds" / "data" / "train-00000-of-00001.parquet"))
+    ds.select([0]).to_parquet(str(tmp_path / "ds" / "data" / "test-00000-of-00001.parquet"))
+    (tmp_path / "ds" / "README.md").write_text("# card\n")
+    refused = read_questions_of([str(tmp_path / "ds")])
+    assert [q.fate.reason for q in refused] == ["embedded_image"] * 3  # the train split only
+    params = QuestionReadParams(embedded_images=str(tmp_path / "extracted"))
+    qs = read_questions_of([str(tmp_path / "ds")], params)
+    assert [q.fate.status.value for q in qs] == ["pending"] * 3
+    assert [Path(q.images[0]).read_bytes() for q in qs] == images
+    assert qs[0].images == qs[2].images and qs[0].images[0].endswith(".jpg")
+    assert sorted(p.name for p in (tmp_path / "extracted").iterdir()) == sorted({Path(q.images[0]).name for q in qs})
+    again = read_questions_of([str(tmp_path / "ds")], params)
+    assert [q.id for q in again] == [q.id for q in qs]  # a rerun finds the same files: same ids
+    assert "image" not in json.loads(qs[0].extra)
+
+
+def test_question_hub_folder_with_image_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`datasets` keeps an Image cast from paths as {bytes: None, path}: read as the path, against the file's folder."""
+    import datasets
+
+    data = tmp_path / "ds" / "data"
+    (data / "img").mkdir(parents=True)
+    (data / "img" / "a.jpg").write_bytes(jpg(150))
+    monkeypatch.chdir(data)  # datasets opens the relative path to size it, as where such a dataset is built
+    ds = datasets.Dataset.from_dict({"question": ["What is it?"], "answer": ["a cat"], "image": ["img/a.jpg"]})
+    ds.cast_column("image", datasets.Image()).to_parquet(str(data / "train-00000-of-00001.parquet"))
+    assert pq.read_table(data / "train-00000-of-00001.parquet").column("image").to_pylist() == [
+        {"bytes": None, "path": "img/a.jpg"}
+    ]
+    (q,) = read_questions_of([str(tmp_path / "ds")])
+    assert q.fate.status.value == "pending" and q.images == [str(data / "img" / "a.jpg")]

@@ -3,7 +3,7 @@ the guarded loop that applies a corpus's adapter to every item (reader.py)."""
 
 from .containers import Item, ReadReport, iter_unit
 from .paths import ReadRefused, check_regular, is_local, read_bytes, resolve_inside
-from .reader import Adapter, BadRow, read_unit
+from .reader import Adapter, BadRow, ReadBase, read_unit
 from .units import (
     TAR_EXTS,
     InputError,
@@ -26,6 +26,7 @@ __all__ = [
     "BadRow",
     "InputError",
     "Item",
+    "ReadBase",
     "ReadRefused",
     "ReadReport",
     "Scan",

@@ -62,9 +62,14 @@ class ReadReport:
     """{uri, start, end, error, records}: byte ranges that could not be read; records may be "unknown"."""
     ignored: list[str] = field(default_factory=list)
     """Members or files that are not records (directories in a tar, .DS_Store, an .svg beside images)."""
+    not_read: int = 0
+    """Records left unread because of a read limit (`--limit`): part of `expected`, not of `produced`."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"expected": self.expected, "produced": self.produced, "damage": self.damage, "ignored": self.ignored}
+        return {
+            "expected": self.expected, "produced": self.produced, "damage": self.damage, "ignored": self.ignored,
+            "not_read": self.not_read,
+        }  # fmt: skip
 
 
 class _Watched(tarfile.TarInfo):

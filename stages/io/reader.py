@@ -12,11 +12,22 @@ import abc
 from collections.abc import Iterator
 from typing import Any
 
+from pydantic import Field
+
 from mmcurate.schemas import Record
+from mmcurate.stages.base import Params
 
 from .containers import Item, ReadReport, iter_unit
 from .paths import ReadRefused
 from .units import Unit, stable_error
+
+
+class ReadBase(Params):
+    """What every corpus's `read` section has."""
+
+    limit: int | None = Field(None, ge=0)
+    """Read only the first N records of each input file (each slice of an image folder), to try a
+    config (`--limit N`); the manifest counts the records left unread."""
 
 
 class BadRow(Exception):
@@ -62,9 +73,17 @@ class Adapter(abc.ABC):
 
 
 def read_unit(unit: Unit, adapter: Adapter, report: ReadReport | None = None) -> Iterator[Record]:
-    """Every record of `unit`, read or quarantined; never raises for bad data."""
+    """Every record of `unit`, read or quarantined; never raises for bad data.
+
+    With a read limit (`params.limit`, the CLI's `--limit N`), items at positions N and beyond are
+    not made into records but counted (`report.not_read`), so the books still add up to the input."""
     report = report if report is not None else ReadReport()
+    limit = getattr(adapter.params, "limit", None)
     for item in iter_unit(unit, report, adapter.by_reference):
+        if limit is not None and item.index >= limit:
+            if _skip_rest(report):
+                return
+            continue
         if item.problem is not None:
             rec = adapter.quarantine(unit, item, *item.problem)
         else:
@@ -76,3 +95,13 @@ def read_unit(unit: Unit, adapter: Adapter, report: ReadReport | None = None) ->
                 rec = adapter.quarantine(unit, item, "bad_row", stable_error(exc, unit.uri))
         report.produced += 1
         yield rec
+
+
+def _skip_rest(report: ReadReport) -> bool:
+    """Count one item past the limit; True when the container already said how many it holds, so
+    the rest need not be read (jsonl slices, parquet files, folders). Tars are read to the end."""
+    if report.expected is None:
+        report.not_read += 1
+        return False
+    report.not_read = report.expected - report.produced  # items come in position order
+    return True

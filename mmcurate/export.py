@@ -1,0 +1,82 @@
+"""`mmcurate export`: a run's kept data as a Hugging Face `datasets` folder (`save_to_disk` layout).
+
+For users who train from `datasets.load_from_disk`. The folder is built by `datasets`' own loaders
+on our outputs, the same ones the docs show (`load_dataset("webdataset")` on the shards,
+`load_dataset("parquet")` on verl's files, `load_dataset("json")` on the SFT rows), so the export
+holds exactly what a trainer reading the run directly would see:
+
+* a caption or video run: its webdataset shards, one `train` split;
+* an RL run: `train` and `validation` from `rl/train/` and `rl/val/` (per-tier folders included);
+* an SFT run: the ShareGPT rows with their images embedded (`datasets.Image`), so the folder needs
+  nothing beside it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+SPLITS = {"train": "train", "val": "validation"}
+
+
+class ExportError(ValueError):
+    """The run cannot be exported as asked (not a finished local run, nothing kept)."""
+
+
+def _datasets() -> Any:
+    try:
+        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+        import datasets
+    except ImportError as exc:
+        raise ExportError("export needs Hugging Face datasets: pip install 'mmcurate[hf]'") from exc
+    datasets.disable_progress_bars()
+    return datasets
+
+
+def _files(folder: Path, pattern: str) -> list[str]:
+    return sorted(str(p) for p in folder.glob(pattern))
+
+
+def _rl(ds: Any, run: Path, cache: str | None) -> dict[str, Any]:
+    files = {name: _files(run / "rl" / split, "**/*.parquet") for split, name in SPLITS.items()}
+    files = {name: paths for name, paths in files.items() if paths}
+    return dict(ds.load_dataset("parquet", data_files=files, cache_dir=cache))
+
+
+def _sft(ds: Any, run: Path, cache: str | None) -> dict[str, Any]:
+    train = ds.load_dataset("json", data_files=_files(run / "sft", "*.json"), split="train", cache_dir=cache)
+
+    def embed(row: dict[str, Any]) -> dict[str, Any]:
+        return {"images": [{"bytes": (run / p).read_bytes(), "path": p} for p in row["images"]]}
+
+    features = train.features.copy()
+    features["images"] = ds.List(ds.Image())
+    train = train.map(embed, features=features)
+    return {"train": train}
+
+
+def _shards(ds: Any, run: Path, cache: str | None) -> dict[str, Any]:
+    train = ds.load_dataset("webdataset", data_dir=str(run / "shards"), split="train", cache_dir=cache)
+    return {"train": train}
+
+
+def export_hf(run_uri: str, out: str, cache: str | None = None) -> dict[str, int]:
+    """Write the run's kept data to `out` with `save_to_disk`; return rows per split."""
+    ds = _datasets()
+    run = Path(run_uri)
+    manifest_path = run / "manifest.json"
+    if not manifest_path.is_file():
+        raise ExportError(f"{run_uri}: no manifest.json (a finished local run is exported; copy a remote one first)")
+    corpus = json.loads(manifest_path.read_text()).get("corpus", "")
+    build = {"rl": _rl, "sft": _sft}.get(corpus, _shards)
+    if build is _shards and not _files(run / "shards", "*.tar"):
+        raise ExportError(f"{run_uri}: the run kept no sample (shards/ is empty)")
+    if build is not _shards and not _files(run / corpus, "**/*.*"):
+        raise ExportError(f"{run_uri}: the run kept no question ({corpus}/ is empty)")
+    with tempfile.TemporaryDirectory(prefix="mmcurate-export-") as scratch:  # the loaders' cache: not kept
+        splits = build(ds, run, cache or scratch)
+        ds.DatasetDict(splits).save_to_disk(out)
+        return {name: split.num_rows for name, split in splits.items()}

@@ -1,0 +1,78 @@
+"""`--dry-run`: what a run would read and where it would write, found without writing anything.
+
+The config and the models are checked by the caller (the same checks a run makes first); here the
+units are listed with the records each holds where that is cheap to know (a jsonl slice's lines were
+counted when the units were listed, a parquet file's footer says its rows, a folder slice its
+files; a tar says only when read), and the output folder's state is told.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mmcurate.schemas.redact import redact_text
+from mmcurate.stages.io import Unit
+
+from .corpus import Corpus
+from .resume import holds_run
+
+
+def records_held(unit: Unit) -> int | None:
+    """The records a unit holds, where knowing it costs no more than a footer read; None for tars."""
+    if unit.kind == "jsonl":
+        return unit.stop - unit.start if unit.stop >= 0 else None
+    if unit.kind in ("folder", "videos"):
+        return len(unit.files)
+    if unit.kind == "parquet":
+        import fsspec
+        import pyarrow.parquet as pq
+
+        try:
+            with fsspec.open(unit.uri, "rb") as f:
+                return pq.ParquetFile(f).metadata.num_rows
+        except Exception:  # an unreadable file: the run will quarantine it; the plan just cannot count
+            return None
+    return None
+
+
+def plan(corpus: Corpus, config: Any, units: list[Unit], out_root: str) -> dict[str, Any]:
+    rows = [{"unit": u.index, "kind": u.kind, "uri": redact_text(u.uri), "records": records_held(u)} for u in units]
+    known = [r["records"] for r in rows if r["records"] is not None]
+    limit = getattr(getattr(config, "read", None), "limit", None)
+    return {
+        "corpus": corpus.name,
+        "units": rows,
+        "records_known": sum(known),
+        "units_uncounted": len(rows) - len(known),
+        "limit": limit,
+        "output": redact_text(out_root),
+        "output_holds": holds_run(out_root, corpus.outputs),
+    }
+
+
+def print_plan(corpus: Corpus, config: Any, units: list[Unit], out_root: str, shown: int = 50) -> dict[str, Any]:
+    """Print the plan (the first `shown` units, then the totals); return it."""
+    from rich.console import Console
+    from rich.table import Table
+
+    p = plan(corpus, config, units, out_root)
+    table = Table(title=f"{corpus.name}: dry run, {len(units)} units (nothing written)")
+    for col in ("unit", "kind", "input", "records"):
+        table.add_column(col, justify="right" if col in ("unit", "records") else "left")
+    for r in p["units"][:shown]:
+        table.add_row(str(r["unit"]), r["kind"], r["uri"], "?" if r["records"] is None else str(r["records"]))
+    console = Console()
+    console.print(table)
+    if len(units) > shown:
+        console.print(f"... and {len(units) - shown} more units")
+    uncounted = f" (+ {p['units_uncounted']} tar units, counted only when read)" if p["units_uncounted"] else ""
+    console.print(f"records in the inputs: {p['records_known']}{uncounted}")
+    if p["limit"] is not None:
+        console.print(f"--limit {p['limit']}: at most {p['limit']} records read per input file")
+    state = (
+        f"holds a run ({', '.join(p['output_holds'])}): the run needs --resume or --overwrite"
+        if p["output_holds"]
+        else "holds no run"
+    )
+    console.print(f"config and models: ok. output {p['output']} {state}")
+    return p
