@@ -325,3 +325,21 @@ def test_a_select_run_s_identity_is_its_parent_s_content_not_how_its_path_is_spe
     assert same == run_identity("caption", config, [], {}, {**lineage, "parent_run": "/abs/runs/a/"})
     changed = run_identity("caption", config, [], {}, {**lineage, "parent_overlays": ["overlays/h/caption/0.parquet"]})
     assert changed["lineage_sha256"] != same["lineage_sha256"]
+
+
+def test_clear_run_knows_the_sft_images_by_their_content_names(tmp_path: Path) -> None:
+    """SFT images (`images/<sha256>.<ext>`, shared by units) of a killed run go; the user's stay."""
+    from mmcurate.pipelines.corpus import get
+    from mmcurate.pipelines.resume import clear_run
+
+    out = tmp_path / "out"
+    sha = "ab" * 32
+    ours = [f"images/{sha}.png", f"images/{sha}.jpg.tmp-0123456789ab", "sft/part-00000.json", "units.json"]
+    theirs = ["images/cat.png", f"notes/{sha}.png", "images/README.md"]
+    for rel in ours + theirs:
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        unit = b'[{"index": 0, "uri": "x", "files": [], "group": ""}]'
+        (out / rel).write_bytes(unit if rel == "units.json" else b"x")
+    left = clear_run(str(out), get("sft").outputs)
+    assert left == sorted(theirs)
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == sorted(theirs)
