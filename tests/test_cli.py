@@ -51,9 +51,10 @@ def inputs(tmp_path: Path, photo: Callable, to_bytes: Callable) -> dict[str, Pat
 
 
 def cli(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
+    """Exit status, stdout and stderr, each with its whitespace runs made one space (rich wraps lines)."""
     rc = main(list(args))
     out = capsys.readouterr()
-    return rc, out.out, out.err
+    return rc, " ".join(out.out.split()), " ".join(out.err.split())
 
 
 def caption(inputs: dict[str, Path], out: Path, *extra: str) -> list[str]:
