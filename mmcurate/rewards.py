@@ -5,12 +5,13 @@ from the one the data was selected with skews the curriculum. So the trainer's r
 answer extraction and the same verifier, with the same settings, as `mmcurate rl` used: each row's
 `extra_info` carries the answer type, the option texts and the verifier settings (`verify`, JSON).
 
-verl (`custom_reward_function.path` = this file, `.name` = `compute_score`):
+verl 0.9 (`reward.custom_reward_function.path` = this file, `.name` = `compute_score`; the
+top-level `custom_reward_function` of older verl versions is ignored by 0.9's `main_ppo`):
 
     python -m verl.trainer.main_ppo \\
         data.train_files="[out/rl/train/part-00000.parquet]" data.val_files="[out/rl/val/part-00000.parquet]" \\
-        custom_reward_function.path="$(python -c 'import mmcurate.rewards as r; print(r.__file__)')" \\
-        custom_reward_function.name=compute_score ...
+        reward.custom_reward_function.path="$(python -c 'import mmcurate.rewards as r; print(r.__file__)')" \\
+        reward.custom_reward_function.name=compute_score ...
 
 Rows whose `data_source` does not start with `mmcurate` (a domain mapped to one of verl's own
 datasets by `output.data_sources`) go to verl's `default_compute_score` when verl is importable.
