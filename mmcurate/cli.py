@@ -93,10 +93,11 @@ def _limit(text: str) -> int:
 def _common(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--output", required=True, help="output folder URI (local, s3://, gs://)")
     sp.add_argument("--config", help="YAML config; default: the embedded defaults of this corpus")
-    sp.add_argument(
+    again = sp.add_mutually_exclusive_group()  # a run is resumed or started again, never both
+    again.add_argument(
         "--overwrite", action="store_true", help="delete what an earlier run wrote in --output (only that), start again"
     )
-    sp.add_argument(
+    again.add_argument(
         "--resume", action="store_true", help="go on with the interrupted run in --output: only unfinished units run"
     )
     sp.add_argument("--no-progress", action="store_true", help="no progress bar on local runs")
@@ -160,6 +161,9 @@ def parser() -> argparse.ArgumentParser:
     ex = add("export", help="write a finished run's kept data as a Hugging Face datasets folder (save_to_disk)")
     ex.add_argument("--run", required=True, help="the run folder (local)")
     ex.add_argument("--output", required=True, help="the datasets folder to write (datasets.load_from_disk reads it)")
+    ex.add_argument(
+        "--overwrite", action="store_true", help="replace what --output holds (by default it must be empty)"
+    )
     ap.set_defaults(commands=sub.choices)
     return ap
 
@@ -177,14 +181,15 @@ def run_corpus(name: str, args: argparse.Namespace, beam_args: list[str], config
     corpus.validate(config)
     check_where(config, corpus, corpus.fields(config), run_root=None)
     units = corpus.list_units(args.input, config)
-    if getattr(args, "dry_run", False):
+    lineage = corpus.lineage(config)
+    if getattr(args, "dry_run", False):  # the same identity and folder check as the run's, read-only
         from mmcurate.pipelines.dryrun import print_plan
 
-        print_plan(corpus, config, units, args.output)
+        print_plan(corpus, config, units, args.output, lineage, overwrite=args.overwrite, resume=args.resume)
         return {}
     return execute(
         corpus, config, args.input, units, args.output, beam_args, args.overwrite, not args.no_progress,
-        lineage=corpus.lineage(config), resume=args.resume,
+        lineage=lineage, resume=args.resume,
     )  # fmt: skip
 
 
@@ -315,7 +320,7 @@ def _dispatch(args: argparse.Namespace, beam_args: list[str]) -> int:
     if args.command == "export":
         from mmcurate.export import export_hf
 
-        rows = export_hf(args.run, args.output)
+        rows = export_hf(args.run, args.output, overwrite=args.overwrite)
         print(f"exported {', '.join(f'{split}: {n} rows' for split, n in rows.items())} -> {args.output}")
         return 0
     if args.command == "select":
@@ -351,28 +356,35 @@ def _logging(level: str) -> None:
     logging.getLogger().setLevel(level)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _setup() -> None:
+    """Before anything imports Beam or logs: its import noise dropped, every log record redacted."""
     import warnings
 
-    from mmcurate.export import ExportError
-    from mmcurate.options import UsageError, quiet_beam_imports
+    from mmcurate.options import quiet_beam_imports
 
     quiet_beam_imports()  # before anything imports Beam
     import imagehash  # noqa: F401 - imports scipy, which resets this warning's filter; ours must come after
     import numpy as np
 
-    from mmcurate.pipelines.config import ConfigError
-    from mmcurate.pipelines.corpus import SelectUnsupported
-    from mmcurate.pipelines.overlays import OverlayError
-    from mmcurate.pipelines.run import OutputError
-    from mmcurate.schemas.redact import install_log_redaction, redact_text
-    from mmcurate.stages.base import ModelUnavailable
-    from mmcurate.stages.readers import InputError
+    from mmcurate.schemas.redact import install_log_redaction
 
     install_log_redaction()
     # Beam's adaptive batching refits a line per batch; once batches are all full-size the fit is
     # degenerate and numpy warns ("Polyfit may be poorly conditioned") on every batch.
     warnings.filterwarnings("ignore", category=np.exceptions.RankWarning)
+
+
+def _run(argv: list[str] | None) -> int:
+    from mmcurate.export import ExportError
+    from mmcurate.options import UsageError
+    from mmcurate.pipelines.config import ConfigError
+    from mmcurate.pipelines.corpus import SelectUnsupported
+    from mmcurate.pipelines.overlays import OverlayError
+    from mmcurate.pipelines.run import OutputError
+    from mmcurate.schemas.redact import redact_text
+    from mmcurate.stages.base import ModelUnavailable
+    from mmcurate.stages.readers import InputError
+
     try:
         args, beam_args = _parse(argv)
     except UsageError as exc:
@@ -386,6 +398,26 @@ def main(argv: list[str] | None = None) -> int:
     except user_errors as exc:
         print(f"mmcurate: error: {redact_text(str(exc))}", file=sys.stderr)
         return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command; a failure we did not foresee prints its traceback with every secret scrubbed
+    (the command line's own first: a URI's password may be quoted later without its URI)."""
+    import traceback
+
+    from mmcurate.schemas.redact import redact, redact_text
+
+    redact(list(argv if argv is not None else sys.argv[1:]))  # registers the secrets it finds, for redact_text
+    try:
+        _setup()
+        return _run(argv)
+    except Exception:
+        print(
+            "mmcurate: internal error (please report it with this traceback; secrets are redacted):\n"
+            + redact_text(traceback.format_exc()),
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

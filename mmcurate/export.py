@@ -9,6 +9,10 @@ holds exactly what a trainer reading the run directly would see:
 * an RL run: `train` and `validation` from `rl/train/` and `rl/val/` (per-tier folders included);
 * an SFT run: the ShareGPT rows with their images embedded (`datasets.Image`), so the folder needs
   nothing beside it.
+
+The output is refused when it is the run folder, lies inside it or holds it (an export must not mix
+with, or with `--overwrite` delete, the run it reads), and when it is not empty, unless `--overwrite`
+says to replace it: then it is removed once the new data is built, just before it is written.
 """
 
 from __future__ import annotations
@@ -18,6 +22,10 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any
+
+import fsspec
+
+from mmcurate.stages.io.paths import is_local
 
 SPLITS = {"train": "train", "val": "validation"}
 
@@ -63,8 +71,28 @@ def _shards(ds: Any, run: Path, cache: str | None) -> dict[str, Any]:
     return {"train": train}
 
 
-def export_hf(run_uri: str, out: str, cache: str | None = None) -> dict[str, int]:
-    """Write the run's kept data to `out` with `save_to_disk`; return rows per split."""
+def _check_output(run: Path, out: str, overwrite: bool) -> tuple[Any, str] | None:
+    """Refuse an output that is, or overlaps, the run folder, or holds files and no `--overwrite`;
+    return (filesystem, path) to remove before writing when `--overwrite` replaces something."""
+    fs, path = fsspec.core.url_to_fs(out)
+    if is_local(fs):
+        target, source = Path(path).resolve(), run.resolve()
+        if target == source or source in target.parents:
+            raise ExportError(f"--output {out} is inside the run folder {run}: write the export somewhere else")
+        if target in source.parents:
+            raise ExportError(f"--output {out} holds the run {run}: write the export somewhere else")
+    if not fs.exists(path) or (fs.isdir(path) and not fs.ls(path, detail=False)):
+        return None
+    if not overwrite:
+        raise ExportError(
+            f"--output {out} is not empty: pass --overwrite to replace what it holds, or name a new folder"
+        )
+    return fs, path
+
+
+def export_hf(run_uri: str, out: str, cache: str | None = None, overwrite: bool = False) -> dict[str, int]:
+    """Write the run's kept data to `out` with `save_to_disk`; return rows per split.
+    `overwrite`: replace what `out` holds (by default it must be empty or absent)."""
     ds = _datasets()
     run = Path(run_uri)
     manifest_path = run / "manifest.json"
@@ -76,7 +104,10 @@ def export_hf(run_uri: str, out: str, cache: str | None = None) -> dict[str, int
         raise ExportError(f"{run_uri}: the run kept no sample (shards/ is empty)")
     if build is not _shards and not _files(run / corpus, "**/*.*"):
         raise ExportError(f"{run_uri}: the run kept no question ({corpus}/ is empty)")
+    replace = _check_output(run, out, overwrite)
     with tempfile.TemporaryDirectory(prefix="mmcurate-export-") as scratch:  # the loaders' cache: not kept
         splits = build(ds, run, cache or scratch)
+        if replace is not None:
+            replace[0].rm(replace[1], recursive=True)
         ds.DatasetDict(splits).save_to_disk(out)
         return {name: split.num_rows for name, split in splits.items()}

@@ -8,10 +8,11 @@ answer extraction and the same verifier, with the same settings, as `mmcurate rl
 verl 0.9 (`reward.custom_reward_function.path` = this file, `.name` = `compute_score`; the
 top-level `custom_reward_function` of older verl versions is ignored by 0.9's `main_ppo`):
 
-    python -m verl.trainer.main_ppo \\
-        data.train_files="[out/rl/train/part-00000.parquet]" data.val_files="[out/rl/val/part-00000.parquet]" \\
+    python -m verl.trainer.main_ppo data.train_files="$TRAIN" data.val_files="$VAL" \\
         reward.custom_reward_function.path="$(python -c 'import mmcurate.rewards as r; print(r.__file__)')" \\
         reward.custom_reward_function.name=compute_score ...
+
+with $TRAIN / $VAL the lists of every parquet file under `rl/train/` and `rl/val/` (docs/rl.md).
 
 Rows whose `data_source` does not start with `mmcurate` (a domain mapped to one of verl's own
 datasets by `output.data_sources`) go to verl's `default_compute_score` when verl is importable.
@@ -45,10 +46,9 @@ def compute_score(
         raise ValueError(f"data_source {data_source!r}: extra_info has no answer_type; is this an mmcurate rl file?")
     settings = _settings(info)
     kind = info["answer_type"]
-    verdict = verify(
-        solution_str, ground_truth, kind, settings.convention, choices=info.get("choices") or None,
-        **settings.kwargs(kind),
-    )  # fmt: skip
+    choices = info.get("choices")  # a list, or a numpy array when verl's rows came through pandas
+    choices = [str(c) for c in choices] if choices is not None and len(choices) else None
+    verdict = verify(solution_str, ground_truth, kind, settings.convention, choices=choices, **settings.kwargs(kind))
     return {"score": float(verdict.correct), "parsed": float(verdict.parsed), "partial": float(verdict.score)}
 
 
@@ -60,5 +60,5 @@ def _delegate(data_source: str, solution_str: str, ground_truth: str, extra_info
             f"data_source {data_source!r} is not an mmcurate one, and verl's default_compute_score is not importable"
         ) from exc
     result = default_compute_score(data_source, solution_str, ground_truth, extra_info)
-    score = result["score"] if isinstance(result, dict) else result
-    return {"score": float(score), "parsed": 1.0, "partial": float(score)}
+    score = float(result["score"] if isinstance(result, dict) else result)
+    return {"score": score, "parsed": float("nan"), "partial": score}  # verl's scorers do not say

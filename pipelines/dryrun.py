@@ -3,7 +3,10 @@
 The config and the models are checked by the caller (the same checks a run makes first); here the
 units are listed with the records each holds where that is cheap to know (a jsonl slice's lines were
 counted when the units were listed, a parquet file's footer says its rows, a folder slice its
-files; a tar says only when read), and the output folder's state is told.
+files; a tar says only when read), and the output folder is judged as the run will judge it: the run's
+identity is computed the same way and `resume.verdict` makes `prepare`'s checks without writing, so a
+command line the run would refuse (a folder holding a run and no flag, `--resume` with a changed
+config) fails here too, with the run's error.
 """
 
 from __future__ import annotations
@@ -13,8 +16,9 @@ from typing import Any
 from mmcurate.schemas.redact import redact_text
 from mmcurate.stages.io import Unit
 
+from .common import code_version
 from .corpus import Corpus
-from .resume import holds_run
+from .resume import holds_run, run_identity, verdict
 
 
 def records_held(unit: Unit) -> int | None:
@@ -35,7 +39,19 @@ def records_held(unit: Unit) -> int | None:
     return None
 
 
-def plan(corpus: Corpus, config: Any, units: list[Unit], out_root: str) -> dict[str, Any]:
+def plan(
+    corpus: Corpus,
+    config: Any,
+    units: list[Unit],
+    out_root: str,
+    lineage: dict | None = None,
+    overwrite: bool = False,
+    resume: bool = False,
+) -> dict[str, Any]:
+    """What the run would read and do to its output; raises the OutputError the run would raise.
+    `lineage` as the run is given it (`Corpus.lineage`): it is part of the identity `--resume` checks."""
+    identity = run_identity(corpus.name, config, units, code_version(), lineage)
+    output_verdict = verdict(out_root, identity, corpus.outputs, overwrite=overwrite, resume=resume)
     rows = [{"unit": u.index, "kind": u.kind, "uri": redact_text(u.uri), "records": records_held(u)} for u in units]
     known = [r["records"] for r in rows if r["records"] is not None]
     limit = getattr(getattr(config, "read", None), "limit", None)
@@ -47,15 +63,26 @@ def plan(corpus: Corpus, config: Any, units: list[Unit], out_root: str) -> dict[
         "limit": limit,
         "output": redact_text(out_root),
         "output_holds": holds_run(out_root, corpus.outputs),
+        "verdict": redact_text(output_verdict),
     }
 
 
-def print_plan(corpus: Corpus, config: Any, units: list[Unit], out_root: str, shown: int = 50) -> dict[str, Any]:
-    """Print the plan (the first `shown` units, then the totals); return it."""
+def print_plan(
+    corpus: Corpus,
+    config: Any,
+    units: list[Unit],
+    out_root: str,
+    lineage: dict | None = None,
+    overwrite: bool = False,
+    resume: bool = False,
+    shown: int = 50,
+) -> dict[str, Any]:
+    """Print the plan (the first `shown` units, then the totals, then what the run would do to its
+    output); return it. Nothing is printed when the run would be refused: its OutputError is raised."""
     from rich.console import Console
     from rich.table import Table
 
-    p = plan(corpus, config, units, out_root)
+    p = plan(corpus, config, units, out_root, lineage, overwrite=overwrite, resume=resume)
     table = Table(title=f"{corpus.name}: dry run, {len(units)} units (nothing written)")
     for col in ("unit", "kind", "input", "records"):
         table.add_column(col, justify="right" if col in ("unit", "records") else "left")
@@ -69,10 +96,5 @@ def print_plan(corpus: Corpus, config: Any, units: list[Unit], out_root: str, sh
     console.print(f"records in the inputs: {p['records_known']}{uncounted}")
     if p["limit"] is not None:
         console.print(f"--limit {p['limit']}: at most {p['limit']} records read per input file")
-    state = (
-        f"holds a run ({', '.join(p['output_holds'])}): the run needs --resume or --overwrite"
-        if p["output_holds"]
-        else "holds no run"
-    )
-    console.print(f"config and models: ok. output {p['output']} {state}")
+    console.print(f"config and models: ok. output {p['output']} {p['verdict']}")
     return p

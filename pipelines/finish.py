@@ -283,6 +283,7 @@ class CommitUnitFn(_SpooledUnitFn):
             return
         by_kind, read = self.load(unit, cutoffs or {})
         settle_unit(self.corpus, by_kind, grouped.get("dups", ()))
+        media = self.corpus.fetch_media(by_kind, self.config)
         not_read = read.get("not_read", 0)  # past a read limit: in the input, not in any record
         held = read["expected"] - not_read if read["expected"] is not None else read["produced"]
         inputs = inputs_by_kind(self.corpus, by_kind, held)
@@ -293,7 +294,7 @@ class CommitUnitFn(_SpooledUnitFn):
             kinds[kind] = kind_section(records, inputs[kind])
             _count_fates(kind, kinds[kind])
             self._write_tables(unit, kind, records, files)
-        outputs, extras = self.corpus.unit_outputs(unit, by_kind, shards, self.run, self.config)
+        outputs, extras = self.corpus.unit_outputs(unit, by_kind, shards, self.run, self.config, media)
         files["outputs"] += [f.to_dict() for f in outputs]
         summary = {"unit": unit, "kinds": kinds, "files": files, "extras": extras, "read": read}
         atomic_write(join(self.run.out_root, layout.summary(unit)), json_bytes(summary))
@@ -417,14 +418,45 @@ def build_manifest(summaries: list[dict], missing: list[int], run: Run, corpus: 
         "extras": corpus.fold_extras([s["extras"] for s in summaries], config),
     }
     manifest.update(read_damage(summaries))
-    limit = getattr(getattr(config, "read", None), "limit", None)
+    limit = limit_section(summaries, run, config, kinds[corpus.primary]["counts"]["input"])
     if limit is not None:
-        not_read = sum(s.get("read", {}).get("not_read", 0) for s in summaries)
-        read = kinds[corpus.primary]["counts"]["input"]
-        manifest["limit"] = {"records_per_input": limit, "read": read, "not_read": not_read, "held": read + not_read}
+        manifest["limit"] = limit
+        if limit["not_read"] or limit.get("not_read_exact") is False:  # some of the inputs were never read
+            manifest["inputs_fully_read"] = False
     if missing:
         manifest["units_missing"] = missing
     return manifest
+
+
+def limit_section(summaries: list[dict], run: Run, config: Any, read: int) -> dict[str, Any] | None:
+    """What a `--limit` left unread: {records_per_input, read, not_read, held}, with `"not_read_exact":
+    false` where a tar's rest could not be counted to its end (`held` is then a lower bound). A select
+    run reads its parent's ledger, not the inputs: it carries the parent's section, `"from_parent": true`."""
+    lineage = run.meta.get("lineage") or {}
+    limit = getattr(getattr(config, "read", None), "limit", None)
+    if lineage.get("parent_run"):
+        return _parent_limit(lineage["parent_run"], limit, read)
+    if limit is None:
+        return None
+    reports = [s.get("read", {}) for s in summaries]
+    not_read = sum(r.get("not_read", 0) for r in reports)
+    section: dict[str, Any] = {"records_per_input": limit, "read": read, "not_read": not_read, "held": read + not_read}
+    if any(r.get("not_read_unknown") for r in reports):
+        section["not_read_exact"] = False
+    return section
+
+
+def _parent_limit(parent_run: str, limit: int | None, read: int) -> dict[str, Any] | None:
+    """The parent run's limit section, from its manifest (a select of a select carries it on). A parent
+    manifest that cannot be read again (its URI was redacted) leaves what the config says, inexact."""
+    try:
+        with fsspec.open(join(parent_run, layout.MANIFEST), "rb") as f:
+            parent = json.loads(f.read()).get("limit")
+    except Exception:
+        if limit is None:
+            return None
+        parent = {"records_per_input": limit, "read": read, "not_read": 0, "held": read, "not_read_exact": False}
+    return None if parent is None else {**parent, "from_parent": True}
 
 
 IGNORED_NAMES = 100

@@ -89,7 +89,19 @@ class PassRateOutput(Params):
     per_tier: bool = False
     """RL: one folder per tier (`rl/{split}/{tier}/`) for curriculum schedules, instead of `rl/{split}/`."""
     embed_images: bool = True
-    """verl parquet: image bytes inside the parquet (true) or paths only (false)."""
+    """verl parquet: image bytes inside the parquet (true), or `{"image": uri}` pointers (false, for
+    images on storage the trainer reads too)."""
+    media_timeout_s: float = Field(60.0, gt=0)
+    """Reading one image or video into a trainer file may take this long before its question is
+    quarantined (`read_timeout`)."""
+
+    def model_post_init(self, _context: object) -> None:
+        try:
+            self.data_source.format(domain="x")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(
+                f"output.data_source: {self.data_source!r} may hold only {{domain}} ({type(exc).__name__}: {exc})"
+            ) from None
 
 
 class PassRateConfig(CorpusConfig):
@@ -255,7 +267,7 @@ class PassRateCorpus(TrainerOutputs):
 
 class SftCorpus(PassRateCorpus):
     name = mode = "sft"
-    outputs = ("sft", "images", "dataset_info.json")
+    outputs = ("sft", "images", "videos")
 
 
 class RlCorpus(PassRateCorpus):

@@ -11,6 +11,7 @@ verified-correct rollout in the cache of the same model and sampling.
 from __future__ import annotations
 
 import collections
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,20 +19,21 @@ import apache_beam as beam
 import pyarrow as pa
 
 from mmcurate.schemas import Question, Record, Status
-from mmcurate.stages.io import ReadReport, Unit
+from mmcurate.stages.io import ReadRefused, ReadReport, Unit, read_bytes
+from mmcurate.stages.io.paths import filesystem
 from mmcurate.stages.questions import histogram
 from mmcurate.stages.trainer_formats import (
-    VERL_SCHEMA,
     data_source_of,
     dataset_info,
-    image_name,
-    read_image,
+    media_name,
     sharegpt_row,
+    split_key,
     split_of,
     verify_json,
     verl_row,
+    verl_schema,
 )
-from mmcurate.stages.writers import FileInfo, ShardInfo, atomic_write, join, json_bytes, parquet_bytes, write_json
+from mmcurate.stages.writers import FileInfo, ShardInfo, atomic_write, join, json_bytes, parquet_bytes
 
 from . import layout
 from .config import ConfigError
@@ -39,6 +41,7 @@ from .corpus import Corpus
 from .finish import Finish, Run
 from .ledger import read_ledger, reopen
 from .overlays import AttachOverlays
+from .resume import OutputError
 from .rollouts import decide, read_cache, tasks_for
 from .spool import UnitEnd
 from .thresholds import Thresholds
@@ -51,12 +54,31 @@ class TrainerOutputs(Corpus):
 
     mode: str
 
+    def fetch_media(self, records: dict[str, list[Record]], config: Any) -> dict[str, bytes]:
+        """The bytes the trainer files hold: SFT copies every image and video beside its rows, RL embeds
+        images (`output.embed_images`). A kept question whose media cannot be read now is quarantined."""
+        media: dict[str, bytes] = {}
+        for q in records["question"]:
+            if q.fate.status != Status.KEPT:
+                continue
+            for uri in media_uris(q, self.mode, config.output.embed_images):
+                try:
+                    media.setdefault(uri, read_bytes(uri, config.output.media_timeout_s))
+                except FileNotFoundError as exc:
+                    q.settle("missing_image", f"{uri}: {exc}", stage="output")
+                    break
+                except (OSError, ReadRefused) as exc:
+                    q.settle(getattr(exc, "reason", "read_error"), f"{uri}: {exc}", stage="output")
+                    break
+        return media
+
     def unit_outputs(
-        self, unit: int, records: dict[str, list[Record]], shards: list[ShardInfo], run: Run, config: Any
-    ) -> tuple[list[FileInfo], dict[str, Any]]:
+        self, unit: int, records: dict[str, list[Record]], shards: list[ShardInfo], run: Run, config: Any,
+        media: dict[str, bytes],
+    ) -> tuple[list[FileInfo], dict[str, Any]]:  # fmt: skip
         questions: list[Question] = records["question"]  # type: ignore[assignment]
         kept = [q for q in questions if q.fate.status == Status.KEPT]
-        files = (rl_files if self.mode == "rl" else sft_files)(unit, kept, run, config) if kept else []
+        files = (rl_files if self.mode == "rl" else sft_files)(unit, kept, run, config, media) if kept else []
         curriculum: dict[str, dict[str, int]] = collections.defaultdict(dict)
         for q in kept:
             tier = q.labels.get("tier", "")
@@ -82,9 +104,11 @@ class TrainerOutputs(Corpus):
         return out
 
     def run_outputs(self, run: Run, config: Any) -> list[FileInfo]:
-        if self.mode != "sft":
-            return []
-        return [write_json(run.out_root, "dataset_info.json", dataset_info(config.output.name, "sft"))]
+        """LLaMA-Factory's `dataset_info.json`, our entry merged into one the folder already has (it
+        registers many datasets; a user's entries stay). Not listed as ours: --overwrite keeps it."""
+        if self.mode == "sft":
+            merge_dataset_info(run.out_root, config.output.name, bool(_sft_files(run.out_root)))
+        return []
 
     def describe(self, manifest: dict[str, Any]) -> list[Any]:
         from rich.table import Table
@@ -105,8 +129,10 @@ class TrainerOutputs(Corpus):
             for tier, row in cur["counts"].items():
                 table.add_row(f"{tier} {cur['tiers'].get(tier, '')}", *(str(row.get(d, 0)) for d in domains))
             lines.append(table)
-        for f in manifest.get("files", {}).get("outputs", []):
-            lines.append(f"trainer file: {f['path']}")
+        paths = sorted({f["path"] for f in manifest.get("files", {}).get("outputs", [])})
+        media = collections.Counter(p.split("/", 1)[0] for p in paths if p.startswith(("images/", "videos/")))
+        lines += [f"trainer file: {p}" for p in paths if not p.startswith(("images/", "videos/"))]
+        lines += [f"{folder}/: {n} files the trainer files refer to" for folder, n in sorted(media.items())]
         return lines
 
     def check_select(self, config: Any, parent_config: Any, parent: dict[str, Any]) -> None:
@@ -118,44 +144,80 @@ class TrainerOutputs(Corpus):
                 )
 
 
+def _sft_files(out_root: str) -> list[str]:
+    fs, root = filesystem(out_root, OSError)
+    return fs.glob(join(root, "sft", "part-*.json"))
+
+
+def merge_dataset_info(out_root: str, name: str, has_rows: bool) -> None:
+    """Write our entry into `dataset_info.json` (or take it out when the run kept nothing), leaving
+    every other entry as it was; a file that is not a JSON object is an error, never overwritten."""
+    uri = join(out_root, "dataset_info.json")
+    fs, path = filesystem(uri, OSError)
+    info: dict[str, Any] = {}
+    if fs.exists(path):
+        with fs.open(path, "rb") as f:
+            try:
+                info = json.loads(f.read())
+            except ValueError:
+                info = None  # type: ignore[assignment]
+        if not isinstance(info, dict):
+            raise OutputError(f"{uri} is not a JSON object (LLaMA-Factory's dataset_info.json): not overwritten")
+    info.pop(name, None)
+    if has_rows:
+        info.update(dataset_info(name, "sft"))
+    if info:
+        atomic_write(uri, json_bytes(info))
+    elif fs.exists(path):
+        fs.rm(path)
+
+
+def media_uris(q: Question, mode: str, embed_images: bool) -> list[str]:
+    """The media a trainer file holds by value: SFT copies images and video, RL embeds images."""
+    if mode == "sft":
+        return [*q.images, *([q.video] if q.video else [])]
+    return list(q.images) if embed_images else []
+
+
 def _write(run: Run, rel: str, data: bytes) -> FileInfo:
     return FileInfo(rel, len(data), atomic_write(join(run.out_root, rel), data))
 
 
-def rl_files(unit: int, kept: list[Question], run: Run, config: Any) -> list[FileInfo]:
+def rl_files(unit: int, kept: list[Question], run: Run, config: Any, media: dict[str, bytes]) -> list[FileInfo]:
     """verl parquet per split (and per tier when `output.per_tier`): `rl/{split}[/{tier}]/part-U.parquet`."""
     out = config.output
     verify = verify_json(config.verify.model_dump(mode="json"))
     groups: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
     for q in kept:
-        split = split_of(q.id, out.val_fraction)
+        split = split_of(split_key(q), out.val_fraction)
         source = data_source_of(q.domain, out.data_source, out.data_sources)
-        row = verl_row(
-            q, q.source.index, source, config.rollout.prompt.answer_instruction, out.embed_images, split, verify
-        )
-        folder = f"rl/{split}/{q.labels.get('tier') or 'untiered'}" if out.per_tier else f"rl/{split}"
-        groups[folder].append(row)
+        images = [media[u] for u in q.images] if out.embed_images else None
+        row = verl_row(q, source, config.rollout.prompt.answer_instruction, images, split, verify)
+        groups[f"rl/{split}/{q.labels['tier']}" if out.per_tier else f"rl/{split}"].append(row)
+    schema = verl_schema(out.embed_images)
     return [
-        _write(run, f"{folder}/{layout.part(unit)}.parquet", parquet_bytes(pa.Table.from_pylist(rows, VERL_SCHEMA)))
+        _write(run, f"{folder}/{layout.part(unit)}.parquet", parquet_bytes(pa.Table.from_pylist(rows, schema)))
         for folder, rows in sorted(groups.items())
     ]
 
 
-def sft_files(unit: int, kept: list[Question], run: Run, config: Any) -> list[FileInfo]:
-    """ShareGPT rows whose images are copied into `images/` (content-addressed) and named relative to
-    the output folder, LLaMA-Factory's `dataset_dir`: the folder loads wherever it is moved."""
+def sft_files(unit: int, kept: list[Question], run: Run, config: Any, media: dict[str, bytes]) -> list[FileInfo]:
+    """ShareGPT rows whose images and videos are copied into `images/` and `videos/` (content-addressed)
+    and named relative to the output folder, LLaMA-Factory's `dataset_dir`: it loads wherever it moves."""
     files, rows, written = [], [], set()
+
+    def copied(uri: str, folder: str) -> str:
+        rel = media_name(media[uri], uri, folder)
+        if rel not in written:
+            written.add(rel)
+            files.append(_write(run, rel, media[uri]))
+        return rel
+
+    instruction = config.rollout.prompt.answer_instruction
     for q in kept:
-        names = []
-        for uri in q.images:
-            data = read_image(uri)
-            rel = image_name(data, uri)
-            if rel not in written:
-                written.add(rel)
-                files.append(_write(run, rel, data))
-            names.append(rel)
-        instruction = config.rollout.prompt.answer_instruction
-        rows.append(sharegpt_row(q, q.labels.get("response", q.answer), instruction, names))
+        images = [copied(u, "images") for u in q.images]
+        videos = [copied(q.video, "videos")] if q.video else []
+        rows.append(sharegpt_row(q, q.labels.get("response", q.answer), instruction, images, videos))
     files.append(_write(run, f"sft/{layout.part(unit)}.json", json_bytes(rows)))
     return files
 
@@ -183,7 +245,14 @@ class DecideFn(beam.DoFn):
     def process(self, element: tuple[str, dict[str, list]]) -> Iterator[Question]:
         _, group = element
         for q in group["q"]:
-            keys = {t.key for t in tasks_for(q, self.config.rollout) if not t.blind} if group["r"] else set()
+            try:  # the task keys hash the prompt, media bytes included: the media are read again
+                keys = {t.key for t in tasks_for(q, self.config.rollout) if not t.blind} if group["r"] else set()
+            except FileNotFoundError as exc:
+                yield q.settle("missing_image", str(exc), stage="select")
+                continue
+            except OSError as exc:
+                yield q.settle("read_error", str(exc), stage="select")
+                continue
             q.labels.pop("response", None)
             yield decide(q, self.config, self.mode, [r for r in group["r"] if r.key in keys])
 

@@ -31,9 +31,9 @@ _PART = re.compile(r"part-(\d+)")
 _UNIT_FILE = re.compile(r"part-(\d{5,})(?:-\d{4,})?\.(?:tar|parquet|jsonl?|pkl|bin|mp4)(\.tmp-[0-9a-f]{12})?")
 """A per-unit file a run writes (shards, tables, summaries, corpus outputs), or its temporary name."""
 _TMP = re.compile(r".+\.tmp-[0-9a-f]{12}")
+"""A file an atomic write left half-written when its process was killed."""
 _CONTENT_FILE = re.compile(r"[0-9a-f]{64}\.[a-z0-9]{1,5}(\.tmp-[0-9a-f]{12})?")
 """A content-addressed file of a corpus's own folder (SFT `images/<sha256>.<ext>`), shared by units."""
-"""A file an atomic write left half-written when its process was killed."""
 _WHAT = {"corpus": "the corpus", "config_sha256": "the config", "units_sha256": "the inputs",
          "code_sha256": "the mmcurate code", "lineage_sha256": "the parent run (its manifest or overlays)"}  # fmt: skip
 
@@ -94,21 +94,60 @@ def prepare(
 ) -> Prepared:
     """Check the folder against how the run was asked to treat it (see the module docstring)."""
     if overwrite and resume:
-        raise OutputError("--overwrite and --resume exclude each other: resume a run, or start it again")
+        raise _both_error()
     fs, root = _fs(out_root)
     existing = holds_run(out_root, parts)
     prepared = Prepared()
     if resume and existing:
         prepared = _resumable(out_root, identity)
     elif existing and not overwrite:
-        raise OutputError(
-            f"output {out_root} already holds a run ({', '.join(existing)}): pass --resume to go on with it "
-            "(same config and inputs), or --overwrite to delete what it wrote and start again"
-        )
+        raise _holds_run_error(out_root, existing)
     elif existing:
         prepared.left = clear_run(out_root, parts)
     fs.makedirs(root, exist_ok=True)
     return prepared
+
+
+def _both_error() -> OutputError:
+    return OutputError("--overwrite and --resume exclude each other: resume a run, or start it again")
+
+
+def _holds_run_error(out_root: str, existing: list[str]) -> OutputError:
+    return OutputError(
+        f"output {out_root} already holds a run ({', '.join(existing)}): pass --resume to go on with it "
+        "(same config and inputs), or --overwrite to delete what it wrote and start again"
+    )
+
+
+def verdict(
+    out_root: str, identity: dict[str, str], parts: tuple[str, ...], overwrite: bool = False, resume: bool = False
+) -> str:
+    """What `prepare` would do with the folder, in a sentence, found by the same checks (raising the
+    same OutputError) but writing and deleting nothing: the dry run's answer for the real run."""
+    if overwrite and resume:
+        raise _both_error()
+    existing = holds_run(out_root, parts)
+    if not existing:
+        return "holds no run: the run starts fresh" + (" (nothing to resume)" if resume else "")
+    if not (resume or overwrite):
+        raise _holds_run_error(out_root, existing)
+    if overwrite:
+        ours, left = plan_clear(out_root, parts)
+        shown = ", ".join(left[:5]) + (", ..." if len(left) > 5 else "")
+        stay = f"; {_files(len(left))} it did not write stay ({shown})" if left else ""
+        return f"holds a run: --overwrite would delete the {_files(len(ours))} it wrote{stay}"
+    prepared = _resumable(out_root, identity, tidy=False)
+    if prepared.finished is not None:
+        return "holds the same run, finished: --resume would run nothing (its manifest stands)"
+    scored = len(prepared.spooled - prepared.committed)
+    return (
+        f"holds the same run, interrupted: --resume would skip its {len(prepared.committed)} committed units"
+        f" and commit {scored} scored ones without scoring them again; the other units run"
+    )
+
+
+def _files(n: int) -> str:
+    return f"{n} file" if n == 1 else f"{n} files"
 
 
 def _done_units(fs: Any, root: str, pattern: str) -> frozenset[int]:
@@ -129,7 +168,8 @@ def _refuse_changed(out_root: str, stored: dict[str, str], identity: dict[str, s
         )
 
 
-def _resumable(out_root: str, identity: dict[str, str]) -> Prepared:
+def _resumable(out_root: str, identity: dict[str, str], tidy: bool = True) -> Prepared:
+    """`tidy`: remove the half-written files a kill left (false for a read-only check)."""
     fs, root = _fs(out_root)
     state_path = join(root, layout.RUN_STATE)
     manifest_path = join(root, layout.MANIFEST)
@@ -149,7 +189,8 @@ def _resumable(out_root: str, identity: dict[str, str]) -> Prepared:
         manifest = _read_json(fs, manifest_path)
         if manifest.get("created") == meta.get("created"):  # killed while clearing its work files
             return Prepared(finished=manifest)
-    _remove_half_written(fs, root)
+    if tidy:
+        _remove_half_written(fs, root)
     committed = _done_units(fs, root, layout.summary_glob())
     spooled, incomplete = _spooled(fs, root)
     if incomplete - committed and committed:
@@ -230,6 +271,21 @@ def _ours(rel: str, listed: set[str], units: set[int], summarized: set[int], par
     if m is None or int(m.group(1)) not in units:
         return False
     return top == layout.SUMMARIES or int(m.group(1)) not in summarized or bool(m.group(2))
+
+
+def plan_clear(out_root: str, parts: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """(the files `clear_run` would delete, those it would leave), relative to the root; reads only."""
+    fs, root = _fs(out_root)
+    listed, units = _listed(fs, root), _units_of(fs, root)
+    summarized = set(_done_units(fs, root, layout.summary_glob()))
+    ours, left = [], []
+    for path in sorted(fs.find(root)):
+        rel = posixpath.relpath(path, root)
+        if _ours(rel, listed, units, summarized, parts):
+            ours.append(rel)
+        elif rel.split("/", 1)[0] != layout.OVERLAYS:
+            left.append(rel)
+    return ours, left
 
 
 def clear_run(out_root: str, parts: tuple[str, ...]) -> list[str]:

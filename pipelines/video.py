@@ -360,8 +360,9 @@ class VideoCorpus(Corpus):
         settle_video(parent, children)
 
     def unit_outputs(
-        self, unit: int, records: dict[str, list[Record]], shards: list[ShardInfo], run: Run, config: VideoConfig
-    ) -> tuple[list[FileInfo], dict[str, Any]]:
+        self, unit: int, records: dict[str, list[Record]], shards: list[ShardInfo], run: Run, config: VideoConfig,
+        media: dict[str, bytes],
+    ) -> tuple[list[FileInfo], dict[str, Any]]:  # fmt: skip
         clips: list[ClipRecord] = records["clip"]  # type: ignore[assignment]
         kept = [c for c in clips if c.fate.status == Status.KEPT]
         files = []

@@ -6,6 +6,7 @@ Thresholds act on the counts `stages/questions.grade` stored, so they can change
 from __future__ import annotations
 
 import itertools
+import re
 from typing import Any
 
 from mmcurate.schemas import Question
@@ -30,6 +31,7 @@ class SftParams(Params):
             raise ValueError(f"select.sft.response must be rollout or reference, got {self.response!r}")
 
 
+TIER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 DEFAULT_TIERS = {"hard": (0.0, 0.34), "medium": (0.34, 0.67), "easy": (0.67, 1.0)}
 
 
@@ -41,6 +43,9 @@ class RlParams(Params):
     drop_answer_leak: bool = True
 
     def model_post_init(self, _context: object) -> None:
+        for name in self.tiers:  # a tier names a folder (output.per_tier) and a ledger label
+            if not TIER_NAME.fullmatch(name):
+                raise ValueError(f"select.rl.tiers: {name!r} is not a tier name (letters, digits, '_', '-', '.')")
         spans = sorted(self.tiers.values())
         if not spans or spans[0][0] > 0.0 or spans[-1][1] < 1.0:
             raise ValueError("select.rl.tiers must cover pass rates from 0 to 1")

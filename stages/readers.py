@@ -122,12 +122,14 @@ def _is_image(uri: str) -> bool:
 
 
 def _folder_units(roots: dict[str, list[str]], group: dict[str, str], step: int, first: int) -> list[Unit]:
+    """Each folder's sorted images in slices of `step`; a slice knows where in its folder it starts
+    (`Unit.start`), so `--limit N` reads the first N images of the folder, not of every slice."""
     units: list[Unit] = []
     for root in sorted(roots):
         images = sorted(set(roots[root]))
         for start in range(0, len(images), step):
             files = tuple(images[start : start + step])
-            units.append(Unit(first + len(units), "folder", root, files=files, group=group[root]))
+            units.append(Unit(first + len(units), "folder", root, files=files, start=start, group=group[root]))
     return units
 
 

@@ -12,14 +12,15 @@ from __future__ import annotations
 import hashlib
 import json
 import posixpath
+import re
 from typing import Any
 
-import fsspec
 import pyarrow as pa
 
 from mmcurate.schemas import Question
 
 IMAGE_TOKEN = "<image>"
+VIDEO_TOKEN = "<video>"
 SPLITS = ("train", "val")
 
 EXTRA_INFO = pa.struct(
@@ -42,21 +43,46 @@ EXTRA_INFO = pa.struct(
 """A struct, not a JSON string: verl calls `extra_info.get(...)` on every row. `verify` holds the
 verifier settings the grading used (JSON), so the reward a trainer computes is the selection's."""
 
-VERL_SCHEMA = pa.schema(
-    [
-        pa.field("data_source", pa.string()),
-        pa.field("prompt", pa.list_(pa.struct([pa.field("role", pa.string()), pa.field("content", pa.string())]))),
-        pa.field("images", pa.list_(pa.struct([pa.field("bytes", pa.binary()), pa.field("path", pa.string())]))),
-        pa.field("ability", pa.string()),
-        pa.field("reward_model", pa.struct([pa.field("style", pa.string()), pa.field("ground_truth", pa.string())])),
-        pa.field("extra_info", EXTRA_INFO),
-    ]
-)
+_MESSAGES = pa.list_(pa.struct([pa.field("role", pa.string()), pa.field("content", pa.string())]))
+EMBEDDED_IMAGES = pa.list_(pa.struct([pa.field("bytes", pa.binary()), pa.field("path", pa.string())]))
+IMAGE_PATHS = pa.list_(pa.struct([pa.field("image", pa.string())]))
+"""verl opens `bytes` whenever the key is there, so rows that only point at their images have no such key:
+`{"image": uri}` is what `qwen_vl_utils.fetch_image` reads."""
+VIDEOS = pa.list_(pa.struct([pa.field("video", pa.string())]))
+REWARD_MODEL = pa.struct([pa.field("style", pa.string()), pa.field("ground_truth", pa.string())])
+
+
+def verl_schema(embed_images: bool) -> pa.Schema:
+    return pa.schema(
+        [
+            pa.field("data_source", pa.string()),
+            pa.field("prompt", _MESSAGES),
+            pa.field("images", EMBEDDED_IMAGES if embed_images else IMAGE_PATHS),
+            pa.field("videos", VIDEOS),
+            pa.field("ability", pa.string()),
+            pa.field("reward_model", REWARD_MODEL),
+            pa.field("extra_info", EXTRA_INFO),
+        ]
+    )
+
+
+VERL_SCHEMA = verl_schema(True)
+
+_MARKER = re.compile(re.escape(IMAGE_TOKEN))
+UNIT_STRIDE = 10**9
+"""`extra_info.index` = unit * UNIT_STRIDE + position in the unit: unique across a run's inputs."""
 
 
 def user_text(q: Question, instruction: str) -> str:
-    """The user turn with one `<image>` marker per image, choices as lettered lines, and the answer instruction."""
-    parts = [IMAGE_TOKEN * len(q.images) + q.question.strip()]
+    """The user turn with one `<image>` marker per image (a question that already places as many keeps
+    them where they are; stray ones are removed), `<video>` for a video, choices as lettered lines,
+    and the answer instruction."""
+    text = q.question.strip()
+    if len(_MARKER.findall(text)) != len(q.images):
+        text = IMAGE_TOKEN * len(q.images) + _MARKER.sub("", text).strip()
+    if q.video and VIDEO_TOKEN not in text:
+        text = VIDEO_TOKEN + text
+    parts = [text]
     if q.choices:
         parts.append("\n".join(f"{chr(65 + i)}. {c}" for i, c in enumerate(q.choices)))
     if instruction:
@@ -64,17 +90,19 @@ def user_text(q: Question, instruction: str) -> str:
     return "\n".join(parts)
 
 
-def read_image(uri: str) -> bytes:
-    with fsspec.open(uri, "rb") as f:
-        return f.read()
+def split_key(q: Question) -> str:
+    """What decides a question's split: its text, answer, choices and media file names, not where
+    the corpus lies (the question id hashes the media refs as given, absolute paths included)."""
+    media = [posixpath.basename(u.rstrip("/")) for u in (*q.images, q.video) if u]
+    return json.dumps([q.question, q.answer, list(q.choices), media], ensure_ascii=False)
 
 
-def split_of(question_id: str, val_fraction: float) -> str:
-    """`train` or `val`, from the question id alone: the same question lands in the same split on
-    every run, whatever the partitioning, the other questions or a threshold change."""
+def split_of(key: str, val_fraction: float) -> str:
+    """`train` or `val`, from `split_key` alone: the same question lands in the same split on every
+    run, wherever the corpus lies, whatever the partitioning, the other questions or the thresholds."""
     if val_fraction <= 0:
         return "train"
-    h = int.from_bytes(hashlib.sha256(f"split:{question_id}".encode()).digest()[:8], "big")
+    h = int.from_bytes(hashlib.sha256(f"split:{key}".encode()).digest()[:8], "big")
     return "val" if h / 2**64 < val_fraction else "train"
 
 
@@ -84,16 +112,23 @@ def data_source_of(domain: str, template: str, per_domain: dict[str, str]) -> st
 
 
 def verl_row(
-    q: Question, index: int, data_source: str, instruction: str, embed_images: bool, split: str, verify: str
+    q: Question, data_source: str, instruction: str, images: list[bytes] | None, split: str, verify: str
 ) -> dict[str, Any]:
+    """One verl row; `images` are the images' bytes to embed, or None to point at them by URI."""
+    shown = (
+        [{"bytes": b, "path": p} for b, p in zip(images, q.images, strict=True)]
+        if images is not None
+        else [{"image": p} for p in q.images]
+    )
     return {
         "data_source": data_source,
         "prompt": [{"role": "user", "content": user_text(q, instruction)}],
-        "images": [{"bytes": read_image(p) if embed_images else None, "path": p} for p in q.images],
+        "images": shown,
+        "videos": [{"video": q.video}] if q.video else [],
         "ability": q.domain,
         "reward_model": {"style": "rule", "ground_truth": q.answer},
         "extra_info": {
-            "index": index,
+            "index": q.source.unit * UNIT_STRIDE + q.source.index,
             "split": split,
             "id": q.id,
             "question": q.question,
@@ -110,20 +145,22 @@ def verl_row(
     }
 
 
-def image_name(data: bytes, uri: str, folder: str = "images") -> str:
-    """A content-addressed relative path: the same image under two names is stored once."""
+def media_name(data: bytes, uri: str, folder: str) -> str:
+    """A content-addressed relative path (`images/<sha256>.<ext>`): the same file under two names is
+    stored once, and two files of one name never collide."""
     ext = posixpath.splitext(uri.split("?", 1)[0])[1].lower() or ".bin"
     return f"{folder}/{hashlib.sha256(data).hexdigest()}{ext}"
 
 
-def sharegpt_row(q: Question, response: str, instruction: str, images: list[str]) -> dict[str, Any]:
-    """`images` are the paths relative to the dataset folder (see `image_name`)."""
+def sharegpt_row(q: Question, response: str, instruction: str, images: list[str], videos: list[str]) -> dict[str, Any]:
+    """`images` and `videos` are the paths relative to the dataset folder (see `media_name`)."""
     return {
         "messages": [
             {"role": "user", "content": user_text(q, instruction)},
             {"role": "assistant", "content": response},
         ],
         "images": images,
+        "videos": videos,  # always there (LLaMA-Factory reads [] as none): a column every file has
     }
 
 
@@ -133,7 +170,7 @@ def dataset_info(name: str, file_name: str) -> dict[str, Any]:
         name: {
             "file_name": file_name,
             "formatting": "sharegpt",
-            "columns": {"messages": "messages", "images": "images"},
+            "columns": {"messages": "messages", "images": "images", "videos": "videos"},
             "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant"},
         }
     }

@@ -102,8 +102,10 @@ def list_video_units(inputs: list[str], params: VideoReadParams) -> list[Unit]:
     for given, found in scan.loose.items():
         files = sorted({p for _, p in found})
         root = posixpath.commonpath(files) if len(files) > 1 else posixpath.dirname(files[0])
-        for i in range(0, len(files), params.folder_unit_size):
-            units.append(Unit(len(units), "videos", root, tuple(files[i : i + params.folder_unit_size]), group=given))
+        for i in range(0, len(files), params.folder_unit_size):  # start: where the slice begins (--limit)
+            units.append(
+                Unit(len(units), "videos", root, tuple(files[i : i + params.folder_unit_size]), start=i, group=given)
+            )
     return attach_ignored(units, {given: [p for _, p in other] for given, other in scan.other.items()})
 
 

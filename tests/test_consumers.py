@@ -108,25 +108,33 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"root": root, "data": root / "questions.jsonl", "config": root / "config.yaml", "vlm": vlm}
 
 
-def _run(mode: str, corpus: dict[str, Path], out: Path) -> dict[str, Any]:
-    argv = [mode, "--input", str(corpus["data"]), "--output", str(out), "--config", str(corpus["config"])]
+def _run(mode: str, corpus: dict[str, Path], out: Path, **output: Any) -> dict[str, Any]:
+    config = corpus["config"]
+    if output:  # the same run with other output settings (the rollouts come from the cache)
+        cfg = yaml.safe_load(config.read_text())
+        cfg["output"].update(output)
+        config = out.parent / f"{out.name}.yaml"
+        config.write_text(yaml.safe_dump(cfg))
+    argv = [mode, "--input", str(corpus["data"]), "--output", str(out), "--config", str(config)]
     assert main([*argv, "--no-progress"]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["kinds"]["question"]["counts"]["kept"] > 0  # the fit gives pass rates in (0, 1)
     return manifest
 
 
+@pytest.mark.parametrize("embed", [True, False], ids=["images-embedded", "images-by-path"])
 def test_verl_loads_every_rl_row_and_grades_through_its_reward_loop(
-    corpus: dict[str, Path], consumers: Any, tmp_path: Path
+    corpus: dict[str, Path], consumers: Any, tmp_path: Path, embed: bool
 ) -> None:
     out = tmp_path / "rl-run"
-    kept = _run("rl", corpus, out)["kinds"]["question"]["counts"]["kept"]
+    kept = _run("rl", corpus, out, embed_images=embed)["kinds"]["question"]["counts"]["kept"]
     files = sorted((out / "rl").rglob("*.parquet"))
     rows = {}
     for f in files:  # rl/{train,val}/part-00000.parquet (these three question ids split 1:2)
         for r in pq.read_table(f).to_pylist():
             assert f.relative_to(out / "rl").parent.as_posix() == r["extra_info"]["split"] in ("train", "val")
             rows[r["extra_info"]["id"]] = r
+            assert [set(i) for i in r["images"]] == [{"bytes", "path"} if embed else {"image"}]
     assert len(rows) == kept
     responses = {
         qid: [BOX.format(r["extra_info"]["answer"]), BOX.format(WRONG[r["extra_info"]["question"]])]

@@ -12,6 +12,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
@@ -166,7 +167,8 @@ def test_rl_grades_selects_and_writes_verl(corpus: dict[str, Path], tmp_path: Pa
     for f in files:  # rl/{split}/part-UUUUU.parquet, each row's split its folder's
         assert {r["extra_info"]["split"] for r in pq.read_table(f).to_pylist()} == {f.parent.name}
     row = table[0]
-    assert set(row) == {"data_source", "prompt", "images", "ability", "reward_model", "extra_info"}
+    assert set(row) == {"data_source", "prompt", "images", "videos", "ability", "reward_model", "extra_info"}
+    assert row["videos"] == []
     assert row["prompt"][0]["role"] == "user" and row["prompt"][0]["content"].startswith("<image>")
     assert row["reward_model"]["style"] == "rule"
     assert row["images"][0]["bytes"] == (corpus["root"] / "img.png").read_bytes()
@@ -347,6 +349,11 @@ def test_select_rethresholds_a_passrate_run_from_its_ledger(corpus: dict[str, Pa
         if not reason:
             assert row["labels"]["tier"] == q.labels["tier"]
     assert sum(r["fate"]["status"] == "kept" for r in after.values()) == m["kinds"]["question"]["counts"]["kept"]
+    # the select run's own verl files hold exactly its kept questions, with their new tiers
+    written = {r["extra_info"]["id"]: r for f in (out / "rl").rglob("*.parquet") for r in pq.read_table(f).to_pylist()}
+    kept_rows = {r["id"]: r for r in after.values() if r["fate"]["status"] == "kept"}
+    assert written.keys() == kept_rows.keys()
+    assert all(written[i]["extra_info"]["tier"] == kept_rows[i]["labels"]["tier"] for i in written)
     assert set(m["extras"]["curriculum"]["tiers"]) == {"hard", "easy"}
 
 
@@ -464,11 +471,23 @@ def test_rl_tiers_split_and_exports(corpus: dict[str, Path], tmp_path: Path) -> 
     for f, r in rows:  # rl/{split}/{tier}/part-UUUUU.parquet
         info = r["extra_info"]
         assert (f.parent.parent.name, f.parent.name) == (info["split"], info["tier"])
-        assert info["split"] == split_of(info["id"], 0.5)
+        names = [Path(i["path"]).name for i in r["images"]]
+        key = json.dumps([info["question"], info["answer"], info["choices"], names], ensure_ascii=False)
+        assert info["split"] == split_of(key, 0.5)
         correct = compute_score(r["data_source"], BOX.format(info["answer"]), r["reward_model"]["ground_truth"], info)
         wrong = compute_score(r["data_source"], BOX.format("nothing"), r["reward_model"]["ground_truth"], info)
         assert correct["score"] == 1.0 and wrong["score"] == 0.0 and wrong["parsed"] == 1.0
     assert compute_score(rows[0][1]["data_source"], "no box", "2", rows[0][1]["extra_info"])["parsed"] == 0.0
+    # The reward a trainer computes is the grade: every cached response of a kept question scores as graded.
+    cache = cached_rollouts(corpus)
+    for _, r in rows:
+        info = r["extra_info"]
+        graded = [c for c in cache if c["question_id"] == info["id"] and not c["blind"]]
+        assert graded
+        for c in graded:
+            for text, correct in zip(c["responses"], c["correct"], strict=True):
+                got = compute_score(r["data_source"], text, r["reward_model"]["ground_truth"], info)["score"]
+                assert got == float(correct), text
     ids = [f"q{i}" for i in range(2000)]
     assert 0.45 < sum(split_of(i, 0.5) == "val" for i in ids) / len(ids) < 0.55
     assert all(split_of(i, 0.0) == "train" for i in ids)
@@ -491,3 +510,53 @@ def test_rl_tiers_split_and_exports(corpus: dict[str, Path], tmp_path: Path) -> 
     assert train.num_rows > 0
     for row in train:
         assert [i["bytes"] for i in row["images"]] == [(corpus["root"] / "img.png").read_bytes()]
+
+
+def test_an_image_gone_when_the_trainer_file_is_written_quarantines_its_question(
+    corpus: dict[str, Path], tmp_path: Path
+) -> None:
+    """SFT copies images beside its rows: one that cannot be read then is the question's `missing_image`
+    in the ledger and the counts (never a crashed run, never a row without its image); a user's
+    dataset_info.json entries stay beside ours."""
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(corpus["root"] / "img.png", data / "img.png")
+    shutil.copy(corpus["data"], data / "questions.jsonl")
+    parent = tmp_path / "sft"
+    parent.mkdir()
+    (parent / "dataset_info.json").write_text(json.dumps({"theirs": {"file_name": "theirs.json"}}))
+    cfg = config(corpus)
+    args = ["sft", "--input", str(data / "questions.jsonl"), "--output", str(parent), "--config", str(cfg)]
+    assert main([*args, "--no-progress"]) == 0
+    info = json.loads((parent / "dataset_info.json").read_text())
+    assert set(info) == {"theirs", "mmcurate"} and info["mmcurate"]["file_name"] == "sft"
+    before = json.loads((parent / "manifest.json").read_text())["kinds"]["question"]
+    kept, missing = before["counts"]["kept"], before["reasons"]["quarantined"].get("missing_image", 0)
+    assert kept > 0
+
+    (data / "img.png").unlink()
+    out = tmp_path / "sel"
+    sel = config(corpus, select={"sft": {"response": "reference"}})
+    assert main(["select", "--run", str(parent), "--output", str(out), "--config", str(sel), "--no-progress"]) == 0
+    m = json.loads((out / "manifest.json").read_text())
+    q = m["kinds"]["question"]
+    assert m["accounting_ok"] and q["counts"]["kept"] == 0
+    assert q["reasons"]["quarantined"]["missing_image"] == kept + missing  # the parent's own stay as they were
+    assert not list((out / "sft").glob("*.json")) and not (out / "dataset_info.json").exists()
+    rows = ledger(out).values()
+    gone = [r for r in rows if r["fate"]["reason"] == "missing_image" and "output" in {e["stage"] for e in r["errors"]}]
+    assert len(gone) == kept
+
+
+def test_trainer_rows_place_markers_once_and_point_at_images_they_do_not_embed() -> None:
+    from mmcurate.stages.trainer_formats import media_name, user_text, verl_row, verl_schema
+
+    q = _question("<image>Find x in the figure.", "3", "number", "math", "/data/a/img.png")
+    assert user_text(q, "") == "<image>Find x in the figure."  # verl's geo3k rows place their marker
+    q2 = _question("Find <image> x <image>", "3", "number", "math", "/data/a/img.png")
+    assert user_text(q2, "").startswith("<image>Find") and user_text(q2, "").count("<image>") == 1
+    row = verl_row(q, "mmcurate/math", "", None, "train", "{}")
+    assert row["images"] == [{"image": "/data/a/img.png"}]  # no `bytes` key: verl would open None
+    assert pa.Table.from_pylist([row], verl_schema(False)).num_rows == 1
+    assert media_name(b"one", "/a/img.png", "images") != media_name(b"two", "/b/img.png", "images")
+    assert media_name(b"one", "/a/img.png", "images") == media_name(b"one", "/b/other.png", "images")

@@ -12,6 +12,12 @@ Tars are read with `ignore_zeros`, so a corrupt header mid-archive is skipped bl
 the next valid header (tarfile alone takes it for the end of the archive); every block skipped is
 recorded and reported as one range. A gzip stream is read through `gzip.GzipFile`, which checks the
 CRC (tarfile's own stream reader does not).
+
+With a read limit, a tar is streamed only as far as the first sample past it; the samples after it
+are counted from their headers alone on a seekable, uncompressed file (tarfile seeks over member
+data), so the limit's `not_read` stays exact without reading the rest. Where that cannot be done (a
+compressed or unseekable stream, a damaged header past the limit) the count is a lower bound and
+the report says so (`not_read_unknown`).
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import gzip
 import json
 import re
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,11 +70,14 @@ class ReadReport:
     """Members or files that are not records (directories in a tar, .DS_Store, an .svg beside images)."""
     not_read: int = 0
     """Records left unread because of a read limit (`--limit`): part of `expected`, not of `produced`."""
+    not_read_unknown: bool = False
+    """True when the rest of a tar past the limit could not be counted to its end (a compressed or
+    unseekable stream, a damaged header): `not_read` is then what was counted, a lower bound."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "expected": self.expected, "produced": self.produced, "damage": self.damage, "ignored": self.ignored,
-            "not_read": self.not_read,
+            "not_read": self.not_read, "not_read_unknown": self.not_read_unknown,
         }  # fmt: skip
 
 
@@ -85,6 +94,18 @@ class _Watched(tarfile.TarInfo):
             raise
 
 
+class _Strict(tarfile.TarInfo):
+    """For counting past a limit: a damaged header ends the count at once (tarfile with
+    `ignore_zeros` would read on block by block through the member's data to the next header)."""
+
+    @classmethod
+    def fromtarfile(cls, tf: tarfile.TarFile) -> tarfile.TarInfo:
+        try:
+            return super().fromtarfile(tf)
+        except (tarfile.InvalidHeaderError, tarfile.TruncatedHeaderError) as exc:
+            raise tarfile.SubsequentHeaderError(str(exc)) from None  # next() raises it as a ReadError
+
+
 def _ranges(blocks: list[int]) -> list[tuple[int, int]]:
     out: list[tuple[int, int]] = []
     for b in blocks:
@@ -95,16 +116,55 @@ def _ranges(blocks: list[int]) -> list[tuple[int, int]]:
     return out
 
 
+def sample_key(info: tarfile.TarInfo) -> tuple[str, str] | None:
+    """(sample key, extension) of a tar member by webdataset's rule; None for a member of no sample
+    (a directory, a link, a name with no extension, `__x__` and what is under `__x__/`). The one rule
+    both the reading and the counting past a limit use, so both see the same samples."""
+    if not info.isreg():
+        return None
+    m = _KEY.match(info.name)
+    if m is None or re.match(r"__[^/]*__($|/)", info.name):
+        return None
+    return m.group(1), m.group(2).lower()
+
+
+def starts_sample(key: str, ext: str, current: str | None, exts: Container[str]) -> bool:
+    """Whether a member begins a new sample: another key, or an extension the current one already has."""
+    return key != current or ext in exts
+
+
+def _seekable(f: Any) -> bool:
+    try:
+        return bool(f.seekable())
+    except Exception:  # a file object with no (working) seekable(): treat as a stream
+        return False
+
+
 class _TarReader:
     """One tar (or tgz) unit as items; see the module docstring."""
 
-    def __init__(self, unit: Unit, report: ReadReport, by_reference: tuple[str, ...] = ()) -> None:
-        self.unit, self.report, self.by_reference = unit, report, by_reference
+    def __init__(
+        self, unit: Unit, report: ReadReport, by_reference: tuple[str, ...] = (), limit: int | None = None
+    ) -> None:
+        self.unit, self.report, self.by_reference, self.limit = unit, report, by_reference, limit
         self.index, self.key, self.group = 0, None, {}
         self.spans: dict[str, tuple[int, int]] = {}
         self.group_offset = 0
         self.seen_bad = 0
         self.gz = False
+        self.rest_from: int | None = None
+        """Offset of the header of the first sample past the limit, once it is met: counted from there."""
+        self.done = False
+        self.offset = 0
+        """Offset of the member being read (where a broken stream's unread remainder starts)."""
+
+    def _past_limit(self) -> bool:
+        """Whether the next item would lie past the read limit (its record is counted, never read)."""
+        return self.limit is not None and self.index >= self.limit
+
+    def _stop_unknown(self) -> None:
+        """Past the limit, what follows cannot be counted (damage, a broken stream): a lower bound."""
+        self.report.not_read_unknown, self.done = True, True
 
     def _flush(self) -> Iterator[Item]:
         if self.key is not None:
@@ -116,26 +176,32 @@ class _TarReader:
         bad = tf.__dict__.get("mmcurate_bad_blocks", [])
         new, self.seen_bad = bad[self.seen_bad :], len(bad)
         for start, end in _ranges(new):
+            yield from self._flush()
+            if self._past_limit():  # damage past the limit: how many records it held is not known
+                self._stop_unknown()
+                return
             where = "decompressed bytes" if self.gz else "bytes"
             error = f"corrupt tar header: {where} {start}-{end} skipped to the next valid header"
             self.report.damage.append({"uri": self.unit.uri, "start": start, "end": end, "error": error,
                                        "records": "unknown"})  # fmt: skip
-            yield from self._flush()
             yield Item(self.index, f"<skipped {start}-{end}>", self.unit.uri, problem=("read_error", error))
             self.index += 1
 
-    def _add(self, tf: tarfile.TarFile, info: tarfile.TarInfo) -> Iterator[Item]:
-        if not info.isreg():
-            if not info.isdir():
-                self.report.ignored.append(f"{self.unit.uri}#{info.name}")
-            return
-        m = _KEY.match(info.name)
-        if m is None or re.match(r"__[^/]*__($|/)", info.name):
+    def _ignore(self, info: tarfile.TarInfo) -> None:
+        if not info.isdir():
             self.report.ignored.append(f"{self.unit.uri}#{info.name}")
+
+    def _add(self, tf: tarfile.TarFile, info: tarfile.TarInfo) -> Iterator[Item]:
+        found = sample_key(info)
+        if found is None:
+            self._ignore(info)
             return
-        key, ext = m.group(1), m.group(2).lower()
-        if key != self.key or ext in self.group or ext in self.spans:
+        key, ext = found
+        if starts_sample(key, ext, self.key, {*self.group, *self.spans}):
             yield from self._flush()
+            if self._past_limit():  # the first sample past the limit: counted from its header on
+                self.rest_from, self.done = info.offset, True
+                return
             self.key, self.group_offset = key, info.offset
         if ext in self.by_reference and not self.gz:  # tarfile skips the data itself: nothing is held
             self.spans[ext] = (info.offset_data, info.size)
@@ -143,33 +209,76 @@ class _TarReader:
         data = tf.extractfile(info)
         self.group[ext] = data.read() if data is not None else b""
 
+    def _stream(self, tf: tarfile.TarFile) -> Iterator[Item]:
+        for info in tf:
+            self.offset = info.offset
+            yield from self._skipped(tf)
+            if not self.done:
+                yield from self._add(tf, info)
+            if self.done:
+                return
+        yield from self._skipped(tf)
+
+    def _broken(self, exc: Exception, raw: Any) -> Iterator[Item]:
+        """A broken stream: the rest, from the sample it broke in, as one record (or, past the
+        limit, not a record: unknown)."""
+        offset = self.group_offset if self.key is not None else self.offset
+        if self.key is None and self._past_limit():
+            self._stop_unknown()
+            return
+        self.key, self.group, self.spans = None, {}, {}  # the sample in progress cannot be known complete
+        where = f"compressed bytes {raw.tell()}-end" if self.gz else f"bytes {offset}-end"
+        error = f"{stable_error(exc, self.unit.uri)} in {self.unit.uri} ({where} unread)"
+        self.report.damage.append({"uri": self.unit.uri, "start": offset, "end": None, "error": error,
+                                   "records": "unknown"})  # fmt: skip
+        yield Item(self.index, "<unread-remainder>", self.unit.uri, problem=("read_error", error))
+
     def items(self) -> Iterator[Item]:
         with fsspec.open(self.unit.uri, "rb") as raw:
             self.gz = raw.read(2) == b"\x1f\x8b"  # by content: a .tar may be compressed, a .tgz may not
             raw.seek(0)
             stream: Any = gzip.GzipFile(fileobj=raw) if self.gz else raw
-            offset = 0
+            self.offset = 0
             try:
                 with tarfile.open(fileobj=stream, mode="r|", ignore_zeros=True, tarinfo=_Watched) as tf:
-                    for info in tf:
-                        offset = info.offset
-                        yield from self._skipped(tf)
-                        yield from self._add(tf, info)
-                    yield from self._skipped(tf)
-            except Exception as exc:  # a broken stream: the rest, from the sample it broke in, as one record
-                offset = self.group_offset if self.key is not None else offset
-                self.key, self.group, self.spans = None, {}, {}  # the sample in progress cannot be known complete
-                where = f"compressed bytes {raw.tell()}-end" if self.gz else f"bytes {offset}-end"
-                error = f"{stable_error(exc, self.unit.uri)} in {self.unit.uri} ({where} unread)"
-                self.report.damage.append({"uri": self.unit.uri, "start": offset, "end": None, "error": error,
-                                           "records": "unknown"})  # fmt: skip
-                yield Item(self.index, "<unread-remainder>", self.unit.uri, problem=("read_error", error))
+                    yield from self._stream(tf)
+            except Exception as exc:
+                yield from self._broken(exc, raw)
                 return
+            if self.rest_from is not None:
+                self._count_rest(raw, self.rest_from)
             yield from self._flush()
 
+    def _count_rest(self, raw: Any, offset: int) -> None:
+        """Count the samples from the header at `offset` to the end by their headers alone: on a
+        seekable file tarfile's `next()` seeks over member data, so nothing past the limit is read
+        but headers. A compressed or unseekable stream, or a damaged header, ends the count there."""
+        self.report.not_read = 1  # the sample whose first member was met
+        if self.gz or not _seekable(raw):  # counting would mean reading (decompressing) every byte
+            self.report.not_read_unknown = True
+            return
+        self.report.not_read, key, exts = 0, None, set()
+        try:
+            raw.seek(offset)
+            with tarfile.TarFile(fileobj=raw, mode="r", ignore_zeros=True, tarinfo=_Strict) as tf:
+                while (info := tf.next()) is not None:
+                    found = sample_key(info)
+                    if found is None:
+                        self._ignore(info)
+                    elif starts_sample(*found, key, exts):
+                        self.report.not_read, key, exts = self.report.not_read + 1, found[0], {found[1]}
+                    else:
+                        exts.add(found[1])
+        except Exception:  # a damaged header or truncated data past the limit: the rest is not known
+            self.report.not_read = max(self.report.not_read, 1)
+            self.report.not_read_unknown = True
 
-def iter_tar(unit: Unit, report: ReadReport, by_reference: tuple[str, ...] = ()) -> Iterator[Item]:
-    yield from _TarReader(unit, report, by_reference).items()
+
+def iter_tar(
+    unit: Unit, report: ReadReport, by_reference: tuple[str, ...] = (), limit: int | None = None
+) -> Iterator[Item]:
+    """The samples of a tar; with `limit`, only the first `limit` items, the rest counted (module docstring)."""
+    yield from _TarReader(unit, report, by_reference, limit).items()
 
 
 def iter_parquet(unit: Unit, report: ReadReport, batch_size: int = 256) -> Iterator[Item]:
@@ -242,16 +351,23 @@ def iter_files(unit: Unit, report: ReadReport) -> Iterator[Item]:
 ITERATORS = {"wds": iter_tar, "parquet": iter_parquet, "jsonl": iter_jsonl, "folder": iter_files, "videos": iter_files}
 
 
-def iter_unit(unit: Unit, report: ReadReport, by_reference: tuple[str, ...] = ()) -> Iterator[Item]:
+def iter_unit(
+    unit: Unit, report: ReadReport, by_reference: tuple[str, ...] = (), limit: int | None = None
+) -> Iterator[Item]:
     """Every item of `unit`; a container that is not a regular file, or that breaks in a way its loop
     does not handle, gives one problem item for what it did not read. Tar members whose extension
-    is in `by_reference` come as spans, not bytes, where the tar is not compressed."""
+    is in `by_reference` come as spans, not bytes, where the tar is not compressed. `limit` is for
+    tars, which stop at it and count the rest themselves (`report.not_read`); the caller applies it
+    to the other containers, whose item counts are known."""
     n = 0
     report.ignored.extend(unit.ignored)
     try:
         if unit.kind not in ("folder", "videos"):
             check_regular(unit.uri)
-        items = iter_tar(unit, report, by_reference) if unit.kind == "wds" else ITERATORS[unit.kind](unit, report)
+        if unit.kind == "wds":
+            items = iter_tar(unit, report, by_reference, limit)
+        else:
+            items = ITERATORS[unit.kind](unit, report)
         for item in items:
             n += 1
             yield item

@@ -26,8 +26,8 @@ class ReadBase(Params):
     """What every corpus's `read` section has."""
 
     limit: int | None = Field(None, ge=0)
-    """Read only the first N records of each input file (each slice of an image folder), to try a
-    config (`--limit N`); the manifest counts the records left unread."""
+    """Read only the first N records of each input file (of each folder of images or videos), to
+    try a config (`--limit N`); the manifest counts the records left unread."""
 
 
 class BadRow(Exception):
@@ -75,12 +75,14 @@ class Adapter(abc.ABC):
 def read_unit(unit: Unit, adapter: Adapter, report: ReadReport | None = None) -> Iterator[Record]:
     """Every record of `unit`, read or quarantined; never raises for bad data.
 
-    With a read limit (`params.limit`, the CLI's `--limit N`), items at positions N and beyond are
-    not made into records but counted (`report.not_read`), so the books still add up to the input."""
+    With a read limit (`params.limit`, the CLI's `--limit N`), items at positions N and beyond in
+    their input file (or folder) are not made into records but counted (`report.not_read`), so the
+    books still add up to the input; a tar stops at the limit itself and counts the rest from its
+    headers (`iter_unit`)."""
     report = report if report is not None else ReadReport()
     limit = getattr(adapter.params, "limit", None)
-    for item in iter_unit(unit, report, adapter.by_reference):
-        if limit is not None and item.index >= limit:
+    for item in iter_unit(unit, report, adapter.by_reference, limit):
+        if limit is not None and position(unit, item) >= limit:
             if _skip_rest(report):
                 return
             continue
@@ -97,9 +99,17 @@ def read_unit(unit: Unit, adapter: Adapter, report: ReadReport | None = None) ->
         yield rec
 
 
+def position(unit: Unit, item: Item) -> int:
+    """An item's place in its input for the read limit: a folder slice's files come after the
+    `unit.start` files of its folder before it (jsonl items already carry their line number; the
+    record's own `source.index` stays the place in the unit)."""
+    return unit.start + item.index if unit.kind in ("folder", "videos") else item.index
+
+
 def _skip_rest(report: ReadReport) -> bool:
     """Count one item past the limit; True when the container already said how many it holds, so
-    the rest need not be read (jsonl slices, parquet files, folders). Tars are read to the end."""
+    the rest need not be read (jsonl slices, parquet files, folders). Tars stop at the limit and
+    count their own rest; any other item past it is counted here, one by one."""
     if report.expected is None:
         report.not_read += 1
         return False

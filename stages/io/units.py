@@ -36,6 +36,8 @@ class Unit:
     uri: str
     files: tuple[str, ...] = field(default_factory=tuple)
     start: int = 0
+    """jsonl: the slice's first line in the file; folder, videos: the position of the slice's first
+    file in its folder's sorted file list (for the read limit only: record sources do not use it)."""
     stop: int = -1
     """jsonl: lines [start, stop) of the file; -1 = to the end."""
     offset: int = 0
