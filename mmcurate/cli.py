@@ -405,9 +405,13 @@ def main(argv: list[str] | None = None) -> int:
     (the command line's own first: a URI's password may be quoted later without its URI)."""
     import traceback
 
-    from mmcurate.schemas.redact import redact, redact_text
+    from mmcurate.options import secret_flags
+    from mmcurate.schemas.redact import redact, redact_text, register_secret
 
-    redact(list(argv if argv is not None else sys.argv[1:]))  # registers the secrets it finds, for redact_text
+    args = list(argv if argv is not None else sys.argv[1:])
+    redact(args)  # registers the secrets it finds, for redact_text
+    for _, value in secret_flags(args):  # `--s3_secret_access_key=...`: refused later, never printed
+        register_secret(value)
     try:
         _setup()
         return _run(argv)

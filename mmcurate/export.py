@@ -8,7 +8,7 @@ holds exactly what a trainer reading the run directly would see:
 * a caption or video run: its webdataset shards, one `train` split;
 * an RL run: `train` and `validation` from `rl/train/` and `rl/val/` (per-tier folders included);
 * an SFT run: the ShareGPT rows with their images embedded (`datasets.Image`), so the folder needs
-  nothing beside it.
+  nothing beside it unless rows have videos (those stay paths relative to the run folder).
 
 The output is refused when it is the run folder, lies inside it or holds it (an export must not mix
 with, or with `--overwrite` delete, the run it reads), and when it is not empty, unless `--overwrite`
@@ -55,7 +55,7 @@ def _rl(ds: Any, run: Path, cache: str | None) -> dict[str, Any]:
 
 
 def _sft(ds: Any, run: Path, cache: str | None) -> dict[str, Any]:
-    train = ds.load_dataset("json", data_files=_files(run / "sft", "*.json"), split="train", cache_dir=cache)
+    train = ds.load_dataset("parquet", data_files=_files(run / "sft", "*.parquet"), split="train", cache_dir=cache)
 
     def embed(row: dict[str, Any]) -> dict[str, Any]:
         return {"images": [{"bytes": (run / p).read_bytes(), "path": p} for p in row["images"]]}

@@ -108,12 +108,34 @@ def beam_unknown(args: Sequence[str]) -> tuple[list[str], list[str]]:
     return unknown, known
 
 
+def secret_flags(args: Sequence[str]) -> list[tuple[str, str]]:
+    """(flag, value) of every `--name=value` / `--name value` whose name is a credential's
+    (`--s3_secret_access_key`, `--openai_api_key`, `--token`)."""
+    from mmcurate.schemas.redact import is_secret_key
+
+    found = []
+    for i, arg in enumerate(args):
+        if not arg.startswith("--"):
+            continue
+        name, eq, value = arg[2:].partition("=")
+        if is_secret_key(name):
+            nxt = args[i + 1] if i + 1 < len(args) else ""
+            found.append((f"--{name}", value if eq else ("" if nxt.startswith("-") else nxt)))
+    return found
+
+
 def check_beam_args(args: Sequence[str], own: Sequence[str], beam: bool = True) -> None:
     """Raise UsageError for the first argument that is neither ours (`own`) nor Beam's.
 
     `beam`: whether the command runs a pipeline at all (summary, reasons, overlay take no Beam option)."""
     if not args:
         return
+    secret = next((flag for flag, _ in secret_flags(args)), None)
+    if secret:  # Beam's workers log their options at INFO, whatever our log level: never on the command line
+        raise UsageError(
+            f"{secret}: credentials are not taken on the command line (Beam's workers log their options); "
+            "set them in the environment (AWS_SECRET_ACCESS_KEY, an *_env setting of the config)"
+        )
     if "--" in args:
         raise UsageError("mmcurate takes no `--` separator: give Beam options with the others (`--runner=X`)")
     runner_missing = import_runner_options(args) if beam else None

@@ -150,7 +150,7 @@ class Corpus(abc.ABC):
         """A pending parent's fate from its settled children (a video from its clips); pending = kept."""
         return None
 
-    def fetch_media(self, records: dict[str, list[Record]], config: Any) -> dict[str, bytes]:
+    def fetch_media(self, records: dict[str, list[Record]], run: Run, config: Any) -> dict[str, Any]:
         """Read, by URI, what the unit's own outputs will hold (a trainer file's images), after the
         records are settled and before any table is written: a kept record whose media cannot be
         read is quarantined here, so the ledger and the counts say so and no output misses it."""
@@ -158,7 +158,7 @@ class Corpus(abc.ABC):
 
     def unit_outputs(
         self, unit: int, records: dict[str, list[Record]], shards: list[ShardInfo], run: Run, config: Any,
-        media: dict[str, bytes],
+        media: dict[str, Any],
     ) -> tuple[list[FileInfo], dict[str, Any]]:  # fmt: skip
         """The corpus's own files for one unit (trainer files, annotation queue) and its extras;
         `media` is what `fetch_media` read."""

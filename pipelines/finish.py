@@ -283,7 +283,7 @@ class CommitUnitFn(_SpooledUnitFn):
             return
         by_kind, read = self.load(unit, cutoffs or {})
         settle_unit(self.corpus, by_kind, grouped.get("dups", ()))
-        media = self.corpus.fetch_media(by_kind, self.config)
+        media = self.corpus.fetch_media(by_kind, self.run, self.config)
         not_read = read.get("not_read", 0)  # past a read limit: in the input, not in any record
         held = read["expected"] - not_read if read["expected"] is not None else read["produced"]
         inputs = inputs_by_kind(self.corpus, by_kind, held)

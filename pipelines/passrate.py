@@ -6,7 +6,7 @@
 
 Rollouts are cached under `rollout.cache` keyed by (question, model, prompt hash, sampling hash):
 a rerun, a new threshold or a new output never regenerates a key that exists; adding a model
-generates only that model's rollouts. The trainer files (verl parquet, LLaMA-Factory JSON) are the
+generates only that model's rollouts. The trainer files (verl parquet, LLaMA-Factory ShareGPT parquet) are the
 corpus's unit outputs in the shared finish path.
 """
 
@@ -85,12 +85,13 @@ class PassRateOutput(Params):
     data_sources: dict[str, str] = Field(default_factory=dict)
     """Per-domain `data_source` overrides, e.g. {math: "hiyouga/geometry3k"} to use verl's own reward."""
     val_fraction: float = Field(0.05, ge=0.0, lt=1.0)
-    """RL: the share of kept questions in `rl/val/` (chosen by question id: stable across runs)."""
+    """RL: the share of kept questions in `rl/val/`, chosen by a hash of the question's text, answer,
+    choices and media paths relative to its input file (`split_key`): stable across runs and copies."""
     per_tier: bool = False
     """RL: one folder per tier (`rl/{split}/{tier}/`) for curriculum schedules, instead of `rl/{split}/`."""
     embed_images: bool = True
-    """verl parquet: image bytes inside the parquet (true), or `{"image": uri}` pointers (false, for
-    images on storage the trainer reads too)."""
+    """verl parquet: image bytes inside the parquet (true), or `{"image": path}` pointers (false:
+    local or http(s) paths only, what verl's `qwen_vl_utils.fetch_image` opens; not s3:// or gs://)."""
     media_timeout_s: float = Field(60.0, gt=0)
     """Reading one image or video into a trainer file may take this long before its question is
     quarantined (`read_timeout`)."""

@@ -1,7 +1,7 @@
 """The pass-rate corpus's trainer files, run extras and `select`.
 
 Per unit, the kept questions become verl RL parquet files (`rl/{train,val}/part-UUUUU.parquet`,
-optionally one folder per tier) or a LLaMA-Factory ShareGPT JSON (`sft/part-UUUUU.json`, its images
+optionally one folder per tier) or a LLaMA-Factory ShareGPT table (`sft/part-UUUUU.parquet`, its images
 copied into `images/`); the manifest's extras hold the pass-rate histogram and, for
 RL, the curriculum table (kept questions per tier x domain). `select` re-decides from the graded
 ledger without a single new rollout: the grades are the ledger's, and an SFT response is the first
@@ -23,6 +23,7 @@ from mmcurate.stages.io import ReadRefused, ReadReport, Unit, read_bytes
 from mmcurate.stages.io.paths import filesystem
 from mmcurate.stages.questions import histogram
 from mmcurate.stages.trainer_formats import (
+    SHAREGPT_SCHEMA,
     data_source_of,
     dataset_info,
     media_name,
@@ -54,22 +55,24 @@ class TrainerOutputs(Corpus):
 
     mode: str
 
-    def fetch_media(self, records: dict[str, list[Record]], config: Any) -> dict[str, bytes]:
-        """The bytes the trainer files hold: SFT copies every image and video beside its rows, RL embeds
-        images (`output.embed_images`). A kept question whose media cannot be read now is quarantined."""
-        media: dict[str, bytes] = {}
+    def fetch_media(self, records: dict[str, list[Record]], run: Run, config: Any) -> dict[str, Any]:
+        """What the trainer files hold by value, read once per URI before the unit's tables: SFT
+        copies each image and video beside its rows as it reads it (one file in memory at a time;
+        uri -> its FileInfo), RL keeps the images it embeds (uri -> bytes). A kept question whose
+        media cannot be read now is quarantined, so the ledger and the counts say so."""
+        media: dict[str, Any] = {}
         for q in records["question"]:
             if q.fate.status != Status.KEPT:
                 continue
-            for uri in media_uris(q, self.mode, config.output.embed_images):
+            for uri, folder in media_uris(q, self.mode, config.output.embed_images):
+                if uri in media:
+                    continue
                 try:
-                    media.setdefault(uri, read_bytes(uri, config.output.media_timeout_s))
-                except FileNotFoundError as exc:
-                    q.settle("missing_image", f"{uri}: {exc}", stage="output")
+                    data = read_bytes(uri, config.output.media_timeout_s)
+                except Exception as exc:  # any filesystem's error (HTTP, S3 credentials): this question only
+                    q.settle(_read_reason(exc), f"{uri}: {type(exc).__name__}: {exc}", stage="output")
                     break
-                except (OSError, ReadRefused) as exc:
-                    q.settle(getattr(exc, "reason", "read_error"), f"{uri}: {exc}", stage="output")
-                    break
+                media[uri] = data if self.mode == "rl" else _write(run, media_name(data, uri, folder), data)
         return media
 
     def unit_outputs(
@@ -146,7 +149,7 @@ class TrainerOutputs(Corpus):
 
 def _sft_files(out_root: str) -> list[str]:
     fs, root = filesystem(out_root, OSError)
-    return fs.glob(join(root, "sft", "part-*.json"))
+    return fs.glob(join(root, "sft", "part-*.parquet"))
 
 
 def merge_dataset_info(out_root: str, name: str, has_rows: bool) -> None:
@@ -163,20 +166,28 @@ def merge_dataset_info(out_root: str, name: str, has_rows: bool) -> None:
                 info = None  # type: ignore[assignment]
         if not isinstance(info, dict):
             raise OutputError(f"{uri} is not a JSON object (LLaMA-Factory's dataset_info.json): not overwritten")
+    before = dict(info)
     info.pop(name, None)
     if has_rows:
         info.update(dataset_info(name, "sft"))
-    if info:
+    if info and info != before:  # unchanged (a rerun): the user's file is not rewritten
         atomic_write(uri, json_bytes(info))
-    elif fs.exists(path):
+    elif not info and fs.exists(path):
         fs.rm(path)
 
 
-def media_uris(q: Question, mode: str, embed_images: bool) -> list[str]:
-    """The media a trainer file holds by value: SFT copies images and video, RL embeds images."""
+def media_uris(q: Question, mode: str, embed_images: bool) -> list[tuple[str, str]]:
+    """(uri, output folder) of the media a trainer file holds by value: SFT copies images and the
+    video, RL embeds images."""
     if mode == "sft":
-        return [*q.images, *([q.video] if q.video else [])]
-    return list(q.images) if embed_images else []
+        return [*((u, "images") for u in q.images), *([(q.video, "videos")] if q.video else [])]
+    return [(u, "images") for u in q.images] if embed_images else []
+
+
+def _read_reason(exc: BaseException) -> str:
+    if isinstance(exc, ReadRefused):
+        return exc.reason
+    return "missing_image" if isinstance(exc, FileNotFoundError) else "read_error"
 
 
 def _write(run: Run, rel: str, data: bytes) -> FileInfo:
@@ -201,25 +212,19 @@ def rl_files(unit: int, kept: list[Question], run: Run, config: Any, media: dict
     ]
 
 
-def sft_files(unit: int, kept: list[Question], run: Run, config: Any, media: dict[str, bytes]) -> list[FileInfo]:
-    """ShareGPT rows whose images and videos are copied into `images/` and `videos/` (content-addressed)
-    and named relative to the output folder, LLaMA-Factory's `dataset_dir`: it loads wherever it moves."""
-    files, rows, written = [], [], set()
-
-    def copied(uri: str, folder: str) -> str:
-        rel = media_name(media[uri], uri, folder)
-        if rel not in written:
-            written.add(rel)
-            files.append(_write(run, rel, media[uri]))
-        return rel
-
+def sft_files(unit: int, kept: list[Question], run: Run, config: Any, media: dict[str, Any]) -> list[FileInfo]:
+    """ShareGPT rows (`sft/part-U.parquet`, one schema for every part: LLaMA-Factory loads the folder
+    as one table) whose images and videos `fetch_media` copied into `images/` and `videos/`
+    (content-addressed), named relative to the output folder, LLaMA-Factory's `dataset_dir`."""
     instruction = config.rollout.prompt.answer_instruction
+    rows, used = [], {}
     for q in kept:
-        images = [copied(u, "images") for u in q.images]
-        videos = [copied(q.video, "videos")] if q.video else []
+        images = [media[u].path for u in q.images]
+        videos = [media[q.video].path] if q.video else []
+        used.update({media[u].path: media[u] for u in (*q.images, *([q.video] if q.video else []))})
         rows.append(sharegpt_row(q, q.labels.get("response", q.answer), instruction, images, videos))
-    files.append(_write(run, f"sft/{layout.part(unit)}.json", json_bytes(rows)))
-    return files
+    table = pa.Table.from_pylist(rows, SHAREGPT_SCHEMA)
+    return [*used.values(), _write(run, f"sft/{layout.part(unit)}.parquet", parquet_bytes(table))]
 
 
 class ReadQuestionLedgerFn(beam.DoFn):

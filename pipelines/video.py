@@ -361,7 +361,7 @@ class VideoCorpus(Corpus):
 
     def unit_outputs(
         self, unit: int, records: dict[str, list[Record]], shards: list[ShardInfo], run: Run, config: VideoConfig,
-        media: dict[str, bytes],
+        media: dict[str, Any],
     ) -> tuple[list[FileInfo], dict[str, Any]]:  # fmt: skip
         clips: list[ClipRecord] = records["clip"]  # type: ignore[assignment]
         kept = [c for c in clips if c.fate.status == Status.KEPT]

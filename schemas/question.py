@@ -38,7 +38,7 @@ class Question(Record):
     images: list[str] = field(default_factory=list)
     """Image URIs (local paths, s3://, ...), in the order the question refers to them."""
     video: str = ""
-    """A video clip ref (clip id from the video corpus, or a path), if the question is about one."""
+    """The video the question is about (a path or URI, resolved and checked like the images), if any."""
     domain: str = "general"
     """STEM, chart, OCR, grounding, counting, video, ... (tiers and RL curricula are per domain)."""
     extra: str = "{}"

@@ -76,7 +76,7 @@ for _code, _status, _doc, _redecide in (
     ("bad_row", _Q, "a row or member group that cannot be a record (a field of the wrong type, ...)", False),
     ("not_a_file", _Q, "a path that is no regular file (FIFO, device, directory): never opened for reading", False),
     ("outside_root", _Q, "a path leaving the input's root (.., absolute, URI, symlink out): not read", False),
-    ("read_timeout", _Q, "reading the file took longer than read.timeout_s: abandoned", False),
+    ("read_timeout", _Q, "reading took longer than read.timeout_s (output.media_timeout_s): abandoned", False),
     ("source_changed", _Q, "select: the input no longer holds what the parent run's ledger says", False),
     ("media_not_kept", _D, "select: now kept, but the parent run did not keep this record's media", True),
     ("duplicate_exact", _D, "identical content (pixels, file bytes or question) to a kept record", True),

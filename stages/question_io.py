@@ -205,6 +205,10 @@ class QuestionAdapter(Adapter):
         video = row.get("video") or ""
         if not isinstance(video, str):
             raise _bad(f"`video` must be a path, got {type(video).__name__}")
+        if video:  # resolved and kept inside the root exactly as images are
+            video = resolve_inside(
+                video, self.params.image_root or posixpath.dirname(unit.uri), self.params.allow_outside_root
+            )
         choices = _strings(row.get("choices") or row.get("options"), "choices")
         domain = row.get("domain") or "general"
         if not isinstance(domain, str):
@@ -228,12 +232,13 @@ class QuestionAdapter(Adapter):
         return q
 
     def _check_images(self, q: Question) -> None:
-        """Images must be there, and be regular files (a FIFO would hang whoever opens it later)."""
-        missing = [p for p in q.images if not fsspec.core.url_to_fs(p)[0].exists(fsspec.core.url_to_fs(p)[1])]
+        """Images (and the video) must be there, and be regular files (a FIFO would hang whoever opens it)."""
+        media = [*q.images, *([q.video] if q.video else [])]
+        missing = [p for p in media if not fsspec.core.url_to_fs(p)[0].exists(fsspec.core.url_to_fs(p)[1])]
         if missing:
             q.settle("missing_image", f"not found: {missing}", stage="read")
             return
-        for p in q.images:
+        for p in media:
             try:
                 check_regular(p)
             except ReadRefused as exc:

@@ -49,6 +49,15 @@ IMAGE_PATHS = pa.list_(pa.struct([pa.field("image", pa.string())]))
 """verl opens `bytes` whenever the key is there, so rows that only point at their images have no such key:
 `{"image": uri}` is what `qwen_vl_utils.fetch_image` reads."""
 VIDEOS = pa.list_(pa.struct([pa.field("video", pa.string())]))
+SHAREGPT_SCHEMA = pa.schema(
+    [
+        pa.field("messages", _MESSAGES),
+        pa.field("images", pa.list_(pa.string())),
+        pa.field("videos", pa.list_(pa.string())),
+    ]
+)
+"""LLaMA-Factory's ShareGPT columns with their types fixed: a part with no video (or no image) has the
+same schema as one with, so the folder loads as one table (JSON parts would each infer their own)."""
 REWARD_MODEL = pa.struct([pa.field("style", pa.string()), pa.field("ground_truth", pa.string())])
 
 
@@ -80,8 +89,8 @@ def user_text(q: Question, instruction: str) -> str:
     text = q.question.strip()
     if len(_MARKER.findall(text)) != len(q.images):
         text = IMAGE_TOKEN * len(q.images) + _MARKER.sub("", text).strip()
-    if q.video and VIDEO_TOKEN not in text:
-        text = VIDEO_TOKEN + text
+    if text.count(VIDEO_TOKEN) != (1 if q.video else 0):
+        text = (VIDEO_TOKEN if q.video else "") + text.replace(VIDEO_TOKEN, "").strip()
     parts = [text]
     if q.choices:
         parts.append("\n".join(f"{chr(65 + i)}. {c}" for i, c in enumerate(q.choices)))
@@ -91,9 +100,11 @@ def user_text(q: Question, instruction: str) -> str:
 
 
 def split_key(q: Question) -> str:
-    """What decides a question's split: its text, answer, choices and media file names, not where
-    the corpus lies (the question id hashes the media refs as given, absolute paths included)."""
-    media = [posixpath.basename(u.rstrip("/")) for u in (*q.images, q.video) if u]
+    """What decides a question's split: its text, answer, choices and media paths relative to the
+    file the question came from, not where the corpus lies (the question id hashes the media refs as
+    given, absolute paths included) and not the bare file names (`0001/image.jpg`, `0002/image.jpg`)."""
+    base = posixpath.dirname(q.source.uri)
+    media = [posixpath.relpath(u, base) if base and u.startswith(base + "/") else u for u in (*q.images, q.video) if u]
     return json.dumps([q.question, q.answer, list(q.choices), media], ensure_ascii=False)
 
 
@@ -160,7 +171,7 @@ def sharegpt_row(q: Question, response: str, instruction: str, images: list[str]
             {"role": "assistant", "content": response},
         ],
         "images": images,
-        "videos": videos,  # always there (LLaMA-Factory reads [] as none): a column every file has
+        "videos": videos,  # always there (LLaMA-Factory reads [] as none)
     }
 
 

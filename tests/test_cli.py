@@ -326,3 +326,13 @@ def test_reading_commands_name_what_is_missing(tmp_path, capsys) -> None:
         for args in (("summary", "gs://bucket/run"), ("select", "--run", "gs://bucket/run", "--output", str(tmp_path))):
             rc, _, err = cli(capsys, *args)
             assert rc == 2 and "pip install 'mmcurate[gcs]'" in err and "Traceback" not in err
+
+
+def test_credentials_on_the_command_line_are_refused_and_never_printed(inputs, tmp_path, capsys) -> None:
+    """Beam's workers log their options whatever our log level: a credential flag is refused, unechoed."""
+    secret = "SuperSecret99value"
+    for flag in ([f"--s3_secret_access_key={secret}"], ["--s3_session_token", secret]):
+        rc, out, err = cli(capsys, *caption(inputs, tmp_path / "o", *flag))
+        assert rc == 2 and "credentials are not taken on the command line" in err
+        assert secret not in out + err
+    assert not (tmp_path / "o").exists()

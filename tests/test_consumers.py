@@ -191,7 +191,7 @@ def test_llamafactory_loads_the_sft_folder_after_a_move(
 ) -> None:
     out = tmp_path / "sft-run"
     kept = _run("sft", corpus, out)["kinds"]["question"]["counts"]["kept"]
-    rows = json.loads((out / "sft" / "part-00000.json").read_text())
+    rows = pq.read_table(out / "sft" / "part-00000.parquet").to_pylist()
     assert len(rows) == kept
     info = json.loads((out / "dataset_info.json").read_text())
     assert info[NAME]["file_name"] == "sft" and info[NAME]["formatting"] == "sharegpt"

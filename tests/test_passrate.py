@@ -196,7 +196,7 @@ def test_cache_means_no_regeneration_and_sft_output(corpus: dict[str, Path], tmp
     for k, r in rows.items():
         if r["fate"]["status"] == "kept":
             assert 0 < rates[k] < 1
-    data = json.loads((tmp_path / "sft" / "sft" / "part-00000.json").read_text())
+    data = pq.read_table(tmp_path / "sft" / "sft" / "part-00000.parquet").to_pylist()
     assert len(data) == m["kinds"]["question"]["counts"]["kept"] > 0
     for item in data:
         user, assistant = item["messages"]
@@ -364,7 +364,7 @@ def test_select_on_an_sft_run_takes_responses_from_the_cache(corpus: dict[str, P
     out = tmp_path / "sel"
     assert main(["select", "--run", str(parent), "--output", str(out), "--config", str(cfg), "--no-progress"]) == 0
     rows = ledger(out)
-    data = json.loads((out / "sft" / "part-00000.json").read_text())
+    data = pq.read_table(out / "sft" / "part-00000.parquet").to_pylist()
     kept = [r for r in rows.values() if r["fate"]["status"] == "kept"]
     assert len(data) == len(kept) > 0
     for item in data:
@@ -542,7 +542,7 @@ def test_an_image_gone_when_the_trainer_file_is_written_quarantines_its_question
     q = m["kinds"]["question"]
     assert m["accounting_ok"] and q["counts"]["kept"] == 0
     assert q["reasons"]["quarantined"]["missing_image"] == kept + missing  # the parent's own stay as they were
-    assert not list((out / "sft").glob("*.json")) and not (out / "dataset_info.json").exists()
+    assert not list((out / "sft").glob("*.parquet")) and not (out / "dataset_info.json").exists()
     rows = ledger(out).values()
     gone = [r for r in rows if r["fate"]["reason"] == "missing_image" and "output" in {e["stage"] for e in r["errors"]}]
     assert len(gone) == kept
@@ -560,3 +560,43 @@ def test_trainer_rows_place_markers_once_and_point_at_images_they_do_not_embed()
     assert pa.Table.from_pylist([row], verl_schema(False)).num_rows == 1
     assert media_name(b"one", "/a/img.png", "images") != media_name(b"two", "/b/img.png", "images")
     assert media_name(b"one", "/a/img.png", "images") == media_name(b"one", "/b/other.png", "images")
+
+
+def test_sft_parts_with_and_without_videos_load_as_one_table(corpus: dict[str, Path], tmp_path: Path) -> None:
+    """One unit with a video question, one with images only: every part has the same schema, so the
+    folder loads as one table (`load_dataset("parquet")`, what LLaMA-Factory calls on `sft/`), and
+    each file is copied once, under its content name, however many questions use it."""
+    from hf_loaders import datasets
+
+    from mmcurate.pipelines.passrate import SFT
+    from mmcurate.pipelines.run import new_run
+    from mmcurate.schemas import Status
+    from mmcurate.stages.io import Unit
+
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(b"\x00\x00\x00\x18ftypmp42 not really decoded here")
+    image = corpus["root"] / "img.png"
+    cfg = SFT.load_config(str(config(corpus)))
+    units = [Unit(0, "jsonl", "a.jsonl"), Unit(1, "jsonl", "b.jsonl")]
+    out = tmp_path / "out"
+    run = new_run(SFT, cfg, ["a.jsonl", "b.jsonl"], units, str(out))
+    questions = {
+        0: [_question("what happens ?", "a jump", "text", "video", str(image))],
+        1: [_question("which color ?", "red", "text", "general", str(image)) for _ in range(2)],
+    }
+    questions[0][0].video = str(video)
+    questions[0][0].images = []
+    for unit, qs in questions.items():
+        for q in qs:
+            q.source = Source(uri=f"u{unit}", unit=unit)
+            q.keep()
+        records = {"question": qs}
+        media = SFT.fetch_media(records, run, cfg)
+        assert all(q.fate.status == Status.KEPT for q in qs)
+        files, _ = SFT.unit_outputs(unit, records, [], run, cfg, media)
+        assert len([f for f in files if f.path.startswith(("images/", "videos/"))]) == 1
+    rows = datasets.load_dataset("parquet", data_dir=str(out / "sft"), split="train", cache_dir=str(tmp_path / "hf"))
+    got = sorted((r["images"], r["videos"], r["messages"][0]["content"].split("\n")[0]) for r in rows)
+    assert [(len(i), len(v)) for i, v, _ in got] == [(0, 1), (1, 0), (1, 0)]
+    with_video = next(g for g in got if g[1])
+    assert with_video[2].startswith("<video>") and (out / with_video[1][0]).read_bytes() == video.read_bytes()

@@ -334,7 +334,7 @@ def test_clear_run_knows_the_sft_images_by_their_content_names(tmp_path: Path) -
 
     out = tmp_path / "out"
     sha = "ab" * 32
-    ours = [f"images/{sha}.png", f"images/{sha}.jpg.tmp-0123456789ab", "sft/part-00000.json", "units.json"]
+    ours = [f"images/{sha}.png", f"images/{sha}.jpg.tmp-0123456789ab", "sft/part-00000.parquet", "units.json"]
     theirs = ["images/cat.png", f"notes/{sha}.png", "images/README.md"]
     for rel in ours + theirs:
         (out / rel).parent.mkdir(parents=True, exist_ok=True)
