@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mmcurate.schemas import Record
-from mmcurate.stages.writers import FileInfo, atomic_write, join, parquet_bytes
+from mmcurate.stages.writers import FileInfo, atomic_write, join, parquet_bytes, write_bytes
 
 from . import layout
 
@@ -50,7 +50,7 @@ def write_overlay(run_root: str, name: str, kind: str, table: pa.Table) -> FileI
     data = parquet_bytes(table)
     seq = len(overlay_files(run_root, name, kind))
     rel = posixpath.join(layout.OVERLAYS, name, kind, f"{seq:06d}-{hashlib.sha256(data).hexdigest()[:12]}.parquet")
-    return FileInfo(rel, len(data), atomic_write(join(run_root, rel), data))
+    return write_bytes(run_root, rel, data)
 
 
 def read_overlay(run_root: str, name: str, kind: str) -> dict[str, dict[str, Any]]:

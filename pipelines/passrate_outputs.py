@@ -34,7 +34,7 @@ from mmcurate.stages.trainer_formats import (
     verl_row,
     verl_schema,
 )
-from mmcurate.stages.writers import FileInfo, ShardInfo, atomic_write, join, json_bytes, parquet_bytes
+from mmcurate.stages.writers import FileInfo, ShardInfo, atomic_write, join, json_bytes, write_bytes, write_table
 
 from . import layout
 from .config import ConfigError
@@ -72,7 +72,10 @@ class TrainerOutputs(Corpus):
                 except Exception as exc:  # any filesystem's error (HTTP, S3 credentials): this question only
                     q.settle(_read_reason(exc), f"{uri}: {type(exc).__name__}: {exc}", stage="output")
                     break
-                media[uri] = data if self.mode == "rl" else _write(run, media_name(data, uri, folder), data)
+                if self.mode == "rl":
+                    media[uri] = data
+                else:
+                    media[uri] = write_bytes(run.out_root, media_name(data, uri, folder), data)
         return media
 
     def unit_outputs(
@@ -190,10 +193,6 @@ def _read_reason(exc: BaseException) -> str:
     return "missing_image" if isinstance(exc, FileNotFoundError) else "read_error"
 
 
-def _write(run: Run, rel: str, data: bytes) -> FileInfo:
-    return FileInfo(rel, len(data), atomic_write(join(run.out_root, rel), data))
-
-
 def rl_files(unit: int, kept: list[Question], run: Run, config: Any, media: dict[str, bytes]) -> list[FileInfo]:
     """verl parquet per split (and per tier when `output.per_tier`): `rl/{split}[/{tier}]/part-U.parquet`."""
     out = config.output
@@ -207,7 +206,7 @@ def rl_files(unit: int, kept: list[Question], run: Run, config: Any, media: dict
         groups[f"rl/{split}/{q.labels['tier']}" if out.per_tier else f"rl/{split}"].append(row)
     schema = verl_schema(out.embed_images)
     return [
-        _write(run, f"{folder}/{layout.part(unit)}.parquet", parquet_bytes(pa.Table.from_pylist(rows, schema)))
+        write_table(run.out_root, f"{folder}/{layout.part(unit)}.parquet", pa.Table.from_pylist(rows, schema))
         for folder, rows in sorted(groups.items())
     ]
 
@@ -224,7 +223,7 @@ def sft_files(unit: int, kept: list[Question], run: Run, config: Any, media: dic
         used.update({media[u].path: media[u] for u in (*q.images, *([q.video] if q.video else []))})
         rows.append(sharegpt_row(q, q.labels.get("response", q.answer), instruction, images, videos))
     table = pa.Table.from_pylist(rows, SHAREGPT_SCHEMA)
-    return [*used.values(), _write(run, f"sft/{layout.part(unit)}.parquet", parquet_bytes(table))]
+    return [*used.values(), write_table(run.out_root, f"sft/{layout.part(unit)}.parquet", table)]
 
 
 class ReadQuestionLedgerFn(beam.DoFn):

@@ -22,7 +22,7 @@ from mmcurate.schemas import Question, Rollout
 from mmcurate.stages import passrate_select as sel
 from mmcurate.stages import rollout as ro
 from mmcurate.stages.verify import VerifyParams, verify
-from mmcurate.stages.writers import FileInfo, atomic_write, join, parquet_bytes
+from mmcurate.stages.writers import FileInfo, parquet_bytes, write_bytes
 
 from .finish import count
 from .inference import ModelFailure
@@ -143,7 +143,7 @@ class WriteRolloutsFn(beam.DoFn):
         digest = hashlib.sha256("\n".join("|".join(r.key) for r in rollouts).encode()).hexdigest()[:16]
         data = parquet_bytes(Rollout.to_table(rollouts))
         name = f"part-{unit:05d}-{digest}.parquet"
-        yield FileInfo(name, len(data), atomic_write(join(self.cache, name), data))
+        yield write_bytes(self.cache, name, data)
 
 
 def first_correct(rollouts: list[Rollout]) -> str | None:

@@ -40,7 +40,16 @@ from mmcurate.stages.video_clips import ClipOutputParams, ClipParams
 from mmcurate.stages.video_io import VideoReadParams, file_id, list_video_units, read_video_unit
 from mmcurate.stages.video_probe import VideoBroken
 from mmcurate.stages.video_scan import CLIP_MOTION_LABELS, CLIP_MOTION_SCORES, MotionParams, SceneParams
-from mmcurate.stages.writers import FileInfo, ShardInfo, ShardParams, TarWriter, atomic_file, atomic_write, join
+from mmcurate.stages.writers import (
+    FileInfo,
+    ShardInfo,
+    ShardParams,
+    TarWriter,
+    atomic_file,
+    atomic_write,
+    join,
+    write_bytes,
+)
 
 from . import layout
 from .common import ReadUnits, pending
@@ -373,7 +382,7 @@ class VideoCorpus(Corpus):
                     shard_of[c.id] = s.path
                 i += s.samples
             data, rel = queue_bytes(kept, shard_of), queue_path(unit)
-            files.append(FileInfo(rel, len(data), atomic_write(join(run.out_root, rel), data)))
+            files.append(write_bytes(run.out_root, rel, data))
         if config.output.keep_dropped_media:
             files += keep_dropped_media(unit, clips, run)
         return files, {"clip_seconds": sum(c.duration for c in kept)}

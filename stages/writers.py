@@ -168,14 +168,17 @@ class ShardInfo:
         return asdict(self)
 
 
-def write_table(out_root: str, rel: str, table: pa.Table) -> FileInfo:
-    data = parquet_bytes(table)
+def write_bytes(out_root: str, rel: str, data: bytes) -> FileInfo:
+    """`data` written atomically at `out_root/rel`; the manifest's entry for it (size, sha256)."""
     return FileInfo(rel, len(data), atomic_write(join(out_root, rel), data))
+
+
+def write_table(out_root: str, rel: str, table: pa.Table) -> FileInfo:
+    return write_bytes(out_root, rel, parquet_bytes(table))
 
 
 def write_json(out_root: str, rel: str, obj: Any) -> FileInfo:
-    data = json_bytes(obj)
-    return FileInfo(rel, len(data), atomic_write(join(out_root, rel), data))
+    return write_bytes(out_root, rel, json_bytes(obj))
 
 
 def index_schema(record_schema: pa.Schema) -> pa.Schema:
