@@ -433,9 +433,10 @@ def limit_section(summaries: list[dict], run: Run, config: Any, read: int) -> di
     false` where a tar's rest could not be counted to its end (`held` is then a lower bound). A select
     run reads its parent's ledger, not the inputs: it carries the parent's section, `"from_parent": true`."""
     lineage = run.meta.get("lineage") or {}
+    if lineage.get("parent_run"):  # select put the parent manifest's section in the lineage
+        parent = lineage.get("parent_limit")
+        return None if parent is None else {**parent, "from_parent": True}
     limit = getattr(getattr(config, "read", None), "limit", None)
-    if lineage.get("parent_run"):
-        return _parent_limit(lineage["parent_run"], limit, read)
     if limit is None:
         return None
     reports = [s.get("read", {}) for s in summaries]
@@ -444,19 +445,6 @@ def limit_section(summaries: list[dict], run: Run, config: Any, read: int) -> di
     if any(r.get("not_read_unknown") for r in reports):
         section["not_read_exact"] = False
     return section
-
-
-def _parent_limit(parent_run: str, limit: int | None, read: int) -> dict[str, Any] | None:
-    """The parent run's limit section, from its manifest (a select of a select carries it on). A parent
-    manifest that cannot be read again (its URI was redacted) leaves what the config says, inexact."""
-    try:
-        with fsspec.open(join(parent_run, layout.MANIFEST), "rb") as f:
-            parent = json.loads(f.read()).get("limit")
-    except Exception:
-        if limit is None:
-            return None
-        parent = {"records_per_input": limit, "read": read, "not_read": 0, "held": read, "not_read_exact": False}
-    return None if parent is None else {**parent, "from_parent": True}
 
 
 IGNORED_NAMES = 100

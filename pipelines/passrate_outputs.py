@@ -251,11 +251,8 @@ class DecideFn(beam.DoFn):
         for q in group["q"]:
             try:  # the task keys hash the prompt, media bytes included: the media are read again
                 keys = {t.key for t in tasks_for(q, self.config.rollout) if not t.blind} if group["r"] else set()
-            except FileNotFoundError as exc:
-                yield q.settle("missing_image", str(exc), stage="select")
-                continue
             except OSError as exc:
-                yield q.settle("read_error", str(exc), stage="select")
+                yield q.settle(_read_reason(exc), str(exc), stage="select")
                 continue
             q.labels.pop("response", None)
             yield decide(q, self.config, self.mode, [r for r in group["r"] if r.key in keys])

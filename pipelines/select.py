@@ -144,6 +144,8 @@ def run(
         "step": "select",
         **corpus.lineage(config),
     }
+    if parent.get("limit"):  # a select reads the ledger, not the inputs: the parent's --limit carries on
+        lineage["parent_limit"] = parent["limit"]
     manifest = execute(
         corpus, config, parent["inputs"], units, out_root, beam_args, overwrite, progress,
         lineage=lineage, fields=fields, build=corpus.select, resume=resume,
