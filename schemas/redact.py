@@ -447,8 +447,11 @@ def _redacting(redactor: Callable[[_Found], Any], register: bool) -> Any:
     """Run a structure redactor, registering the secrets it replaced when asked to."""
     found: _Found = [] if register else None
     result = redactor(found)
-    if found is not None:
+    if found:
         _REGISTRY.add(found)
+        # A secret found under its key may also stand earlier in the structure, as a bare value the
+        # first pass had no reason to hide (`["sk-1", {"api_key": "sk-1"}]`): now registered, it is.
+        result = redactor([])
     return result
 
 

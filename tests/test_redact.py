@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
@@ -703,6 +703,7 @@ def _secret_values_masked(value: Any) -> bool:
 
 @settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
 @given(_JSON)
+@example(["000000", {"api_key": "000000"}])  # a secret's value before its key: hidden in the first pass too
 def test_redact_structure(value: Any) -> None:
     out = redact(value)
     assert _secret_values_masked(out)
