@@ -17,7 +17,7 @@ RESUME ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # One target per corpus of the registry (pipelines/corpus.py; tests/test_corpus.py checks the two agree).
-CORPORA := caption video sft rl
+CORPORA := caption video interleaved sft rl
 
 .PHONY: install demo test $(CORPORA) select bench lint format clean ffmpeg
 
@@ -26,13 +26,14 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml constraints.txt env/torchvision_cpu_shim.py env/install_cpu_shim.py env/headless_opencv.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,models,rl,video]'
+	$(PY) -m pip install -q -e '.[test,models,rl,video,interleaved]'
 	$(PY) env/headless_opencv.py
 	$(PY) env/install_cpu_shim.py
 	touch $@
 
 demo: install
 	$(BIN)/mmcurate demo --workdir demo $(BEAM_ARGS)
+	$(BIN)/mmcurate demo --corpus interleaved --workdir demo $(BEAM_ARGS)
 
 RUN_FLAGS = $(if $(CONFIG),--config $(CONFIG)) $(if $(RESUME),--resume,--overwrite) $(BEAM_ARGS)
 
@@ -52,6 +53,16 @@ ifeq ($(origin INPUT),command line)
 	$(BIN)/mmcurate video --input $(INPUT) --output $(or $(OUTPUT),out/video) $(RUN_FLAGS)
 else
 	$(BIN)/mmcurate demo --corpus video --workdir demo $(BEAM_ARGS)
+endif
+
+# Interleaved documents: MMC4 / Data-Juicer jsonl or OBELICS parquet, e.g.
+# `make interleaved INPUT=/data/mmc4/docs_shard_{0..99}.jsonl CONFIG=mmc4.yaml` (read.image_root in the config).
+# Without INPUT: the generated demo documents.
+interleaved: install
+ifeq ($(origin INPUT),command line)
+	$(BIN)/mmcurate interleaved --input $(INPUT) --output $(or $(OUTPUT),out/interleaved) $(RUN_FLAGS)
+else
+	$(BIN)/mmcurate demo --corpus interleaved --workdir demo $(BEAM_ARGS)
 endif
 
 ffmpeg:

@@ -32,15 +32,23 @@ class ModelsConfig(Params):
     ocr: OcrParams = OcrParams()
 
 
-def check_filters(value: dict[str, dict[str, Any] | None], kind: str) -> dict[str, dict[str, Any] | None]:
-    """Every filter named exists, applies to this record kind, and accepts its parameters."""
+def as_kinds(kind: str | tuple[str, ...]) -> tuple[str, ...]:
+    return (kind,) if isinstance(kind, str) else tuple(kind)
+
+
+def check_filters(
+    value: dict[str, dict[str, Any] | None], kind: str | tuple[str, ...]
+) -> dict[str, dict[str, Any] | None]:
+    """Every filter named exists, applies to one of these record kinds, and accepts its parameters."""
     registry = load_filters()
-    usable = sorted(n for n, f in registry.items() if kind in f.kinds)
+    kinds = as_kinds(kind)
+    what = " or ".join(kinds)
+    usable = sorted(n for n, f in registry.items() if set(kinds) & set(f.kinds))
     for name, params in value.items():
         if name not in registry:
-            raise ValueError(f"filters.{name}: unknown filter; known {kind} filters: {', '.join(usable)}")
-        if kind not in registry[name].kinds:
-            raise ValueError(f"filters.{name}: not a {kind} filter; {kind} filters are: {', '.join(usable)}")
+            raise ValueError(f"filters.{name}: unknown filter; known {what} filters: {', '.join(usable)}")
+        if not set(kinds) & set(registry[name].kinds):
+            raise ValueError(f"filters.{name}: not a {what} filter; {what} filters are: {', '.join(usable)}")
         try:
             registry[name].Params(**(params or {}))
         except ValidationError as exc:
@@ -64,9 +72,10 @@ class CorpusConfig(Params):
 
 
 class FilteredConfig(CorpusConfig):
-    """A corpus config with a `filters` recipe deciding records of `filter_kind`."""
+    """A corpus config with a `filters` recipe deciding records of `filter_kind`: one kind, or several
+    (a document and its images), each filter deciding the records of the kinds it names."""
 
-    filter_kind: ClassVar[str]
+    filter_kind: ClassVar[str | tuple[str, ...]]
     filters: dict[str, dict[str, Any] | None] = Field(default_factory=dict)
     """Filter name -> parameters, applied in this order; a filter left out is not applied."""
     models: ModelsConfig = ModelsConfig()

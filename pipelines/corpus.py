@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
     from mmcurate.stages.dedup import DedupParams
     from mmcurate.stages.io import Unit
+    from mmcurate.stages.minhash import MinHashParams
     from mmcurate.stages.writers import FileInfo, ShardInfo, ShardParams
 
     from .finish import Run
@@ -46,6 +47,11 @@ REGISTRY: dict[str, Entry] = {
         "mmcurate.pipelines.video:CORPUS",
         "videos: probe, split at scene cuts, clip, score, shard, queue for annotation",
         "URIs: video files or folders, video tar shards, jsonl",
+    ),
+    "interleaved": Entry(
+        "mmcurate.pipelines.interleaved:CORPUS",
+        "interleaved image-text documents: read, score text and images, align, dedup, shard or export",
+        "URIs: MMC4 / Data-Juicer jsonl, OBELICS parquet or jsonl (images under read.image_root)",
     ),
     "sft": Entry(
         "mmcurate.pipelines.passrate:SFT",
@@ -88,8 +94,9 @@ class Corpus(abc.ABC):
     """Record kinds written, the one read from the input first (its input count is the read count)."""
     sample_kind: ClassVar[str | None] = None
     """The kind whose kept records become webdataset samples in shards/, or None."""
-    decided_kind: ClassVar[str | None] = None
-    """The kind the filters and `where` rules decide; None: the primary kind."""
+    decided_kind: ClassVar[str | tuple[str, ...] | None] = None
+    """The kind(s) the filters decide (each filter the kinds it names; `where` rules the first);
+    None: the primary kind."""
     outputs: ClassVar[tuple[str, ...]] = ()
     """Output parts beyond the shared layout (cleared by --overwrite)."""
 
@@ -98,7 +105,7 @@ class Corpus(abc.ABC):
         return self.kinds[0].kind
 
     @property
-    def decides(self) -> str:
+    def decides(self) -> str | tuple[str, ...]:
         return self.decided_kind or self.primary
 
     # -- before the run
@@ -133,20 +140,24 @@ class Corpus(abc.ABC):
         """Run-wide dedup in the finish path (records with a `dedup_key`), or None for none."""
         return None
 
+    def text_dedup(self, config: Any) -> MinHashParams | None:
+        """Run-wide near-duplicate text (records whose `dedup_key` has a MinHash `sig`), or None."""
+        return None
+
     def shard(self, config: Any) -> ShardParams | None:
         return None
 
     # -- the finish path, per unit
-    def before_dedup(self, records: dict[str, list[Record]]) -> None:
+    def before_dedup(self, records: dict[str, list[Record]], config: Any) -> None:
         """Settle what must be settled before run-wide dedup picks which copy of a repeat to keep
         (a video none of whose clips survived must not win over a healthy copy)."""
         return None
 
-    def settle_children(self, parent: Record, children: list[Record]) -> None:
+    def settle_children(self, parent: Record, children: list[Record], config: Any) -> None:
         """Pending children of a parent that is settled already (e.g. the clips of a duplicate video)."""
         return None
 
-    def settle_parent(self, parent: Record, children: list[Record]) -> None:
+    def settle_parent(self, parent: Record, children: list[Record], config: Any) -> None:
         """A pending parent's fate from its settled children (a video from its clips); pending = kept."""
         return None
 

@@ -29,7 +29,7 @@ import collections
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import apache_beam as beam
 import fsspec
@@ -45,6 +45,9 @@ from .counters import count
 from .resume import remove_work
 from .spool import SpoolUnits, failpoint, load_unit
 from .thresholds import Cutoffs, Decider
+
+if TYPE_CHECKING:
+    from mmcurate.stages.minhash import MinHashParams
 
 MANIFEST_FORMAT = "mmcurate.manifest/2"
 STATUSES = (Status.KEPT.value, Status.DROPPED.value, Status.QUARANTINED.value)
@@ -84,9 +87,9 @@ class Dedup(beam.PTransform):
     """Dedup keys of pending records -> (unit, Duplicate) for each one to drop as an exact or near
     duplicate, run-wide."""
 
-    def __init__(self, params: dedup.DedupParams) -> None:
+    def __init__(self, params: dedup.DedupParams, text: MinHashParams | None = None) -> None:
         super().__init__()
-        self.params = params
+        self.params, self.text = params, text
 
     def expand(self, keys: beam.PCollection) -> beam.PCollection:
         by_exact = (
@@ -111,7 +114,37 @@ class Dedup(beam.PTransform):
                 | "BestRepresentative" >> beam.CombinePerKey(dedup.best_duplicate)
                 | "DropKey" >> beam.Values()
             )
+        if self.text is not None and self.text.enabled:
+            found.append(by_exact | "TextNearDuplicates" >> TextDedup(self.text))
         return found | "AllDuplicates" >> beam.Flatten() | "KeyDupByUnit" >> beam.Map(lambda d: (d.unit, d))
+
+
+class TextDedup(beam.PTransform):
+    """Exact representatives with a MinHash signature -> Duplicates of near-duplicate text: LSH bands
+    give the candidates, the estimated Jaccard decides, the best-ranked similar record is kept."""
+
+    def __init__(self, params: MinHashParams) -> None:
+        super().__init__()
+        self.params = params
+
+    def expand(self, by_exact: beam.PCollection) -> beam.PCollection:
+        from mmcurate.stages import minhash
+
+        params = self.params
+        return (
+            by_exact
+            | "Representatives" >> beam.Map(min)
+            | "WithSignature" >> beam.Filter(lambda k: k.sig is not None)
+            | "Bands" >> beam.FlatMap(lambda k: [(band, dedup.compact(k)) for band in minhash.band_keys(k.sig, params)])
+            | "GroupBands" >> beam.GroupByKey()
+            | "SimilarInBand"
+            >> beam.FlatMapTuple(
+                lambda _, group: minhash.near_text_duplicates(map(dedup.restore, group), params.threshold)
+            )
+            | "KeyByRecord" >> beam.Map(lambda d: (d.uid, d))
+            | "BestRepresentative" >> beam.CombinePerKey(dedup.best_duplicate)
+            | "DropKey" >> beam.Values()
+        )
 
 
 # ------------------------------------------------------------------------------------------ settling
@@ -126,38 +159,42 @@ def _apply_duplicates(by_kind: dict[str, list[Record]], dups: Iterable[dedup.Dup
                 rec.settle(d.reason, duplicate_of=d.duplicate_of)
 
 
-def _settle_family(corpus: corpora.Corpus, parent: Record | None, children: list[Record], puid: str) -> None:
+def _settle_family(
+    corpus: corpora.Corpus, parent: Record | None, children: list[Record], puid: str, config: Any
+) -> None:
     """Children of one parent: from a settled parent first (corpus hook), then pending ones are kept."""
     if parent is None:
         for child in children:
             if child.pending:
                 child.settle("internal_error", f"no {type(child).parent_kind} record {puid} in this unit")
     elif not parent.pending:
-        corpus.settle_children(parent, children)
+        corpus.settle_children(parent, children, config)
     for child in children:
         if child.pending:
             child.keep()
 
 
-def _settle_kind(corpus: corpora.Corpus, cls: type[Record], by_kind: dict[str, list[Record]]) -> None:
+def _settle_kind(corpus: corpora.Corpus, cls: type[Record], by_kind: dict[str, list[Record]], config: Any) -> None:
     assert cls.parent_kind is not None
     parents = {p.uid: p for p in by_kind.get(cls.parent_kind, [])}
     families: dict[str, list[Record]] = collections.defaultdict(list)
     for child in by_kind.get(cls.kind, []):
         families[child.parent_uid or ""].append(child)
     for puid, children in families.items():
-        _settle_family(corpus, parents.get(puid), children, puid)
+        _settle_family(corpus, parents.get(puid), children, puid, config)
     for puid, parent in parents.items():
         if parent.pending:
-            corpus.settle_parent(parent, families.get(puid, []))
+            corpus.settle_parent(parent, families.get(puid, []), config)
 
 
-def settle_unit(corpus: corpora.Corpus, by_kind: dict[str, list[Record]], dups: Iterable[dedup.Duplicate]) -> None:
+def settle_unit(
+    corpus: corpora.Corpus, by_kind: dict[str, list[Record]], dups: Iterable[dedup.Duplicate], config: Any = None
+) -> None:
     """Every record of one unit ends kept, dropped or quarantined (see the module docstring)."""
     _apply_duplicates(by_kind, dups)
     for cls in corpus.kinds:
         if cls.parent_kind is not None:
-            _settle_kind(corpus, cls, by_kind)
+            _settle_kind(corpus, cls, by_kind, config)
     for records in by_kind.values():
         for rec in records:
             if rec.pending:
@@ -241,7 +278,7 @@ class _SpooledUnitFn(beam.DoFn):
             except Exception as exc:  # this record only
                 rec.settle("internal_error", f"apply_thresholds: {type(exc).__name__}: {exc}", stage="apply_thresholds")
             by_kind.setdefault(rec.kind, []).append(rec)
-        self.corpus.before_dedup(by_kind)
+        self.corpus.before_dedup(by_kind, self.config)
         return by_kind, report
 
 
@@ -282,7 +319,7 @@ class CommitUnitFn(_SpooledUnitFn):
             yield unit
             return
         by_kind, read = self.load(unit, cutoffs or {})
-        settle_unit(self.corpus, by_kind, grouped.get("dups", ()))
+        settle_unit(self.corpus, by_kind, grouped.get("dups", ()), self.config)
         media = self.corpus.fetch_media(by_kind, self.run, self.config)
         not_read = read.get("not_read", 0)  # past a read limit: in the input, not in any record
         held = read["expected"] - not_read if read["expected"] is not None else read["produced"]
@@ -348,7 +385,7 @@ class Finish(beam.PTransform):
         params = corpus.dedup(self.config)
         if params is not None:
             keys = units | "DedupKeys" >> beam.ParDo(DedupKeysFn(self.corpus, run, self.config), **side)
-            grouped["dups"] = keys | "Dedup" >> Dedup(params)
+            grouped["dups"] = keys | "Dedup" >> Dedup(params, corpus.text_dedup(self.config))
         return (
             grouped
             | "GroupByUnit" >> beam.CoGroupByKey()

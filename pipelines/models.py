@@ -34,6 +34,10 @@ class View:
     pixels: Any
     text: str
     scores: dict[str, float] = dataclasses.field(default_factory=dict)
+    texts: list[str] | None = None
+    """Several texts to compare the image with (an interleaved document's sentences)."""
+    similarity: list[float] | None = None
+    """The image's similarity with each of `texts` (the alignment stage's result)."""
     labels: dict[str, str] = dataclasses.field(default_factory=dict)
     ocr: list[OcrLine] | None = None
     errors: dict[str, str] = dataclasses.field(default_factory=dict)
@@ -120,9 +124,26 @@ def _ocr_stages(config: Any, needed: set[str]) -> list[ModelStage]:
     return [ModelStage("ocr", OcrModelHandler(config.models.ocr), lambda v: v.pixels, merge_ocr, OCR_SCORES)]
 
 
+def align_example(view: View) -> tuple[Any, tuple[str, ...]]:
+    return (view.pixels, tuple(view.texts or ()))
+
+
+def merge_similarity(view: View, sims: list[float]) -> None:
+    view.similarity = [float(s) for s in sims]
+
+
+def _align_stages(config: Any, needed: set[str]) -> list[ModelStage]:
+    """Every image of a document against every sentence of it, on the CLIP tower of `models.clip`."""
+    from mmcurate.stages.clip_model import ClipMatrixHandler
+
+    handler = ClipMatrixHandler(config.models.clip)
+    return [ModelStage("align", handler, align_example, merge_similarity, ())]
+
+
 STAGE_BUILDERS: dict[tuple[str, ...], Callable[[Any, set[str]], list[ModelStage]]] = {
     ("clip", "aesthetic"): _clip_stages,
     ("ocr",): _ocr_stages,
+    ("align",): _align_stages,
 }
 """Model names -> the builder of their stages, in the order the stages run."""
 
@@ -155,7 +176,7 @@ def validate_models(config: Any) -> None:
     """Everything a model stage needs, checked on the driver before the pipeline starts."""
     needed = needed_models(config.build_filters())
     clip, aesthetic = config.models.clip, config.models.aesthetic
-    if "clip" in needed:
+    if needed & {"clip", "align"}:
         check_weights(clip, "models.clip")
     if "aesthetic" in needed:
         if not aesthetic.weights:

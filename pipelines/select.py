@@ -25,7 +25,7 @@ from mmcurate.stages.writers import join
 from . import corpus as corpora
 from . import layout
 from .common import load_units
-from .config import ConfigError
+from .config import ConfigError, as_kinds
 from .finish import MANIFEST_FORMAT
 from .overlays import copy_overlays, overlay_columns, overlay_listing, overlay_names
 from .run import execute
@@ -69,7 +69,7 @@ def _check_reason(key: str, code: str) -> None:
 
 def check_where(config: Any, corpus: corpora.Corpus, fields: dict[str, Fields], run_root: str | None) -> None:
     """Every `where` rule names a column the run has and a reason of its own; fail before the run."""
-    kind = getattr(config, "filter_kind", corpus.primary)
+    kind = as_kinds(getattr(config, "filter_kind", corpus.primary))[0]  # `where` rules decide the first kind
     cls = next(c for c in corpus.kinds if c.kind == kind)
     for i, rule in enumerate(config.where):
         key = f"where[{i}] ({rule.column})"
@@ -83,8 +83,9 @@ def check_scored(config: Any, fields: dict[str, Fields]) -> None:
     kind = getattr(config, "filter_kind", None)
     if kind is None:
         return
-    have = set(fields.get(kind, Fields()).scores)
+    kinds = as_kinds(kind)
     for f in config.build_filters():
+        have = {s for k in kinds if k in f.kinds for s in fields.get(k, Fields()).scores}
         missing = sorted(set(f.scores) - have)
         if missing:
             raise ConfigError(

@@ -43,7 +43,8 @@ from . import layout
 
 KEEP_ON_SPOOL = ("media", "overlay", "rank")
 """Payload a spooled record keeps: where its bytes are, the overlay rows `where` rules read, the
-values it adds to run-wide cutoffs. Pixels, frames and raw bytes are gone by then."""
+values it adds to run-wide cutoffs, and any field a kind marks `"spool": True` (a document's MinHash
+signature). Pixels, frames and raw bytes are gone by then."""
 
 
 @dataclass(kw_only=True)
@@ -63,7 +64,7 @@ class UnitEnd(Record):
 def strip(rec: Record) -> Record:
     """Drop what a spooled record no longer needs: in-memory bytes, pixels, frames."""
     for f in rec.__dataclass_fields__.values():
-        if f.metadata.get("arrow") is False and f.name not in KEEP_ON_SPOOL:
+        if f.metadata.get("arrow") is False and f.name not in KEEP_ON_SPOOL and not f.metadata.get("spool"):
             setattr(rec, f.name, None)
     return rec
 

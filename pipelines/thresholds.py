@@ -1,8 +1,8 @@
 """Deciding from scores: every filter's threshold, run-wide quantile cutoffs, `where` rules on columns.
 
 The same transform decides in a corpus run and in `mmcurate select` (which feeds it ledger rows and
-overlays), so a threshold means the same in both. Only records of the decided kind are looked at;
-the others pass through.
+overlays), so a threshold means the same in both. Only records of the decided kinds are looked at
+(each filter decides the kinds it names; `where` rules the first decided kind); the others pass through.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def with_cutoff(f: Filter) -> bool:
 
 def rank_values(rec: Any, filters: list[Filter], group: str) -> list[tuple[str, float]]:
     """What a record adds to the run-wide score distributions its `top_fraction` filters cut."""
-    quantile = [f for f in filters if isinstance(f, QuantileFilter) and with_cutoff(f)]
+    quantile = [f for f in filters if isinstance(f, QuantileFilter) and with_cutoff(f) and rec.kind in f.kinds]
     values = [(cutoff_key(f, group), rec.scores.get(f.score_name)) for f in quantile]
     return [(k, float(v)) for k, v in values if v is not None and math.isfinite(v)]
 
@@ -99,7 +99,7 @@ def apply_thresholds(
     cutoffs: dict[str, float],
     group: str,
     rules: list[WhereRule],
-    kind: str,
+    kind: str | tuple[str, ...],
     local: bool = False,
 ) -> Any:
     """The first filter whose threshold fails names the drop reason, then the first failing `where`
@@ -107,9 +107,12 @@ def apply_thresholds(
 
     `local`: decide only up to the first filter that needs a run-wide cutoff; the record stays
     pending for the rest, which the finish path applies once the cutoffs are known."""
-    if not rec.pending or rec.kind != kind:
+    kinds = (kind,) if isinstance(kind, str) else kind
+    if not rec.pending or rec.kind not in kinds:
         return rec
     for f in filters:
+        if rec.kind not in f.kinds:
+            continue
         if isinstance(f, QuantileFilter):
             if local and with_cutoff(f):
                 return rec
@@ -118,6 +121,8 @@ def apply_thresholds(
             reason = f.decide(rec.scores, rec.labels)
         if reason:
             return rec.settle(reason)
+    if rec.kind != kinds[0]:
+        return rec
     rule = failed_rule(rec, rules)
     if rule is not None:
         value = column_value(rec, rule.column)
@@ -126,9 +131,9 @@ def apply_thresholds(
 
 
 class Decider:
-    """The thresholds of one run's config, for records of one kind (built once per worker)."""
+    """The thresholds of one run's config, for records of the decided kinds (built once per worker)."""
 
-    def __init__(self, config: Any, kind: str, groups: dict[int, str]) -> None:
+    def __init__(self, config: Any, kind: str | tuple[str, ...], groups: dict[int, str]) -> None:
         self.config, self.kind, self.groups = config, kind, groups
         self.filters: list[Filter] = []
         self.rules: list[WhereRule] = []
@@ -149,7 +154,8 @@ class Decider:
         """In the recipe: every threshold that needs no run-wide cutoff (records that fail one are
         never encoded), after noting what the record adds to the run-wide distributions."""
         group = self.groups.get(rec.source.unit, "")
-        ranked = rank_values(rec, self.filters, group) if rec.pending and rec.kind == self.kind else None
+        kinds = (self.kind,) if isinstance(self.kind, str) else self.kind
+        ranked = rank_values(rec, self.filters, group) if rec.pending and rec.kind in kinds else None
         rec = apply_thresholds(rec, self.filters, {}, group, self.rules, self.kind, local=True)
         if ranked:
             rec.rank = ranked
@@ -164,7 +170,7 @@ class Decider:
 
 
 class ApplyThresholds(beam.DoFn):
-    def __init__(self, config: Any, kind: str, groups: dict[int, str]) -> None:
+    def __init__(self, config: Any, kind: str | tuple[str, ...], groups: dict[int, str]) -> None:
         self.decider = Decider(config, kind, groups)
 
     def setup(self) -> None:
@@ -196,7 +202,7 @@ class Thresholds(beam.PTransform):
     """Every filter and `where` rule that needs no run-wide cutoff; the finish path applies the rest
     (`Decider.final`) once the spooled records' scores have given the cutoffs."""
 
-    def __init__(self, config: Any, units: list[Unit], kind: str) -> None:
+    def __init__(self, config: Any, units: list[Unit], kind: str | tuple[str, ...]) -> None:
         super().__init__()
         self.config, self.kind, self.groups = config, kind, {u.index: u.group for u in units}
 

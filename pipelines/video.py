@@ -356,16 +356,16 @@ class VideoCorpus(Corpus):
         records = (analysed[VIDEOS_TAG], clips) | "VideosAndClips" >> beam.Flatten()
         return records | "Finish" >> Finish(self.name, run, config)
 
-    def before_dedup(self, records: dict[str, list[Record]]) -> None:
+    def before_dedup(self, records: dict[str, list[Record]], config: VideoConfig) -> None:
         settle_before_dedup(records)
 
-    def settle_children(self, parent: Record, children: list[Record]) -> None:
+    def settle_children(self, parent: Record, children: list[Record], config: VideoConfig) -> None:
         if parent.fate.reason == "duplicate_exact":
             for clip in children:
                 if clip.pending:
                     clip.settle("duplicate_video", duplicate_of=parent.fate.duplicate_of)
 
-    def settle_parent(self, parent: Record, children: list[Record]) -> None:
+    def settle_parent(self, parent: Record, children: list[Record], config: VideoConfig) -> None:
         settle_video(parent, children)
 
     def unit_outputs(

@@ -22,11 +22,14 @@ from .base import (
 )
 from .caption import CaptionSample
 from .image import ImageFields
+from .interleaved import DocumentRecord, ImageSlot, Part
 from .question import AnswerType, Question, Rollout
 from .reasons import REASONS, Reason, UnknownReason, reason, register_reason
 from .video import ClipRecord, VideoRecord
 
-RECORD_KINDS: dict[str, type[Record]] = {r.kind: r for r in (CaptionSample, Question, VideoRecord, ClipRecord)}
+RECORD_KINDS: dict[str, type[Record]] = {
+    r.kind: r for r in (CaptionSample, Question, VideoRecord, ClipRecord, DocumentRecord, ImageSlot)
+}
 ROW_KINDS: dict[str, type[Row]] = {**RECORD_KINDS, Rollout.kind: Rollout}
 
 __all__ = [
@@ -39,10 +42,13 @@ __all__ = [
     "CaptionSample",
     "ClipRecord",
     "DedupKey",
+    "DocumentRecord",
     "Fate",
     "Fields",
     "ImageFields",
+    "ImageSlot",
     "OcrLine",
+    "Part",
     "Question",
     "Reason",
     "Record",

@@ -91,6 +91,8 @@ class DedupKey(NamedTuple):
     """Records with equal `exact` are exact duplicates (pixel hash, file hash, question id)."""
     near: int | None = None
     """A 64-bit perceptual hash for near duplicates, or None when the kind has none."""
+    sig: tuple[int, ...] | None = None
+    """A MinHash signature for near duplicates of text (LSH bands, estimated Jaccard), or None."""
 
 
 @dataclass(frozen=True)

@@ -111,6 +111,23 @@ for _code, _status, _doc, _redecide in (
     ("all_clips_dropped", _D, "every clip of the video was dropped", True),
     ("duplicate_video", _D, "a clip of a video dropped as a duplicate (duplicate_of: the kept video's id)", True),
     ("too_small", _D, "smaller than the minimum side (images: filters.min_side; clips: filters.clip_size)", True),
+    # Interleaved documents and their image slots.
+    (
+        "bad_layout",
+        _Q,
+        "a document row whose layout breaks its format (OBELICS texts/images of unequal length or "
+        "with not exactly one value per position, a similarity matrix of the wrong shape, ...)",
+        False,
+    ),
+    ("empty_document", _D, "a document with neither text nor images", False),
+    ("image_missing", _D, "the document names an image that the image root (or the row) does not hold", False),
+    ("bad_anchor", _Q, "the image's anchor (MMC4 matched_text_index) points at no sentence of its document", False),
+    ("no_images_left", _D, "every image of the document was dropped and min_images asks for at least one", True),
+    ("too_few_images", _D, "fewer kept images than min_images once the image filters and dedup are done", True),
+    ("document_dropped", _D, "an image of a document that was dropped or quarantined", True),
+    ("duplicate_document", _D, "an image of a document dropped as a duplicate (duplicate_of: the kept document)", True),
+    ("duplicate_url", _D, "a document with the same normalised URL as a kept one", True),
+    ("duplicate_text", _D, "a MinHash near duplicate (estimated Jaccard over word shingles) of a kept document", True),
     # Questions (pass-rate selection).
     ("bad_question", _Q, "a row that is no usable question (no text, no reference answer, bad type)", False),
     (

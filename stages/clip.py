@@ -223,7 +223,7 @@ class ClipScore(QuantileFilter):
 class Aesthetic(QuantileFilter):
     """LAION aesthetic predictor score (about 1-10; Open-Sora keeps about 4.5-5 and up)."""
 
-    kinds = ("caption", "clip")
+    kinds = ("caption", "clip", "image")
     name = "aesthetic"
     score_name = "aesthetic"
     scores = ("aesthetic",)

@@ -23,6 +23,9 @@ from apache_beam.ml.inference.base import ModelHandler
 from .base import ModelUnavailable, resolve_device
 from .clip import ClipParams
 
+TEXT_BATCH = 256
+"""Sentences encoded per forward pass of the text tower (a document can hold hundreds)."""
+
 
 def _natural(key: str) -> list:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", key)]
@@ -151,3 +154,44 @@ class ClipModelHandler(ModelHandler):
 
     def get_num_bytes(self, batch: Sequence[tuple[Any, str]]) -> int:
         return sum(img.width * img.height * 3 + len(c) for img, c in batch)
+
+
+class ClipMatrixHandler(ClipModelHandler):
+    """Examples: (RGB PIL image, sentences). Predictions: the cosine of the image with each sentence.
+
+    The interleaved corpus aligns every image of a document with every sentence of it: each image is
+    encoded once, and each distinct sentence of the batch once (a document's sentences are shared by
+    its images), instead of one (image, caption) pair per cell of the matrix."""
+
+    def __init__(self, params: ClipParams) -> None:
+        super().__init__(params, text=True)
+
+    def run_inference(
+        self, batch: Sequence[tuple[Any, Sequence[str]]], model: Tower, inference_args: dict[str, Any] | None = None
+    ) -> list[list[float]]:
+        import contextlib
+
+        import torch
+        import torch.nn.functional as F
+
+        tensors = list(_pool().map(model.preprocess, [img for img, _ in batch]))
+        images = torch.stack(tensors).to(model.device, non_blocking=True)
+        sentences = list(dict.fromkeys(s for _, texts in batch for s in texts))
+        column = {s: i for i, s in enumerate(sentences)}
+        ctx = torch.autocast(model.autocast[0], dtype=model.autocast[1]) if model.autocast else contextlib.nullcontext()
+        with torch.inference_mode(), ctx:
+            img = F.normalize(model.model.encode_image(images).float(), dim=-1)
+            if not sentences:
+                return [[] for _ in batch]
+            chunks = []
+            for start in range(0, len(sentences), TEXT_BATCH):
+                tokens = model.tokenizer(sentences[start : start + TEXT_BATCH]).to(model.device)
+                chunks.append(F.normalize(model.model.encode_text(tokens).float(), dim=-1))
+            sims = (img @ torch.cat(chunks).T).cpu().tolist()
+        return [[sims[i][column[s]] for s in texts] for i, (_, texts) in enumerate(batch)]
+
+    def get_metrics_namespace(self) -> str:
+        return "mmcurate_clip_matrix"
+
+    def get_num_bytes(self, batch: Sequence[tuple[Any, Sequence[str]]]) -> int:
+        return sum(img.width * img.height * 3 + sum(len(s) for s in texts) for img, texts in batch)

@@ -43,23 +43,30 @@ class Duplicate:
     of_rank: tuple
 
 
+EXACT_REASONS = {"url": "duplicate_url"}
+"""An exact key namespaced `NAME:...` drops with this reason (a document's URL); others `duplicate_exact`."""
+
+
 def exact_duplicates(group: Iterable[DedupKey]) -> list[Duplicate]:
     """All but the best-ranked member of a group with the same `exact` key."""
     members = sorted(group)
     best = members[0]
-    return [Duplicate(m.uid, m.unit, "duplicate_exact", best.id, best.rank) for m in members[1:]]
+    reason = (
+        EXACT_REASONS.get(best.exact.partition(":")[0], "duplicate_exact") if ":" in best.exact else "duplicate_exact"
+    )
+    return [Duplicate(m.uid, m.unit, reason, best.id, best.rank) for m in members[1:]]
 
 
 def compact(k: DedupKey) -> tuple:
     """A key as a plain tuple without its exact hash, which the grouping key carries: a shuffle holds
     every record's key (once per band for near duplicates), and a plain tuple of primitives takes
     about half the bytes and memory of the named tuple there."""
-    return (k.rank, k.uid, k.id, k.unit, k.near)
+    return (k.rank, k.uid, k.id, k.unit, k.near, k.sig)
 
 
 def restore(t: tuple, exact: str = "") -> DedupKey:
-    rank, uid, rid, unit, near = t
-    return DedupKey(tuple(rank), uid, rid, unit, exact, near)
+    rank, uid, rid, unit, near, sig = t
+    return DedupKey(tuple(rank), uid, rid, unit, exact, near, None if sig is None else tuple(sig))
 
 
 def band_keys(phash: int, max_distance: int) -> list[tuple[int, int]]:

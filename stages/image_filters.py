@@ -7,6 +7,8 @@ from typing import Any
 from .base import Filter, Params, register
 
 IMAGE_SCORES = ("width", "height", "aspect_ratio", "file_bytes")
+IMAGE_KINDS = ("caption", "image")
+"""A caption pair's image and an interleaved document's image slot: the same fields, the same filters."""
 
 
 def _image_scores(record: Any) -> dict[str, float]:
@@ -24,6 +26,7 @@ class MinSide(Filter):
     """Drop images whose shorter side is below `min` pixels (thumbnails, icons, tracking pixels)."""
 
     name = "min_side"
+    kinds = IMAGE_KINDS
     reasons = ("too_small",)
     scores = IMAGE_SCORES
 
@@ -42,6 +45,7 @@ class AspectRatio(Filter):
     """Drop banners and slivers: long side / short side above `max`."""
 
     name = "aspect_ratio"
+    kinds = IMAGE_KINDS
     reasons = ("aspect_ratio",)
     scores = IMAGE_SCORES
 
@@ -60,6 +64,7 @@ class FileSize(Filter):
     """Drop files below `min_bytes` (placeholders, blank images) or above `max_bytes` (0 = no bound)."""
 
     name = "file_size"
+    kinds = IMAGE_KINDS
     reasons = ("file_too_small", "file_too_large")
     scores = IMAGE_SCORES
 

@@ -253,7 +253,7 @@ class TextArea(Filter):
     the pipeline runs (through RunInference) only when a filter with `model = "ocr"` is configured.
     """
 
-    kinds = ("caption", "clip")
+    kinds = ("caption", "clip", "image")
     name = "text_area"
     reasons = ("text_heavy",)
     scores = OCR_SCORES
