@@ -26,12 +26,16 @@ os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(BENCH_DIR), os.enviro
 
 import caption  # noqa: E402
 import common  # noqa: E402
+import interleaved  # noqa: E402
 import models  # noqa: E402
 import rollout  # noqa: E402
 import scale  # noqa: E402
 import video  # noqa: E402
 
-BENCHMARKS = {"caption": caption, "scale": scale, "models": models, "rollout": rollout, "video": video}
+BENCHMARKS = {
+    "caption": caption, "interleaved": interleaved, "scale": scale, "models": models, "rollout": rollout,
+    "video": video,
+}  # fmt: skip
 
 
 def parser() -> argparse.ArgumentParser:

@@ -152,7 +152,7 @@ def parser() -> argparse.ArgumentParser:
     ov.add_argument("--kind", required=True, help="record kind the ids belong to (caption, clip, question, ...)")
     ov.add_argument("--table", required=True, help="parquet, jsonl or csv with an `id` column")
     demo = add("demo", help="build a demo corpus and run its pipeline (caption by default)")
-    demo.add_argument("--corpus", choices=("caption", "video"), default="caption", help="which demo")
+    demo.add_argument("--corpus", choices=("caption", "video", "interleaved"), default="caption", help="which demo")
     demo.add_argument("--workdir", default="demo", help="where the demo corpus and its output go")
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
     summ = add("summary", help="print the kept/dropped/quarantined tables of a manifest")
@@ -242,6 +242,8 @@ def _demo(args: argparse.Namespace, beam_args: list[str]) -> dict:
         print(f"annotation:    {work / 'video-output' / 'annotation'}  (clips queued for Label Studio)")
         print(f"manifest:      {work / 'video-output' / 'manifest.json'}")
         return manifest
+    if args.corpus == "interleaved":
+        return _demo_interleaved(work, args, beam_args)
     from mmcurate.demo import caption as demo
 
     corpus = demo.build_corpus(work / "corpus")
@@ -261,6 +263,24 @@ def _demo(args: argparse.Namespace, beam_args: list[str]) -> dict:
     print(f"shards:        {work / 'output' / 'shards'}")
     print(f"manifest:      {work / 'output' / 'manifest.json'}")
     print(f"dropped:       {work / 'output' / 'dropped'}   quarantined: {work / 'output' / 'quarantined'}")
+    return manifest
+
+
+def _demo_interleaved(work: Any, args: argparse.Namespace, beam_args: list[str]) -> dict:
+    from mmcurate.demo import interleaved as demo
+
+    docs = demo.build_corpus(work / "interleaved")
+    config, notes = demo.demo_config(str(work / "interleaved" / "images"))
+    for note in notes:
+        print(f"mmcurate demo: {note}")
+    out = work / "interleaved-output"
+    ns = argparse.Namespace(
+        input=[str(docs)], output=str(out), config=None, overwrite=True, resume=False, no_progress=args.no_progress
+    )
+    manifest = run_corpus("interleaved", ns, beam_args, config)
+    print(f"demo documents: {docs}")
+    print(f"shards:         {out / 'shards'}   (one sample per document: KEY.json + KEY.<slot>.jpg)")
+    print(f"manifest:       {out / 'manifest.json'}")
     return manifest
 
 

@@ -343,3 +343,23 @@ def test_clear_run_knows_the_sft_images_by_their_content_names(tmp_path: Path) -
     left = clear_run(str(out), get("sft").outputs)
     assert left == sorted(theirs)
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == sorted(theirs)
+
+
+def test_interleaved_killed_after_a_commit_and_resumed_matches_uninterrupted(tmp_path: Path) -> None:
+    """Documents and their images (two kinds, run-wide URL, MinHash and image dedup) resume exactly."""
+    from mmcurate.demo import interleaved as demo
+
+    docs = demo.build_corpus(tmp_path / "in")
+    config = tmp_path / "interleaved.yaml"
+    config.write_text(
+        json.dumps({"read": {"image_root": str(tmp_path / "in" / "images")},
+                    "filters": {**demo.demo_config(str(tmp_path / "in" / "images"))[0].filters,
+                                "alignment": {"source": "input"}}})
+    )  # fmt: skip
+    args = ["interleaved", "--input", str(docs), "--config", str(config)]
+    mmcurate(*args, "--output", str(tmp_path / "reference"))
+    manifest = json.loads((tmp_path / "reference" / "manifest.json").read_text())
+    assert manifest["accounting_ok"] and manifest["kinds"]["document"]["reasons"]["dropped"]["duplicate_url"] == 1
+    out = tmp_path / "out"
+    kill_and_resume(args, out, "committed", 1, units=2)
+    assert_same_run(tmp_path / "reference", out)

@@ -123,7 +123,7 @@ def _skimage_file(name: str) -> Path:
     return path
 
 
-def _photo(name: str) -> Image.Image:
+def photo(name: str) -> Image.Image:
     with Image.open(_skimage_file(name)) as img:
         img.load()
         if img.mode in ("RGBA", "P", "LA"):
@@ -131,7 +131,7 @@ def _photo(name: str) -> Image.Image:
         return img.copy()
 
 
-def _jpeg(img: Image.Image, quality: int = JPEG_QUALITY) -> bytes:
+def jpeg_bytes(img: Image.Image, quality: int = JPEG_QUALITY) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format="JPEG", quality=quality, optimize=False, progressive=False)
     return buf.getvalue()
@@ -144,7 +144,7 @@ def _png(img: Image.Image) -> bytes:
 
 
 def _encode(name: str, img: Image.Image) -> bytes:
-    return _png(img) if name.endswith(".png") else _jpeg(img)
+    return _png(img) if name.endswith(".png") else jpeg_bytes(img)
 
 
 def _bomb_png(width: int, height: int) -> bytes:
@@ -177,10 +177,10 @@ def _poster() -> Image.Image:
 
 def _bad_inputs(good: dict[str, tuple[bytes, str]]) -> dict[str, tuple[bytes, str]]:
     """name -> (file bytes, caption) for every deliberately bad input; `good` are the good files."""
-    motorcycle = _jpeg(_photo("motorcycle_right.png"))  # the other eye of the stereo pair
-    rocket = _photo("rocket.jpg")
+    motorcycle = jpeg_bytes(photo("motorcycle_right.png"))  # the other eye of the stereo pair
+    rocket = photo("rocket.jpg")
     small_rocket = rocket.resize((round(rocket.width * 0.7), round(rocket.height * 0.7)), Image.Resampling.LANCZOS)
-    retina = _photo("retina.jpg")
+    retina = photo("retina.jpg")
     top = (retina.height - 64) // 2
     strip = retina.crop((0, top, 1280, top + 64))  # 1280x64 = 20:1, short side exactly min_side
     return {
@@ -195,18 +195,18 @@ def _bad_inputs(good: dict[str, tuple[bytes, str]]) -> dict[str, tuple[bytes, st
         ),
         "bomb.png": (_bomb_png(10_000, 10_000), "A completely black square image with nothing in it."),
         "tiny.png": (
-            _png(_photo("coffee.png").resize((40, 30), Image.Resampling.LANCZOS)),
+            _png(photo("coffee.png").resize((40, 30), Image.Resampling.LANCZOS)),
             "A tiny thumbnail of a coffee cup on a wooden table.",
         ),
         "retina_strip.jpg": (
-            _jpeg(strip),
+            jpeg_bytes(strip),
             "A thin horizontal strip cut from a photograph of a retina, showing blood vessels.",
         ),
-        "grass.jpg": (_jpeg(_photo("grass.png")), ""),
-        "handwriting.jpg": (_jpeg(_photo("text.png")), "IMG_2034.JPG"),
-        "cell.jpg": (_jpeg(_photo("cell.png")), "cell image cell image cell image cell image cell image cell image"),
+        "grass.jpg": (jpeg_bytes(photo("grass.png")), ""),
+        "handwriting.jpg": (jpeg_bytes(photo("text.png")), "IMG_2034.JPG"),
+        "cell.jpg": (jpeg_bytes(photo("cell.png")), "cell image cell image cell image cell image cell image cell image"),
         "gravel.jpg": (
-            _jpeg(_photo("gravel.png")),
+            jpeg_bytes(photo("gravel.png")),
             "Grauer Kies aus vielen kleinen, kantigen Steinen, von oben fotografiert.",
         ),
         "poster.png": (_png(_poster()), "A shop poster announcing a summer sale on shoes at half price."),
@@ -215,7 +215,7 @@ def _bad_inputs(good: dict[str, tuple[bytes, str]]) -> dict[str, tuple[bytes, st
             "Espresso in a red cup and saucer on a rustic wooden tabletop.",
         ),
         "rocket_small.jpg": (
-            _jpeg(small_rocket, quality=60),
+            jpeg_bytes(small_rocket, quality=60),
             "Rocket on the launch pad at twilight, surrounded by lightning rods and bright lights.",
         ),
     }
@@ -223,7 +223,7 @@ def _bad_inputs(good: dict[str, tuple[bytes, str]]) -> dict[str, tuple[bytes, st
 
 def corpus_files() -> dict[str, tuple[bytes, str]]:
     """Every demo input as name -> (image file bytes, caption), in memory, sorted by name."""
-    files = {name: (_encode(name, _photo(src)), caption) for name, (src, caption) in GOOD.items()}
+    files = {name: (_encode(name, photo(src)), caption) for name, (src, caption) in GOOD.items()}
     files.update(_bad_inputs(files))
     if set(files) != set(EXPECTED):
         raise AssertionError(f"demo corpus and EXPECTED disagree: {sorted(set(files) ^ set(EXPECTED))}")
