@@ -204,7 +204,10 @@ def _bad_inputs(good: dict[str, tuple[bytes, str]]) -> dict[str, tuple[bytes, st
         ),
         "grass.jpg": (jpeg_bytes(photo("grass.png")), ""),
         "handwriting.jpg": (jpeg_bytes(photo("text.png")), "IMG_2034.JPG"),
-        "cell.jpg": (jpeg_bytes(photo("cell.png")), "cell image cell image cell image cell image cell image cell image"),
+        "cell.jpg": (
+            jpeg_bytes(photo("cell.png")),
+            "cell image cell image cell image cell image cell image cell image",
+        ),
         "gravel.jpg": (
             jpeg_bytes(photo("gravel.png")),
             "Grauer Kies aus vielen kleinen, kantigen Steinen, von oben fotografiert.",
