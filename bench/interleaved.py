@@ -67,8 +67,9 @@ IMAGES_PER_UNIT = 1000
 """Both corpora are read in units of about this many images (caption's folder_unit_size default)."""
 SIZE = (866, 577)  # the caption corpus' 0.5 MP
 TARGET_RATIO = 1.3
-MIN_KEPT = 0.9
-"""The share of images (and documents) a run must keep for its figures to mean the path ran."""
+MIN_KEPT = 0.8
+"""The share of images (and documents) a run must keep for its figures to mean the path ran: the crops
+of 15 photographs hold ~12% pHash near duplicates (within distance 4), which both paths drop alike."""
 
 # ---------------------------------------------------------------------------------------------------
 # Prose: sentences about each image's subject, from templates and word pools, seeded per document.
@@ -329,7 +330,14 @@ def interleaved_config(root: Path) -> Any:
     read = config.read.model_copy(
         update={"layout": "mmc4", "image_root": str(root / "images"), "jsonl_unit_lines": docs_per_unit()}
     )
-    return type(config)(**{**config.model_dump(), "filters": filters, "read": read.model_dump()})
+    # like for like: the images are stored as the caption path stores them (its max_side, format, quality),
+    # so the ratio prices the document's own work, not a cheaper encode
+    cap_out = caption_config().output
+    same = {k: getattr(cap_out, k) for k in ("max_side", "format", "quality", "resample")}
+    output = {**config.output.model_dump(), **same}
+    if "vision_tokens" in filters:
+        filters["vision_tokens"] = {**(filters["vision_tokens"] or {}), "output_max_side": same["max_side"]}
+    return type(config)(**{**config.model_dump(), "filters": filters, "read": read.model_dump(), "output": output})
 
 
 @dataclasses.dataclass
@@ -570,8 +578,19 @@ def _checks(results: dict[str, dict[str, Any]], s: Setup, ratio: float | None) -
         "accounting_ok": all(r.get("accounting_ok") for r in results.values())
         and not any(r["errors"] for r in results.values()),
         f"kept>={MIN_KEPT:.0%}": all(kept_enough(r) for r in results.values() if "counts" in r),
+        "same_image_dedup": _same_dedup(results),
         "documents>=2000": s.docs >= 2000,
     }
+
+
+def _same_dedup(results: dict[str, dict[str, Any]]) -> bool:
+    """Both paths read the same images: run-wide image dedup must drop the same number of them."""
+    dups = {
+        key: sum(n for reason, n in r["reasons"].get(r["path"] if r["path"] == "caption" else "image", {}).items()
+                 if reason.startswith("duplicate_"))
+        for key, r in results.items() if "reasons" in r
+    }  # fmt: skip
+    return len(set(dups.values())) <= 1
 
 
 def _print_table(results: dict[str, dict[str, Any]], reps: int) -> None:
@@ -610,6 +629,7 @@ def _print_verdict(checks: dict[str, bool], ratio: float | None, ratio_mp: float
         print(f"  the same on {workers} worker processes = {ratio_mp:.2f}x (informational)")
     print(f"  every run's accounting holds: {VERDICT[checks['accounting_ok']]}")
     print(f"  each run kept >= {MIN_KEPT:.0%} of the images and documents: {VERDICT[checks[f'kept>={MIN_KEPT:.0%}']]}")
+    print(f"  both paths drop the same number of duplicate images: {VERDICT[checks['same_image_dedup']]}")
     print(f"  corpus of >= 2,000 documents: {VERDICT[checks['documents>=2000']]}")
 
 

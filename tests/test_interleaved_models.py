@@ -12,6 +12,7 @@ import io
 import itertools
 import json
 import math
+import tarfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -133,8 +134,17 @@ def test_text_chunks_and_batching_do_not_change_values(matrix_model: Any, monkey
     together = handler.run_inference(examples, model)
     alone = [handler.run_inference([ex], model)[0] for ex in examples]
     assert_close(together, alone)
-    monkeypatch.setattr(clip_model, "TEXT_BATCH", 2)  # 13 distinct sentences -> 7 text forward passes
+    monkeypatch.setattr(clip_model, "TEXT_BATCH", 2)
+    passes: list[int] = []
+    encode_text = model.model.encode_text
+
+    def counted(tokens: torch.Tensor, *args: Any, **kw: Any) -> torch.Tensor:
+        passes.append(len(tokens))
+        return encode_text(tokens, *args, **kw)
+
+    monkeypatch.setattr(model.model, "encode_text", counted)  # the real encoder, its calls counted
     assert_close(handler.run_inference(examples, model), together)
+    assert passes == [2, 2, 2, 2]  # the 8 distinct sentences of the batch, each encoded once
     assert_close([handler.run_inference([ex], model)[0] for ex in examples], together)
     # A batch without any sentence still encodes its images and answers one empty row each.
     assert handler.run_inference([examples[0], examples[4]], model) == [[], []]
@@ -161,18 +171,23 @@ class Corpus:
         self.bytes[name] = data
         return name
 
-    def mmc4(self, n_images: int, n_sentences: int, matrix: list[list[float]] | None = None, **kw: Any) -> None:
-        d = len(self.rows)
+    def mmc4(
+        self,
+        n_images: int,
+        n_sentences: int,
+        matrix: list[list[float]] | None = None,
+        names: dict[int, str] | None = None,
+        sizes: dict[int, tuple[int, int]] | None = None,
+    ) -> None:
+        """One document; `names`: slots that name a given image, `sizes`: slots with another size."""
+        d, names, sizes = len(self.rows), names or {}, sizes or {}
         words = ("cat", "tree", "boat", "soup", "chart", "river", "hat")
         texts = [
             f"document {d} line {k}: a {words[(d + k) % len(words)]} seen from the left" for k in range(n_sentences)
         ]
-        sizes = kw.get("sizes", {})
         info = []
         for i in range(n_images):
-            name = kw.get("names", {}).get(i) or self.image(
-                f"d{d}_{i}.jpg", jpeg(photo(100 * d + i, sizes.get(i, (96, 72))))
-            )
+            name = names.get(i) or self.image(f"d{d}_{i}.jpg", jpeg(photo(100 * d + i, sizes.get(i, (96, 72)))))
             info.append({"image_name": name, "raw_url": f"https://img.example/{name}", "matched_text_index": 0,
                          "matched_sim": 0.2})  # fmt: skip
         row: dict[str, Any] = {"url": f"https://doc{d}.example/page", "text_list": texts, "image_info": info}
@@ -342,6 +357,31 @@ def test_model_assignment_is_the_best_one_to_one(model_run: tuple[Path, Corpus])
     moved = [i for _, images in by_doc(out) for i in images if i["scores"]["alignment"] is not None]
     assert any(i["anchor"] != i["original_anchor"] for i in moved)  # re-anchored, not the input's 0
     assert all(i["original_anchor"] == 0 for i in moved)
+
+
+@pytest.mark.slow
+def test_shards_place_each_image_before_its_new_anchor(model_run: tuple[Path, Corpus]) -> None:
+    """What a trainer reads: in each kept document's sample JSON, the kept images (slot order)
+    stand right before the sentence the assignment gave them (after the last one: at the end)."""
+    out, _ = model_run
+    manifest = json.loads((out / "manifest.json").read_text())
+    samples = {}
+    for shard in manifest["files"]["shards"]:
+        with tarfile.open(out / shard["path"]) as tar:
+            for member in tar:
+                if member.name.endswith(".json"):
+                    sample = json.loads(tar.extractfile(member).read())  # type: ignore[union-attr]
+                    samples[sample["id"]] = sample
+    kept = [(d, imgs) for d, imgs in by_doc(out) if d["fate"]["status"] == "kept"]
+    assert len(kept) == len(samples) == 7
+    for doc, images in kept:
+        want: list[tuple[str, str]] = []
+        for k in range(len(doc["texts"]) + 1):
+            here = [i for i in images if i["fate"]["status"] == "kept" and min(i["anchor"], len(doc["texts"])) == k]
+            want += [("image", f"{i['slot']}.{i['out_ext']}") for i in here]
+            want += [("text", doc["texts"][k])] if k < len(doc["texts"]) else []
+        got = [(it["type"], it["image"] or it["text"]) for it in samples[doc["id"]]["items"]]
+        assert got == want, doc["id"]
 
 
 @pytest.mark.slow
