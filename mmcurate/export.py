@@ -6,6 +6,9 @@ on our outputs, the same ones the docs show (`load_dataset("webdataset")` on the
 holds exactly what a trainer reading the run directly would see:
 
 * a caption or video run: its webdataset shards, one `train` split;
+* an interleaved run: its shards too; a document has as many image members as it kept images, so the
+  features are given to the loader (`json` plus every `<slot>.<ext>` member the shards hold, a missing
+  one None) instead of inferred from the first samples, which `datasets` requires to hold the same members;
 * an RL run: `train` and `validation` from `rl/train/` and `rl/val/` (per-tier folders included);
 * an SFT run: the ShareGPT rows with their images embedded (`datasets.Image`), so the folder needs
   nothing beside it unless rows have videos (those stay paths relative to the run folder).
@@ -66,9 +69,40 @@ def _sft(ds: Any, run: Path, cache: str | None) -> dict[str, Any]:
     return {"train": train}
 
 
-def _shards(ds: Any, run: Path, cache: str | None) -> dict[str, Any]:
-    train = ds.load_dataset("webdataset", data_dir=str(run / "shards"), split="train", cache_dir=cache)
+def _shards(ds: Any, run: Path, cache: str | None, features: Any = None) -> dict[str, Any]:
+    train = ds.load_dataset(
+        "webdataset", data_dir=str(run / "shards"), split="train", cache_dir=cache, features=features
+    )
     return {"train": train}
+
+
+def shard_features(ds: Any, shards: list[str]) -> Any:
+    """The features of shards whose samples hold different members (interleaved documents): the
+    first sample's `json` structure (every sample's JSON has the same columns) and every other
+    member name any sample has, as an image."""
+    import tarfile
+
+    import pyarrow as pa
+
+    names: set[str] = set()
+    first: dict[str, Any] | None = None
+    for shard in shards:
+        with tarfile.open(shard) as tar:
+            for member in tar:
+                field = member.name.partition(".")[2]
+                if field != "json":
+                    names.add(field)
+                elif first is None:
+                    first = json.loads(tar.extractfile(member).read())  # type: ignore[union-attr]
+    structure = ds.Features.from_arrow_schema(pa.Table.from_pylist([first or {}]).schema)
+    images = {name: ds.Image() for name in sorted(names, key=lambda n: (len(n), n))}
+    return ds.Features(
+        {"__key__": ds.Value("string"), "__url__": ds.Value("string"), "json": dict(structure), **images}
+    )
+
+
+def _interleaved(ds: Any, run: Path, cache: str | None) -> dict[str, Any]:
+    return _shards(ds, run, cache, shard_features(ds, _files(run / "shards", "*.tar")))
 
 
 def _check_output(run: Path, out: str, overwrite: bool) -> tuple[Any, str] | None:
@@ -99,10 +133,10 @@ def export_hf(run_uri: str, out: str, cache: str | None = None, overwrite: bool 
     if not manifest_path.is_file():
         raise ExportError(f"{run_uri}: no manifest.json (a finished local run is exported; copy a remote one first)")
     corpus = json.loads(manifest_path.read_text()).get("corpus", "")
-    build = {"rl": _rl, "sft": _sft}.get(corpus, _shards)
-    if build is _shards and not _files(run / "shards", "*.tar"):
+    build = {"rl": _rl, "sft": _sft, "interleaved": _interleaved}.get(corpus, _shards)
+    if build in (_shards, _interleaved) and not _files(run / "shards", "*.tar"):
         raise ExportError(f"{run_uri}: the run kept no sample (shards/ is empty)")
-    if build is not _shards and not _files(run / corpus, "**/*.*"):
+    if build in (_rl, _sft) and not _files(run / corpus, "**/*.*"):
         raise ExportError(f"{run_uri}: the run kept no question ({corpus}/ is empty)")
     replace = _check_output(run, out, overwrite)
     with tempfile.TemporaryDirectory(prefix="mmcurate-export-") as scratch:  # the loaders' cache: not kept

@@ -110,6 +110,34 @@ def test_demo_shards_hold_one_sample_per_kept_document_in_item_order(demo_run: P
     assert sorted(r["key"] for r in index) == sorted(docs)
 
 
+def test_demo_outputs_load_with_hugging_face_datasets_and_webdataset(demo_run: Path, tmp_path: Path) -> None:
+    """Every table (ledgers, fate tables, indexes) with `load_dataset("parquet")`, the shards with
+    `load_dataset("webdataset")` given the features (documents hold different image members), and
+    with the webdataset library itself; `mmcurate export` builds the same rows."""
+    import webdataset as wds
+    from hf_loaders import assert_loads_everything
+
+    seen = assert_loads_everything(demo_run, tmp_path / "cache")
+    kept = _manifest(demo_run)["kinds"]["document"]["counts"]["kept"]
+    assert seen["shards"] == kept and seen["ledger/document"] == len(demo.EXPECTED_DOCUMENTS)
+    samples = list(wds.WebDataset(sorted(str(p) for p in (demo_run / "shards").glob("*.tar")), shardshuffle=False))
+    assert len(samples) == kept
+    for sample in samples:
+        items = json.loads(sample["json"])["items"]
+        assert {i["image"] for i in items if i["type"] == "image"} == {
+            k for k in sample if not k.startswith("__") and k != "json"
+        }
+    assert main(["export", "--run", str(demo_run), "--output", str(tmp_path / "hf")]) == 0
+    import datasets
+
+    train = datasets.load_from_disk(str(tmp_path / "hf"))["train"]
+    assert train.num_rows == kept
+    for row in train:
+        pictured = [i["image"] for i in row["json"]["items"] if i["type"] == "image"]
+        assert all(row[name] is not None for name in pictured)
+        assert all(row[n] is None for n in row if n.endswith(".jpg") and n not in pictured)
+
+
 def _mmc4_config(tmp: Path, root: Path | None, **extra: object) -> Path:
     cfg = {
         "read": {"image_root": str(root) if root else None},
