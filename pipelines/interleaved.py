@@ -318,16 +318,20 @@ class InterleavedCorpus(Corpus):
         return records | "Finish" >> Finish(self.name, run, config)
 
     def before_dedup(self, records: dict[str, list[Record]], config: InterleavedConfig) -> None:
-        """A document none of whose images is left must not win dedup over a healthy copy: settle it first."""
+        """A document with fewer than `min_images` images left must not win dedup over a healthy copy:
+        settle it (and its images) first."""
         if config.min_images == 0:
             return
-        alive: dict[str, int] = {}
+        alive: dict[str, list[Record]] = {}
         for img in records.get("image", []):
             if img.pending:
-                alive[img.parent_uid or ""] = alive.get(img.parent_uid or "", 0) + 1
+                alive.setdefault(img.parent_uid or "", []).append(img)
         for doc in records.get("document", []):
-            if doc.pending and alive.get(doc.uid, 0) == 0:
-                doc.settle("no_images_left")
+            left = alive.get(doc.uid, [])
+            if doc.pending and len(left) < config.min_images:
+                doc.settle("no_images_left" if not left else "too_few_images", f"{len(left)} of {doc.images} left")
+                for img in left:
+                    img.settle("document_dropped", f"document dropped: {doc.fate.reason}")
 
     def settle_children(self, parent: Record, children: list[Record], config: InterleavedConfig) -> None:
         duplicate = parent.fate.reason in DUPLICATE_REASONS
@@ -368,8 +372,7 @@ class InterleavedCorpus(Corpus):
             if layout != "wds"
             for f in write_export(layout, unit, kept, run.out_root)
         ]
-        tokens = sum(d.scores.get("vision_tokens", 0.0) for d in kept)
-        return files, {"kept_images": sum(d.kept_images for d in kept), "vision_tokens": tokens}  # type: ignore[attr-defined]
+        return files, {"kept_images": sum(d.kept_images for d in kept), "vision_tokens": _kept_tokens(kept, config)}  # type: ignore[attr-defined]
 
     def fold_extras(self, extras: list[dict[str, Any]], config: InterleavedConfig) -> dict[str, Any]:
         return {
@@ -382,6 +385,24 @@ class InterleavedCorpus(Corpus):
         return [
             f"{extras.get('kept_images', 0)} images in kept documents, {extras.get('vision_tokens', 0)} vision tokens"
         ]
+
+
+def _kept_tokens(docs: list[Record], config: InterleavedConfig) -> int:
+    """Vision tokens of the images the kept documents hold, as stored (the `vision_tokens` score was
+    taken before dedup and alignment, over the images a document still had then)."""
+    from mmcurate.stages.vision_tokens import ImageRefused, VisionTokens, image_tokens
+
+    counter = next((f for f in config.build_filters() if isinstance(f, VisionTokens)), None)
+    if counter is None:
+        return 0
+    total = 0
+    for doc in docs:
+        for part in doc.parts or ():  # type: ignore[attr-defined]
+            try:
+                total += image_tokens(part.height, part.width, counter.params)
+            except ImageRefused:
+                continue
+    return total
 
 
 def _only(config: InterleavedConfig, kind: str) -> dict[str, Any]:

@@ -57,7 +57,11 @@ class ImageSlot(ImageFields, Record):
         return self.image
 
     def dedup_key(self) -> DedupKey | None:
-        return self.image_key(self.uid, self.id, self.source.unit, self.source.index)
+        """Exact pixels and pHash as every image, but the earliest document's copy wins (not the
+        largest, as for caption pairs): documents are deduplicated in the same run-wide pass with the
+        earliest kept, so a kept document never loses its image to a copy in a document that goes."""
+        key = self.image_key(self.uid, self.id, self.source.unit, self.source.index)
+        return None if key is None else key._replace(rank=(self.source.unit, self.source.index, self.slot))
 
 
 @dataclass

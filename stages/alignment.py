@@ -5,7 +5,7 @@ matrix (each sentence takes at most one image, the total similarity is maximal).
 scipy's `linear_sum_assignment`, on the matrix the model computed here or, with the model off, the
 one the input carries (MMC4's `similarity_matrix`): on MMC4's own README example this reproduces its
 `matched_text_index` values. An image whose best similarity is under `min` is dropped as `unaligned`
-(its fate is decided from the `alignment` score alone, so `select` can move the bound later).
+(its fate is decided from the `alignment` score alone, which the ledger keeps).
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """Interleaved-document text filters: length, repetition, boilerplate, language, non-alphabetic share, images.
 
 Every filter scores the document text that `document_text` gives (the non-empty text segments joined by
-a blank line, as OBELICS' document-level filters join them) and decides from those scores alone, so
-`mmcurate select` re-thresholds a document run from its ledger.
+a blank line, as OBELICS' document-level filters join them) and decides from those scores alone (the
+ledger holds every score, so a threshold can move without scoring again; `select` does not re-decide
+interleaved runs yet).
 
 Defaults are the published ones, and each filter says where from:
 
@@ -520,10 +521,10 @@ class DocNonAlpha(Filter):
 
 @register
 class ImageCount(Filter):
-    """Drop documents holding too few or too many images (OBELICS: 1..30), counted as the input's slots.
+    """Drop documents holding too few or too many images (OBELICS: 1..30).
 
-    This is the input's count (`record.images`); the kept count after the image filters is the
-    pipeline's `too_few_images` check."""
+    Counted over the slots still in the document when it is scored (the input's count when it carries
+    none); the count after dedup and alignment is the recipe's `min_images` check."""
 
     name = "image_count"
     kinds = ("document",)
@@ -531,10 +532,16 @@ class ImageCount(Filter):
     scores = ("doc_images",)
 
     class Params(Params):
-        min: int | None = 1
+        min: int | None = None
+        """None: the recipe's `min_images` (over the images kept at the end) is the lower bound."""
         max: int | None = 30
 
     def score(self, record: Any) -> tuple[dict[str, float], dict[str, str]]:
+        """The images still in the document when it is scored (after the image filters that need no
+        model: icons `min_side` dropped do not count, as in OBELICS, whose image filters run first)."""
+        slots = getattr(record, "slots", None)
+        if slots is not None:
+            return {"doc_images": float(sum(1 for s in slots if not s.fate.final))}, {}
         return {"doc_images": float(max(int(record.images or 0), 0))}, {}
 
     def decide(self, scores: dict[str, float], labels: dict[str, str]) -> str | None:

@@ -136,11 +136,13 @@ def _enc(text: str) -> bytes:
     return text.encode("utf-8", "surrogatepass")
 
 
-def document_id(texts: list[str], images: list[str]) -> str:
+def document_id(texts: list[str], images: list[str], url: str = "") -> str:
     """BLAKE2b-128 over the text segments, a separator, then one token per image (its name, or the
-    hash of its bytes when the row held them): the same document read from another copy of the
-    corpus has the same id."""
-    return _blake(*(_enc(t) for t in texts), b"\1", *(_enc(i) for i in images))
+    hash of its bytes when the row held them), then the URL: the same document read from another
+    copy of the corpus has the same id, and two pages with the same content at two URLs have two
+    (each kept one is a sample of its own; its id is the sample's key)."""
+    tail = (b"\2", _enc(url)) if url else ()
+    return _blake(*(_enc(t) for t in texts), b"\1", *(_enc(i) for i in images), *tail)
 
 
 def normalise_url(url: str) -> str:
@@ -149,7 +151,10 @@ def normalise_url(url: str) -> str:
     url = (url or "").strip()
     if not url:
         return ""
-    parts = urllib.parse.urlsplit(url)
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:  # unparseable (an unclosed IPv6 bracket): compared as given
+        return utf8(url)
     scheme = parts.scheme.lower()
     netloc = parts.netloc.lower()
     try:
@@ -645,7 +650,8 @@ class InterleavedAdapter(Adapter):
         row = item.row or {}
         layout = detect_layout(row, self.params.layout)
         doc = PARSERS[layout](row, self.params)
-        _check_text(doc.texts)
+        if unit.kind == "jsonl":  # parquet strings are UTF-8 by format: U+FFFD there is the page's own
+            _check_text(doc.texts)
         src = self._source(unit, item)
         rec = DocumentRecord(
             id="", source=src, url=doc.url, url_key=normalise_url(doc.url), layout=layout, texts=doc.texts,
@@ -654,10 +660,10 @@ class InterleavedAdapter(Adapter):
         for note in doc.notes:
             rec.errors["read"] = "; ".join(filter(None, (rec.errors.get("read"), note)))
         if not doc.refs and not any(t.strip() for t in doc.texts):
-            rec.id = document_id(doc.texts, [])
+            rec.id = document_id(doc.texts, [], doc.url)
             return rec.settle("empty_document", "the document has neither text nor images", stage="read")
         made = [self._slot(src, i, ref, unit) for i, ref in enumerate(doc.refs)]
-        rec.id = document_id(doc.texts, [token for _, token in made])
+        rec.id = document_id(doc.texts, [token for _, token in made], doc.url)
         rec.slots = [slot for slot, _ in made]
         rec.images = len(rec.slots)
         for slot in rec.slots:

@@ -466,12 +466,23 @@ def test_doc_language() -> None:
 
 
 def test_image_count_bounds() -> None:
-    f = ImageCount()
+    assert run(ImageCount(), doc(AUSTEN, images=0))[2] is None  # no lower bound unless asked: min_images is it
+    f = ImageCount(ImageCount.Params(min=1, max=30))
     assert run(f, doc(AUSTEN, images=0))[2] == "doc_too_few_images"
     assert run(f, doc(AUSTEN, images=1))[2] is None
     assert run(f, doc(AUSTEN, images=30))[2] is None
     scores, _, verdict = run(f, doc(AUSTEN, images=31))
     assert scores == {"doc_images": 31.0} and verdict == "doc_too_many_images"
+
+
+def test_image_count_counts_the_slots_still_in_the_document() -> None:
+    """Slots an early image filter settled (icons) do not count, as in OBELICS."""
+    from mmcurate.schemas import ImageSlot, Source
+
+    record = doc(AUSTEN, images=3)
+    record.slots = [ImageSlot(id=str(i), source=Source("u", 0), slot=i) for i in range(3)]
+    record.slots[1].settle("too_small")
+    assert run(ImageCount(ImageCount.Params(min=3)), record)[:3:2] == ({"doc_images": 2.0}, "doc_too_few_images")
 
 
 def test_images_per_100_words() -> None:

@@ -142,7 +142,7 @@ def _mmc4_config(tmp: Path, root: Path | None, **extra: object) -> Path:
     cfg = {
         "read": {"image_root": str(root) if root else None},
         "filters": {"file_size": {"min_bytes": 1024}, "min_side": {"min": 64}, "doc_length": {"min_words": 10},
-                    "image_count": {"min": 1}, "alignment": {"source": "input", "min": 0.15}},
+                    "image_count": {"max": 30}, "alignment": {"source": "input", "min": 0.15}},
         "output": {"layout": ["wds", "datajuicer", "mmc4", "obelics"]},
         **extra,
     }  # fmt: skip
@@ -283,3 +283,83 @@ def test_recipe_in_a_test_pipeline(tmp_path: Path) -> None:
 def test_select_is_refused_with_a_reason() -> None:
     with pytest.raises(SelectUnsupported):
         CORPUS.select(None, [], None, None)  # type: ignore[arg-type]
+
+
+PAGE = [
+    "The harbour wakes up early, when the fishing boats come back with their nets full of silver fish.",
+    "Gulls follow every boat, and the market hall fills with voices long before the sun is up.",
+    "By noon the stalls are empty again and the fishermen mend their nets on the warm stones.",
+]
+
+
+def _run(tmp_path: Path, rows: list[dict], images: dict[str, Image.Image], **config: object) -> Path:
+    src, root, out = tmp_path / "in", tmp_path / "images", tmp_path / "out"
+    src.mkdir()
+    root.mkdir()
+    for name, img in images.items():
+        img.save(root / name, quality=95)
+    (src / "docs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    filters = {"min_side": {"min": 64}, "doc_length": {"min_words": 10},
+               "vision_tokens": {"max_tokens": 0, "output_max_side": 512}}  # fmt: skip
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(json.dumps({"read": {"image_root": str(root)}, "filters": filters, **config}))
+    assert main(["interleaved", "--input", str(src), "--output", str(out), "--config", str(cfg), "--no-progress"]) == 0
+    _identities(_manifest(out))
+    return out
+
+
+def _row(url: str, names: list[str], texts: list[str] = PAGE) -> dict:
+    info = [{"image_name": n, "matched_text_index": i % len(texts)} for i, n in enumerate(names)]
+    return {"text_list": texts, "image_info": info, "url": url}
+
+
+def _noise(seed: int, size: int = 200) -> Image.Image:
+    import numpy as np
+
+    small = (np.random.default_rng(seed).random((25, 25, 3)) * 255).astype("uint8")
+    return Image.fromarray(small).resize((size, size), Image.Resampling.BILINEAR)
+
+
+def test_a_copy_with_the_larger_image_never_costs_the_kept_document_its_image(tmp_path: Path) -> None:
+    """Image and document dedup run in one pass: the earlier document's image copy wins, as the
+    earlier document does, so the kept document keeps its image (the larger copy goes with its page)."""
+    out = _run(tmp_path, [_row("https://a.org/1", ["small.jpg"]), _row("https://b.org/2", ["big.jpg"])],
+               {"small.jpg": _noise(1, 200), "big.jpg": _noise(1, 400)})  # fmt: skip
+    docs = sorted(_rows(out, "document"), key=lambda r: r["source"]["index"])
+    assert [(d["fate"]["status"], d["fate"]["reason"], d["kept_images"]) for d in docs] == [
+        ("kept", "", 1), ("dropped", "duplicate_text", 0),
+    ]  # fmt: skip
+    images = {r["name"]: r["fate"]["reason"] for r in _rows(out, "image")}
+    assert images["small.jpg"] == "" and images["big.jpg"] in ("duplicate_near", "duplicate_document")
+
+
+def test_a_copy_short_of_min_images_loses_dedup_to_a_healthy_one(tmp_path: Path) -> None:
+    rows = [_row("https://a.org/1", ["a1.jpg", "missing.jpg"]), _row("https://b.org/2", ["b1.jpg", "b2.jpg"])]
+    out = _run(tmp_path, rows, {"a1.jpg": _noise(1), "b1.jpg": _noise(2), "b2.jpg": _noise(3)}, min_images=2)
+    docs = sorted(_rows(out, "document"), key=lambda r: r["source"]["index"])
+    assert [(d["fate"]["reason"], d["kept_images"]) for d in docs] == [("too_few_images", 0), ("", 2)]
+    assert {r["name"]: r["fate"]["reason"] for r in _rows(out, "image")} == {
+        "a1.jpg": "document_dropped", "missing.jpg": "image_missing", "b1.jpg": "", "b2.jpg": "",
+    }  # fmt: skip
+
+
+def test_equal_pages_at_two_urls_are_two_samples_with_their_own_keys(tmp_path: Path) -> None:
+    import webdataset as wds
+
+    rows = [_row("https://a.org/1", []), _row("https://a.org/2", [])]
+    out = _run(tmp_path, rows, {}, min_images=0, text_dedup={"enabled": False})
+    docs = _rows(out, "document")
+    assert [d["fate"]["status"] for d in docs] == ["kept", "kept"] and len({d["id"] for d in docs}) == 2
+    samples = list(wds.WebDataset([str(p) for p in sorted((out / "shards").glob("*.tar"))], shardshuffle=False))
+    assert sorted(s["__key__"] for s in samples) == sorted(d["id"] for d in docs)
+
+
+def test_the_manifest_counts_the_vision_tokens_of_the_images_kept(tmp_path: Path) -> None:
+    from mmcurate.stages.vision_tokens import VisionTokens, image_tokens
+
+    out = _run(tmp_path, [_row("https://a.org/1", ["x.jpg", "x.jpg"])], {"x.jpg": _noise(4, 300)})
+    (doc,) = _rows(out, "document")
+    assert [r["fate"]["reason"] for r in _rows(out, "image")] == ["", "duplicate_exact"]
+    one = image_tokens(300, 300, VisionTokens.Params(output_max_side=512))
+    assert doc["scores"]["vision_tokens"] == 2 * one  # scored before dedup: both slots
+    assert _manifest(out)["extras"]["vision_tokens"] == one  # the manifest: what the shards hold
