@@ -63,10 +63,23 @@ class GuardedHandler(ModelHandler):
                 try:
                     results.append(self._infer([batch[i]], model, inference_args)[0])
                 except Exception as exc:
-                    results.append(ModelFailure(f"{type(exc).__name__}: {exc}"))
+                    results.append(self._each_view(batch[i], model, inference_args, exc))
         for i, res in zip(todo, results, strict=True):
             out[i] = res
         return out
+
+    def _each_view(self, group: list[Any], model: Any, inference_args: Any, exc: Exception) -> list[Any]:
+        """A record that fails: each of its views alone, so a failure stays with the view that causes
+        it (one image of a document); the record's `Views` says what a failed view costs."""
+        if len(group) < 2:
+            return [ModelFailure(f"{type(exc).__name__}: {exc}")]
+        preds: list[Any] = []
+        for example in group:
+            try:
+                preds.append(self._infer([[example]], model, inference_args)[0][0])
+            except Exception as one:
+                preds.append(ModelFailure(f"{type(one).__name__}: {one}"))
+        return preds
 
     def get_num_bytes(self, batch: Any) -> int:
         flat = [ex for group in batch if group for ex in group]
@@ -108,6 +121,11 @@ def _merge(element: tuple[Record, Any], stage: ModelStage, views: Views) -> Reco
         return rec
     if isinstance(pred, ModelFailure):
         return rec.settle("model_error", f"{stage.name}: {pred.error}", stage=stage.name)
+    failed = [(i, p.error) for i, p in enumerate(pred) if isinstance(p, ModelFailure)]
+    if failed:
+        if not views.failed(rec, stage, failed):
+            return rec.settle("model_error", f"{stage.name}: {failed[0][1]}", stage=stage.name)
+        pred = [p for p in pred if not isinstance(p, ModelFailure)]
     try:
         seen = views.views(rec)
         for view, p in zip(seen, pred, strict=True):

@@ -169,6 +169,13 @@ class DocumentImages(Views):
     def fields(self, stage: ModelStage) -> tuple[str, ...]:
         return stage.scores
 
+    def failed(self, rec: DocumentRecord, stage: ModelStage, views: list[tuple[int, str]]) -> bool:
+        """An image the model fails on is quarantined (`model_error`); its document goes on without it."""
+        slots = _scored_slots(rec)
+        for index, error in views:
+            slots[index].settle("model_error", f"{stage.name}: {error}", stage=stage.name)
+        return True
+
 
 class DocumentModelStages(beam.PTransform):
     """The model stages a document needs: image scorers, and CLIP only for the documents whose

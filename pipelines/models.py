@@ -78,6 +78,12 @@ class Views:
     def fields(self, stage: ModelStage) -> tuple[str, ...]:
         return stage.scores
 
+    def failed(self, rec: Any, stage: ModelStage, views: list[tuple[int, str]]) -> bool:
+        """Some views (index, error) failed on their own: settle what they stand for and return True
+        when the record goes on with the others (their views are then no longer among `views(rec)`),
+        or return False to quarantine the record (`model_error`), as for a record of one view."""
+        return False
+
 
 # -------------------------------------------------------------------------------------------- stages
 

@@ -363,3 +363,61 @@ def test_the_manifest_counts_the_vision_tokens_of_the_images_kept(tmp_path: Path
     one = image_tokens(300, 300, VisionTokens.Params(output_max_side=512))
     assert doc["scores"]["vision_tokens"] == 2 * one  # scored before dedup: both slots
     assert _manifest(out)["extras"]["vision_tokens"] == one  # the manifest: what the shards hold
+
+
+class _FailsOnNarrowImages:
+    """A ModelHandler whose model cannot take images 13 pixels wide (the kind of input that breaks a
+    real preprocessor): every other image gets its width back as the score."""
+
+    def __new__(cls):  # built lazily: apache_beam.ml imports torch
+        from apache_beam.ml.inference.base import ModelHandler
+
+        class Handler(ModelHandler):
+            def load_model(self):
+                return None
+
+            def run_inference(self, batch, model, inference_args=None):
+                if any(img.width == 13 for img in batch):
+                    raise ValueError("13 pixels wide")
+                return [float(img.width) for img in batch]
+
+        return Handler()
+
+
+def test_an_image_the_model_fails_on_is_quarantined_and_its_document_goes_on(tmp_path: Path) -> None:
+    from mmcurate.pipelines.inference import ScoreWithModels
+    from mmcurate.pipelines.interleaved import DocumentImages
+    from mmcurate.pipelines.models import ModelStage
+    from mmcurate.schemas import DocumentRecord, ImageSlot, Source
+
+    def doc(index: int, widths: list[int]) -> DocumentRecord:
+        src = Source("docs.jsonl", 0, f"line{index + 1}", index)
+        slots = [
+            ImageSlot(id=f"{index}-{i}", source=src, slot=i, pixels=Image.new("RGB", (w, 20)))
+            for i, w in enumerate(widths)
+        ]
+        return DocumentRecord(id=str(index), source=src, texts=["a"], images=len(slots), slots=slots)
+
+    def merge(view, width):
+        view.scores["w"] = width
+
+    stage = ModelStage("widths", _FailsOnNarrowImages(), lambda v: v.pixels, merge, ("w",))
+
+    def outcome(d: DocumentRecord) -> tuple:
+        return (d.id, d.fate.status.value, tuple((s.fate.reason, s.scores.get("w")) for s in d.slots or ()))
+
+    with TestPipeline() as p:
+        got = (
+            p
+            | beam.Create([doc(0, [40, 13, 50]), doc(1, [60]), doc(2, [13])])
+            | ScoreWithModels([stage], DocumentImages())
+            | beam.Map(outcome)
+        )
+        assert_that(
+            got,
+            equal_to([
+                ("0", "pending", (("", 40.0), ("model_error", None), ("", 50.0))),  # the document goes on
+                ("1", "pending", (("", 60.0),)),
+                ("2", "pending", (("model_error", None),)),  # its only image failed: the image, not the page
+            ]),
+        )  # fmt: skip
