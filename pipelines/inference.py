@@ -32,9 +32,11 @@ class GuardedHandler(ModelHandler):
     Flattens with several workers.
     """
 
-    def __init__(self, inner: ModelHandler, per_record: int = 1) -> None:
+    def __init__(self, inner: ModelHandler, per_record: int = 1, per_view: bool = False) -> None:
+        """`per_view`: a failing record of several examples is retried example by example, and gets
+        a list with a `ModelFailure` where one failed (its `Views.failed` settles what they stand for)."""
         super().__init__()
-        self.inner, self.per_record = inner, max(1, per_record)
+        self.inner, self.per_record, self.per_view = inner, max(1, per_record), per_view
 
     def load_model(self) -> Any:
         return self.inner.load_model()
@@ -63,23 +65,26 @@ class GuardedHandler(ModelHandler):
                 try:
                     results.append(self._infer([batch[i]], model, inference_args)[0])
                 except Exception as exc:
-                    results.append(self._each_view(batch[i], model, inference_args, exc))
+                    failure = ModelFailure(f"{type(exc).__name__}: {exc}")
+                    results.append(
+                        self._each_view(batch[i], model, inference_args, failure) if self.per_view else failure
+                    )
         for i, res in zip(todo, results, strict=True):
             out[i] = res
         return out
 
-    def _each_view(self, group: list[Any], model: Any, inference_args: Any, exc: Exception) -> list[Any]:
-        """A record that fails: each of its views alone, so a failure stays with the view that causes
-        it (one image of a document); the record's `Views` says what a failed view costs."""
+    def _each_view(self, group: list[Any], model: Any, inference_args: Any, failure: ModelFailure) -> Any:
+        """A record that fails, each of its examples alone: a failure stays with the view that causes
+        it (one image of a document); all of them failing is the record's own failure."""
         if len(group) < 2:
-            return [ModelFailure(f"{type(exc).__name__}: {exc}")]
+            return failure
         preds: list[Any] = []
         for example in group:
             try:
                 preds.append(self._infer([[example]], model, inference_args)[0][0])
             except Exception as one:
                 preds.append(ModelFailure(f"{type(one).__name__}: {one}"))
-        return preds
+        return failure if all(isinstance(p, ModelFailure) for p in preds) else preds
 
     def get_num_bytes(self, batch: Any) -> int:
         flat = [ex for group in batch if group for ex in group]
@@ -120,6 +125,9 @@ def _merge(element: tuple[Record, Any], stage: ModelStage, views: Views) -> Reco
     if pred is None:
         return rec
     if isinstance(pred, ModelFailure):
+        every = [(i, pred.error) for i in range(len(views.views(rec)))] if views.per_view else []
+        if every and views.failed(rec, stage, every):
+            return rec
         return rec.settle("model_error", f"{stage.name}: {pred.error}", stage=stage.name)
     failed = [(i, p.error) for i, p in enumerate(pred) if isinstance(p, ModelFailure)]
     if failed:
@@ -146,7 +154,7 @@ class ScoreWithModels(beam.PTransform):
 
     def expand(self, records: beam.PCollection) -> beam.PCollection:
         for st in self.stages:
-            handler = KeyedModelHandler(GuardedHandler(st.handler, self.views.per_record))
+            handler = KeyedModelHandler(GuardedHandler(st.handler, self.views.per_record, self.views.per_view))
             records = (
                 records
                 | f"Example[{st.name}]" >> beam.Map(_examples, stage=st, views=self.views)

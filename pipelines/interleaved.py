@@ -149,6 +149,7 @@ class DocumentImages(Views):
     image x sentence similarity matrix."""
 
     per_record = 3
+    per_view = True
 
     def views(self, rec: DocumentRecord) -> list[View]:
         return [View(s.pixels, "", texts=list(rec.texts)) for s in _scored_slots(rec)]

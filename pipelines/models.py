@@ -60,6 +60,8 @@ class Views:
 
     per_record: int = 1
     """Views per record, to size batches in records."""
+    per_view: bool = False
+    """A view can fail alone (`failed` settles what it stands for) instead of failing its record."""
 
     def views(self, rec: Any) -> list[View]:
         pixels = getattr(rec, "pixels", None)
