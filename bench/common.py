@@ -78,14 +78,14 @@ TAILS = (
 )  # fmt: skip
 
 
-def _sources() -> list[Image.Image]:
+def photo_sources() -> list[Image.Image]:
     import skimage.data
 
     root = Path(skimage.data.__file__).parent
     return [Image.open(root / name).convert("RGB") for name in SOURCES]
 
 
-def _synth(i: int, seed: int, size: tuple[int, int], sources: list[Image.Image]) -> tuple[bytes, str, dict]:
+def synth_image(i: int, seed: int, size: tuple[int, int], sources: list[Image.Image]) -> tuple[bytes, str, dict]:
     """One deterministic image: a random crop of a source, resampled, flipped, colour-shifted, noisy."""
     rng = np.random.default_rng([seed, i])
     k = int(rng.integers(len(sources)))
@@ -112,46 +112,57 @@ def _synth(i: int, seed: int, size: tuple[int, int], sources: list[Image.Image])
 def _write_shard(path: str, start: int, stop: int, seed: int, size: tuple[int, int]) -> int:
     from webdataset import TarWriter
 
-    sources = _sources()
+    sources = photo_sources()
     total = 0
     with TarWriter(path) as tar:
         for i in range(start, stop):
-            jpg, text, meta = _synth(i, seed, size, sources)
+            jpg, text, meta = synth_image(i, seed, size, sources)
             total += len(jpg)
             tar.write({"__key__": f"{i:09d}", "jpg": jpg, "txt": text.encode(), "json": json.dumps(meta).encode()})
     return total
 
 
-def caption_corpus(images: int, shards: int, seed: int = 0, size: tuple[int, int] = (866, 577)) -> Path:
-    """The cached shard folder for these parameters, generated (in parallel) on first use."""
-    root = OUT_DIR / "corpus" / f"caption-v{CORPUS_VERSION}-n{images}-s{shards}-{size[0]}x{size[1]}-seed{seed}"
-    done = root / "corpus.json"
-    if done.exists():
+def cached_corpus(root: Path, what: str, make: Callable[[Path], dict[str, Any]]) -> Path:
+    """`root` when an earlier build finished it (its `corpus.json` is there), else built by `make(tmp)`
+    in a temporary folder that is renamed into place, so a killed build never passes for a finished
+    one; `make` returns the facts for `corpus.json` (with `images` and `jpeg_bytes`)."""
+    if (root / "corpus.json").exists():
         return root
     tmp = root.with_name(root.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    per = math.ceil(images / shards)
-    bounds = [(s, min(s + per, images)) for s in range(0, images, per)]
-    print(f"generating {images} JPEGs ({size[0]}x{size[1]}) into {len(bounds)} shards under {root} ...", flush=True)
+    print(f"generating {what} under {root} ...", flush=True)
     t0 = time.perf_counter()
-    with ProcessPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        sizes = list(
-            pool.map(
-                _write_shard,
-                [str(tmp / f"{n:05d}.tar") for n in range(len(bounds))],
-                [a for a, _ in bounds],
-                [b for _, b in bounds],
-                [seed] * len(bounds),
-                [size] * len(bounds),
-            )
-        )
-    info = {"images": images, "shards": len(bounds), "size": list(size), "seed": seed, "jpeg_bytes": sum(sizes)}
+    info = make(tmp)
     (tmp / "corpus.json").write_text(json.dumps(info, indent=2) + "\n")
     shutil.rmtree(root, ignore_errors=True)
     tmp.rename(root)
-    print(f"  done in {time.perf_counter() - t0:.1f}s, {sum(sizes) / images / 1024:.0f} KiB per image", flush=True)
+    per_image = info["jpeg_bytes"] / max(1, info["images"]) / 1024
+    print(f"  done in {time.perf_counter() - t0:.1f}s, {per_image:.0f} KiB per image", flush=True)
     return root
+
+
+def in_parallel(fn: Callable[..., Any], *columns: list[Any]) -> list[Any]:
+    """`fn` over the rows of `columns` in worker processes (one per core), results in order."""
+    with ProcessPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        return list(pool.map(fn, *columns))
+
+
+def caption_corpus(images: int, shards: int, seed: int = 0, size: tuple[int, int] = (866, 577)) -> Path:
+    """The cached shard folder for these parameters, generated (in parallel) on first use."""
+    root = OUT_DIR / "corpus" / f"caption-v{CORPUS_VERSION}-n{images}-s{shards}-{size[0]}x{size[1]}-seed{seed}"
+
+    def make(tmp: Path) -> dict[str, Any]:
+        per = math.ceil(images / shards)
+        bounds = [(s, min(s + per, images)) for s in range(0, images, per)]
+        n = len(bounds)
+        sizes = in_parallel(
+            _write_shard, [str(tmp / f"{i:05d}.tar") for i in range(n)], [a for a, _ in bounds],
+            [b for _, b in bounds], [seed] * n, [size] * n,
+        )  # fmt: skip
+        return {"images": images, "shards": n, "size": list(size), "seed": seed, "jpeg_bytes": sum(sizes)}
+
+    return cached_corpus(root, f"{images} JPEGs ({size[0]}x{size[1]}) in {shards} shards", make)
 
 
 # ---------------------------------------------------------------------------------------------------

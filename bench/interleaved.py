@@ -23,12 +23,10 @@ import dataclasses
 import json
 import math
 import os
-import shutil
 import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -39,17 +37,19 @@ from common import (
     SOURCES,
     VERDICT,
     Timing,
-    _sources,
-    _synth,
     best_of,
+    cached_corpus,
     cell,
     created,
     environment,
+    in_parallel,
+    photo_sources,
     print_errors,
     print_load,
     profile_to,
     runner_args,
     short_error,
+    synth_image,
     table_head,
     timed,
     worker_logs,
@@ -180,7 +180,7 @@ CLOSINGS = (
 
 
 def _source_index(i: int, seed: int) -> int:
-    """Which photograph `common._synth(i, seed, ...)` crops: its first draw."""
+    """Which photograph `common.synth_image(i, seed, ...)` crops: its first draw."""
     return int(np.random.default_rng([seed, i]).integers(len(SOURCES)))
 
 
@@ -249,12 +249,12 @@ def mmc4_row(d: int, seed: int) -> dict[str, Any]:
 
 def _write_chunk(root: str, first: int, stop: int, seed: int) -> int:
     """Documents [first, stop): their images (+ .txt caption) into images/, their rows into one jsonl."""
-    sources, total = _sources(), 0
+    sources, total = photo_sources(), 0
     images = Path(root, "images")
     with Path(root, "docs", f"docs-{first:07d}.jsonl").open("w") as f:
         for d in range(first, stop):
             for i in range(d * IMAGES_PER_DOC, (d + 1) * IMAGES_PER_DOC):
-                jpg, caption, _meta = _synth(i, seed, SIZE, sources)
+                jpg, caption, _meta = synth_image(i, seed, SIZE, sources)
                 (images / f"{i:09d}.jpg").write_bytes(jpg)
                 (images / f"{i:09d}.txt").write_text(caption)
                 total += len(jpg)
@@ -269,34 +269,21 @@ def docs_per_unit() -> int:
 def interleaved_corpus(docs: int, seed: int = 0) -> Path:
     """The cached corpus folder for these parameters (images/, docs/), generated in parallel on first use."""
     root = OUT_DIR / "corpus" / f"interleaved-v{CORPUS_VERSION}-d{docs}x{IMAGES_PER_DOC}-{SIZE[0]}x{SIZE[1]}-seed{seed}"
-    if (root / "corpus.json").exists():
-        return root
-    tmp = root.with_name(root.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "images").mkdir(parents=True)
-    (tmp / "docs").mkdir()
-    per = docs_per_unit()
-    bounds = [(s, min(s + per, docs)) for s in range(0, docs, per)]
-    print(f"generating {docs} documents x {IMAGES_PER_DOC} JPEGs under {root} ...", flush=True)
-    t0 = time.perf_counter()
-    with ProcessPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        sizes = list(
-            pool.map(
-                _write_chunk, [str(tmp)] * len(bounds), [a for a, _ in bounds], [b for _, b in bounds],
-                [seed] * len(bounds),
-            )
-        )  # fmt: skip
-    images = docs * IMAGES_PER_DOC
-    words = [sum(len(t.split()) for t in document(d, seed)[0]) for d in range(docs)]
-    info = {
-        "documents": docs, "images": images, "jsonl_files": len(bounds), "size": list(SIZE), "seed": seed,
-        "jpeg_bytes": sum(sizes), "words_per_document": [min(words), round(sum(words) / docs, 1), max(words)],
-    }  # fmt: skip
-    (tmp / "corpus.json").write_text(json.dumps(info, indent=2) + "\n")
-    shutil.rmtree(root, ignore_errors=True)
-    tmp.rename(root)
-    print(f"  done in {time.perf_counter() - t0:.1f}s, {sum(sizes) / images / 1024:.0f} KiB per image", flush=True)
-    return root
+
+    def make(tmp: Path) -> dict[str, Any]:
+        (tmp / "images").mkdir()
+        (tmp / "docs").mkdir()
+        per = docs_per_unit()
+        bounds = [(s, min(s + per, docs)) for s in range(0, docs, per)]
+        n = len(bounds)
+        sizes = in_parallel(_write_chunk, [str(tmp)] * n, [a for a, _ in bounds], [b for _, b in bounds], [seed] * n)
+        words = [sum(len(t.split()) for t in document(d, seed)[0]) for d in range(docs)]
+        return {
+            "documents": docs, "images": docs * IMAGES_PER_DOC, "jsonl_files": n, "size": list(SIZE), "seed": seed,
+            "jpeg_bytes": sum(sizes), "words_per_document": [min(words), round(sum(words) / docs, 1), max(words)],
+        }  # fmt: skip
+
+    return cached_corpus(root, f"{docs} documents x {IMAGES_PER_DOC} JPEGs", make)
 
 
 # ---------------------------------------------------------------------------------------------------
