@@ -537,16 +537,21 @@ class ImageCount(Filter):
         max: int | None = 30
 
     def score(self, record: Any) -> tuple[dict[str, float], dict[str, str]]:
-        """The images still in the document when it is scored (after the image filters that need no
-        model: icons `min_side` dropped do not count, as in OBELICS, whose image filters run first)."""
-        slots = getattr(record, "slots", None)
-        if slots is not None:
-            return {"doc_images": float(sum(1 for s in slots if not s.fate.final))}, {}
-        return {"doc_images": float(max(int(record.images or 0), 0))}, {}
+        return {"doc_images": float(images_left(record))}, {}
 
     def decide(self, scores: dict[str, float], labels: dict[str, str]) -> str | None:
         side = _outside(scores["doc_images"], self.params.min, self.params.max)
         return {-1: "doc_too_few_images", 1: "doc_too_many_images"}.get(side)
+
+
+def images_left(record: Any) -> int:
+    """The images still in the document when it is scored (after the image filters that need no model:
+    icons `min_side` dropped do not count, as in OBELICS, whose image filters run first); the input's
+    count for a document that carries no slots."""
+    slots = getattr(record, "slots", None)
+    if slots is not None:
+        return sum(1 for s in slots if not s.fate.final)
+    return max(int(record.images or 0), 0)
 
 
 def images_per_100_words(images: int, words: int) -> float:
@@ -573,7 +578,7 @@ class ImagesPerWords(Filter):
 
     def score(self, record: Any) -> tuple[dict[str, float], dict[str, str]]:
         words = len(obelics_words(document_text(record)))
-        return {"images_per_100_words": images_per_100_words(int(record.images or 0), words)}, {}
+        return {"images_per_100_words": images_per_100_words(images_left(record), words)}, {}
 
     def decide(self, scores: dict[str, float], labels: dict[str, str]) -> str | None:
         side = _outside(scores["images_per_100_words"], self.params.min, self.params.max)
