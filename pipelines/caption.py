@@ -24,9 +24,8 @@ from mmcurate.stages.image_decode import (
     ImageBroken,
     ImageRejected,
     decode,
-    encode,
-    perceptual_hash,
-    pixel_hash,
+    decode_into,
+    encode_into,
 )
 from mmcurate.stages.io import ReadReport
 from mmcurate.stages.readers import ReadParams, Unit, list_units, read_unit
@@ -70,13 +69,10 @@ class DecodeAndScore(beam.DoFn):
             yield rec
             return
         try:
-            img = decode(rec.image or b"", self.decode_params)
+            decode_into(rec, self.decode_params)
         except (ImageBroken, ImageRejected) as exc:
             yield rec.settle(exc.reason, str(exc), stage="decode")
             return
-        rec.width, rec.height, rec.mode, rec.image_format = img.width, img.height, img.mode, img.format
-        rec.pixel_hash, rec.phash = pixel_hash(img.image), perceptual_hash(img.image)
-        rec.pixels, rec.image = img.image, None
         for f in self.filters:
             scores, labels = f.score(rec)
             rec.scores.update(scores)
@@ -92,8 +88,7 @@ class EncodeOutput(beam.DoFn):
 
     def process(self, rec: CaptionSample) -> Iterator[CaptionSample]:
         if pending(rec):
-            rec.image, rec.out_width, rec.out_height = encode(rec.pixels, self.params)
-            rec.out_ext, rec.pixels = self.params.ext, None
+            encode_into(rec, self.params)
         yield rec
 
 

@@ -32,10 +32,8 @@ from mmcurate.stages.image_decode import (
     EncodeParams,
     ImageBroken,
     ImageRejected,
-    decode,
-    encode,
-    perceptual_hash,
-    pixel_hash,
+    decode_into,
+    encode_into,
 )
 from mmcurate.stages.interleaved_formats import LAYOUTS, write_export
 from mmcurate.stages.interleaved_io import InterleavedReadParams, list_interleaved_units, read_interleaved_unit
@@ -126,13 +124,10 @@ class DecodeAndScoreFn(beam.DoFn):
 
     def _image(self, slot: ImageSlot) -> None:
         try:
-            img = decode(slot.image or b"", self.config.decode)
+            decode_into(slot, self.config.decode)
         except (ImageBroken, ImageRejected) as exc:
             slot.settle(exc.reason, str(exc), stage="decode")
             return
-        slot.width, slot.height, slot.mode, slot.image_format = img.width, img.height, img.mode, img.format
-        slot.pixel_hash, slot.phash = pixel_hash(img.image), perceptual_hash(img.image)
-        slot.pixels, slot.image = img.image, None
         for f in self.image_filters:
             scores, labels = f.score(slot)
             slot.scores.update(scores)
@@ -256,8 +251,7 @@ class EncodeImagesFn(beam.DoFn):
 
     def process(self, rec: Record) -> Iterator[Record]:
         if isinstance(rec, ImageSlot) and pending(rec):
-            rec.image, rec.out_width, rec.out_height = encode(rec.pixels, self.params)
-            rec.out_ext, rec.pixels = self.params.ext, None
+            encode_into(rec, self.params)
         yield rec
 
 

@@ -19,6 +19,8 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps
 from pydantic import Field
 
+from mmcurate.schemas import ImageFields
+
 from .base import Params
 
 # A truncated file must fail, not decode into a grey half-image.
@@ -175,3 +177,19 @@ def encode(img: Image.Image, params: EncodeParams) -> tuple[bytes, int, int]:
     else:
         img.save(buf, format="PNG", compress_level=6)
     return buf.getvalue(), img.width, img.height
+
+
+def decode_into(rec: ImageFields, params: DecodeParams) -> None:
+    """Decode a record's input bytes (`rec.image`) into its pixels, with the decode facts and hashes
+    every image record carries (caption pairs and document image slots alike); raises ImageBroken or
+    ImageRejected with the reason, leaving the record as it was."""
+    img = decode(rec.image or b"", params)
+    rec.width, rec.height, rec.mode, rec.image_format = img.width, img.height, img.mode, img.format
+    rec.pixel_hash, rec.phash = pixel_hash(img.image), perceptual_hash(img.image)
+    rec.pixels, rec.image = img.image, None
+
+
+def encode_into(rec: ImageFields, params: EncodeParams) -> None:
+    """Resize and re-encode a record's pixels into its output bytes (`rec.image`) and output facts."""
+    rec.image, rec.out_width, rec.out_height = encode(rec.pixels, params)
+    rec.out_ext, rec.pixels = params.ext, None
