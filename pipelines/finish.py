@@ -333,6 +333,9 @@ class CommitUnitFn(_SpooledUnitFn):
             self._write_tables(unit, kind, records, files)
         outputs, extras = self.corpus.unit_outputs(unit, by_kind, shards, self.run, self.config, media)
         files["outputs"] += [f.to_dict() for f in outputs]
+        for records in by_kind.values():  # what waited for the shards and the corpus's outputs
+            for rec in records:
+                rec.clear_payload()
         summary = {"unit": unit, "kinds": kinds, "files": files, "extras": extras, "read": read}
         atomic_write(join(self.run.out_root, layout.summary(unit)), json_bytes(summary))
         count("units.written")
@@ -345,8 +348,6 @@ class CommitUnitFn(_SpooledUnitFn):
             return []
         kept = [r for r in by_kind[kind] if r.fate.status == Status.KEPT]
         shards = write_shards(kept, unit, self.run.out_root, self.shard, self.run.fields[kind])
-        for rec in kept:
-            rec.clear_payload()
         files["shards"] += [s.to_dict() for s in shards]
         return shards
 

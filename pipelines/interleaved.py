@@ -357,17 +357,11 @@ class InterleavedCorpus(Corpus):
         parent.parts = [_part(img) for img in kept]  # type: ignore[arg-type]
         parent.keep()
 
-    def fetch_media(self, records: dict[str, list[Record]], run: Run, config: InterleavedConfig) -> dict[str, Any]:
-        """The kept documents' parts, held for the exports (writing the shards clears them)."""
-        return {d.uid: list(d.parts or ()) for d in records.get("document", []) if d.fate.status == Status.KEPT}
-
     def unit_outputs(
         self, unit: int, records: dict[str, list[Record]], shards: list[ShardInfo], run: Run,
         config: InterleavedConfig, media: dict[str, Any],
     ) -> tuple[list[FileInfo], dict[str, Any]]:  # fmt: skip
         kept = [d for d in records.get("document", []) if d.fate.status == Status.KEPT]
-        for doc in kept:
-            doc.parts = media.get(doc.uid, [])  # type: ignore[attr-defined]
         files = [
             f
             for layout in config.output.layout
