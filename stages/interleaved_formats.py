@@ -33,6 +33,7 @@ import pyarrow as pa
 
 from mmcurate.schemas import DocumentRecord, Part, read_media
 
+from .interleaved_io import content_hash
 from .writers import FileInfo, write_bytes, write_table
 
 LAYOUTS = ("wds", "obelics", "mmc4", "datajuicer")
@@ -72,11 +73,6 @@ _SAME_EXT = {"jpeg": "jpg", "tif": "tiff"}
 # ----------------------------------------------------------------------------------------------- names
 
 
-def content_id(data: bytes) -> str:
-    """BLAKE2b-128 of the bytes, as image records name their content."""
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
-
-
 def _norm_ext(ext: str) -> str:
     ext = ext.lower().lstrip(".")
     return _SAME_EXT.get(ext, ext)
@@ -91,7 +87,7 @@ def export_name(part: Part, data: bytes) -> str:
         stem, _, old = name.rpartition(".")
         if stem:
             return name if _norm_ext(old) == ext else f"{stem}.{ext}"
-    return f"{content_id(data)}.{ext}"
+    return f"{content_hash(data)}.{ext}"
 
 
 def _fields(text: str) -> dict[str, Any]:
@@ -289,7 +285,7 @@ class _UnitImages:
         name = export_name(part, data)
         sha = hashlib.sha256(data).hexdigest()
         if self.sha.get(name, sha) != sha:
-            name = f"{content_id(data)}.{_norm_ext(part.ext)}"
+            name = f"{content_hash(data)}.{_norm_ext(part.ext)}"
         if name not in self.written:
             self.written[name] = write_bytes(self.out_root, f"{self.layout}/{self.part}/{name}", data)
             self.sha[name] = sha

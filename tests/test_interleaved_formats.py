@@ -21,13 +21,13 @@ from mmcurate.stages.interleaved_formats import (
     DJ_EOC,
     DJ_IMAGE,
     LAYOUTS,
-    content_id,
     export_name,
     to_datajuicer,
     to_mmc4,
     to_obelics,
     write_export,
 )
+from mmcurate.stages.interleaved_io import content_hash
 
 INTERLEAVED = "interleaved"
 
@@ -231,7 +231,7 @@ def test_obelics_positions_hold_exactly_one_value(tmp_path: Path, photo, to_byte
 def test_export_names(tmp_path: Path) -> None:
     data = b"\xff\xd8 not really a jpeg"
     cid = hashlib.blake2b(data, digest_size=16).hexdigest()
-    assert content_id(data) == cid
+    assert content_hash(data) == cid
 
     def part(name: str, ext: str = "jpg") -> Part:
         return Part(0, 0, ext, "unused", name, "", 1, 1)
