@@ -17,23 +17,24 @@ RESUME ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # One target per corpus of the registry (pipelines/corpus.py; tests/test_corpus.py checks the two agree).
-CORPORA := caption video interleaved sft rl
+CORPORA := caption video interleaved ocr sft rl
 
-.PHONY: install demo test $(CORPORA) select bench lint format clean ffmpeg
+.PHONY: install demo test $(CORPORA) ocr-render select bench lint format clean ffmpeg fonts
 
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml constraints.txt env/torchvision_cpu_shim.py env/install_cpu_shim.py env/headless_opencv.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,models,rl,video,interleaved]'
+	$(PY) -m pip install -q -e '.[test,models,rl,video,interleaved,ocr]'
 	$(PY) env/headless_opencv.py
 	$(PY) env/install_cpu_shim.py
 	touch $@
 
-demo: install
+demo: install fonts
 	$(BIN)/mmcurate demo --workdir demo $(BEAM_ARGS)
 	$(BIN)/mmcurate demo --corpus interleaved --workdir demo $(BEAM_ARGS)
+	$(BIN)/mmcurate demo --corpus ocr --workdir demo $(BEAM_ARGS)
 
 RUN_FLAGS = $(if $(CONFIG),--config $(CONFIG)) $(if $(RESUME),--resume,--overwrite) $(BEAM_ARGS)
 
@@ -65,6 +66,30 @@ else
 	$(BIN)/mmcurate demo --corpus interleaved --workdir demo $(BEAM_ARGS)
 endif
 
+# OCR samples: ICDAR folders (gt_<name>.txt; read.gt_root in the config), COCO-Text / mmocr JSON,
+# recognition labels, transcripts, e.g. `make ocr INPUT=/data/icdar2015/imgs CONFIG=icdar.yaml`; or the
+# images a caption run dropped for their text: `make ocr FROM_RUN=out/caption`. Without either: the demo.
+FROM_RUN ?=
+ocr: install fonts
+ifeq ($(origin INPUT),command line)
+	$(BIN)/mmcurate ocr --input $(INPUT) --output $(or $(OUTPUT),out/ocr) $(RUN_FLAGS)
+else ifneq ($(FROM_RUN),)
+	$(BIN)/mmcurate ocr --from-run $(FROM_RUN) --output $(or $(OUTPUT),out/ocr) $(RUN_FLAGS)
+else
+	$(BIN)/mmcurate demo --corpus ocr --workdir demo $(BEAM_ARGS)
+endif
+
+# Synthetic OCR samples with exact labels: `make ocr-render COUNT=10000 OUTPUT=/data/rendered WORKERS=8`.
+COUNT ?= 1000
+WORKERS ?= 1
+ocr-render: install fonts
+	$(BIN)/mmcurate ocr-render --output $(or $(OUTPUT),out/ocr-rendered) --count $(COUNT) --workers $(WORKERS) $(if $(CONFIG),--config $(CONFIG))
+
+# The fonts the OCR renderer draws with (Latin: DejaVu; Chinese: WenQuanYi Zen Hei, 7.5 MB).
+fonts:
+	test -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf -a -f /usr/share/fonts/truetype/wqy/wqy-zenhei.ttc || \
+		{ $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq fonts-dejavu-core fonts-wqy-zenhei; }
+
 ffmpeg:
 	command -v ffmpeg >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq ffmpeg fonts-dejavu-core; }
 
@@ -72,7 +97,7 @@ select: install
 	$(if $(RUN),,$(error make select needs RUN=<an earlier run's folder> and CONFIG=<new thresholds>))
 	$(BIN)/mmcurate select --run $(RUN) --output $(or $(OUTPUT),$(RUN)-select) $(RUN_FLAGS)
 
-test: install ffmpeg
+test: install ffmpeg fonts
 	$(BIN)/ruff check .
 	$(PY) -m pytest -q -n 2 --dist loadfile
 

@@ -126,8 +126,44 @@ def _version() -> str:
     return f"mmcurate {of('mmcurate')} (apache-beam {of('apache-beam')}, pyarrow {of('pyarrow')})"
 
 
-def parser() -> argparse.ArgumentParser:
+def _dest(flag: str) -> str:
+    return "opt_" + flag.lstrip("-").replace("-", "_")
+
+
+def _target(spec: str) -> Any:
+    import importlib
+
+    module, attr = spec.split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def with_options(corpus: Any, config: Any, args: argparse.Namespace) -> Any:
+    """The config with the corpus's own command-line options set (validated again, naming the key)."""
+    from mmcurate.pipelines.config import ConfigError
     from mmcurate.pipelines.corpus import REGISTRY
+
+    entry = REGISTRY[corpus.name]
+    data = config.model_dump()
+    changed = False
+    for opt in entry.options:
+        value = getattr(args, _dest(opt.flag), None)
+        if value is None:
+            continue
+        *path, leaf = opt.key.split(".")
+        node = data
+        for part in path:
+            node = node.setdefault(part, {})
+        node[leaf], changed = value, True
+    if not changed:
+        return config
+    try:
+        return type(config)(**data)
+    except ValueError as exc:
+        raise ConfigError(f"{', '.join(o.flag for o in entry.options)}: {exc}") from None
+
+
+def parser() -> argparse.ArgumentParser:
+    from mmcurate.pipelines.corpus import REGISTRY, TOOLS
 
     ap = argparse.ArgumentParser(prog="mmcurate", description=__doc__.splitlines()[0], allow_abbrev=False)
     ap.add_argument("--version", action="version", version=_version())
@@ -140,9 +176,16 @@ def parser() -> argparse.ArgumentParser:
 
     for name, entry in REGISTRY.items():
         sp = add(name, help=entry.help)
-        sp.add_argument("--input", nargs="+", required=True, help=entry.inputs)
+        sources = sp.add_mutually_exclusive_group(required=True) if entry.input_instead else sp
+        sources.add_argument("--input", nargs="+", required=not entry.input_instead, help=entry.inputs)
+        for opt in entry.options:
+            into = sources if opt.flag == entry.input_instead else sp
+            into.add_argument(opt.flag, dest=_dest(opt.flag), nargs="+" if opt.many else None, help=opt.help)
         _common(sp)
         _trial(sp)
+    for name, tool in TOOLS.items():
+        sp = add(name, help=tool.help)
+        _target(tool.arguments)(sp)
     sel = add("select", help="re-decide a run from its ledgers and overlays; no score is recomputed")
     sel.add_argument("--run", required=True, help="output folder of an earlier run (holds ledger/ and units.json)")
     _common(sel)
@@ -152,7 +195,9 @@ def parser() -> argparse.ArgumentParser:
     ov.add_argument("--kind", required=True, help="record kind the ids belong to (caption, clip, question, ...)")
     ov.add_argument("--table", required=True, help="parquet, jsonl or csv with an `id` column")
     demo = add("demo", help="build a demo corpus and run its pipeline (caption by default)")
-    demo.add_argument("--corpus", choices=("caption", "video", "interleaved"), default="caption", help="which demo")
+    demo.add_argument(
+        "--corpus", choices=("caption", "video", "interleaved", "ocr"), default="caption", help="which demo"
+    )
     demo.add_argument("--workdir", default="demo", help="where the demo corpus and its output go")
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
     summ = add("summary", help="print the kept/dropped/quarantined tables of a manifest")
@@ -176,11 +221,12 @@ def run_corpus(name: str, args: argparse.Namespace, beam_args: list[str], config
     corpus = corpora.get(name)
     check_output_uri(args.output, beam_args)  # before a model is loaded or an input listed
     config = config if config is not None else corpus.load_config(args.config)
+    config = with_options(corpus, config, args)
     if getattr(args, "limit", None) is not None:
         config = config.model_copy(update={"read": config.read.model_copy(update={"limit": args.limit})})
     corpus.validate(config)
     check_where(config, corpus, corpus.fields(config), run_root=None)
-    units = corpus.list_units(args.input, config)
+    units = corpus.list_units(args.input or [], config)
     lineage = corpus.lineage(config)
     if getattr(args, "dry_run", False):  # the same identity and folder check as the run's, read-only
         from mmcurate.pipelines.dryrun import print_plan
@@ -188,7 +234,7 @@ def run_corpus(name: str, args: argparse.Namespace, beam_args: list[str], config
         print_plan(corpus, config, units, args.output, lineage, overwrite=args.overwrite, resume=args.resume)
         return {}
     return execute(
-        corpus, config, args.input, units, args.output, beam_args, args.overwrite, not args.no_progress,
+        corpus, config, args.input or [], units, args.output, beam_args, args.overwrite, not args.no_progress,
         lineage=lineage, resume=args.resume,
     )  # fmt: skip
 
@@ -244,6 +290,8 @@ def _demo(args: argparse.Namespace, beam_args: list[str]) -> dict:
         return manifest
     if args.corpus == "interleaved":
         return _demo_interleaved(work, args, beam_args)
+    if args.corpus == "ocr":
+        return _demo_ocr(work, args, beam_args)
     from mmcurate.demo import caption as demo
 
     corpus = demo.build_corpus(work / "corpus")
@@ -281,6 +329,23 @@ def _demo_interleaved(work: Any, args: argparse.Namespace, beam_args: list[str])
     print(f"demo documents: {docs}")
     print(f"shards:         {out / 'shards'}   (one sample per document: KEY.json + KEY.<slot>.jpg)")
     print(f"manifest:       {out / 'manifest.json'}")
+    return manifest
+
+
+def _demo_ocr(work: Any, args: argparse.Namespace, beam_args: list[str]) -> dict:
+    from mmcurate.demo import ocr as demo
+
+    icdar, rendered = demo.build_corpus(work / "ocr")
+    out = work / "ocr-output"
+    ns = argparse.Namespace(
+        input=[str(icdar), str(rendered)], output=str(out), config=None, overwrite=True, resume=False,
+        no_progress=args.no_progress,
+    )  # fmt: skip
+    manifest = run_corpus("ocr", ns, beam_args)
+    print(f"demo OCR inputs: {icdar} (ICDAR 2015 gt files)  {rendered} (rendered, exact labels)")
+    print(f"shards:          {out / 'shards'}   (KEY.jpg + KEY.json: lines, boxes in stored pixels, scores)")
+    print(f"SFT rows:        {out / 'sft'}   (LLaMA-Factory ShareGPT; dataset_info.json)")
+    print(f"manifest:        {out / 'manifest.json'}")
     return manifest
 
 
@@ -343,6 +408,10 @@ def _dispatch(args: argparse.Namespace, beam_args: list[str]) -> int:
         rows = export_hf(args.run, args.output, overwrite=args.overwrite)
         print(f"exported {', '.join(f'{split}: {n} rows' for split, n in rows.items())} -> {args.output}")
         return 0
+    from mmcurate.pipelines.corpus import TOOLS
+
+    if args.command in TOOLS:
+        return int(_target(TOOLS[args.command].target)(args))
     if args.command == "select":
         manifest = _select(args, beam_args)
     elif args.command == "demo":

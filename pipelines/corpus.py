@@ -35,6 +35,30 @@ class Entry:
     help: str
     inputs: str
     """Help text of --input."""
+    options: tuple[Option, ...] = ()
+    """Sub-command options that set a config key (e.g. `ocr --from-run` sets `from_run.run`)."""
+    input_instead: str = ""
+    """An option that may stand in for --input (then --input is optional and exclusive with it)."""
+
+
+@dataclass(frozen=True)
+class Option:
+    """A corpus's own command-line option: the flag, the config key it sets (dotted), its help."""
+
+    flag: str
+    key: str
+    help: str
+    many: bool = False
+
+
+@dataclass(frozen=True)
+class Tool:
+    """A command of a corpus that runs no pipeline (e.g. `ocr-render`): `module:function(args) -> int`
+    and `module:function(parser)` that adds its arguments."""
+
+    target: str
+    arguments: str
+    help: str
 
 
 REGISTRY: dict[str, Entry] = {
@@ -53,6 +77,27 @@ REGISTRY: dict[str, Entry] = {
         "interleaved image-text documents: read, score text and images, align, dedup, shard or export",
         "URIs: MMC4 / Data-Juicer jsonl, OBELICS parquet or jsonl (images under read.image_root)",
     ),
+    "ocr": Entry(
+        "mmcurate.pipelines.ocr:CORPUS",
+        "OCR samples: read labels, verify them with PP-OCR, filter, dedup, shard, write reading SFT rows",
+        "URIs: ICDAR image folders (+ read.gt_root), COCO-Text / mmocr JSON, recognition label files, "
+        "transcript jsonl or tars; or --from-run CAPTION_RUN",
+        options=(
+            Option(
+                "--from-run",
+                "from_run.run",
+                "a finished caption run: its images dropped for --reasons "
+                "become pseudo-labelled OCR samples (re-read from their sources)",
+            ),
+            Option(
+                "--reasons",
+                "from_run.reasons",
+                "with --from-run: the caption run's drop reasons to take (default: text_heavy)",
+                many=True,
+            ),
+        ),
+        input_instead="--from-run",
+    ),
     "sft": Entry(
         "mmcurate.pipelines.passrate:SFT",
         "grade questions by a model's pass rate (k rollouts), emit SFT data",
@@ -64,6 +109,16 @@ REGISTRY: dict[str, Entry] = {
         "question jsonl / parquet URIs",
     ),
 }
+
+
+TOOLS: dict[str, Tool] = {
+    "ocr-render": Tool(
+        "mmcurate.pipelines.ocr_render:main",
+        "mmcurate.pipelines.ocr_render:arguments",
+        "render synthetic OCR samples (documents, receipts, scene text) with exact labels, for `mmcurate ocr`",
+    ),
+}
+"""Commands of the corpora that are no pipeline run, by name."""
 
 
 class UnknownCorpus(KeyError):

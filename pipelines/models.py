@@ -41,6 +41,10 @@ class View:
     labels: dict[str, str] = dataclasses.field(default_factory=dict)
     ocr: list[OcrLine] | None = None
     errors: dict[str, str] = dataclasses.field(default_factory=dict)
+    boxes: list[Any] | None = None
+    """Regions of the image the stage must look at (an OCR sample's ground-truth quads, in `pixels`)."""
+    result: Any = None
+    """A stage's prediction as it came, for a `Views` whose `reduce` interprets it (OCR verification)."""
 
 
 @dataclasses.dataclass
@@ -132,6 +136,26 @@ def _ocr_stages(config: Any, needed: set[str]) -> list[ModelStage]:
     return [ModelStage("ocr", OcrModelHandler(config.models.ocr), lambda v: v.pixels, merge_ocr, OCR_SCORES)]
 
 
+def verify_example(view: View) -> tuple[Any, list[Any]]:
+    return (view.pixels, list(view.boxes or ()))
+
+
+def merge_result(view: View, result: Any) -> None:
+    view.result = result
+    note = getattr(getattr(result, "lines", None), "note", "")
+    if note:
+        view.errors["ocr_verify"] = note
+
+
+def _verify_stages(config: Any, needed: set[str]) -> list[ModelStage]:
+    """OCR of the whole image and recognition of each ground-truth box, on one engine per worker."""
+    from mmcurate.stages.ocr_model import OcrVerifyHandler
+    from mmcurate.stages.ocr_verify import VERIFY_SCORES
+
+    handler = OcrVerifyHandler(config.models.ocr)
+    return [ModelStage("ocr_verify", handler, verify_example, merge_result, VERIFY_SCORES)]
+
+
 def align_example(view: View) -> tuple[Any, tuple[str, ...]]:
     return (view.pixels, tuple(view.texts or ()))
 
@@ -152,6 +176,7 @@ STAGE_BUILDERS: dict[tuple[str, ...], Callable[[Any, set[str]], list[ModelStage]
     ("clip", "aesthetic"): _clip_stages,
     ("ocr",): _ocr_stages,
     ("align",): _align_stages,
+    ("ocr_verify",): _verify_stages,
 }
 """Model names -> the builder of their stages, in the order the stages run."""
 
@@ -177,6 +202,10 @@ def model_fields(config: Any, views: Views | None = None) -> tuple[str, ...]:
         from mmcurate.stages.ocr import OCR_SCORES
 
         stages.append(ModelStage("ocr", None, lambda v: v.pixels, merge_ocr, OCR_SCORES))
+    if "ocr_verify" in needed:
+        from mmcurate.stages.ocr_verify import VERIFY_SCORES
+
+        stages.append(ModelStage("ocr_verify", None, verify_example, merge_result, VERIFY_SCORES))
     return tuple(name for st in stages for name in views.fields(st))
 
 
@@ -200,7 +229,7 @@ def validate_models(config: Any) -> None:
                 f"models.aesthetic.weights expects {want}-d CLIP embeddings but {key} ({tower.model}) gives {have}-d; "
                 "set models.aesthetic.clip to the tower the head was trained on"
             )
-    if "ocr" in needed:
+    if needed & {"ocr", "ocr_verify"}:
         from mmcurate.stages.ocr import check_backend
 
         check_backend(config.models.ocr)

@@ -113,7 +113,7 @@ class TrainerOutputs(Corpus):
         """LLaMA-Factory's `dataset_info.json`, our entry merged into one the folder already has (it
         registers many datasets; a user's entries stay). Not listed as ours: --overwrite keeps it."""
         if self.mode == "sft":
-            merge_dataset_info(run.out_root, config.output.name, bool(_sft_files(run.out_root)))
+            merge_dataset_info(run.out_root, config.output.name, bool(sft_parts(run.out_root)))
         return []
 
     def describe(self, manifest: dict[str, Any]) -> list[Any]:
@@ -150,7 +150,7 @@ class TrainerOutputs(Corpus):
                 )
 
 
-def _sft_files(out_root: str) -> list[str]:
+def sft_parts(out_root: str) -> list[str]:
     fs, root = filesystem(out_root, OSError)
     return fs.glob(join(root, "sft", "part-*.parquet"))
 

@@ -23,16 +23,18 @@ from .base import (
 from .caption import CaptionSample
 from .image import ImageFields
 from .interleaved import DocumentRecord, ImageSlot, Part
+from .ocr import LINE_TAGS, OcrSample, TextLine
 from .question import AnswerType, Question, Rollout
 from .reasons import REASONS, Reason, UnknownReason, reason, register_reason
 from .video import ClipRecord, VideoRecord
 
 RECORD_KINDS: dict[str, type[Record]] = {
-    r.kind: r for r in (CaptionSample, Question, VideoRecord, ClipRecord, DocumentRecord, ImageSlot)
+    r.kind: r for r in (CaptionSample, Question, VideoRecord, ClipRecord, DocumentRecord, ImageSlot, OcrSample)
 }
 ROW_KINDS: dict[str, type[Row]] = {**RECORD_KINDS, Rollout.kind: Rollout}
 
 __all__ = [
+    "LINE_TAGS",
     "PAYLOAD",
     "REASONS",
     "RECORD_KINDS",
@@ -48,6 +50,7 @@ __all__ = [
     "ImageFields",
     "ImageSlot",
     "OcrLine",
+    "OcrSample",
     "Part",
     "Question",
     "Reason",
@@ -56,6 +59,7 @@ __all__ = [
     "Row",
     "Source",
     "Status",
+    "TextLine",
     "UndeclaredField",
     "UnknownReason",
     "VideoRecord",

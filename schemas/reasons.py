@@ -128,6 +128,21 @@ for _code, _status, _doc, _redecide in (
     ("duplicate_document", _D, "an image of a document dropped as a duplicate (duplicate_of: the kept document)", True),
     ("duplicate_url", _D, "a document with the same normalised URL as a kept one", True),
     ("duplicate_text", _D, "a MinHash near duplicate (estimated Jaccard over word shingles) of a kept document", True),
+    # OCR samples.
+    (
+        "missing_ground_truth",
+        _Q,
+        "an image whose ground truth (gt_<name>.txt, a label row) the input does not hold",
+        False,
+    ),
+    (
+        "bad_label",
+        _Q,
+        "a ground-truth line that cannot be read (fewer than 8 or 4 coordinates, NaN or non-numeric "
+        "values, no transcription field): the file and line are named",
+        False,
+    ),
+    ("empty_ground_truth", _D, "a ground-truth file or row with no text line and no transcript", False),
     # Questions (pass-rate selection).
     ("bad_question", _Q, "a row that is no usable question (no text, no reference answer, bad type)", False),
     (

@@ -62,6 +62,8 @@ class Decoded:
     height: int
     mode: str
     format: str
+    orientation: int = 1
+    """The EXIF orientation tag that was applied (1: none); boxes given on the file move with it."""
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -109,7 +111,8 @@ def decode(data: bytes, params: DecodeParams) -> Decoded:
         raise ImageBroken("decode_error", f"{type(exc).__name__}: {_stable(str(exc))}") from exc
     if orientation in (5, 6, 7, 8):
         w, h = h, w
-    return Decoded(image=rgb, width=w, height=h, mode=mode, format=fmt)
+    orientation = orientation if isinstance(orientation, int) else 1
+    return Decoded(image=rgb, width=w, height=h, mode=mode, format=fmt, orientation=orientation)
 
 
 _OBJECT_REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-fA-F]+>")
@@ -179,14 +182,16 @@ def encode(img: Image.Image, params: EncodeParams) -> tuple[bytes, int, int]:
     return buf.getvalue(), img.width, img.height
 
 
-def decode_into(rec: ImageFields, params: DecodeParams) -> None:
+def decode_into(rec: ImageFields, params: DecodeParams) -> Decoded:
     """Decode a record's input bytes (`rec.image`) into its pixels, with the decode facts and hashes
-    every image record carries (caption pairs and document image slots alike); raises ImageBroken or
-    ImageRejected with the reason, leaving the record as it was."""
+    every image record carries (caption pairs, document image slots, OCR samples alike); raises
+    ImageBroken or ImageRejected with the reason, leaving the record as it was. Returns the decode
+    (its orientation, for records whose boxes must follow the image)."""
     img = decode(rec.image or b"", params)
     rec.width, rec.height, rec.mode, rec.image_format = img.width, img.height, img.mode, img.format
     rec.pixel_hash, rec.phash = pixel_hash(img.image), perceptual_hash(img.image)
     rec.pixels, rec.image = img.image, None
+    return img
 
 
 def encode_into(rec: ImageFields, params: EncodeParams) -> None:

@@ -75,9 +75,11 @@ class OcrParams(Params):
     """rapidocr (ONNX PP-OCR models inside the wheel, offline) or paddleocr (needs local model dirs)."""
     min_confidence: float = 0.5
     """Lines whose recognition confidence is below this are discarded."""
-    min_chars: int = 2
-    """Lines with fewer letters or digits are discarded: a lone "O" or "0" boxing a round object
-    (a retina, a coin, an eye) is the detector's commonest false positive on photographs."""
+    min_chars: int = 1
+    """Lines with fewer letters or digits are discarded. 1: a single character is text (one CJK
+    character, a lone letter or digit on a sign) and must survive the defaults; set 2 to discard the
+    detector's commonest false positive on photographs, a lone "O" or "0" boxing a round object (a
+    retina, a coin, an eye), at the price of those."""
     max_side: int = 960
     """The image is shrunk so its longest side is at most this before OCR (boxes are mapped back)."""
     batch_size: int = 8

@@ -278,11 +278,13 @@ def test_payload_is_not_compared_or_shown() -> None:
 
 def test_record_kinds_registry() -> None:
     """Every record kind is registered under its own `kind`, and each has a derivable arrow schema."""
-    from mmcurate.schemas import ROW_KINDS, ClipRecord, DocumentRecord, ImageSlot, Question, Rollout, VideoRecord
+    from mmcurate.schemas import (
+        ROW_KINDS, ClipRecord, DocumentRecord, ImageSlot, OcrSample, Question, Rollout, VideoRecord,
+    )  # fmt: skip
 
     assert {
         "caption": CaptionSample, "question": Question, "video": VideoRecord, "clip": ClipRecord,
-        "document": DocumentRecord, "image": ImageSlot,
+        "document": DocumentRecord, "image": ImageSlot, "ocr": OcrSample,
     } == RECORD_KINDS  # fmt: skip
     assert {**RECORD_KINDS, "rollout": Rollout} == ROW_KINDS
     for kind, cls in ROW_KINDS.items():
