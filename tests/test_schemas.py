@@ -279,7 +279,14 @@ def test_payload_is_not_compared_or_shown() -> None:
 def test_record_kinds_registry() -> None:
     """Every record kind is registered under its own `kind`, and each has a derivable arrow schema."""
     from mmcurate.schemas import (
-        ROW_KINDS, ClipRecord, DocumentRecord, ImageSlot, OcrSample, Question, Rollout, VideoRecord,
+        ROW_KINDS,
+        ClipRecord,
+        DocumentRecord,
+        ImageSlot,
+        OcrSample,
+        Question,
+        Rollout,
+        VideoRecord,
     )  # fmt: skip
 
     assert {
