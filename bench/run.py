@@ -28,13 +28,15 @@ import caption  # noqa: E402
 import common  # noqa: E402
 import interleaved  # noqa: E402
 import models  # noqa: E402
+import ocr  # noqa: E402
+import ocr_render  # noqa: E402
 import rollout  # noqa: E402
 import scale  # noqa: E402
 import video  # noqa: E402
 
 BENCHMARKS = {
     "caption": caption, "interleaved": interleaved, "scale": scale, "models": models, "rollout": rollout,
-    "video": video,
+    "video": video, "ocr": ocr, "ocr_render": ocr_render,
 }  # fmt: skip
 
 
