@@ -80,6 +80,10 @@ class OcrParams(Params):
     character, a lone letter or digit on a sign) and must survive the defaults; set 2 to discard the
     detector's commonest false positive on photographs, a lone "O" or "0" boxing a round object (a
     retina, a coin, an eye), at the price of those."""
+    single_char_confidence: float = 0.9
+    """A line of one letter or digit needs at least this confidence: a lone glyph boxing a round
+    object (an "O" over a whole retina photograph, read at 0.53) is the detector's commonest false
+    positive, while real single characters on signs (`东`, `W`) read at 0.99 and more."""
     max_side: int = 960
     """The image is shrunk so its longest side is at most this before OCR (boxes are mapped back)."""
     batch_size: int = 8
@@ -104,6 +108,10 @@ class OcrParams(Params):
             self._check_rapidocr_settings()
 
     def _check_values(self) -> None:
+        if not 0.0 <= self.single_char_confidence <= 1.0:
+            raise ValueError(
+                f"models.ocr.single_char_confidence must be within 0..1, got {self.single_char_confidence}"
+            )
         if not 0.0 <= self.min_confidence <= 1.0:
             raise ValueError(f"models.ocr.min_confidence must be within 0..1, got {self.min_confidence}")
         if self.min_chars < 0:

@@ -116,7 +116,10 @@ class _Backend(abc.ABC):
         lines = []
         for points, text, score in self.engine(small):
             text = text.strip()
-            if score < self.params.min_confidence or sum(ch.isalnum() for ch in text) < self.params.min_chars:
+            chars = sum(ch.isalnum() for ch in text)
+            if score < self.params.min_confidence or chars < self.params.min_chars:
+                continue
+            if chars == 1 and score < self.params.single_char_confidence:
                 continue
             box = [
                 [round(min(max(x * sx, 0.0), width), 2), round(min(max(y * sy, 0.0), height), 2)]
