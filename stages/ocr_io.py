@@ -24,9 +24,9 @@ Names in JSON / jsonl / label files resolve in `read.image_root` (None: the labe
 kept inside it unless `read.allow_outside_root`. Quads stay in the input's frame (`read.box_frame`
 says which); recognition crops have `quad=[]` and the decode stage frames the whole image.
 
-The core has no container for a whole-JSON file (its record count: the images it lists, known once
-parsed) nor for text lines: `iter_json`, `iter_lines`, `contained`, `read_items` are general, for
-`stages/io/` to take over (unit kinds `json`, `lines`).
+Text label files are the core's `lines` units (`stages/io/containers.py: iter_lines`); a whole JSON
+file is this adapter's own container (`OcrAdapter.loop`: its record count is the images it lists,
+known once parsed), run inside the core's guard.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import hashlib
 import itertools
 import json
 import posixpath
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
 import fsspec
@@ -62,11 +62,10 @@ from .io import (
     read_bytes,
     resolve_inside,
     scan_inputs,
-    stable_error,
     utf8,
 )
 from .io import read_unit as read_with
-from .io.reader import position
+from .io.containers import Loop
 from .ocr_labels import (
     Labels,
     LayoutUnknown,
@@ -307,70 +306,6 @@ def iter_json(
         yield Item(i, utf8(member), unit.uri, row=row)
 
 
-def iter_lines(unit: Unit, report: ReadReport) -> Iterator[Item]:
-    """Lines [start, stop) of a text file as items holding their raw bytes (`row["bytes"]`, line
-    ending included); counted at listing as a jsonl's are (`jsonl_units`)."""
-    if unit.stop >= 0:
-        report.expected = unit.stop - unit.start
-    lineno = unit.start - 1
-    with fsspec.open(unit.uri, "rb") as f:
-        f.seek(unit.offset)
-        for lineno, raw in enumerate(f, unit.start):
-            if unit.stop >= 0 and lineno >= unit.stop:
-                lineno -= 1
-                break
-            yield Item(lineno, f"line{lineno + 1}", unit.uri, row={"bytes": raw})
-    for missing in range(lineno + 1, unit.stop):
-        error = f"the file has no line {missing + 1} any more (it changed after the run was listed)"
-        yield Item(missing, f"line{missing + 1}", unit.uri, problem=("read_error", error))
-
-
-def contained(unit: Unit, report: ReadReport, items: Iterable[Item]) -> Iterator[Item]:
-    """`iter_unit`'s guard around any container loop: the unit's ignored files counted, a container
-    that is no regular file or that breaks gives one problem item for what it did not read."""
-    report.ignored.extend(unit.ignored)
-    n = 0
-    try:
-        check_regular(unit.uri)
-        for item in items:
-            n += 1
-            yield item
-    except Exception as exc:
-        refused = isinstance(exc, ReadRefused)
-        reason, error = (exc.reason, str(exc)) if refused else ("read_error", stable_error(exc, unit.uri))
-        report.damage.append({"uri": unit.uri, "start": None, "end": None, "error": error, "records": "unknown"})
-        if report.expected is not None and report.expected > n:
-            report.expected = None
-        yield Item(n, "<unread-remainder>", unit.uri, problem=(reason, error))
-
-
-def _record(unit: Unit, adapter: Adapter, item: Item) -> Record:
-    if item.problem is not None:
-        return adapter.quarantine(unit, item, *item.problem)
-    try:
-        return adapter.make(unit, item)
-    except (BadRow, ReadRefused) as exc:
-        return adapter.quarantine(unit, item, exc.reason, str(exc))
-    except Exception as exc:  # anything else this item does: this item only
-        return adapter.quarantine(unit, item, "bad_row", stable_error(exc, unit.uri))
-
-
-def read_items(unit: Unit, adapter: Adapter, report: ReadReport, items: Iterable[Item]) -> Iterator[Record]:
-    """`read_unit` over any item stream: every item read or quarantined, the read limit applied
-    (items past it counted in `report.not_read`, from the container's count once it is known)."""
-    limit = getattr(adapter.params, "limit", None)
-    for item in items:
-        if limit is not None and position(unit, item) >= limit:
-            if report.expected is None:
-                report.not_read += 1
-                continue
-            report.not_read = report.expected - report.produced
-            return
-        rec = _record(unit, adapter, item)
-        report.produced += 1
-        yield rec
-
-
 # ---------------------------------------------------------------------------------------------- adapter
 
 ORIGIN_BY_KIND = {"folder": "icdar", "lines": "rec"}
@@ -378,6 +313,12 @@ ORIGIN_BY_KIND = {"folder": "icdar", "lines": "rec"}
 
 class OcrAdapter(Adapter):
     params: OcrReadParams
+
+    def loop(self, unit: Unit) -> Loop | None:
+        """A COCO / COCO-Text / mmocr JSON file is one container whose records are the images it lists."""
+        if unit.kind != "json":
+            return None
+        return lambda u, report: iter_json(u, report, self.entries, self.params.timeout_s)
 
     def __init__(self, params: OcrReadParams) -> None:
         super().__init__(params)
@@ -515,12 +456,4 @@ class OcrAdapter(Adapter):
 
 def read_ocr_unit(unit: Unit, params: OcrReadParams, report: ReadReport | None = None) -> Iterator[Record]:
     """Every record of `unit`, read or quarantined; never raises for bad data."""
-    report = report if report is not None else ReadReport()
-    adapter = OcrAdapter(params)
-    if unit.kind == "json":
-        items = iter_json(unit, report, adapter.entries, params.timeout_s)
-    elif unit.kind == "lines":
-        items = iter_lines(unit, report)
-    else:
-        return read_with(unit, adapter, report)
-    return read_items(unit, adapter, report, contained(unit, report, items))
+    return read_with(unit, OcrAdapter(params), report)

@@ -26,7 +26,7 @@ import gzip
 import json
 import re
 import tarfile
-from collections.abc import Container, Iterator
+from collections.abc import Callable, Container, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -319,9 +319,10 @@ def _json_row(raw: bytes) -> tuple[dict[str, Any] | None, str]:
     return row, ""
 
 
-def iter_jsonl(unit: Unit, report: ReadReport) -> Iterator[Item]:
-    """Lines [start, stop) of the file; their number was counted when the units were listed, and
-    lines the file no longer has (it changed since) come out as problems, one per line."""
+def iter_lines(unit: Unit, report: ReadReport) -> Iterator[Item]:
+    """Lines [start, stop) of a text file as items holding their raw bytes (`row["bytes"]`, line
+    ending included); their number was counted when the units were listed (`jsonl_units`), and lines
+    the file no longer has (it changed since) come out as problems, one per line."""
     if unit.stop >= 0:
         report.expected = unit.stop - unit.start
     lineno = unit.start - 1
@@ -331,12 +332,19 @@ def iter_jsonl(unit: Unit, report: ReadReport) -> Iterator[Item]:
             if unit.stop >= 0 and lineno >= unit.stop:
                 lineno -= 1
                 break
-            row, error = _json_row(raw)
-            problem = ("bad_json", error) if row is None else None
-            yield Item(lineno, f"line{lineno + 1}", unit.uri, row=row, problem=problem)
+            yield Item(lineno, f"line{lineno + 1}", unit.uri, row={"bytes": raw})
     for missing in range(lineno + 1, unit.stop):
         error = f"the file has no line {missing + 1} any more (it changed after the run was listed)"
         yield Item(missing, f"line{missing + 1}", unit.uri, problem=("read_error", error))
+
+
+def iter_jsonl(unit: Unit, report: ReadReport) -> Iterator[Item]:
+    """`iter_lines`, each line parsed as a JSON object (a line that is none is a `bad_json` problem)."""
+    for item in iter_lines(unit, report):
+        if item.problem is None:
+            row, error = _json_row((item.row or {})["bytes"])
+            item.row, item.problem = row, ("bad_json", error) if row is None else None
+        yield item
 
 
 def iter_files(unit: Unit, report: ReadReport) -> Iterator[Item]:
@@ -348,23 +356,35 @@ def iter_files(unit: Unit, report: ReadReport) -> Iterator[Item]:
         yield Item(i, member, uri, path=uri)
 
 
-ITERATORS = {"wds": iter_tar, "parquet": iter_parquet, "jsonl": iter_jsonl, "folder": iter_files, "videos": iter_files}
+ITERATORS = {
+    "wds": iter_tar, "parquet": iter_parquet, "jsonl": iter_jsonl, "lines": iter_lines, "folder": iter_files,
+    "videos": iter_files,
+}  # fmt: skip
+Loop = Callable[[Unit, ReadReport], Iterator[Item]]
+"""A container loop of an adapter's own (`Adapter.loop`), for a unit kind the core has none for."""
 
 
 def iter_unit(
-    unit: Unit, report: ReadReport, by_reference: tuple[str, ...] = (), limit: int | None = None
+    unit: Unit,
+    report: ReadReport,
+    by_reference: tuple[str, ...] = (),
+    limit: int | None = None,
+    loop: Loop | None = None,
 ) -> Iterator[Item]:
     """Every item of `unit`; a container that is not a regular file, or that breaks in a way its loop
     does not handle, gives one problem item for what it did not read. Tar members whose extension
     is in `by_reference` come as spans, not bytes, where the tar is not compressed. `limit` is for
     tars, which stop at it and count the rest themselves (`report.not_read`); the caller applies it
-    to the other containers, whose item counts are known."""
+    to the other containers, whose item counts are known. `loop` replaces the core's loop for the
+    unit (an adapter's own container, e.g. a whole JSON file), inside the same guard."""
     n = 0
     report.ignored.extend(unit.ignored)
     try:
         if unit.kind not in ("folder", "videos"):
             check_regular(unit.uri)
-        if unit.kind == "wds":
+        if loop is not None:
+            items = loop(unit, report)
+        elif unit.kind == "wds":
             items = iter_tar(unit, report, by_reference, limit)
         else:
             items = ITERATORS[unit.kind](unit, report)

@@ -17,7 +17,7 @@ from pydantic import Field
 from mmcurate.schemas import Record
 from mmcurate.stages.base import Params
 
-from .containers import Item, ReadReport, iter_unit
+from .containers import Item, Loop, ReadReport, iter_unit
 from .paths import ReadRefused
 from .units import Unit, stable_error
 
@@ -64,6 +64,11 @@ class Adapter(abc.ABC):
     def quarantine(self, unit: Unit, item: Item, reason: str, error: str) -> Record:
         """The record that stands for an item that could not be read."""
 
+    def loop(self, unit: Unit) -> Loop | None:
+        """The container loop for a unit kind of this adapter's own (None: the core's loop for the
+        kind); it runs inside the core's guard, so a container that breaks is still counted."""
+        return None
+
     def make(self, unit: Unit, item: Item) -> Record:
         if item.members is not None:
             return self.from_members(unit, item)
@@ -81,7 +86,7 @@ def read_unit(unit: Unit, adapter: Adapter, report: ReadReport | None = None) ->
     headers (`iter_unit`)."""
     report = report if report is not None else ReadReport()
     limit = getattr(adapter.params, "limit", None)
-    for item in iter_unit(unit, report, adapter.by_reference, limit):
+    for item in iter_unit(unit, report, adapter.by_reference, limit, adapter.loop(unit)):
         if limit is not None and position(unit, item) >= limit:
             if _skip_rest(report):
                 return
