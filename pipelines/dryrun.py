@@ -23,7 +23,7 @@ from .resume import holds_run, run_identity, verdict
 
 def records_held(unit: Unit) -> int | None:
     """The records a unit holds, where knowing it costs no more than a footer read; None for tars."""
-    if unit.kind == "jsonl":
+    if unit.kind in ("jsonl", "lines"):
         return unit.stop - unit.start if unit.stop >= 0 else None
     if unit.kind in ("folder", "videos"):
         return len(unit.files)

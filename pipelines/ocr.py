@@ -27,7 +27,14 @@ from pydantic import Field
 from mmcurate.schemas import Fields, OcrLine, OcrSample, Record, Status, TextLine
 from mmcurate.stages.base import Filter
 from mmcurate.stages.dedup import DedupParams
-from mmcurate.stages.image_decode import DecodeParams, EncodeParams, ImageBroken, ImageRejected, decode_into, encode
+from mmcurate.stages.image_decode import (
+    DecodeParams,
+    EncodeParams,
+    ImageBroken,
+    ImageRejected,
+    decode_into,
+    encode_into,
+)
 from mmcurate.stages.io import Unit
 from mmcurate.stages.measure import orient_quad, oriented_size, scale_quad
 from mmcurate.stages.ocr_io import OcrReadParams, list_ocr_units, read_ocr_unit
@@ -209,8 +216,7 @@ class EncodeOutput(beam.DoFn):
 
     def process(self, rec: OcrSample) -> Iterator[OcrSample]:
         if pending(rec):
-            rec.image, rec.out_width, rec.out_height = encode(rec.pixels, self.params)
-            rec.out_ext, rec.pixels = self.params.ext, None
+            encode_into(rec, self.params)
             to_stored_frame(rec)
         yield rec
 
