@@ -17,7 +17,7 @@ RESUME ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # One target per corpus of the registry (pipelines/corpus.py; tests/test_corpus.py checks the two agree).
-CORPORA := caption video interleaved ocr sft rl
+CORPORA := caption video interleaved ocr grounding sft rl
 
 .PHONY: install demo test $(CORPORA) ocr-render select bench lint format clean ffmpeg fonts
 
@@ -35,6 +35,7 @@ demo: install fonts
 	$(BIN)/mmcurate demo --workdir demo $(BEAM_ARGS)
 	$(BIN)/mmcurate demo --corpus interleaved --workdir demo $(BEAM_ARGS)
 	$(BIN)/mmcurate demo --corpus ocr --workdir demo $(BEAM_ARGS)
+	$(BIN)/mmcurate demo --corpus grounding --workdir demo $(BEAM_ARGS)
 
 RUN_FLAGS = $(if $(CONFIG),--config $(CONFIG)) $(if $(RESUME),--resume,--overwrite) $(BEAM_ARGS)
 
@@ -64,6 +65,16 @@ ifeq ($(origin INPUT),command line)
 	$(BIN)/mmcurate interleaved --input $(INPUT) --output $(or $(OUTPUT),out/interleaved) $(RUN_FLAGS)
 else
 	$(BIN)/mmcurate demo --corpus interleaved --workdir demo $(BEAM_ARGS)
+endif
+
+# Grounding samples: ODVG jsonl, RefCOCO refs(unc).p (+ read.instances), grounding conversations, e.g.
+# `make grounding INPUT='/data/refcoco/refs(unc).p' CONFIG=refcoco.yaml` (read.image_root: the COCO images).
+# Without INPUT: the demo (bundled photographs with drawn shapes at known boxes, and the bad boxes).
+grounding: install
+ifeq ($(origin INPUT),command line)
+	$(BIN)/mmcurate grounding --input $(INPUT) --output $(or $(OUTPUT),out/grounding) $(RUN_FLAGS)
+else
+	$(BIN)/mmcurate demo --corpus grounding --workdir demo $(BEAM_ARGS)
 endif
 
 # OCR samples: ICDAR folders (gt_<name>.txt; read.gt_root in the config), COCO-Text / mmocr JSON,

@@ -196,7 +196,10 @@ def parser() -> argparse.ArgumentParser:
     ov.add_argument("--table", required=True, help="parquet, jsonl or csv with an `id` column")
     demo = add("demo", help="build a demo corpus and run its pipeline (caption by default)")
     demo.add_argument(
-        "--corpus", choices=("caption", "video", "interleaved", "ocr"), default="caption", help="which demo"
+        "--corpus",
+        choices=("caption", "video", "interleaved", "ocr", "grounding"),
+        default="caption",
+        help="which demo",
     )
     demo.add_argument("--workdir", default="demo", help="where the demo corpus and its output go")
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -292,6 +295,8 @@ def _demo(args: argparse.Namespace, beam_args: list[str]) -> dict:
         return _demo_interleaved(work, args, beam_args)
     if args.corpus == "ocr":
         return _demo_ocr(work, args, beam_args)
+    if args.corpus == "grounding":
+        return _demo_grounding(work, args, beam_args)
     from mmcurate.demo import caption as demo
 
     corpus = demo.build_corpus(work / "corpus")
@@ -345,6 +350,27 @@ def _demo_ocr(work: Any, args: argparse.Namespace, beam_args: list[str]) -> dict
     print(f"demo OCR inputs: {icdar} (ICDAR 2015 gt files)  {rendered} (rendered, exact labels)")
     print(f"shards:          {out / 'shards'}   (KEY.jpg + KEY.json: lines, boxes in stored pixels, scores)")
     print(f"SFT rows:        {out / 'sft'}   (LLaMA-Factory ShareGPT; dataset_info.json)")
+    print(f"manifest:        {out / 'manifest.json'}")
+    return manifest
+
+
+def _demo_grounding(work: Any, args: argparse.Namespace, beam_args: list[str]) -> dict:
+    from mmcurate.demo import grounding as demo
+
+    odvg, chat = demo.build_corpus(work / "grounding")
+    config, notes = demo.demo_config(str(work / "grounding" / "images"))
+    for note in notes:
+        print(f"mmcurate demo: {note}")
+    out = work / "grounding-output"
+    ns = argparse.Namespace(
+        input=[str(odvg), str(chat)], output=str(out), config=None, overwrite=True, resume=False,
+        no_progress=args.no_progress,
+    )  # fmt: skip
+    manifest = run_corpus("grounding", ns, beam_args, config)
+    print(f"demo grounding inputs: {odvg} (ODVG)  {chat} (GLM-4.5V boxes in a conversation)")
+    print(f"shards:          {out / 'shards'}   (KEY.jpg + KEY.json: regions, boxes in stored pixels, scores)")
+    print(f"SFT rows:        {out / 'sft'}   (LLaMA-Factory ShareGPT, GLM boxes; dataset_info.json)")
+    print(f"box questions:   {out / 'questions'}   (mmcurate rl, read.image_root: {out})")
     print(f"manifest:        {out / 'manifest.json'}")
     return manifest
 

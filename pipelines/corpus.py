@@ -98,6 +98,13 @@ REGISTRY: dict[str, Entry] = {
         ),
         input_instead="--from-run",
     ),
+    "grounding": Entry(
+        "mmcurate.pipelines.grounding:CORPUS",
+        "grounding samples: read boxes and expressions, validate and convert boxes, check them with CLIP, "
+        "shard, write SFT rows, box questions and ODVG",
+        "URIs: ODVG jsonl, RefCOCO refs(...).p / refs JSON (+ read.instances), LLaVA / ShareGPT grounding "
+        "conversations, our own jsonl or tars (images under read.image_root)",
+    ),
     "sft": Entry(
         "mmcurate.pipelines.passrate:SFT",
         "grade questions by a model's pass rate (k rollouts), emit SFT data",

@@ -4,6 +4,7 @@ This package imports nothing else of mmcurate.
 """
 
 from .base import (
+    CHILDREN,
     PAYLOAD,
     SCHEMA_VERSION,
     DedupKey,
@@ -21,6 +22,7 @@ from .base import (
     sample_json_bytes,
 )
 from .caption import CaptionSample
+from .grounding import BOX_FORMATS, REGION_TASKS, GroundingSample, RegionRecord, region_json
 from .image import ImageFields
 from .interleaved import DocumentRecord, ImageSlot, Part
 from .ocr import LINE_TAGS, OcrSample, TextLine
@@ -29,15 +31,29 @@ from .reasons import REASONS, Reason, UnknownReason, reason, register_reason
 from .video import ClipRecord, VideoRecord
 
 RECORD_KINDS: dict[str, type[Record]] = {
-    r.kind: r for r in (CaptionSample, Question, VideoRecord, ClipRecord, DocumentRecord, ImageSlot, OcrSample)
+    r.kind: r
+    for r in (
+        CaptionSample,
+        Question,
+        VideoRecord,
+        ClipRecord,
+        DocumentRecord,
+        ImageSlot,
+        OcrSample,
+        GroundingSample,
+        RegionRecord,
+    )
 }
 ROW_KINDS: dict[str, type[Row]] = {**RECORD_KINDS, Rollout.kind: Rollout}
 
 __all__ = [
+    "BOX_FORMATS",
+    "CHILDREN",
     "LINE_TAGS",
     "PAYLOAD",
     "REASONS",
     "RECORD_KINDS",
+    "REGION_TASKS",
     "ROW_KINDS",
     "SCHEMA_VERSION",
     "AnswerType",
@@ -47,6 +63,7 @@ __all__ = [
     "DocumentRecord",
     "Fate",
     "Fields",
+    "GroundingSample",
     "ImageFields",
     "ImageSlot",
     "OcrLine",
@@ -55,6 +72,7 @@ __all__ = [
     "Question",
     "Reason",
     "Record",
+    "RegionRecord",
     "Rollout",
     "Row",
     "Source",
@@ -67,6 +85,7 @@ __all__ = [
     "media_ref",
     "read_media",
     "reason",
+    "region_json",
     "register_reason",
     "sample_json_bytes",
 ]

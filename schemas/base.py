@@ -123,6 +123,8 @@ class UndeclaredField(ValueError):
 
 PAYLOAD = {"arrow": False}
 """Field metadata of data that travels with a record but is no ledger column (bytes, pixels, frames)."""
+CHILDREN = {"arrow": False, "children": True}
+"""Child records a parent carries through the recipe until they are split off (never a column)."""
 DECLARED_SCORES = {"declared": "scores"}
 DECLARED_LABELS = {"declared": "labels"}
 ERRORS = {"pairs": ("stage", "error")}
@@ -359,8 +361,14 @@ class Record(Row):
         self.errors[stage] = clean_error(error)
 
     def clear_payload(self) -> Record:
+        """Drop the payload. Child records a parent carries (`CHILDREN`) stay with it, their own
+        payload dropped: a parent settled before its children are split off (a read refusal, a stage
+        that raised) still hands every child on, so the children's identity holds."""
         for f in dataclasses.fields(self):
-            if f.metadata.get("arrow") is False:
+            if f.metadata.get("children"):
+                for child in getattr(self, f.name) or ():
+                    child.clear_payload()
+            elif f.metadata.get("arrow") is False:
                 setattr(self, f.name, None)
         return self
 

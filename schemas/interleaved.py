@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from .base import PAYLOAD, DedupKey, Fields, Record, read_media
+from .base import CHILDREN, PAYLOAD, DedupKey, Fields, Record, read_media
 from .image import ImageFields
 
 SPOOLED = {"arrow": False, "spool": True}
@@ -101,7 +101,7 @@ class DocumentRecord(Record):
     metadata: str = "{}"
     """Input fields with no column of their own (OBELICS metadata / general_metadata, MMC4's
     could_have_url_duplicate, ...), as a JSON object string."""
-    slots: list[ImageSlot] | None = field(default=None, metadata=PAYLOAD, repr=False, compare=False)
+    slots: list[ImageSlot] | None = field(default=None, metadata=CHILDREN, repr=False, compare=False)
     """The document's image records while the recipe scores them together (split off before Finish)."""
     minhash: list[int] | None = field(default=None, metadata=SPOOLED, repr=False, compare=False)
     """MinHash signature of the text for run-wide near-duplicate detection (None: dedup off or no text)."""

@@ -120,7 +120,13 @@ for _code, _status, _doc, _redecide in (
         False,
     ),
     ("empty_document", _D, "a document with neither text nor images", False),
-    ("image_missing", _D, "the document names an image that the image root (or the row) does not hold", False),
+    (
+        "image_missing",
+        _D,
+        "the record names an image that the image root (or the row) does not hold (a document's image, a "
+        "grounding sample's)",
+        False,
+    ),
     ("bad_anchor", _Q, "the image's anchor (MMC4 matched_text_index) points at no sentence of its document", False),
     ("no_images_left", _D, "every image of the document was dropped and min_images asks for at least one", True),
     ("too_few_images", _D, "fewer kept images than min_images once the image filters and dedup are done", True),
@@ -143,6 +149,34 @@ for _code, _status, _doc, _redecide in (
         False,
     ),
     ("empty_ground_truth", _D, "a ground-truth file or row with no text line and no transcript", False),
+    # Grounding samples and their regions.
+    (
+        "bad_box",
+        _Q,
+        "a region whose box cannot be read (not four numbers), or contradicts the input's read.box_format "
+        "(a value above 1 in a 0-1 file, above 1000 on the grid): the value is named",
+        False,
+    ),
+    (
+        "bad_refs",
+        _Q,
+        "a RefCOCO refs file that is no list of refs, or a pickle holding anything but builtin "
+        "containers and scalars (never executed)",
+        False,
+    ),
+    ("bad_conversation", _Q, "a conversation whose boxes cannot be parsed (the text that failed is kept)", False),
+    ("no_regions", _D, "a grounding sample whose input holds no region", False),
+    (
+        "duplicate_region",
+        _D,
+        "a region with the same phrase as an earlier region of its image and a box "
+        "overlapping it above regions.merge_iou (duplicate_of: the region kept)",
+        True,
+    ),
+    ("no_regions_left", _D, "every region of the sample was dropped and min_regions asks for at least one", True),
+    ("too_few_regions", _D, "fewer kept regions than min_regions once the region filters are done", True),
+    ("sample_dropped", _D, "a region of a grounding sample that was dropped or quarantined", True),
+    ("duplicate_sample", _D, "a region of a sample dropped as a duplicate image (duplicate_of: the kept sample)", True),
     # Questions (pass-rate selection).
     ("bad_question", _Q, "a row that is no usable question (no text, no reference answer, bad type)", False),
     (

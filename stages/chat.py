@@ -83,7 +83,7 @@ def _parts(parts: list, where: str) -> tuple[str, int, tuple[str, ...]]:
     return "\n".join(texts), images, tuple(refs)
 
 
-def _turn(turn: Any, where: str) -> tuple[str, str, int, tuple[str, ...]]:
+def chat_turn(turn: Any, where: str) -> tuple[str, str, int, tuple[str, ...]]:
     """(role, text, images referred to, image refs) of one turn; a turn of the wrong shape is a bad row."""
     if not isinstance(turn, dict):
         raise BadRow("bad_row", f"{where} is a {type(turn).__name__}, not a turn object")
@@ -109,7 +109,7 @@ def chat_of(row: dict[str, Any]) -> Chat | None:
     value = row[key]
     if not isinstance(value, (list, tuple)):
         raise BadRow("bad_row", f"`{key}` is a {type(value).__name__}, not a list of turns")
-    turns = [_turn(t, f"`{key}`[{i}]") for i, t in enumerate(value)]
+    turns = [chat_turn(t, f"`{key}`[{i}]") for i, t in enumerate(value)]
     users = [t for t in turns if t[0] in USER_ROLES]
     answers = [t[1] for t in turns if t[0] in ASSISTANT_ROLES]
     first = users[0] if users else ("user", "", 0, ())

@@ -7,7 +7,7 @@ from typing import Any
 from .base import Filter, Params, register
 
 IMAGE_SCORES = ("width", "height", "aspect_ratio", "file_bytes")
-IMAGE_KINDS = ("caption", "image", "ocr")
+IMAGE_KINDS = ("caption", "image", "ocr", "grounding")
 """A caption pair's image and an interleaved document's image slot: the same fields, the same filters."""
 
 

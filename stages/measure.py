@@ -147,6 +147,11 @@ def to_grid(box: Sequence[float], width: float, height: float, grid: int = GRID)
     return (step(x1, width), step(y1, height), step(x2, width), step(y2, height))
 
 
+def to_glm_grid(box: Sequence[float], width: float, height: float) -> tuple[int, int, int, int]:
+    """Pixel box -> GLM-4.5V's answer grid: integers in [0, 1000) (`to_grid`, the far edge clamped to 999)."""
+    return tuple(min(v, GRID - 1) for v in to_grid(sorted_box(box), width, height))  # type: ignore[return-value]
+
+
 def from_grid(box: Sequence[float], width: float, height: float, grid: int = GRID) -> Box:
     """0..`grid` grid coordinates -> pixel box (exact inverse of `to_grid` up to its rounding: half a step)."""
     _check_size(width, height)

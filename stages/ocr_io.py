@@ -65,7 +65,7 @@ from .io import (
     utf8,
 )
 from .io import read_unit as read_with
-from .io.containers import Loop
+from .io.containers import Loop, whole_file_problem
 from .ocr_labels import (
     Labels,
     LayoutUnknown,
@@ -275,11 +275,6 @@ def list_ocr_units(inputs: list[str], params: OcrReadParams) -> list[Unit]:
 # ---------------------------------------------------------------------------------------------- containers
 
 
-def _whole_file(unit: Unit, report: ReadReport, reason: str, error: str) -> Item:
-    report.damage.append({"uri": unit.uri, "start": 0, "end": None, "error": error, "records": "unknown"})
-    return Item(0, "<whole-file>", unit.uri, problem=(reason, error))
-
-
 def iter_json(
     unit: Unit,
     report: ReadReport,
@@ -293,12 +288,12 @@ def iter_json(
     try:
         doc = json.loads(data)
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
-        yield _whole_file(unit, report, "bad_json", f"{type(exc).__name__}: {str(exc)[:300]}")
+        yield whole_file_problem(unit, report, "bad_json", f"{type(exc).__name__}: {str(exc)[:300]}")
         return
     try:
         rows, ignored = entries(doc)
     except BadRow as exc:
-        yield _whole_file(unit, report, exc.reason, str(exc))
+        yield whole_file_problem(unit, report, exc.reason, str(exc))
         return
     report.expected = len(rows)
     report.ignored.extend(f"{unit.uri}#{name}" for name in ignored)

@@ -17,7 +17,7 @@ from pydantic import Field
 from mmcurate.schemas import OcrLine, OcrSample, TextLine
 
 from .base import Params
-from .measure import GRID, quad_to_box, to_grid
+from .measure import quad_to_box, to_glm_grid
 
 BOX_FIELDS = ("{x1}", "{y1}", "{x2}", "{y2}")
 
@@ -51,8 +51,7 @@ class SftParams(Params):
 
 def grid_box(quad: list[list[float]], width: int, height: int) -> tuple[int, int, int, int]:
     """The quad's bounding box on GLM-4.5V's grid, clamped into [0, 1000)."""
-    box = to_grid(quad_to_box(quad), width, height)
-    return tuple(min(max(v, 0), GRID - 1) for v in box)  # type: ignore[return-value]
+    return to_glm_grid(quad_to_box(quad), width, height)
 
 
 def page_text(lines: list[TextLine], order: Any) -> str:

@@ -282,16 +282,19 @@ def test_record_kinds_registry() -> None:
         ROW_KINDS,
         ClipRecord,
         DocumentRecord,
+        GroundingSample,
         ImageSlot,
         OcrSample,
         Question,
+        RegionRecord,
         Rollout,
         VideoRecord,
     )  # fmt: skip
 
     assert {
         "caption": CaptionSample, "question": Question, "video": VideoRecord, "clip": ClipRecord,
-        "document": DocumentRecord, "image": ImageSlot, "ocr": OcrSample,
+        "document": DocumentRecord, "image": ImageSlot, "ocr": OcrSample, "grounding": GroundingSample,
+        "region": RegionRecord,
     } == RECORD_KINDS  # fmt: skip
     assert {**RECORD_KINDS, "rollout": Rollout} == ROW_KINDS
     for kind, cls in ROW_KINDS.items():

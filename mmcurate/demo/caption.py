@@ -19,6 +19,7 @@ import io
 import struct
 import zlib
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
@@ -267,7 +268,11 @@ def demo_config() -> tuple[CaptionConfig, list[str]]:
     Each model filter is checked on its own; one that cannot run here is switched off and the reason
     is returned, to be printed: the demo says what it left out, the pipeline itself never does.
     """
-    config = CORPUS.load_config(None)
+    return without_unavailable_models(CORPUS.load_config(None))
+
+
+def without_unavailable_models(config: Any) -> tuple[Any, list[str]]:
+    """`config` less each model filter that cannot run here, and why (any corpus's demo)."""
     filters, notes = dict(config.filters), []
     for name, params in config.filters.items():
         trial = config.model_copy(update={"filters": {name: params}})

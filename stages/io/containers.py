@@ -398,3 +398,10 @@ def iter_unit(
         if report.expected is not None and report.expected > n:
             report.expected = None  # what it held can no longer be told
         yield Item(n, "<unread-remainder>", unit.uri, problem=(reason, error))
+
+
+def whole_file_problem(unit: Unit, report: ReadReport, reason: str, error: str) -> Item:
+    """The one problem item standing for a container that cannot be read at all (a whole-JSON file
+    that does not parse): quarantined by the adapter, its damage reported with an unknown count."""
+    report.damage.append({"uri": unit.uri, "start": 0, "end": None, "error": error, "records": "unknown"})
+    return Item(0, "<whole-file>", unit.uri, problem=(reason, error))

@@ -1,0 +1,85 @@
+"""The grounding corpus's trainer files, per unit: SFT rows, pass-rate questions and an ODVG export.
+
+    sft/part-UUUUU.parquet        LLaMA-Factory ShareGPT rows ("where is X" -> box, and the inverse)
+    questions/part-UUUUU.jsonl    box questions in the pass-rate corpus's input format (`mmcurate rl`
+                                  with read.image_root set to this folder)
+    odvg/part-UUUUU.jsonl         GroundingDINO's ODVG lines (image root: images/)
+    images/<sha256>.<ext>         the stored images they name, each once
+    dataset_info.json             LLaMA-Factory's entry for sft/
+
+Every file starts from a kept sample's regions on its stored image (`GroundingSample.kept`).
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from typing import Any
+
+import pyarrow as pa
+from pydantic import Field
+
+from mmcurate.schemas import GroundingSample
+from mmcurate.stages.grounding_sft import GroundingSftParams, QuestionParams, odvg_rows, question_rows, sft_rows
+from mmcurate.stages.image_decode import EncodeParams
+from mmcurate.stages.trainer_formats import SHAREGPT_SCHEMA, media_name
+from mmcurate.stages.writers import FileInfo, ShardParams, write_bytes, write_table
+
+from . import layout
+from .passrate_outputs import merge_dataset_info, sft_parts
+
+
+class GroundingOutputParams(EncodeParams):
+    max_side: int = Field(1024, ge=0)
+    """Longest side of the stored image (never upscaled); every box follows it."""
+    quality: int = 95
+    shard: ShardParams = ShardParams()
+    sft: GroundingSftParams = GroundingSftParams()
+    questions: QuestionParams = QuestionParams()
+    odvg: bool = True
+    """Write `odvg/part-UUUUU.jsonl` (GroundingDINO's training layout) beside the shards."""
+
+
+def _jsonl(rows: list[dict[str, Any]]) -> bytes:
+    return b"".join(json.dumps(r, ensure_ascii=False, sort_keys=True).encode("utf-8") + b"\n" for r in rows)
+
+
+def write_unit_outputs(
+    unit: int, kept: list[GroundingSample], out_root: str, params: GroundingOutputParams
+) -> tuple[list[FileInfo], dict[str, Any]]:
+    """The unit's trainer files (only those with rows) and their row counts."""
+    sft: list[dict[str, Any]] = []
+    questions: list[dict[str, Any]] = []
+    odvg: list[dict[str, Any]] = []
+    images: dict[str, FileInfo] = {}
+    for rec in kept:
+        data = rec.members()[rec.out_ext]
+        name = media_name(data, f"x.{rec.out_ext}", "images")
+        mine_sft = sft_rows(rec, name, params.sft) if params.sft.enabled else []
+        mine_q = question_rows(rec, name, params.questions) if params.questions.enabled else []
+        mine_odvg = odvg_rows(rec, posixpath.basename(name)) if params.odvg else []
+        if (mine_sft or mine_q or mine_odvg) and name not in images:
+            images[name] = write_bytes(out_root, name, data)
+        sft += mine_sft
+        questions += mine_q
+        odvg += mine_odvg
+    part = layout.part(unit)
+    files = list(images.values())
+    if sft:
+        files.append(write_table(out_root, f"sft/{part}.parquet", pa.Table.from_pylist(sft, SHAREGPT_SCHEMA)))
+    if questions:
+        files.append(write_bytes(out_root, f"questions/{part}.jsonl", _jsonl(questions)))
+    if odvg:
+        files.append(write_bytes(out_root, f"odvg/{part}.jsonl", _jsonl(odvg)))
+    return files, {"sft_rows": len(sft), "questions": len(questions), "odvg_rows": len(odvg)}
+
+
+def fold_outputs(extras: list[dict[str, Any]]) -> dict[str, int]:
+    return {key: sum(e.get(key, 0) for e in extras) for key in ("sft_rows", "questions", "odvg_rows")}
+
+
+def merge_run_outputs(out_root: str, params: GroundingOutputParams) -> list[FileInfo]:
+    """LLaMA-Factory's dataset_info.json entry for `sft/` (merged into one the folder has)."""
+    if params.sft.enabled:
+        merge_dataset_info(out_root, params.sft.name, bool(sft_parts(out_root)))
+    return []
