@@ -371,6 +371,8 @@ class GroundingCorpus(Corpus):
             f"kept regions by task: {tasks}",
             f"{e.get('sft_rows', 0)} SFT rows in sft/ (LLaMA-Factory ShareGPT), {e.get('questions', 0)} box "
             f"questions in questions/ (input of `mmcurate rl`), {e.get('odvg_rows', 0)} ODVG lines in odvg/",
+            f"{len(e.get('odvg_labels', {}))} detection labels in odvg/label_map.json"
+            + (f" ({e['odvg_label_clashes']} lines name a label otherwise)" if e.get("odvg_label_clashes") else ""),
         ]
 
 

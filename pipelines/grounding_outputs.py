@@ -3,7 +3,9 @@
     sft/part-UUUUU.parquet        LLaMA-Factory ShareGPT rows ("where is X" -> box, and the inverse)
     questions/part-UUUUU.jsonl    box questions in the pass-rate corpus's input format (`mmcurate rl`
                                   with read.image_root set to this folder)
-    odvg/part-UUUUU.jsonl         GroundingDINO's ODVG lines (image root: images/)
+    odvg/od/part-UUUUU.jsonl      GroundingDINO's ODVG detection lines (image root: images/)
+    odvg/vg/part-UUUUU.jsonl      ODVG grounding lines (Open-GroundingDino reads a file in one mode)
+    odvg/label_map.json           the detection labels' names, run-wide ({"0": "person", ...})
     images/<sha256>.<ext>         the stored images they name, each once
     dataset_info.json             LLaMA-Factory's entry for sft/
 
@@ -23,7 +25,7 @@ from mmcurate.schemas import GroundingSample
 from mmcurate.stages.grounding_sft import GroundingSftParams, QuestionParams, odvg_rows, question_rows, sft_rows
 from mmcurate.stages.image_decode import EncodeParams
 from mmcurate.stages.trainer_formats import SHAREGPT_SCHEMA, media_name
-from mmcurate.stages.writers import FileInfo, ShardParams, write_bytes, write_table
+from mmcurate.stages.writers import FileInfo, ShardParams, join, write_bytes, write_json, write_table
 
 from . import layout
 from .passrate_outputs import merge_dataset_info, sft_parts
@@ -37,7 +39,7 @@ class GroundingOutputParams(EncodeParams):
     sft: GroundingSftParams = GroundingSftParams()
     questions: QuestionParams = QuestionParams()
     odvg: bool = True
-    """Write `odvg/part-UUUUU.jsonl` (GroundingDINO's training layout) beside the shards."""
+    """Write `odvg/` (GroundingDINO's training layout: detection and grounding lines apart, a label map)."""
 
 
 def _jsonl(rows: list[dict[str, Any]]) -> bytes:
@@ -50,7 +52,8 @@ def write_unit_outputs(
     """The unit's trainer files (only those with rows) and their row counts."""
     sft: list[dict[str, Any]] = []
     questions: list[dict[str, Any]] = []
-    odvg: list[dict[str, Any]] = []
+    od: list[dict[str, Any]] = []
+    vg: list[dict[str, Any]] = []
     images: dict[str, FileInfo] = {}
     for rec in kept:
         data = rec.members()[rec.out_ext]
@@ -62,24 +65,57 @@ def write_unit_outputs(
             images[name] = write_bytes(out_root, name, data)
         sft += mine_sft
         questions += mine_q
-        odvg += mine_odvg
+        for line in mine_odvg:
+            head = {k: line[k] for k in ("filename", "height", "width")}
+            if "detection" in line:
+                od.append({**head, "detection": line["detection"]})
+            if "grounding" in line:
+                vg.append({**head, "grounding": line["grounding"]})
     part = layout.part(unit)
     files = list(images.values())
     if sft:
         files.append(write_table(out_root, f"sft/{part}.parquet", pa.Table.from_pylist(sft, SHAREGPT_SCHEMA)))
     if questions:
         files.append(write_bytes(out_root, f"questions/{part}.jsonl", _jsonl(questions)))
-    if odvg:
-        files.append(write_bytes(out_root, f"odvg/{part}.jsonl", _jsonl(odvg)))
-    return files, {"sft_rows": len(sft), "questions": len(questions), "odvg_rows": len(odvg)}
+    for mode, lines in (("od", od), ("vg", vg)):
+        if lines:
+            files.append(write_bytes(out_root, f"odvg/{mode}/{part}.jsonl", _jsonl(lines)))
+    labels = {str(i["label"]): i["category"] for line in od for i in line["detection"]["instances"]}
+    return files, {"sft_rows": len(sft), "questions": len(questions), "odvg_rows": len(od) + len(vg),
+                   "odvg_labels": labels}  # fmt: skip
 
 
-def fold_outputs(extras: list[dict[str, Any]]) -> dict[str, int]:
-    return {key: sum(e.get(key, 0) for e in extras) for key in ("sft_rows", "questions", "odvg_rows")}
+def fold_outputs(extras: list[dict[str, Any]]) -> dict[str, Any]:
+    """Run-wide counts, and the detection label map (a label the units name differently is an error
+    in the input: its first name in unit order is kept, the others counted)."""
+    out: dict[str, Any] = {key: sum(e.get(key, 0) for e in extras) for key in ("sft_rows", "questions", "odvg_rows")}
+    labels: dict[str, str] = {}
+    clashes = 0
+    for e in extras:
+        for label, name in e.get("odvg_labels", {}).items():
+            clashes += labels.setdefault(label, name) != name
+    out["odvg_labels"] = dict(sorted(labels.items(), key=lambda kv: int(kv[0])))
+    out["odvg_label_clashes"] = clashes
+    return out
 
 
 def merge_run_outputs(out_root: str, params: GroundingOutputParams) -> list[FileInfo]:
-    """LLaMA-Factory's dataset_info.json entry for `sft/` (merged into one the folder has)."""
+    """LLaMA-Factory's dataset_info.json entry for `sft/` (merged into one the folder has), and
+    ODVG's label map over every detection line the run wrote (`odvg/od/`, first name of a label wins)."""
+    import fsspec
+
+    files = []
     if params.sft.enabled:
         merge_dataset_info(out_root, params.sft.name, bool(sft_parts(out_root)))
-    return []
+    if not params.odvg:
+        return files
+    fs, root = fsspec.core.url_to_fs(join(out_root, "odvg", "od"))
+    labels: dict[int, str] = {}
+    for path in sorted(fs.glob(f"{root}/part-*.jsonl")):
+        with fs.open(path, "rb") as f:
+            for raw in f:
+                for inst in json.loads(raw)["detection"]["instances"]:
+                    labels.setdefault(int(inst["label"]), inst["category"])
+    if labels:
+        files.append(write_json(out_root, "odvg/label_map.json", {str(k): labels[k] for k in sorted(labels)}))
+    return files

@@ -439,8 +439,10 @@ class GroundingAdapter(Adapter):
         uri = resolve_inside(labels.image, root, self.params.allow_outside_root)
         try:
             return read_bytes(uri, self.params.timeout_s), uri
-        except (OSError, ValueError, ImportError) as exc:  # not found, unreadable, no fsspec driver
-            raise BadRow("image_missing", f"{type(exc).__name__}: {exc}") from None
+        except FileNotFoundError as exc:  # the root does not hold it: a drop, as the reason registry says
+            raise BadRow("image_missing", f"FileNotFoundError: {exc}") from None
+        except (OSError, ValueError, ImportError) as exc:  # unreadable, unknown protocol, no fsspec driver
+            raise BadRow("read_error", f"{type(exc).__name__}: {exc}") from None
 
     def _negatives(self, phrases: list[str]) -> list[str]:
         """The pool as it was before this sample, less its own phrases; then its phrases join the pool."""

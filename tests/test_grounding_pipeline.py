@@ -154,6 +154,11 @@ def test_trainer_files_read_back(demo_run: Path) -> None:
     assert questions and all(q.pending and q.answer_type.value == "box" for q in questions)
     assert all(tuple(int(v) for v in parse_boxes(q.answer)[0]) in grids for q in questions)
 
+    # Open-GroundingDino reads a file in one mode: detection lines (with the label map) apart from grounding ones
+    assert json.loads((demo_run / "odvg" / "label_map.json").read_text()) == {"0": "square", "1": "circle"}
+    for mode, section in (("od", "detection"), ("vg", "grounding")):
+        lines = [json.loads(x) for f in sorted((demo_run / "odvg" / mode).glob("*.jsonl")) for x in f.open()]
+        assert lines and all(set(ln) == {"filename", "height", "width", section} for ln in lines)
     read = GroundingReadParams(layout="odvg", image_root=str(demo_run / "images"))
     back = [s for u in list_grounding_units([str(demo_run / "odvg")], read) for s in read_grounding_unit(u, read)]
     assert len(back) == manifest_kept(demo_run)
