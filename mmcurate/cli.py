@@ -149,6 +149,8 @@ def with_options(corpus: Any, config: Any, args: argparse.Namespace) -> Any:
         value = getattr(args, _dest(opt.flag), None)
         if value is None:
             continue
+        if opt.requires and getattr(args, _dest(opt.requires), None) is None:
+            raise ConfigError(f"{opt.flag} applies only with {opt.requires}")
         *path, leaf = opt.key.split(".")
         node = data
         for part in path:

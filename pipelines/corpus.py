@@ -49,6 +49,8 @@ class Option:
     key: str
     help: str
     many: bool = False
+    requires: str = ""
+    """Another option this one only makes sense with (`--reasons` needs `--from-run`)."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,7 @@ REGISTRY: dict[str, Entry] = {
                 "from_run.reasons",
                 "with --from-run: the caption run's drop reasons to take (default: text_heavy)",
                 many=True,
+                requires="--from-run",
             ),
         ),
         input_instead="--from-run",

@@ -79,6 +79,8 @@ def sft_rows(rec: OcrSample, image: str, params: SftParams, order: Any) -> list[
         rows.append(_row(params.page_prompt, page_text(targets, order), image))
     for line in targets[: params.boxes_per_image]:
         x1, y1, x2, y2 = grid_box(line.quad, rec.out_width or rec.width, rec.out_height or rec.height)
+        if x1 >= x2 or y1 >= y2:  # a sliver under one grid step: the prompt could name no region
+            continue
         prompt = params.box_prompt.format(x1=x1, y1=y1, x2=x2, y2=y2)
         rows.append(_row(prompt, line.text, image))
     return rows

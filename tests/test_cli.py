@@ -336,3 +336,12 @@ def test_credentials_on_the_command_line_are_refused_and_never_printed(inputs, t
         assert rc == 2 and "credentials are not taken on the command line" in err
         assert secret not in out + err
     assert not (tmp_path / "o").exists()
+
+
+def test_an_option_that_needs_another_is_refused_alone(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    """`ocr --reasons` only picks among a caption run's drops: without `--from-run` it is a usage error
+    (before any input is listed), never silently ignored."""
+    rc, _, err = cli(
+        capsys, "ocr", "--input", str(tmp_path), "--reasons", "text_heavy", "--output", str(tmp_path / "o")
+    )
+    assert rc != 0 and "--reasons applies only with --from-run" in err

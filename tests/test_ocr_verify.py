@@ -445,3 +445,16 @@ def test_icdar2015_agreement(peer_data: Path, handler, backend) -> None:
     }
     assert hard == {"I2R", "smrt"}
     assert not [ln.text for ln in tagged if ln.tag == "unread"]
+
+
+def test_box_rows_skip_a_line_thinner_than_one_grid_step() -> None:
+    """A line whose box rounds to zero width on GLM's 0-1000 grid names no region: no box row for it."""
+    from mmcurate.stages.ocr_sft import SftParams, sft_rows
+    from mmcurate.stages.ocr_verify import reading_order
+
+    wide = TextLine(quad=[[10, 10], [400, 10], [400, 60], [10, 60]], text="WIDE", tag="ok")
+    sliver = TextLine(quad=[[500, 10], [500.4, 10], [500.4, 60], [500, 60]], text="I", tag="ok")
+    rec = OcrSample(id="x", source=Source(uri="u", unit=0), task="det", lines=[wide, sliver],
+                    width=2000, height=1000, out_width=2000, out_height=1000)  # fmt: skip
+    rows = sft_rows(rec, "images/x.jpg", SftParams(page=False), reading_order)
+    assert [r["messages"][1]["content"] for r in rows] == ["WIDE"]
