@@ -26,6 +26,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(BENCH_DIR), os.enviro
 
 import caption  # noqa: E402
 import common  # noqa: E402
+import grounding  # noqa: E402
 import interleaved  # noqa: E402
 import models  # noqa: E402
 import ocr  # noqa: E402
@@ -36,7 +37,7 @@ import video  # noqa: E402
 
 BENCHMARKS = {
     "caption": caption, "interleaved": interleaved, "scale": scale, "models": models, "rollout": rollout,
-    "video": video, "ocr": ocr, "ocr_render": ocr_render,
+    "video": video, "ocr": ocr, "ocr_render": ocr_render, "grounding": grounding,
 }  # fmt: skip
 
 

@@ -5,7 +5,8 @@ through the driver scripts in tests/consumers/. Nothing of theirs is re-implemen
 The corpus: three questions (number, text, multiple choice) and a tiny Llama fitted to answer each
 partly right (pass rates 1/4 to 1/2), so `mmcurate rl` and `mmcurate sft` keep them; the tiny Qwen2-VL
 built by tests/tiny_models.py is the consumers' tokenizer and processor (saved by .venv's transformers,
-loaded by theirs).
+loaded by theirs). The grounding demo's SFT folder (GLM boxes, images beside it) goes through
+LLaMA-Factory's loader as the pass-rate SFT folder does.
 """
 
 from __future__ import annotations
@@ -226,3 +227,50 @@ def test_llamafactory_loads_the_sft_folder_after_a_move(
         assert tok["images"] == [str(moved / p) for p in row["images"]]
         assert tok["image_tokens"] == 6  # a 32x24 image: 2x3 merged 14-px patches
         assert tok["label_tokens"] > 0
+
+
+def test_llamafactory_loads_the_grounding_sft_folder(corpus: dict[str, Path], consumers: Any, tmp_path: Path) -> None:
+    """The grounding demo's `sft/` (GLM boxes on the 0-1000 grid, images under `images/`), moved away
+    from where it was written: every row converted and tokenized by LLaMA-Factory, every image found."""
+    assert main(["demo", "--corpus", "grounding", "--workdir", str(tmp_path / "work"), "--no-progress"]) == 0
+    out = tmp_path / "work" / "grounding-output"
+    manifest = json.loads((out / "manifest.json").read_text())
+    name = manifest["config"]["output"]["sft"]["name"]
+    rows = [r for f in sorted((out / "sft").glob("*.parquet")) for r in pq.read_table(f).to_pylist()]
+    assert len(rows) == manifest["extras"]["sft_rows"] > 0
+    assert any("<|begin_of_box|>" in r["messages"][1]["content"] for r in rows)  # "where is" -> box rows
+    moved = tmp_path / "elsewhere" / "data"
+    moved.parent.mkdir()
+    shutil.move(out, moved)
+    shutil.rmtree(tmp_path / "work")  # the demo's inputs too: the folder needs nothing beside it
+
+    result = consumers(
+        "llamafactory_check.py",
+        {
+            "dataset_dir": str(moved),
+            "dataset": name,
+            "model": str(corpus["vlm"]),
+            "template": "qwen2_vl",
+            "output_dir": str(tmp_path / "lf-out"),
+        },
+    )
+    assert result["media_dir"] == result["dataset_dir"] == str(moved)
+    assert result["attr"] == {"load_from": "file", "dataset_name": "sft", "formatting": "sharegpt", "images": "images"}
+    assert result["converter"] == "SharegptDatasetConverter"
+    assert len(result["converted"]) == len(result["tokenized"]) == manifest["extras"]["sft_rows"]
+    # LLaMA-Factory lists the folder's part files in directory order: rows are matched by content
+    ours = sorted(json.dumps([r["messages"], [str(moved / p) for p in r["images"]]], sort_keys=True) for r in rows)
+    theirs = sorted(
+        json.dumps([[*c["_prompt"], *c["_response"]], c["_images"]], sort_keys=True) for c in result["converted"]
+    )
+    assert theirs == ours  # prompt, GLM-box answer and images as written, the images resolved against dataset_dir
+    assert all(c["images_exist"] == [True] for c in result["converted"])
+    assert all(r["images"][0].startswith("images/") and len(r["images"]) == 1 for r in rows)
+    assert sorted(json.dumps(t["images"]) for t in result["tokenized"]) == sorted(
+        json.dumps(c["_images"]) for c in result["converted"]
+    )
+    tokens_of: dict[str, set[int]] = {}
+    for tok in result["tokenized"]:  # each image opened and expanded by the processor (at most 112x112 px)
+        tokens_of.setdefault(tok["images"][0], set()).add(tok["image_tokens"])
+        assert tok["label_tokens"] > 0
+    assert all(len(n) == 1 and 0 < min(n) <= 16 for n in tokens_of.values()), tokens_of  # 16: 8x8 patches merged 2x2
