@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import collections
 import functools
+import hashlib
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -31,7 +33,7 @@ from mmcurate.schemas import Fields, GroundingSample, Record, RegionRecord, Stat
 from mmcurate.stages.base import Filter, Params
 from mmcurate.stages.dedup import DedupParams
 from mmcurate.stages.grounding_boxes import to_pixels
-from mmcurate.stages.grounding_filters import AgreementParams, normal_phrase
+from mmcurate.stages.grounding_filters import AgreementParams, geometry, normal_phrase
 from mmcurate.stages.grounding_io import GroundingReadParams, list_grounding_units, read_grounding_unit
 from mmcurate.stages.image_decode import (
     DecodeParams,
@@ -163,12 +165,17 @@ class DecodeAndScore(beam.DoFn):
             yield rec.settle(exc.reason, str(exc), stage="decode")
             return
         to_image_frame(rec, decoded.orientation)
+        rec.annotation_id = annotation_id(rec.items or [])
         for f in self.sample_filters:
             scores, labels = f.score(rec)
             rec.scores.update(scores)
             rec.labels.update(labels)
         regions = [r for r in rec.items or () if r.pending]
         for region in regions:
+            if not geometry(region.box, region.width, region.height)["box_valid"]:
+                # not a box (NaN, x1 >= x2): never a training target, whichever filters are configured
+                region.settle("invalid_box", f"box {region.box} (input {region.input_box}, {region.box_format})")
+                continue
             for f in self.region_filters:
                 scores, labels = f.score(region)
                 region.scores.update(scores)
@@ -177,6 +184,15 @@ class DecodeAndScore(beam.DoFn):
             apply_thresholds(region, self.region_filters, {}, "", [], "region", local=True)
         merge_duplicates(regions, self.config.regions.merge_iou)
         yield rec
+
+
+def annotation_id(regions: list[RegionRecord]) -> str:
+    """BLAKE2b-128 of the regions as the input gives them (phrase, box, format, task, in slot order)."""
+    h = hashlib.blake2b(digest_size=16)
+    for r in regions:
+        h.update(json.dumps([r.phrase, r.input_box, r.box_format, r.task], allow_nan=True).encode("utf-8", "replace"))
+        h.update(b"\1")
+    return h.hexdigest()
 
 
 class RegionViews(Views):
@@ -235,13 +251,23 @@ class RegionViews(Views):
         return True
 
 
-def split_regions(rec: Record) -> Iterator[Record]:
-    """A sample and its regions become records of their own."""
+def split_regions(rec: Record, agreement: bool = False) -> Iterator[Record]:
+    """A sample and its regions become records of their own. With the agreement filter on, a pending
+    region the model never saw (its sample had no comparable crop at all) is labelled `unchecked`
+    here, as one the model stage passed over is: never a region without a verdict."""
     if not isinstance(rec, GroundingSample):  # a unit's end marker
         yield rec
         return
     items, rec.items = rec.items or [], None
     rec.negatives = None
+    if agreement and rec.pending:
+        from mmcurate.stages.grounding_filters import agreement_scores
+
+        for region in items:
+            if region.pending and "agreement" not in region.labels:
+                scores, labels = agreement_scores([])
+                region.scores.update(scores)
+                region.labels.update(labels)
     count("region.made", len(items))
     yield rec
     yield from items
@@ -302,7 +328,7 @@ class GroundingCorpus(Corpus):
             records = records | "ScoreWithModels" >> ScoreWithModels(stages, RegionViews(_agreement(config)))
         records = (
             records
-            | "SplitRegions" >> beam.FlatMap(split_regions)
+            | "SplitRegions" >> beam.FlatMap(split_regions, agreement=bool(stages))
             | "ApplyThresholds" >> Thresholds(config, units, KINDS)
             | "EncodeOutput" >> Safely(EncodeOutput(config.output), "encode_output")
         )
@@ -338,6 +364,7 @@ class GroundingCorpus(Corpus):
         to_stored_frame(parent, children)  # type: ignore[arg-type]
         fields = _fields(config)["region"]
         parent.kept = [region_json(r, fields) for r in kept]  # type: ignore[arg-type]
+        parent.phrases = [c.phrase for c in sorted(children, key=lambda c: c.slot)]  # type: ignore[attr-defined]
         parent.kept_regions = len(kept)
         parent.keep()
 

@@ -65,12 +65,7 @@ def write_unit_outputs(
             images[name] = write_bytes(out_root, name, data)
         sft += mine_sft
         questions += mine_q
-        for line in mine_odvg:
-            head = {k: line[k] for k in ("filename", "height", "width")}
-            if "detection" in line:
-                od.append({**head, "detection": line["detection"]})
-            if "grounding" in line:
-                vg.append({**head, "grounding": line["grounding"]})
+        _split_modes(mine_odvg, od, vg)
     part = layout.part(unit)
     files = list(images.values())
     if sft:
@@ -80,9 +75,28 @@ def write_unit_outputs(
     for mode, lines in (("od", od), ("vg", vg)):
         if lines:
             files.append(write_bytes(out_root, f"odvg/{mode}/{part}.jsonl", _jsonl(lines)))
-    labels = {str(i["label"]): i["category"] for line in od for i in line["detection"]["instances"]}
+    labels, clashes = _label_map(od)
     return files, {"sft_rows": len(sft), "questions": len(questions), "odvg_rows": len(od) + len(vg),
-                   "odvg_labels": labels}  # fmt: skip
+                   "odvg_labels": labels, "odvg_label_clashes": clashes}  # fmt: skip
+
+
+def _split_modes(lines: list[dict[str, Any]], od: list[dict[str, Any]], vg: list[dict[str, Any]]) -> None:
+    """A sample's ODVG line as a detection line and / or a grounding line (Open-GroundingDino's two modes)."""
+    for line in lines:
+        head = {k: line[k] for k in ("filename", "height", "width")}
+        if "detection" in line:
+            od.append({**head, "detection": line["detection"]})
+        if "grounding" in line:
+            vg.append({**head, "grounding": line["grounding"]})
+
+
+def _label_map(od: list[dict[str, Any]]) -> tuple[dict[str, str], int]:
+    """Label -> its first category name in these lines, and how many instances name it otherwise."""
+    labels: dict[str, str] = {}
+    clashes = 0
+    for inst in (i for line in od for i in line["detection"]["instances"]):
+        clashes += labels.setdefault(str(inst["label"]), inst["category"]) != inst["category"]
+    return labels, clashes
 
 
 def fold_outputs(extras: list[dict[str, Any]]) -> dict[str, Any]:
@@ -90,7 +104,7 @@ def fold_outputs(extras: list[dict[str, Any]]) -> dict[str, Any]:
     in the input: its first name in unit order is kept, the others counted)."""
     out: dict[str, Any] = {key: sum(e.get(key, 0) for e in extras) for key in ("sft_rows", "questions", "odvg_rows")}
     labels: dict[str, str] = {}
-    clashes = 0
+    clashes = sum(e.get("odvg_label_clashes", 0) for e in extras)
     for e in extras:
         for label, name in e.get("odvg_labels", {}).items():
             clashes += labels.setdefault(label, name) != name

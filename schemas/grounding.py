@@ -97,6 +97,9 @@ class GroundingSample(ImageFields, Record):
     region_count: int = 0
     """Regions the input holds: the input count of the region identity."""
     kept_regions: int = 0
+    annotation_id: str = ""
+    """BLAKE2b-128 of the regions as the input gives them: with the image's pixels, the sample's
+    exact-duplicate key (one image annotated twice, RefCOCO and RefCOCO+, is two samples)."""
     extra: str = "{}"
     """Input fields with no column of their own (a conversation's turns, RefCOCO's image id), JSON."""
     items: list[RegionRecord] | None = field(default=None, metadata=CHILDREN, repr=False, compare=False)
@@ -105,6 +108,9 @@ class GroundingSample(ImageFields, Record):
     """Expressions of other images of the unit, to compare a lone region against (the reader's pool)."""
     kept: list[dict[str, Any]] | None = field(default=None, metadata=PAYLOAD, repr=False, compare=False)
     """The kept regions in slot order, stored pixels, as `KEY.json` lists them (set when settled)."""
+    phrases: list[str] | None = field(default=None, metadata=PAYLOAD, repr=False, compare=False)
+    """Every region's phrase in slot order, whatever its fate (set when settled): a trainer file asks
+    "where is X" only of a phrase the image names once, a dropped second X included."""
 
     def expected_children(self) -> dict[str, int]:
         return {"region": self.region_count}
@@ -125,7 +131,13 @@ class GroundingSample(ImageFields, Record):
         return self.image
 
     def dedup_key(self) -> DedupKey | None:
-        return self.image_key(self.uid, self.id, self.source.unit, self.source.index)
+        """The same pixels with the same regions are one sample (the larger, heavier, earlier copy
+        wins); the same pixels annotated otherwise are two. pHash near duplicates (`dedup.near`, off
+        by default for grounding) compare images only, so they drop the other copy's regions."""
+        key = self.image_key(self.uid, self.id, self.source.unit, self.source.index)
+        if key is None:
+            return None
+        return key._replace(exact=f"{key.exact}/{self.annotation_id}") if self.annotation_id else key
 
 
 def region_json(region: RegionRecord, fields: Fields) -> dict[str, Any]:

@@ -8,6 +8,7 @@ Real components throughout: Pillow, open_clip (a tiny tower built here), Beam's 
 
 from __future__ import annotations
 
+import collections
 import io
 import json
 import pickle
@@ -107,6 +108,18 @@ def _colour_at(img: Image.Image, box: list[float]) -> np.ndarray:
     return np.asarray(crop.convert("RGB"), dtype=np.float64).reshape(-1, 3).mean(axis=0)
 
 
+def _ring_share(img: Image.Image, box: list[float], colour: tuple[int, int, int], gap: int = 3) -> float:
+    """Share of the pixels 2..2+gap px outside a box (inside the image) that have the shape's colour."""
+    arr = np.asarray(img.convert("RGB"), dtype=np.int64)
+    h, w = arr.shape[:2]
+    x1, y1, x2, y2 = (round(v) for v in box)
+    outer = np.zeros((h, w), bool)
+    outer[max(0, y1 - 2 - gap) : min(h, y2 + 2 + gap), max(0, x1 - 2 - gap) : min(w, x2 + 2 + gap)] = True
+    outer[max(0, y1 - 2) : min(h, y2 + 2), max(0, x1 - 2) : min(w, x2 + 2)] = False
+    near = np.abs(arr - np.array(colour)).max(axis=2) < 60
+    return float(near[outer].mean()) if outer.any() else 0.0
+
+
 def test_stored_boxes_hold_their_shapes_after_rotation_and_resize(demo_run: Path) -> None:
     """Every kept drawn region's stored box frames its shape on the stored image: the rocket's boxes
     were given on the sideways file (EXIF 6), the cat's image was resized from 1353 to 1024 px."""
@@ -121,6 +134,8 @@ def test_stored_boxes_hold_their_shapes_after_rotation_and_resize(demo_run: Path
                 continue
             got = _colour_at(img, region["box"])
             assert np.abs(got - np.array(demo.COLOURS[colour])).max() < 40, (meta["name"], region, got)
+            if "square" in region["phrase"]:  # a filled square is its box: just outside it, no square colour
+                assert _ring_share(img, region["box"], demo.COLOURS[colour]) < 0.2, (meta["name"], region)
             checked.add((meta["name"], region["phrase"]))
     kept_drawn = {k for k, (s, _) in demo.EXPECTED.items() if s == "kept" and k in demo.SHAPES}
     assert checked == kept_drawn
@@ -210,6 +225,59 @@ def test_odvg_peer_lines_with_stand_in_images(peer_data: Path, tmp_path: Path) -
     assert manifest["kinds"]["region"]["counts"]["input"] == total
 
 
+def test_a_sample_whose_stage_raised_still_hands_on_its_regions() -> None:
+    """A stage that raises quarantines its sample (internal_error); the regions it carries stay with it
+    (CHILDREN), are split off and then settled after it by the finish path: none goes missing."""
+    from mmcurate.pipelines.common import quarantine_failed
+    from mmcurate.pipelines.grounding import split_regions
+    from mmcurate.schemas import GroundingSample, RegionRecord, Source
+
+    src = Source(uri="u", unit=0, index=3)
+    items = [RegionRecord(id=f"r{i}", source=src, slot=i, phrase=f"p{i}") for i in range(3)]
+    rec = GroundingSample(id="s", source=src, region_count=3, items=items, image=b"bytes")
+    failed = quarantine_failed(rec, "RuntimeError: boom", "decode_and_score")
+    assert failed.fate.reason == "internal_error" and failed.image is None
+    out = list(split_regions(failed))
+    assert out[0] is failed and [r.slot for r in out[1:]] == [0, 1, 2]
+    CORPUS.settle_children(failed, out[1:], CORPUS.load_config(None))
+    assert {(r.fate.status.value, r.fate.reason) for r in out[1:]} == {("dropped", "sample_dropped")}
+
+
+def test_odvg_label_clashes_are_counted_and_the_first_name_kept(tmp_path: Path) -> None:
+    """Two detection lines naming label 0 differently: the label map keeps the first, the manifest counts it."""
+    import io as _io
+
+    from mmcurate.pipelines.grounding_outputs import GroundingOutputParams, merge_run_outputs, write_unit_outputs
+    from mmcurate.schemas import GroundingSample, Source
+
+    def sample(i: int, category: str) -> GroundingSample:
+        buf = _io.BytesIO()
+        Image.new("RGB", (64, 48), (10 * i, 0, 0)).save(buf, "JPEG")
+        kept = [
+            {
+                "slot": 0,
+                "box": [4.0, 4.0, 40.0, 40.0],
+                "phrase": category,
+                "category": category,
+                "task": "detection",
+                "ref": "instance:0",
+                "split": "",
+                "label": 0,
+                "scores": {},
+                "labels": {},
+            }
+        ]
+        return GroundingSample(id=f"s{i}", source=Source(uri="u", unit=0, index=i), image=buf.getvalue(),
+                               out_ext="jpg", out_width=64, out_height=48, width=64, height=48, kept=kept,
+                               phrases=[category])  # fmt: skip
+
+    params = GroundingOutputParams()
+    _, extras = write_unit_outputs(0, [sample(1, "cat"), sample(2, "dog")], str(tmp_path), params)
+    assert extras["odvg_label_clashes"] == 1 and extras["odvg_labels"] == {"0": "cat"}
+    merge_run_outputs(str(tmp_path), params)
+    assert json.loads((tmp_path / "odvg" / "label_map.json").read_text()) == {"0": "cat"}
+
+
 def _refcoco(root: Path) -> tuple[Path, dict]:
     """COCO instances + a refs pickle with known boxes and sentences (no real RefCOCO ships here)."""
     images = root / "train2014"
@@ -263,6 +331,33 @@ def test_refcoco_regions_per_sentence_and_splits(tmp_path: Path) -> None:
     assert {r["category"] for r in meta["regions"]} == {"box"}
 
 
+def test_one_image_annotated_twice_is_two_samples_and_a_repeat_is_a_duplicate(tmp_path: Path) -> None:
+    """RefCOCO and a second refs file over the same COCO image (RefCOCO+, say) keep both annotation
+    sets; the same refs file given twice is an exact duplicate, its regions `duplicate_sample`."""
+    refs, _ = _refcoco(tmp_path / "refcoco")
+    other = json.loads(json.dumps(pickle.loads(refs.read_bytes())))
+    for ref in other:
+        for sent in ref["sentences"]:
+            sent["sent"] = "the " + sent["sent"]
+    plus = tmp_path / "refcoco" / "refs(unc+).json"
+    plus.write_text(json.dumps(other))
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    (copy / "refs(unc).p").write_bytes(refs.read_bytes())
+    (copy / "instances.json").write_text((tmp_path / "refcoco" / "instances.json").read_text())
+    cfg = _write(tmp_path / "cfg.yaml", {"read": {"image_root": str(tmp_path / "refcoco" / "train2014")},
+                                          "filters": _no_model_filters()})  # fmt: skip
+    out = tmp_path / "out"
+    assert main(["grounding", "--input", str(refs), str(plus), str(copy / "refs(unc).p"), "--output", str(out),
+                 "--config", str(cfg), "--no-progress"]) == 0  # fmt: skip
+    manifest = _manifest(out)
+    assert manifest["accounting_ok"]
+    fates = sorted((r["fate"]["status"], r["fate"]["reason"]) for r in _ledger(out, "grounding"))
+    assert fates == [("dropped", "duplicate_exact"), ("kept", ""), ("kept", "")]
+    regions = collections.Counter((r["fate"]["status"], r["fate"]["reason"]) for r in _ledger(out, "region"))
+    assert regions == {("kept", ""): 6, ("dropped", "duplicate_sample"): 3}
+
+
 # ---------------------------------------------------------------------------------------------- CLIP
 
 
@@ -304,23 +399,60 @@ def test_agreement_through_runinference_equals_the_model_called_directly(tiny: d
     for r in regions:  # the mismatch decision is the ledger's margin against min_margin
         if r["labels"]["agreement"] == "checked" and r["fate"]["reason"] in ("", "expression_mismatch"):
             assert (r["fate"]["reason"] == "expression_mismatch") == (r["scores"]["region_margin"] < 0)
-    for r in checked[:4]:
-        sample = samples[_key(r)]
-        image = Image.open(tmp_path / "demo" / "images" / sample["name"])
-        image = ImageOps.exif_transpose(image).convert("RGB")
-        assert r["frame"] in ("image", "stored")
-        box = r["box"]
-        if r["frame"] == "stored":  # back onto the full-resolution image the crop was taken from
-            sx, sy = sample["width"] / r["width"], sample["height"] / r["height"]
-            box = [box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy]
-        crop = crop_box(box, image.width, image.height, params)
-        assert crop is not None
+
+    def image_box(r: dict, sample: dict) -> list[float]:
+        if r["frame"] != "stored":
+            return r["box"]
+        sx, sy = sample["width"] / r["width"], sample["height"] / r["height"]  # back onto the decoded image
+        return [r["box"][0] * sx, r["box"][1] * sy, r["box"][2] * sx, r["box"][3] * sy]
+
+    def embed(image: Image.Image, texts: list[str]) -> list[float]:
         with torch.no_grad():
-            img = model.encode_image(preprocess(image.crop(crop)).unsqueeze(0)).float()
-            img = img / img.norm(dim=-1, keepdim=True)
-            own = model.encode_text(tokenizer([params.template.format(r["phrase"])])).float()
-            own = own / own.norm(dim=-1, keepdim=True)
-        assert abs(float(img @ own.T) - r["scores"]["region_clip"]) < 2e-3, r
+            img = model.encode_image(preprocess(image).unsqueeze(0)).float()
+            txt = model.encode_text(tokenizer([params.template.format(t) for t in texts])).float()
+        img, txt = img / img.norm(dim=-1, keepdim=True), txt / txt.norm(dim=-1, keepdim=True)
+        return (img @ txt.T)[0].tolist()
+
+    compared = 0
+    for key, sample in samples.items():
+        # the regions the model saw: those pending then (kept since, or dropped for the model's verdict)
+        seen = [r for r in regions if _key(r) == key and r["fate"]["reason"] in ("", "expression_mismatch")]
+        if not seen:
+            continue
+        image = ImageOps.exif_transpose(Image.open(tmp_path / "demo" / "images" / sample["name"])).convert("RGB")
+        for r in seen:
+            box = image_box(r, sample)
+            rivals = list(dict.fromkeys(
+                o["phrase"] for o in seen
+                if o is not r and o["phrase"].lower() != r["phrase"].lower()
+                and iou(image_box(o, sample), box) < params.negative_iou
+            ))  # fmt: skip
+            if not rivals:  # compared with the fixed negatives and the unit's pool: not rebuilt here
+                continue
+            crop = crop_box(box, image.width, image.height, params)
+            assert crop is not None and r["labels"]["agreement"] == "checked"
+            sims = embed(image.crop(crop), [r["phrase"], *rivals])
+            assert abs(sims[0] - r["scores"]["region_clip"]) < 2e-3, r
+            assert abs(sims[0] - max(sims[1:]) - r["scores"]["region_margin"]) < 2e-3, r
+            assert r["scores"]["region_rivals"] == len(rivals)
+            compared += 1
+    assert compared >= 6
+
+
+def test_a_sample_with_no_comparable_crop_labels_its_regions_unchecked(tiny: dict[str, str], tmp_path: Path) -> None:
+    """With every crop under `min_crop` the model sees nothing of a sample: its regions are still
+    labelled `unchecked` (and kept, `unchecked: keep`), never left without a verdict."""
+    _, chat = demo.build_corpus(tmp_path / "demo")
+    filters = dict(CORPUS.load_config(None).filters)
+    filters["expression_agreement"] = {**filters["expression_agreement"], "min_crop": 5000}
+    clip = {"model": "mmcurate-tiny-clip", "pretrained": tiny["ckpt"], "architecture": tiny["arch"], "device": "cpu"}
+    cfg = _write(tmp_path / "cfg.yaml", {"read": {"image_root": str(tmp_path / "demo" / "images")},
+                                          "filters": filters, "models": {"clip": clip}})  # fmt: skip
+    out = tmp_path / "out"
+    assert main(["grounding", "--input", str(chat), "--output", str(out), "--config", str(cfg), "--no-progress"]) == 0
+    regions = _ledger(out, "region")
+    assert len(regions) == 2
+    assert all(r["labels"]["agreement"] == "unchecked" and r["fate"]["status"] == "kept" for r in regions)
 
 
 def _region_counts(manifest: dict) -> tuple[int, int]:
