@@ -179,7 +179,7 @@ def parser() -> argparse.ArgumentParser:
     for name, entry in REGISTRY.items():
         sp = add(name, help=entry.help)
         sources = sp.add_mutually_exclusive_group(required=True) if entry.input_instead else sp
-        sources.add_argument("--input", nargs="+", required=not entry.input_instead, help=entry.inputs)
+        sources.add_argument("--input", nargs="+", action="extend", required=not entry.input_instead, help=entry.inputs)
         for opt in entry.options:
             into = sources if opt.flag == entry.input_instead else sp
             into.add_argument(opt.flag, dest=_dest(opt.flag), nargs="+" if opt.many else None, help=opt.help)

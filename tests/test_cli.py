@@ -345,3 +345,11 @@ def test_an_option_that_needs_another_is_refused_alone(capsys: pytest.CaptureFix
         capsys, "ocr", "--input", str(tmp_path), "--reasons", "text_heavy", "--output", str(tmp_path / "o")
     )
     assert rc != 0 and "--reasons applies only with --from-run" in err
+
+
+def test_input_given_twice_reads_both(tmp_path: Path) -> None:
+    """`--input a --input b` is both inputs (argparse's default would silently keep only b)."""
+    from mmcurate.cli import parser
+
+    args = parser().parse_args(["caption", "--input", "a", "--input", "b", "c", "--output", str(tmp_path)])
+    assert args.input == ["a", "b", "c"]
