@@ -18,6 +18,7 @@ at all is labelled `unchecked`, never silently passed (kept, or dropped with `un
 from __future__ import annotations
 
 import math
+import string
 from typing import Literal
 
 from pydantic import Field
@@ -206,6 +207,27 @@ class RegionSplit(Filter):
         return "other_split" if split and split not in self.params.keep else None
 
 
+def template_problem(template: str, field: str = "", *, once: bool = False) -> str | None:
+    """Why `template` is not a format string whose replacement fields are all a bare `{field}` (`{}`
+    for field '': no conversion, spec, attribute or index), at least one (exactly one with `once`);
+    None when it is. Checked at config time: a template that fails to format would fail every row."""
+    shown = "{" + field + "}"
+    doubled = "(write literal braces doubled: {{ }})"
+    try:
+        fields = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(template) if name is not None]
+    except ValueError as exc:
+        return f"is not a format string: {exc} {doubled}, got {template!r}"
+    if any(name != field or spec or conv for name, spec, conv in fields):
+        return f"may hold no replacement field but a bare {shown} {doubled}, got {template!r}"
+    if not fields or (once and len(fields) != 1):
+        return f"needs {'exactly one' if once else 'a'} {shown} for the text, got {template!r}"
+    try:
+        template.format(**{field: "x"}) if field else template.format("x")
+    except (ValueError, IndexError, KeyError) as exc:
+        return f"does not format: {type(exc).__name__}: {exc} {doubled}, got {template!r}"
+    return None
+
+
 class AgreementParams(Params):
     min_margin: float = 0.0
     """Cosine by which a crop's own expression must beat its best rival (0: be the best match)."""
@@ -214,7 +236,7 @@ class AgreementParams(Params):
     negatives: list[str] = Field(default_factory=lambda: list(NEGATIVES))
     """Fixed rivals for an image without rival regions, with other images' expressions of the unit."""
     template: str = "{}"
-    """How an expression is put to CLIP, e.g. "a photo of {}"."""
+    """How an expression is put to CLIP, e.g. "a photo of {}": exactly one bare `{}` (other braces doubled)."""
     context: float = Field(0.1, ge=0, le=1)
     """The crop reaches this share of the box's size past each side (CLIP sees a little context)."""
     min_crop: int = Field(8, ge=1)
@@ -223,10 +245,9 @@ class AgreementParams(Params):
     """A region that cannot be compared (no rival, crop too small): kept with the label, or dropped."""
 
     def model_post_init(self, _context: object) -> None:
-        if self.template.count("{}") != 1:
-            raise ValueError(
-                f"filters.expression_agreement.template needs one {{}} for the expression, got {self.template!r}"
-            )
+        problem = template_problem(self.template, once=True)
+        if problem:
+            raise ValueError(f"filters.expression_agreement.template {problem}")
 
 
 @register
@@ -305,4 +326,5 @@ __all__ = [
     "normal_phrase",
     "rivals",
     "size_error",
+    "template_problem",
 ]

@@ -20,13 +20,18 @@ A box that has no area in the notation it is written in (a sliver under one grid
 asked about nor described. "Where is X" needs X to name one thing: a phrase two kept regions share
 is asked only when every one of them is a detection label (a category repeated in the image), and
 then the answer is all of its boxes in one answer; questions for the pass-rate corpus (`question_rows`)
-have one reference box, so only phrases unique in the image become questions.
+have one reference box, so only phrases unique in the image become questions. What the image names is
+every region's phrase (`GroundingSample.phrases`, dropped regions included; the kept ones when a
+sample does not say): a phrase with a dropped copy is never asked, since the kept boxes would be an
+incomplete answer and a rollout finding the dropped one would score wrong. Describe rows are per box
+and ask nothing of the others.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -36,6 +41,7 @@ from pydantic import Field
 from mmcurate.schemas import GroundingSample
 
 from .base import Params
+from .grounding_filters import template_problem
 from .measure import area, sorted_box, to_glm_grid
 from .trainer_formats import IMAGE_TOKEN, VIDEO_TOKEN
 from .verify.extract import BOX_BEGIN, BOX_END
@@ -148,30 +154,38 @@ def _groups(regions: list[_Region]) -> dict[str, list[_Region]]:
     return groups
 
 
+def _name_counts(rec: GroundingSample, named: list[_Region]) -> Counter[str]:
+    """How many regions of the image each folded phrase names: all of them, dropped ones included,
+    when the recipe recorded them (`rec.phrases`), else the kept ones."""
+    if rec.phrases is None:
+        return Counter(r.key for r in named)
+    return Counter(key for key in (_words(p).casefold() for p in rec.phrases) if key)
+
+
+def _complete(group: list[_Region], counts: Counter[str]) -> bool:
+    """The kept regions of a phrase are every region the image names with it (none was dropped)."""
+    return counts[group[0].key] == len(group)
+
+
 # ---------------------------------------------------------------------------------------------- SFT
 
 
 def _check_prompt(section: str, key: str, value: str, field: str, images: int) -> None:
-    """`value` holds `images` `<image>` markers and formats with `{field}` alone, else a ValueError naming the key."""
+    """`value` holds `images` `<image>` markers and formats with `{field}` alone (no conversion, spec,
+    attribute or index: `template_problem`), else a ValueError naming the key."""
     if value.count(IMAGE_TOKEN) != images:
         want = "exactly one <image> placeholder (LLaMA-Factory pairs each with one image)" if images else "no <image>"
         raise ValueError(f"{section}.{key} must hold {want}, got {value!r}")
-    if "{" + field + "}" not in value:
-        raise ValueError(f"{section}.{key} must name {{{field}}}, got {value!r}")
-    try:
-        value.format(**{field: "x"})
-    except (KeyError, IndexError, ValueError) as exc:
-        raise ValueError(
-            f"{section}.{key} must name no field but {{{field}}} (write other braces doubled: {{{{ }}}}): "
-            f"{type(exc).__name__}: {exc}"
-        ) from None
+    problem = template_problem(value, field)
+    if problem:
+        raise ValueError(f"{section}.{key} {problem}")
 
 
 class GroundingSftParams(Params):
     enabled: bool = True
     """Write `sft/part-UUUUU.parquet` (+ `images/`, `dataset_info.json`) beside the shards."""
     name: str = "mmcurate_grounding"
-    """The dataset's name in LLaMA-Factory's dataset_info.json."""
+    """The dataset's name in LLaMA-Factory's dataset_info.json (not empty: it is the entry's key)."""
     convention: Literal["glm", "qwen25", "shikra"] = "glm"
     """How boxes are written (module doc): the notation of the model being trained."""
     ground_prompt: str = "<image>Where is {expression} in the image? Answer with its bounding box."
@@ -184,6 +198,8 @@ class GroundingSftParams(Params):
     """Regions asked about per image at most (the first in slot order); 0: none."""
 
     def model_post_init(self, _context: object) -> None:
+        if not self.name.strip():
+            raise ValueError(f"output.sft.name must be a non-empty dataset name, got {self.name!r}")
         _check_prompt("output.sft", "ground_prompt", self.ground_prompt, "expression", 1)
         _check_prompt("output.sft", "describe_prompt", self.describe_prompt, "box", 1)
 
@@ -206,17 +222,17 @@ def _askable(group: list[_Region], convention: str, width: int, height: int) -> 
 def sft_rows(rec: GroundingSample, image: str, params: GroundingSftParams) -> list[dict[str, Any]]:
     """The ShareGPT rows of one kept sample whose stored image is at `image` (relative to the dataset
     folder): "where is" -> box (all boxes of a repeated category in one answer; a phrase that names
-    several regions otherwise is not asked), and with `describe` box -> phrase."""
+    several regions otherwise, or one of which was dropped, is not asked), and with `describe` box -> phrase."""
     width, height = _size(rec)
     conv = params.convention
     named = _named(rec)
-    groups = _groups(named)
+    groups, counts = _groups(named), _name_counts(rec, named)
     subjects = [r for r in named if not _degenerate(r.box, conv, width, height)][: params.regions_per_image]
     rows: list[dict[str, Any]] = []
     asked: set[str] = set()
     for r in subjects:
         group = groups[r.key]
-        if r.key not in asked and _askable(group, conv, width, height):
+        if r.key not in asked and _complete(group, counts) and _askable(group, conv, width, height):
             asked.add(r.key)
             answer = boxes_text([g.box for g in group], conv, width, height)
             rows.append(_row(params.ground_prompt.format(expression=r.phrase), answer, image))
@@ -246,17 +262,17 @@ def question_rows(rec: GroundingSample, image: str, params: QuestionParams) -> l
     """Box questions for `stages/question_io.py`: `question`, `answer` (the reference box on GLM's grid,
     `[x1,y1,x2,y2]`, which verl's `reward_model.ground_truth` gets as is), `answer_type` box, `images`,
     `domain` grounding; `sample_id`, `slot`, `ref` and `phrase` are keys the reader does not read, so
-    they land in the Question's `extra` as they are. Only phrases unique among the image's kept regions
-    (one box answers), with an area on the grid."""
+    they land in the Question's `extra` as they are. Only phrases the image names once (`_name_counts`:
+    dropped regions count), so one box answers, with an area on the grid."""
     width, height = _size(rec)
     named = _named(rec)
-    groups = _groups(named)
+    groups, counts = _groups(named), _name_counts(rec, named)
     rows: list[dict[str, Any]] = []
     for r in named:
         if len(rows) >= params.per_image:
             break
         grid = to_glm_grid(r.box, width, height)
-        if len(groups[r.key]) != 1 or area(grid) <= 0:
+        if len(groups[r.key]) != 1 or not _complete(groups[r.key], counts) or area(grid) <= 0:
             continue
         rows.append(
             {

@@ -9,7 +9,7 @@ builder and its reward function, pyarrow with the ShareGPT schema, json for ODVG
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -62,8 +62,16 @@ EXPECTED = {
 }
 
 
-def sample(regions: list[dict[str, Any]] = REGIONS, *, items: bool = False, **kw: Any) -> GroundingSample:
-    """A kept sample whose `kept` is what the recipe sets: `region_json` of each kept region record."""
+def sample(
+    regions: list[dict[str, Any]] = REGIONS,
+    *,
+    items: bool = False,
+    dropped: Collection[int] | None = None,
+    **kw: Any,
+) -> GroundingSample:
+    """A kept sample whose `kept` is what the recipe sets: `region_json` of each kept region record.
+    With `dropped` (slots), those regions are not kept and `phrases` names every region, as the
+    recipe records it; without, `phrases` is None (a sample from before the field)."""
     src = Source(uri="mem://g.jsonl", unit=0, member="0", index=0)
     records = [
         RegionRecord(
@@ -82,7 +90,8 @@ def sample(regions: list[dict[str, Any]] = REGIONS, *, items: bool = False, **kw
     kw.setdefault("width", 1280)
     kw.setdefault("height", 960)
     rec = GroundingSample(id="s0", source=src, out_width=W, out_height=H, out_ext="jpg", **kw)
-    rec.kept = [region_json(r, Fields()) for r in records]
+    rec.kept = [region_json(r, Fields()) for r in records if r.slot not in (dropped or ())]
+    rec.phrases = None if dropped is None else [r.phrase for r in records]
     rec.items = records if items else None
     return rec
 
@@ -185,6 +194,51 @@ def test_phrases_lose_media_markers() -> None:
     assert answer(rows[1]) == "a man in a hat"
 
 
+CATS = [
+    REGIONS[0],
+    {"task": "detection", "phrase": "cat", "category": "cat", "box": [205, 300, 260, 420], "ref": "ann:9"},
+    {"task": "detection", "phrase": "Cat ", "category": "cat", "box": [20, 300, 21, 301], "ref": "ann:10"},
+]
+"""A man and two cats, the second a 1 px box the recipe drops (box_too_small); its phrase differs
+from the first's only in case and whitespace, so it names the same thing."""
+
+
+def where_phrases(rows: list[dict[str, Any]]) -> list[str]:
+    prefix, suffix = "<image>Where is ", " in the image? Answer with its bounding box."
+    return [user(r).removeprefix(prefix).removesuffix(suffix) for r in rows if user(r).startswith(prefix)]
+
+
+def test_a_phrase_with_a_dropped_copy_is_not_asked() -> None:
+    """Two cats, one dropped: "where is cat" answered with one box would be incomplete, and a box
+    question on it would score the other cat wrong; so neither, while the kept cat is still described
+    and the man (named once) still asked. Without `phrases` only the kept regions count."""
+    rec = sample(CATS, dropped={2})
+    assert [r["phrase"] for r in rec.kept or []] == ["a man in a hat", "cat"]
+    rows = sft_rows(rec, IMAGE, GroundingSftParams())
+    assert where_phrases(rows) == ["a man in a hat"]
+    assert [answer(r) for r in rows] == [MAN_GLM, "a man in a hat", "cat"]
+    assert [r["phrase"] for r in question_rows(rec, IMAGE, QuestionParams())] == ["a man in a hat"]
+    legacy = sample(CATS[:2])  # the same kept regions, no record of the dropped one
+    assert where_phrases(sft_rows(legacy, IMAGE, GroundingSftParams())) == ["a man in a hat", "cat"]
+    assert [r["phrase"] for r in question_rows(legacy, IMAGE, QuestionParams())] == ["a man in a hat", "cat"]
+
+
+def test_a_category_group_with_a_dropped_member_is_not_asked() -> None:
+    """Three dogs, all kept: one row with all three boxes; one dropped: no dog row (the answer would
+    miss a dog), the kept dogs described; dropping the man does not touch the dogs."""
+    dog = {"task": "detection", "phrase": "dog", "category": "dog", "box": [100, 300, 200, 400], "ref": "ann:11"}
+    regions = [*REGIONS[:3], dog]
+    everything = sft_rows(sample(regions, dropped=()), IMAGE, GroundingSftParams())
+    assert where_phrases(everything) == ["a man in a hat", "dog"]
+    assert answer(everything[2]).count("],[") == 2  # three boxes in the one answer
+    assert everything == sft_rows(sample(regions), IMAGE, GroundingSftParams())  # all kept: as without phrases
+    one_dog_less = sft_rows(sample(regions, dropped={3}), IMAGE, GroundingSftParams())
+    assert where_phrases(one_dog_less) == ["a man in a hat"]
+    assert [answer(r) for r in one_dog_less] == [MAN_GLM, "a man in a hat", "dog", "dog"]
+    no_man = sft_rows(sample(regions, dropped={0}), IMAGE, GroundingSftParams())
+    assert where_phrases(no_man) == ["dog"]
+
+
 def test_sft_rows_fit_the_sharegpt_schema() -> None:
     rows = [r for c in CONVENTIONS for r in sft_rows(sample(), IMAGE, GroundingSftParams(convention=c))]
     table = pa.Table.from_pylist(rows, schema=SHAREGPT_SCHEMA)
@@ -202,6 +256,14 @@ def test_sft_rows_fit_the_sharegpt_schema() -> None:
         ({"ground_prompt": "<image>Where is {expression} {?"}, "output.sft.ground_prompt"),
         ({"describe_prompt": "<image>Describe the region."}, "output.sft.describe_prompt"),
         ({"describe_prompt": "Describe {box}."}, "output.sft.describe_prompt"),
+        ({"ground_prompt": "<image>Where is {{expression}}?"}, "output.sft.ground_prompt"),  # a literal, no field
+        ({"ground_prompt": "<image>Where is {expression!r}?"}, "output.sft.ground_prompt"),
+        ({"ground_prompt": "<image>Where is {expression:>30}?"}, "output.sft.ground_prompt"),
+        ({"ground_prompt": "<image>Where is {expression.upper}?"}, "output.sft.ground_prompt"),
+        ({"ground_prompt": "<image>Where is {expression} }?"}, "output.sft.ground_prompt"),
+        ({"describe_prompt": "<image>Describe {box} and {}."}, "output.sft.describe_prompt"),
+        ({"name": ""}, "output.sft.name"),
+        ({"name": "  "}, "output.sft.name"),
     ],
 )
 def test_sft_prompt_errors_name_the_key(params: dict[str, str], key: str) -> None:
@@ -209,8 +271,28 @@ def test_sft_prompt_errors_name_the_key(params: dict[str, str], key: str) -> Non
         GroundingSftParams(**params)
 
 
+def test_prompts_with_literal_braces_are_accepted() -> None:
+    """Doubled braces are literal text: valid, and they come out single in the rows."""
+    params = GroundingSftParams(ground_prompt="<image>Where is {expression}? Answer {{like this}}.", describe=False)
+    assert (
+        user(sft_rows(sample(REGIONS[:1]), IMAGE, params)[0]) == "<image>Where is a man in a hat? Answer {like this}."
+    )
+    question = QuestionParams(prompt="Box {expression} as {{x1,y1,x2,y2}} ({expression}).")
+    rows = question_rows(sample(REGIONS[:1]), IMAGE, question)
+    assert rows[0]["question"] == "Box a man in a hat as {x1,y1,x2,y2} (a man in a hat)."
+
+
 def test_question_prompt_errors_name_the_key() -> None:
-    for bad in ("<image>Where is {expression}?", "Where is it?", "Where is {expression} on {grid}?"):
+    bad_prompts = (
+        "<image>Where is {expression}?",
+        "Where is it?",
+        "Where is {expression} on {grid}?",
+        "Where is {{expression}}?",
+        "Where is {expression!s}?",
+        "Where is {expression[0]}?",
+        "Where is {expression",
+    )
+    for bad in bad_prompts:
         with pytest.raises(ValidationError, match=r"output\.questions\.prompt"):
             QuestionParams(prompt=bad)
     with pytest.raises(ValidationError, match="convention"):
