@@ -12,14 +12,17 @@ clips them and records by how much (`RegionRecord.clipped`).
 Boxes in text (conversations): GLM's `<|begin_of_box|>[x1,y1,x2,y2]<|end_of_box|>` and Qwen-VL's
 `<box>(x1,y1),(x2,y2)</box>` (Qwen2-VL: `<|box_start|>...<|box_end|>`) are on the 0-1000 grid by
 their definition; a plain `[x1, y1, x2, y2]` (LLaVA-1.5, Shikra) has no frame of its own, so the
-input must declare one. The geometry itself is `stages/measure.py`'s.
+input must declare one. A box's phrase is the words before it, without the connectors that tie
+them to it ("the cat is located at [..]" -> "the cat"). A turn holds at most `MAX_TURN_CHARS`, and
+tags are found in one pass (each closing tag looked for once): no text costs more than linear time.
+The geometry itself is `stages/measure.py`'s.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from .measure import GRID, Box, from_grid, from_normalized, sorted_box, to_glm_grid, to_normalized, xywh_to_xyxy
@@ -94,15 +97,16 @@ def from_pixels(box: Sequence[float], fmt: str, width: float, height: float) -> 
 
 # ---------------------------------------------------------------------------------------------- text boxes
 
+MAX_TURN_CHARS = 20_000
+"""Characters one turn of a conversation may hold; a longer turn is refused (its row `bad_conversation`)."""
 _NUM = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
 _FOUR = rf"\s*({_NUM})\s*,\s*({_NUM})\s*,\s*({_NUM})\s*,\s*({_NUM})\s*"
-_TAGS = re.compile(
-    r"<\|begin_of_box\|>(?P<glm>.*?)<\|end_of_box\|>"
-    r"|<box>(?P<qwen>.*?)</box>"
-    r"|<\|box_start\|>(?P<qwen2>.*?)<\|box_end\|>"
-    rf"|\[(?P<plain>{_FOUR})\]",
-    re.S,
-)
+_PAIRS = {"<|begin_of_box|>": ("glm", "<|end_of_box|>"), "<box>": ("qwen", "</box>"),
+          "<|box_start|>": ("qwen2", "<|box_end|>")}  # fmt: skip
+"""Opening tag -> (notation, closing tag)."""
+_OPENER = re.compile(r"<\|begin_of_box\|>|<box>|<\|box_start\|>|\[")
+_PLAIN = re.compile(rf"\[({_FOUR})\]")
+"""A plain box: four numbers in brackets (its match stops at the next `[`, so the scan stays linear)."""
 _REF = re.compile(
     r"(?:<ref>(?P<a>(?:(?!<ref>).)*?)</ref>"
     r"|<\|object_ref_start\|>(?P<b>(?:(?!<\|object_ref_start\|>).)*?)<\|object_ref_end\|>)\s*$",
@@ -116,13 +120,17 @@ _BOUNDARY = re.compile(r"[!?;\n]|[.:](?!\d)|(?<!\d)[.:]")
 _STRAY = re.compile(r"<\|begin_of_box\|>|<\|end_of_box\|>|</?box>|<\|box_start\|>|<\|box_end\|>")
 """A box tag left outside a complete tag pair: unclosed or unopened."""
 _TAG_TEXT = re.compile(r"<\|?[a-z_]+\|?>|</?[a-z]+>")
+_LINK = r"(?:(?:is|are)(?: located)?(?: (?:at|in|on))?|located (?:at|in|on)|at)"
+_TRAILING = re.compile(rf"(?:(?:^| ){_LINK}|(?:^| ?)[:\-\u2013\u2014]){{1,4}}$", re.I)
+"""Connectors between a phrase and its box ("is located at", "at", ":", "-"), on whitespace-folded text."""
+_LEADING = re.compile(r"^and ", re.I)
 
 
 class BadBoxText(ValueError):
     """A box tag whose content is no box, or a tag without its pair: `text` is what failed."""
 
-    def __init__(self, text: str) -> None:
-        super().__init__(f"cannot read a box from {text[:200]!r}")
+    def __init__(self, text: str, why: str = "") -> None:
+        super().__init__(why or f"cannot read a box from {text[:200]!r}")
         self.text = text
 
 
@@ -158,33 +166,55 @@ def _inner(notation: str, body: str) -> list[tuple[float, float, float, float]]:
 
 def _preceding(text: str, start: int, after: int) -> str:
     """The phrase before a box: a `<ref>` right before it, else the text since the last box or the
-    last sentence boundary, without tags."""
+    last sentence boundary, without tags, a leading "and" and the connectors that end it."""
     before = text[after:start]
     ref = _REF.search(before)
     if ref:
         return " ".join((ref.group("a") or ref.group("b") or "").split())
     cuts = list(_BOUNDARY.finditer(before))
     segment = before[cuts[-1].end() :] if cuts else before
-    return " ".join(_TAG_TEXT.sub(" ", segment).split()).strip(" ,")
+    words = " ".join(_TAG_TEXT.sub(" ", segment).split()).strip(" ,")
+    return _LEADING.sub("", _TRAILING.sub("", words).strip(" ,"))
+
+
+def _tags(text: str) -> Iterator[tuple[str, int, int, str]]:
+    """(notation, start, end, content) of every complete tag pair and plain box, in order, in one
+    pass: a closing tag not found after one opening is not looked for again (none follows a later
+    one either), so an unclosed tag costs one search, not one per opening."""
+    pos, unclosed = 0, set()
+    while (m := _OPENER.search(text, pos)) is not None:
+        if m.group() == "[":
+            plain = _PLAIN.match(text, m.start())
+            if plain:
+                yield "plain", plain.start(), plain.end(), plain.group(1)
+            pos = plain.end() if plain else m.end()
+            continue
+        notation, closing = _PAIRS[m.group()]
+        close = -1 if notation in unclosed else text.find(closing, m.end())
+        if close < 0:
+            unclosed.add(notation)  # left as it is: the stray check names it
+            pos = m.end()
+            continue
+        yield notation, m.start(), close + len(closing), text[m.end() : close]
+        pos = close + len(closing)
 
 
 def text_boxes(text: str) -> list[TextBox]:
-    """Every box written in `text`, in order; BadBoxText for a tagged box whose content is no box, and
-    for a box tag left unclosed or unopened (an unclosed GLM box around `[..]` is not a plain box of
-    the input's frame: its tag says grid). A plain bracket holds four numbers by construction,
-    anything else in brackets is not a box."""
+    """Every box written in `text`, in order; BadBoxText for a tagged box whose content is no box, for
+    a box tag left unclosed or unopened (an unclosed GLM box around `[..]` is not a plain box of the
+    input's frame: its tag says grid), and for a text over `MAX_TURN_CHARS`. A plain bracket holds
+    four numbers by construction, anything else in brackets is not a box."""
+    if len(text) > MAX_TURN_CHARS:
+        raise BadBoxText(text[:200], f"a turn of {len(text):,} characters, more than MAX_TURN_CHARS "
+                                     f"({MAX_TURN_CHARS:,}) a turn may hold: no box of it is read")  # fmt: skip
     out: list[TextBox] = []
     after = 0
-    for m in _TAGS.finditer(text):
-        _no_stray(text[after : m.start()])
-        notation = next(k for k in ("glm", "qwen", "qwen2", "plain") if m.group(k) is not None)
-        if notation == "plain":
-            found = [tuple(float(v) for v in m.group("plain").split(","))]
-        else:
-            found = _inner(notation, m.group(notation))
-        phrase = _preceding(text, m.start(), after)
-        out += [TextBox(n, notation, phrase, m.start(), m.end()) for n in found]  # type: ignore[arg-type]
-        after = m.end()
+    for notation, start, end, content in _tags(text):
+        _no_stray(text[after:start])
+        found = [tuple(float(v) for v in content.split(","))] if notation == "plain" else _inner(notation, content)
+        phrase = _preceding(text, start, after)
+        out += [TextBox(n, notation, phrase, start, end) for n in found]  # type: ignore[arg-type]
+        after = end
     _no_stray(text[after:])
     return out
 
@@ -196,6 +226,10 @@ def _no_stray(segment: str) -> None:
 
 def strip_boxes(text: str) -> str:
     """The text with its boxes (and ref tags) taken out, whitespace folded: the words of a turn."""
-    text = _TAGS.sub(" ", text)
+    parts, after = [], 0
+    for _, start, end, _ in _tags(text):
+        parts.append(text[after:start])
+        after = end
+    text = " ".join([*parts, text[after:]])
     text = re.sub(r"</?ref>|<\|object_ref_(?:start|end)\|>", " ", text)
     return " ".join(text.replace("<image>", " ").split())

@@ -15,10 +15,12 @@
   describes: a man in red." -> "[0.1, 0.2, 0.5, 0.9]") the previous user turn's words, the part
   after its last ':' when it has one; in a user turn (the inverse task, "describe this region
   [..]") the next assistant turn's words; trailing '.', '?' and '!' taken off. A tagged box whose
-  content is no box is `bad_conversation`, naming the text.
+  content is no box, or a turn over `grounding_boxes.MAX_TURN_CHARS`, is `bad_conversation`,
+  naming the text.
 
-A row that cannot be a sample (a part of the wrong type) raises BadRow; a region whose box is bad
-is not refused here: `Region.read_box` says why, and the reader settles that region alone.
+A row that cannot be a sample (a part of the wrong type, a claimed size no image has) raises
+BadRow; a region whose box is bad is not refused here: `Region.read_box` says why, and the reader
+settles that region alone.
 """
 
 from __future__ import annotations
@@ -123,16 +125,16 @@ def _context(turns: list[Turn], t: int) -> str:
 
 def chat_boxes(turns: list[Turn]) -> list[ChatBox]:
     """Every box of the conversation in turn order, with its phrase; BadRow(bad_conversation)
-    naming the text when a tagged box holds no box."""
-    out: list[ChatBox] = []
+    naming the text when a tagged box holds no box or a turn is too long. Every turn is read
+    before any phrase is taken from a neighbour, so none is looked at unchecked."""
+    found = []
     for t, turn in enumerate(turns):
         try:
-            found = text_boxes(turn.text)
+            found.append(text_boxes(turn.text))
         except BadBoxText as exc:
             raise BadRow("bad_conversation", f"turn {t} ({turn.role}): {exc}") from None
-        for b, box in enumerate(found):
-            out.append(ChatBox(t, b, box, box.phrase or _context(turns, t)))
-    return out
+    return [ChatBox(t, b, box, box.phrase or _context(turns, t)) for t, boxes in enumerate(found)
+            for b, box in enumerate(boxes)]  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------- labels
@@ -152,9 +154,18 @@ class Region:
     extra: dict[str, Any] = field(default_factory=dict)
     missing: str = ""
     """Why the input has no box for it (a RefCOCO ann not in instances.json): bad_box."""
+    problem: str = ""
+    """Why the input's record of it cannot be read at all (a malformed RefCOCO ref): bad_row."""
+
+    @property
+    def reason(self) -> str:
+        """The reason `read_box`'s why settles the region with."""
+        return "bad_row" if self.problem else "bad_box"
 
     def read_box(self) -> tuple[list[float], str]:
-        """(input box, why it is bad_box or '')."""
+        """(input box, why it is bad (`reason`) or '')."""
+        if self.problem:
+            return [], f"{self.ref}: {self.problem}"
         if self.missing:
             return [], f"{self.ref}: {self.missing}"
         try:
@@ -186,10 +197,25 @@ def field_text(value: Any) -> str:
     return clean_text(value).strip() if isinstance(value, str) else ""
 
 
-def claimed_size(value: Any) -> int:
-    """A width or height the annotation gives; 0 for none (or one that is no positive number)."""
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value > 0
-    return int(value) if ok else 0
+MAX_CLAIMED_SIDE = 2**31 - 1
+"""The largest side an image file can declare (PNG's bound; JPEG's is 65,535)."""
+
+
+def claimed_size(value: Any, key: str = "width") -> int:
+    """A width or height the annotation gives (`key` names it); 0 for none (or one that is no positive
+    number); BadRow(bad_row) for a number no image has (not finite, above `MAX_CLAIMED_SIDE`, an
+    integer too large for a float): the row is quarantined, never an OverflowError."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return 0
+    if (isinstance(value, float) and not math.isfinite(value)) or value > MAX_CLAIMED_SIDE:
+        shown = f"{value!r}" if isinstance(value, float) else f"an integer of {value.bit_length()} bits"
+        raise BadRow("bad_row", f"`{key}` is {shown}: no image has that side (at most {MAX_CLAIMED_SIDE:,} px)")
+    return int(value) if value > 0 else 0
+
+
+def too_many_regions(count: int, cap: int) -> str:
+    """Why an image with `count` regions is quarantined (bad_row) before any region record is built."""
+    return f"the image has {count:,} regions, more than read.max_regions ({cap:,}) allows: none is read"
 
 
 def _rest(obj: dict[str, Any], used: Iterable[str]) -> dict[str, Any]:
@@ -222,9 +248,8 @@ def odvg_labels(row: dict[str, Any], fmt: str) -> Labels:
         caption = field_text(row["grounding"].get("caption"))
     extra = _rest(row, ("filename", "width", "height", "detection", "grounding"))
     name = row.get("filename")
-    return Labels(
-        name, name, "odvg", regions, caption, claimed_size(row.get("width")), claimed_size(row.get("height")), extra
-    )
+    w, h = claimed_size(row.get("width")), claimed_size(row.get("height"), "height")
+    return Labels(name, name, "odvg", regions, caption, w, h, extra)
 
 
 NATIVE_REGION_KEYS = ("box", "phrase", "category", "task", "ref", "split")
@@ -245,9 +270,9 @@ def native_labels(meta: dict[str, Any], fmt: str) -> Labels:
         ref, split = field_text(reg.get("ref")) or f"region:{i}", field_text(reg.get("split"))
         extra = _rest(reg, NATIVE_REGION_KEYS)
         regions.append(Region(task, phrase or category, reg.get("box"), fmt, category, ref, split, extra))
-    w, h = (claimed_size(meta.get("out_width")), claimed_size(meta.get("out_height")))
+    w, h = (claimed_size(meta.get("out_width"), "out_width"), claimed_size(meta.get("out_height"), "out_height"))
     if not (w and h):
-        w, h = claimed_size(meta.get("width")), claimed_size(meta.get("height"))
+        w, h = claimed_size(meta.get("width")), claimed_size(meta.get("height"), "height")
     image = meta.get("image")
     return Labels(image, image, "native", regions, field_text(meta.get("caption")), w, h, _rest(meta, NATIVE_KEYS))
 

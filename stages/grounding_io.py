@@ -20,9 +20,12 @@ samples before it (at most `read.negative_pool`, its own left out), in unit orde
 
 Boxes stay as written (`input_box`, in the resolved `box_format`); the decode stage converts them.
 A box that is not four numbers, or that its format cannot hold (`contradiction`), settles its region
-`bad_box` and the sample goes on. The listing reads the first `SNIFF_LINES` rows (and refs) of every
-input and refuses one whose boxes contradict the format, or look normalised under a pixel format,
-before the run starts. Every unit is read through the core's guard (`stages.io.read_unit`).
+`bad_box` and the sample goes on; an image with more than `read.max_regions` regions is quarantined
+(`bad_row`) before any region record is built. The listing refuses a `read.image_root` that does not
+exist, and reads the first `SNIFF_LINES` rows (and refs) of every input, refusing one whose boxes
+contradict the format, or look normalised under a pixel format, before the run starts; data it cannot
+judge it leaves to the reader, never crashing on it. Every unit is read through the core's guard
+(`stages.io.read_unit`).
 """
 
 from __future__ import annotations
@@ -46,15 +49,14 @@ from .grounding_boxes import BoxUnreadable, box_numbers, contradiction
 from .grounding_chat import (
     Labels,
     Region,
-    claimed_size,
     conversation_labels,
-    field_text,
     native_labels,
     odvg_labels,
     row_layout,
     row_layouts,
+    too_many_regions,
 )
-from .grounding_refs import is_instances, is_refs, load_instances, load_refs, refs_entries, sniff_boxes
+from .grounding_refs import is_instances, is_refs, refs_items, refs_labels, sniff_refs
 from .io import (
     TAR_EXTS,
     Adapter,
@@ -75,7 +77,7 @@ from .io import (
     utf8,
 )
 from .io import read_unit as read_with
-from .io.containers import whole_file_problem
+from .io.paths import filesystem
 from .readers import IMAGE_EXTS
 
 __all__ = ["LAYOUTS", "GroundingReadParams", "InputError", "ReadReport", "Unit", "grounding_content_id",
@@ -110,6 +112,11 @@ class GroundingReadParams(ReadBase):
     """Where image names resolve; None: the label file's folder."""
     instances: str | None = None
     """RefCOCO: the COCO instances.json; None: instances.json beside the refs file."""
+    max_regions: int = Field(1000, ge=1)
+    """Regions one image may hold; an image with more is quarantined (bad_row) before any is built."""
+    max_refs: int = Field(1_000_000, ge=1)
+    """RefCOCO: refs one refs file may hold, each ref's sentences counted too, copies included (a
+    pickle repeats an object at ~2 bytes a copy); beyond, the file is one whole-file `bad_refs`."""
     negative_pool: int = Field(16, ge=0)
     """Distinct phrases of the unit's latest samples each sample carries as `negatives`."""
     jsonl_unit_lines: int = Field(10_000, ge=1)
@@ -157,17 +164,6 @@ def resolved_format(params: GroundingReadParams, layout: str, group: str, notati
 
 
 # ---------------------------------------------------------------------------------------------- labels
-
-
-def refs_labels(entry: dict[str, Any], fmt: str) -> Labels:
-    """An image of a refs file (`grounding_refs.refs_entries`)."""
-    regions = [
-        Region("referring", field_text(r["phrase"]), r["box"], fmt, field_text(r["category"]), r["ref"], r["split"],
-               r["extra"], r["missing"])
-        for r in entry["regions"]
-    ]  # fmt: skip
-    return Labels(entry["image"], entry["image"] or "", "refcoco", regions, "", claimed_size(entry["width"]),
-                  claimed_size(entry["height"]), {"image_id": entry["image_id"]}, entry["missing"])  # fmt: skip
 
 
 def row_labels(row: dict[str, Any], params: GroundingReadParams, group: str) -> Labels:
@@ -266,30 +262,31 @@ def _check_jsonl(path: str, group: str, params: GroundingReadParams) -> None:
             if exc.reason == "bad_box":
                 raise InputError(f"{path} line {n}: {exc}") from None
             continue  # that row alone is quarantined when read
+        except Exception:  # data the listing cannot judge: the reader's guard quarantines that row
+            continue
         found += [(f"{path} line {n}", r) for r in labels.regions if not r.missing]
     _check_boxes(path, found)
 
 
-def instances_uri(refs_uri: str, params: GroundingReadParams) -> str:
-    return params.instances or posixpath.join(posixpath.dirname(refs_uri), "instances.json")
-
-
 def _check_refs(path: str, group: str, params: GroundingReadParams) -> None:
-    uri = instances_uri(path, params)
-    fs, inner = fsspec.core.url_to_fs(uri)
-    if not fs.isfile(inner):
-        raise InputError(f"{path}: its COCO instances file {uri} does not exist; set read.instances to the "
-                         "instances.json the refs point into")  # fmt: skip
-    try:
-        inst = load_instances(read_bytes(uri, params.timeout_s), uri)
-        refs = load_refs(read_bytes(path, params.timeout_s), posixpath.basename(path))
-    except ValueError as exc:
-        raise InputError(f"{exc} (read.instances)") from None
-    except (BadRow, OSError, ReadRefused):
-        return  # the refs file is quarantined whole when read
     fmt = resolved_format(params, "refcoco", group)
-    _check_boxes(path, [(f"{path} {where}", Region("referring", "", box, fmt, ref="bbox"))
-                        for where, box in sniff_boxes(refs, inst, SNIFF_LINES)])  # fmt: skip
+    found = sniff_refs(path, params.timeout_s, params.instances, params.max_refs, SNIFF_LINES)
+    _check_boxes(path, [(f"{path} {where}", Region("referring", "", box, fmt, ref="bbox")) for where, box in found])
+
+
+def _check_image_root(root: str | None) -> None:
+    """InputError for a `read.image_root` that does not exist, where its filesystem can tell (a web
+    server need not answer for a folder; an unreachable store is the reader's to report per image)."""
+    if root is None or root.split("://", 1)[0].lower() in ("http", "https"):
+        return
+    fs, path = filesystem(root, InputError)
+    try:
+        there = fs.exists(path)
+    except Exception:  # no answer (credentials, network): each image says it when read
+        return
+    if not there:
+        raise InputError(f"read.image_root {root!r} does not exist: give the folder (or URI) the label files' "
+                         "image names resolve in, or null for each label file's own folder")  # fmt: skip
 
 
 def _check_box_formats(inputs: list[str], params: GroundingReadParams) -> None:
@@ -304,6 +301,7 @@ def list_grounding_units(inputs: list[str], params: GroundingReadParams) -> list
     tar shard), checking each input's first boxes; InputError for an input with nothing to read, a
     refs file without its instances.json, an instances.json alone, or boxes that refute the format."""
     _check_box_formats(inputs, params)
+    _check_image_root(params.image_root)
     scan = scan_inputs(inputs, _classifier(params.layout), "grounding label files (jsonl, refs files, tars)")
     if scan.loose:
         given = next(iter(scan.loose))
@@ -359,21 +357,8 @@ class GroundingAdapter(Adapter):
         return self._refs if unit.kind == "refs" else None
 
     def _refs(self, unit: Unit, report: ReadReport) -> Iterator[Item]:
-        try:
-            refs = load_refs(read_bytes(unit.uri, self.params.timeout_s), posixpath.basename(unit.uri))
-        except BadRow as exc:
-            yield whole_file_problem(unit, report, exc.reason, str(exc))
-            return
-        uri = instances_uri(unit.uri, self.params)
-        try:
-            inst = load_instances(read_bytes(uri, self.params.timeout_s), uri)
-        except ValueError as exc:
-            yield whole_file_problem(unit, report, "bad_json", str(exc))
-            return
-        entries = refs_entries(refs, inst)
-        report.expected = len(entries)
-        for i, (member, entry) in enumerate(entries):
-            yield Item(i, utf8(member), unit.uri, row=entry)
+        p = self.params
+        return refs_items(unit, report, p.timeout_s, p.instances, p.max_refs, p.max_regions)
 
     def _origin(self, unit: Unit, row: dict[str, Any] | None) -> str:
         if unit.kind in ("refs", "wds"):
@@ -456,6 +441,8 @@ class GroundingAdapter(Adapter):
         return negatives
 
     def _sample(self, unit: Unit, item: Item, labels: Labels) -> GroundingSample:
+        if len(labels.regions) > self.params.max_regions:
+            raise BadRow("bad_row", too_many_regions(len(labels.regions), self.params.max_regions))
         src = self._source(unit, item)
         image, problem = None, None
         if labels.regions:
@@ -481,13 +468,14 @@ class GroundingAdapter(Adapter):
 
     @staticmethod
     def _region(src: Source, sid: str, slot: int, r: Region, box: list[float], why: str) -> RegionRecord:
-        """Region `slot` of sample `sid`, with the sample's source; `why` settles it bad_box."""
+        """Region `slot` of sample `sid`, with the sample's source; `why` settles it (bad_box, or
+        bad_row for a region whose input record is unreadable)."""
         rec = RegionRecord(
             id=_digest(sid, slot, r.phrase, box), source=src, sample_id=sid, slot=slot, task=r.task,
             phrase=r.phrase, category=r.category, ref=utf8(r.ref), split=r.split, input_box=box,
             box_format=r.fmt, extra=_json(r.extra),
         )  # fmt: skip
-        return rec.settle("bad_box", why, stage="read") if why else rec
+        return rec.settle(r.reason, why, stage="read") if why else rec
 
 
 def read_grounding_unit(unit: Unit, params: GroundingReadParams, report: ReadReport | None = None) -> Iterator[Record]:

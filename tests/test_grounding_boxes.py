@@ -1,10 +1,12 @@
 """Box notations of grounding inputs (stages/grounding_boxes.py): round trips between the declared
 formats with their exact error bounds, the edges of `contradiction`, `box_numbers` on what JSON can
-hold, and boxes written in text by GLM, Qwen-VL, Qwen2-VL, Shikra and LLaVA-1.5."""
+hold, and boxes written in text by GLM, Qwen-VL, Qwen2-VL, Shikra and LLaVA-1.5: their phrases, and
+the bounds that keep hostile text (a megabyte of unclosed tags) from costing more than one pass."""
 
 from __future__ import annotations
 
 import math
+import time
 
 import pytest
 from hypothesis import given, settings
@@ -12,6 +14,7 @@ from hypothesis import strategies as st
 
 from mmcurate.stages.grounding_boxes import (
     FORMAT_SLACK,
+    MAX_TURN_CHARS,
     BadBoxText,
     BoxUnreadable,
     box_numbers,
@@ -204,11 +207,11 @@ def test_box_numbers_refuses_what_is_no_box(value: object, said: str) -> None:
 def test_glm_single_and_multi_boxes() -> None:
     text = "The dog is at <|begin_of_box|>[12, 34,560,780]<|end_of_box|>."
     (b,) = text_boxes(text)
-    assert (b.numbers, b.notation, b.frame, b.phrase) == ((12.0, 34.0, 560.0, 780.0), "glm", "grid", "The dog is at")
+    assert (b.numbers, b.notation, b.frame, b.phrase) == ((12.0, 34.0, 560.0, 780.0), "glm", "grid", "The dog")
     assert text[b.start : b.end] == "<|begin_of_box|>[12, 34,560,780]<|end_of_box|>"
     two = text_boxes("both cats are at <|begin_of_box|>[[1,2,3,4], [5,6,7,8]]<|end_of_box|>")
     assert [t.numbers for t in two] == [(1.0, 2.0, 3.0, 4.0), (5.0, 6.0, 7.0, 8.0)]
-    assert [t.phrase for t in two] == ["both cats are at"] * 2
+    assert [t.phrase for t in two] == ["both cats"] * 2
 
 
 def test_qwen_vl_ref_and_box() -> None:
@@ -278,3 +281,45 @@ def test_strip_boxes_keeps_the_words() -> None:
     assert strip_boxes(qwen2) == "a tree !"
     assert strip_boxes("the dog[0.1, 0.2, 0.3, 0.4] runs") == "the dog runs"
     assert strip_boxes("no boxes [1, 2] here") == "no boxes [1, 2] here"
+
+
+@pytest.mark.parametrize(
+    ("text", "phrases"),
+    [
+        ("The cat is at <|begin_of_box|>[1,2,3,4]<|end_of_box|>", ["The cat"]),
+        ("the dog[0.1,0.2,0.3,0.4] and the cat is located at [0.5,0.5,0.6,0.6]", ["the dog", "the cat"]),
+        ("two cats are in <box>(1,2),(3,4)</box>, and a dog is <box>(5,6),(7,8)</box>", ["two cats", "a dog"]),
+        ("a red car - <|box_start|>(1,2),(3,4)<|box_end|>", ["a red car"]),
+        ("The lamp at [1,2,3,4]", ["The lamp"]),
+        ("this is [1,2,3,4]", ["this"]),  # "this" ends in "is": only a whole word is a connector
+        ("the man on [1,2,3,4]", ["the man on"]),  # a bare "on" may be the phrase's own
+    ],
+)
+def test_phrase_drops_connectors_around_it(text: str, phrases: list[str]) -> None:
+    """The words before a box lose the connectors that tie them to it ("is located at", "-") and a
+    leading "and": what is left is the phrase the box answers."""
+    assert [b.phrase for b in text_boxes(text)] == phrases
+
+
+UNCLOSED = ("<|begin_of_box|>", "<box>", "<|box_start|>", "see <|begin_of_box|>[1,2,3,4] ")
+
+
+@pytest.mark.parametrize("unit", [*UNCLOSED, "[0.5, ", "[" + "9" * 50, "<ref>a", "</ref> "])
+def test_hostile_text_costs_one_pass(unit: str) -> None:
+    """A megabyte of unclosed tags (or of brackets that never hold a box) is refused or read in well
+    under a second: a turn over MAX_TURN_CHARS is refused whole, and the tag scan is linear (each
+    closing tag is looked for once), for `strip_boxes` too, which has no length bound."""
+    text = unit * (1_000_000 // len(unit))
+    start = time.perf_counter()
+    with pytest.raises(BadBoxText, match=r"MAX_TURN_CHARS \(20,000\)") as exc:
+        text_boxes(text)
+    assert f"{len(text):,} characters" in str(exc.value)
+    words = text.replace("[1,2,3,4]", " ").replace("<ref>", " ").replace("</ref>", " ")
+    assert strip_boxes(text) == " ".join(words.split())  # unclosed tags stay: they are no box
+    window = text[: MAX_TURN_CHARS - len(unit)]
+    if unit in UNCLOSED:
+        with pytest.raises(BadBoxText, match="cannot read a box"):
+            text_boxes(window)
+    else:
+        text_boxes(window)
+    assert time.perf_counter() - start < 1.0

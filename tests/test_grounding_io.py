@@ -12,10 +12,13 @@ import io
 import json
 import math
 import pickle
+import re
 import tarfile
+import time
 from pathlib import Path
 from typing import Any
 
+import fsspec
 import pytest
 from PIL import Image
 
@@ -87,13 +90,13 @@ def peer_file(peer_data: Path, name: str) -> Path:
     return path
 
 
-def test_odvg_peer_lines_without_images(peer_data: Path) -> None:
+def test_odvg_peer_lines_without_images(peer_data: Path, tmp_path: Path) -> None:
     path = peer_file(peer_data, "odvg_examples_open_groundingdino_readme.jsonl")
     lines = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
     per_line = [len(r.get("detection", {}).get("instances", [])) + len(r.get("grounding", {}).get("regions", []))
                 for r in lines]  # fmt: skip
     assert per_line == [4, 4, 1, 2]
-    records, reports = read_all([path], image_root=str(path.parent / "no-images-here"))
+    records, reports = read_all([path], image_root=str(tmp_path))  # a root without the images
     assert [r.region_count for r in records] == per_line
     assert sum(len(r.items or []) for r in records) == sum(per_line)
     assert reports[0].expected == len(lines) == 4
@@ -308,12 +311,15 @@ GLM = {
 
 def test_conversations(tmp_path: Path) -> None:
     image_file(tmp_path / "a.png")
-    plain = jsonl(tmp_path / "llava.jsonl", [LLAVA_REC])
+    two = {"image": "a.png", "conversations": [{"from": "human", "value": "Where are they?"}, {"from": "gpt", "value":
+           "the dog[0.1,0.2,0.3,0.4] and the cat is located at [0.5,0.5,0.6,0.6]."}]}  # fmt: skip
+    plain = jsonl(tmp_path / "llava.jsonl", [LLAVA_REC, two])
     tagged = jsonl(tmp_path / "tagged.jsonl", [QWEN, GLM])
     records, _ = read_all([plain, tagged], box_formats={str(plain): "norm"})
     declared, _ = read_all([tagged], box_format="xyxy")  # a tag's grid is its definition: declaring changes nothing
     assert {r.box_format for rec in declared for r in rec.items or []} == {"grid"}
-    llava, qwen, glm = records
+    llava, both, qwen, glm = records
+    assert [(r.phrase, r.box_format) for r in both.items or []] == [("the dog", "norm"), ("the cat", "norm")]
     assert all(r.pending and r.origin == "conversation" for r in records)
     assert [(r.phrase, r.input_box, r.box_format, r.ref) for r in llava.items or []] == [
         ("a man in red", [0.12, 0.30, 0.50, 0.90], "norm", "turn:1/box:0"),
@@ -335,8 +341,10 @@ def test_conversation_failures(tmp_path: Path) -> None:
     broken = {"image": "a.png", "conversations": [{"from": "human", "value": "where?"},
                                                   {"from": "gpt", "value": "<box>(1,2),(3)</box>"}]}  # fmt: skip
     two = {**QWEN, "images": ["a.png", "b.png"]}
-    path = jsonl(tmp_path / "c.jsonl", [broken, two, QWEN])
-    (bad, multi, ok), _ = read_all([path])
+    huge = {**QWEN, "messages": [{"role": "user", "content": "<box>" * 50_000}, *QWEN["messages"]]}
+    path = jsonl(tmp_path / "c.jsonl", [broken, two, QWEN, huge])
+    (bad, multi, ok, long), _ = read_all([path])
+    assert fate(long) == ("quarantined", "bad_conversation") and "MAX_TURN_CHARS" in long.fate.error
     assert fate(bad) == ("quarantined", "bad_conversation") and "(1,2),(3)" in bad.fate.error
     assert fate(multi) == ("quarantined", "bad_row") and "2 images" in multi.fate.error
     assert ok.pending and ok.region_count == 1
@@ -451,3 +459,101 @@ def test_limit_and_ids(tmp_path: Path) -> None:
     assert LAYOUTS[0] == "auto" and resolved_format(GroundingReadParams(), "refcoco", "x") == "xywh"
     with pytest.raises(InputError, match="holds images but no grounding label file"):
         list_grounding_units([str(tmp_path / "img.png")], GroundingReadParams())
+
+
+# ---------------------------------------------------------------------------------------------- hostile inputs
+
+
+def test_refcoco_memo_copies_are_one_ref(tmp_path: Path) -> None:
+    """A pickle's memo repeats one object at ~2 bytes a copy: 100k copies of one ref (holding one
+    sentence three times) are one ref with one region, every copy counted as an ignored member."""
+    sentence = {"sent_id": 1, "sent": "man on the left"}
+    data = pickle.dumps([{**REFS[0], "sentences": [sentence] * 3}] * 100_000, protocol=2)
+    path = refcoco(tmp_path, "refs(unc).p", data)
+    assert len(data) < 300_000  # the memo at work
+    start = time.perf_counter()
+    (rec,), (report,) = read_all([path], image_root=str(tmp_path))
+    assert time.perf_counter() - start < 2.0
+    assert [r.ref for r in rec.items or []] == ["ref:1/sent:1"] and rec.region_count == 1
+    # each repeated object is named once, with how many copies the file held
+    assert report.ignored == [f"{path}#ref:1/sent:1(repeat) x2", f"{path}#ref:1(repeat) x99999"]
+
+
+def test_refcoco_caps(tmp_path: Path) -> None:
+    """read.max_regions quarantines an image with more regions (any layout), before a region is
+    built; read.max_refs makes a refs file with more refs and sentences one whole-file bad_refs."""
+    path = refcoco(tmp_path / "r", "refs(unc).json", json.dumps(REFS).encode())
+    (big, small), _ = read_all([path], max_regions=2)  # REFS give image 100 three regions, image 200 two
+    assert fate(big) == ("quarantined", "bad_row") and big.region_count == 0 and big.name == "COCO_100.jpg"
+    assert "3 regions" in big.fate.error and "read.max_regions (2)" in big.fate.error
+    assert small.region_count == 2 and fate(small) == ("dropped", "image_missing")
+    entries = len(REFS) + sum(len(r["sentences"]) for r in REFS)
+    assert len(read_all([path], max_refs=entries)[0]) == 2
+    (whole,), (report,) = read_all([path], max_refs=entries - 1)
+    assert fate(whole) == ("quarantined", "bad_refs") and "read.max_refs" in whole.fate.error and report.damage
+    rows = jsonl(tmp_path / "n.jsonl", [native(0, [{"box": [1, 1, 5, 5], "phrase": p} for p in "abc"])])
+    (row,), _ = read_all([rows], max_regions=2)
+    assert fate(row) == ("quarantined", "bad_row") and "read.max_regions (2)" in row.fate.error
+
+
+def test_listing_never_crashes_on_data(tmp_path: Path) -> None:
+    """Sizes too large for a float, ids that cannot key a dict: the listing goes on, the reader
+    quarantines the row (or skips the instances entry, counted as ignored)."""
+    image_file(tmp_path / "img.png")
+    row = {"filename": "img.png", "detection": {"instances": [{"bbox": [1, 1, 5, 5], "category": "cat"}]}}
+    path = jsonl(tmp_path / "o.jsonl", [{**row, "width": 10**400}, {**row, "height": math.inf}, row])
+    records, _ = read_all([path])
+    assert [fate(r) for r in records] == [("quarantined", "bad_row")] * 2 + [("pending", "")]
+    assert "`width`" in records[0].fate.error and "`height` is inf" in records[1].fate.error
+    inst = json.loads(json.dumps(INSTANCES))
+    inst["annotations"] += [{"id": [5], "image_id": 100, "bbox": [0, 0, 1, 1]},
+                            {"id": 12, "image_id": 100, "bbox": [0, 0, 2, 2], "category_id": [2]}]  # fmt: skip
+    inst["images"].append({"id": {"x": 1}, "file_name": "x.jpg"})
+    refs = [*REFS, {"ref_id": 6, "ann_id": 12, "image_id": 100, "sentences": [{"sent_id": 8, "sent": "odd"}]}]
+    path = refcoco(tmp_path / "i", "refs(unc).json", json.dumps(refs).encode(), inst)
+    records, (report,) = read_all([path])
+    assert [r.region_count for r in records] == [4, 2]
+    odd = (records[0].items or [])[-1]  # ann 12's category_id [2] names no category
+    assert (odd.ref, odd.category, odd.input_box, *fate(odd)) == ("ref:6/sent:8", "", [0, 0, 2, 2], "pending", "")
+    instances = path.parent / "instances.json"
+    assert report.ignored == [f"{instances}#images[2]", f"{instances}#annotations[3]"]
+
+
+def test_refcoco_malformed_refs_are_their_regions(tmp_path: Path) -> None:
+    """A ref that cannot be read settles its own regions bad_row, naming it; one whose image id is
+    unusable is an ignored member with a damage note; the file is whole-file bad_refs only when it
+    is no list of dicts."""
+    refs = json.loads(json.dumps(REFS))
+    refs[2]["category_id"] = [1]  # ref 3, image 100
+    del refs[1]["ann_id"]  # ref 2, image 200
+    refs.append({"ref_id": 5, "ann_id": 10, "image_id": [100], "sentences": [{"sent_id": 9, "sent": "x"}]})
+    path = refcoco(tmp_path, "refs(unc).p", pickle.dumps(refs, protocol=2))
+    (first, second), (report,) = read_all([path])
+    got = [(r.ref, *fate(r)) for rec in (first, second) for r in rec.items or []]
+    assert got == [("ref:1/sent:1", "pending", ""), ("ref:1/sent:2", "pending", ""),
+                   ("ref:3/sent:4", "quarantined", "bad_row"), ("ref:2/sent:3", "quarantined", "bad_row"),
+                   ("ref:4/sent:5", "quarantined", "bad_box")]  # fmt: skip
+    assert "ref:3" in first.items[2].fate.error and "category_id" in first.items[2].fate.error  # type: ignore[index]
+    assert "ref:2" in second.items[0].fate.error and "no ann_id" in second.items[0].fate.error  # type: ignore[index]
+    assert report.ignored == [f"{path}#ref:5"] and len(report.damage) == 1
+    assert "ref:5" in report.damage[0]["error"] and "image_id" in report.damage[0]["error"]
+    path = refcoco(tmp_path / "b", "refs(unc).p", pickle.dumps([REFS[0], 7], protocol=2))
+    (whole,), _ = read_all([path])
+    assert fate(whole) == ("quarantined", "bad_refs") and "ref 1 is a int" in whole.fate.error
+
+
+def test_image_root_must_exist(tmp_path: Path) -> None:
+    """A read.image_root that does not exist fails the listing (locally and on an fsspec store),
+    not every sample one by one as image_missing."""
+    png = image_file(tmp_path / "img.png")
+    path = jsonl(tmp_path / "n.jsonl", [native(0, [{"box": [1, 1, 5, 5], "phrase": "p"}])])
+    for root in (str(tmp_path / "absent"), "memory://mmcurate-test-absent"):
+        with pytest.raises(InputError, match=re.escape(f"read.image_root {root!r} does not exist")):
+            list_grounding_units([str(path)], GroundingReadParams(image_root=root))
+    memory = fsspec.filesystem("memory")
+    memory.pipe("/mmcurate-test-root/img.png", png)
+    try:
+        (rec,), _ = read_all([path], image_root="memory://mmcurate-test-root")
+    finally:
+        memory.rm("/mmcurate-test-root", recursive=True)
+    assert rec.pending and rec.image == png
