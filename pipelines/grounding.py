@@ -104,9 +104,8 @@ def _finite(v: float) -> bool:
 
 
 def clip_region(region: RegionRecord) -> None:
-    """Clip a scored box into its image, recording how far a side moved."""
-    if region.scores.get("box_valid", 0.0) < 1:
-        return
+    """Clip a valid box into its image, recording how far a side moved (the overshoot was scored
+    first: `region_box` decides from it, before clipping hides it)."""
     clipped = clip_box(region.box, region.width, region.height)
     region.clipped = max(abs(a - b) for a, b in zip(region.box, clipped, strict=True))
     region.box = [float(v) for v in clipped]
@@ -172,9 +171,13 @@ class DecodeAndScore(beam.DoFn):
             rec.labels.update(labels)
         regions = [r for r in rec.items or () if r.pending]
         for region in regions:
-            if not geometry(region.box, region.width, region.height)["box_valid"]:
+            geo = geometry(region.box, region.width, region.height)
+            if not geo["box_valid"]:
                 # not a box (NaN, x1 >= x2): never a training target, whichever filters are configured
                 region.settle("invalid_box", f"box {region.box} (input {region.input_box}, {region.box_format})")
+                continue
+            if not geo["box_area"] > 0:  # wholly outside the image: nothing of it is there to learn
+                region.settle("box_outside", f"box {region.box} lies outside the {region.width}x{region.height} image")
                 continue
             for f in self.region_filters:
                 scores, labels = f.score(region)
@@ -187,10 +190,17 @@ class DecodeAndScore(beam.DoFn):
 
 
 def annotation_id(regions: list[RegionRecord]) -> str:
-    """BLAKE2b-128 of the regions as the input gives them (phrase, box, format, task, in slot order)."""
+    """BLAKE2b-128 of the regions as a set: each region's phrase, task and box on the decoded image
+    (to 0.01 px; the input box for one that has none), sorted, so the same regions in another order
+    or another notation (COCO xywh, ODVG xyxy, 0-1) are the same annotation."""
+    keys = sorted(
+        json.dumps([r.phrase, r.task, [round(v, 2) for v in (r.box if r.frame == "image" else r.input_box)]],
+                   allow_nan=True)
+        for r in regions
+    )  # fmt: skip
     h = hashlib.blake2b(digest_size=16)
-    for r in regions:
-        h.update(json.dumps([r.phrase, r.input_box, r.box_format, r.task], allow_nan=True).encode("utf-8", "replace"))
+    for key in keys:
+        h.update(key.encode("utf-8", "replace"))
         h.update(b"\1")
     return h.hexdigest()
 
@@ -364,7 +374,9 @@ class GroundingCorpus(Corpus):
         to_stored_frame(parent, children)  # type: ignore[arg-type]
         fields = _fields(config)["region"]
         parent.kept = [region_json(r, fields) for r in kept]  # type: ignore[arg-type]
-        parent.phrases = [c.phrase for c in sorted(children, key=lambda c: c.slot)]  # type: ignore[attr-defined]
+        # a merged duplicate is the same region again, not a second one the phrase names
+        alike = [c for c in children if c.fate.reason != "duplicate_region"]
+        parent.phrases = [c.phrase for c in sorted(alike, key=lambda c: c.slot)]  # type: ignore[attr-defined]
         parent.kept_regions = len(kept)
         parent.keep()
 

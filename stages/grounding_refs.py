@@ -114,6 +114,10 @@ def load_refs(data: bytes, name: str, max_refs: int) -> list[dict[str, Any]]:
     return refs
 
 
+MAX_SPLIT_CHARS = 64
+"""A ref's `split` longer than this makes the ref unreadable (the text budget counts sentences only)."""
+
+
 def _text(value: Any) -> str:
     """A text field; a number as written; '' for anything else (never the str of a container)."""
     return value if isinstance(value, str) else str(value) if isinstance(value, float) or is_id(value) else ""
@@ -178,10 +182,14 @@ def _read_ref(raw: dict[str, Any], label: str, ignored: list[str]) -> Ref:
         problems.append(f"{', '.join(not_ids)}: {NOT_AN_ID}")
     sentences, repeats, why = _sentences(raw.get("sentences", []), label)
     problems += [why] if why else []
+    split = _text(raw.get("split"))
+    if len(split) > MAX_SPLIT_CHARS:  # a split names a partition (train, testA): a long one is an attack or junk
+        problems.append(f"split of {len(split):,} characters (at most {MAX_SPLIT_CHARS})")
+        split = ""
     ignored += repeats
     problem = "; ".join(problems)
     image_id = raw["image_id"] if is_id(raw.get("image_id")) else None
-    return Ref(raw.get("ref_id"), label, image_id, raw.get("ann_id"), cat, _text(raw.get("split")),
+    return Ref(raw.get("ref_id"), label, image_id, raw.get("ann_id"), cat, split,
                sentences or ([(label, "")] if problem else []), problem)  # fmt: skip
 
 

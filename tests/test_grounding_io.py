@@ -557,3 +557,28 @@ def test_image_root_must_exist(tmp_path: Path) -> None:
     finally:
         memory.rm("/mmcurate-test-root", recursive=True)
     assert rec.pending and rec.image == png
+
+
+def test_a_long_split_makes_its_ref_unreadable_not_the_output_huge(tmp_path: Path) -> None:
+    """A pickle's memo stores one 200 KB `split` once for every ref: the ref's regions are bad_row
+    (naming the split's length) instead of 200 KB copied into every region."""
+    import pickle
+
+    from mmcurate.stages.grounding_io import GroundingReadParams, list_grounding_units, read_grounding_unit
+
+    root = tmp_path / "refcoco"
+    root.mkdir()
+    instances = {"images": [{"id": 1, "file_name": "x.jpg", "width": 100, "height": 100}],
+                 "annotations": [{"id": 10, "image_id": 1, "bbox": [1, 1, 50, 50], "category_id": 1}],
+                 "categories": [{"id": 1, "name": "thing"}]}  # fmt: skip
+    (root / "instances.json").write_text(json.dumps(instances))
+    huge = "x" * 200_000
+    refs = [{"ref_id": 0, "ann_id": 10, "image_id": 1, "split": huge, "category_id": 1,
+             "sentences": [{"sent_id": 0, "sent": "a thing"}]}]  # fmt: skip
+    path = root / "refs(unc).p"
+    path.write_bytes(pickle.dumps(refs, protocol=2))
+    params = GroundingReadParams()
+    (rec,) = [r for u in list_grounding_units([str(path)], params) for r in read_grounding_unit(u, params)]
+    (region,) = rec.items or []
+    assert region.fate.reason == "bad_row" and "split of 200,000 characters" in region.fate.error
+    assert region.split == ""

@@ -160,6 +160,9 @@ def test_trainer_files_read_back(demo_run: Path) -> None:
     grids = {tuple(map(int, b)) for box, w, h in kept.values() for b in [to_glm_grid(box, w, h)]}
     answered = [parse_boxes(r["messages"][1]["content"]) for r in rows if "begin_of_box" in r["messages"][1]["content"]]
     assert answered and all(tuple(map(int, b)) in grids for boxes in answered for b in boxes)
+    asked = {r["messages"][0]["content"] for r in rows}
+    # coffee's second "circle" was merged as the same region: the phrase is still asked
+    assert any("Where is circle" in a for a in asked) and any("Where is square" in a for a in asked)
     info = json.loads((demo_run / "dataset_info.json").read_text())
     assert info["mmcurate_grounding"]["formatting"] == "sharegpt"
 
@@ -241,6 +244,36 @@ def test_a_sample_whose_stage_raised_still_hands_on_its_regions() -> None:
     assert out[0] is failed and [r.slot for r in out[1:]] == [0, 1, 2]
     CORPUS.settle_children(failed, out[1:], CORPUS.load_config(None))
     assert {(r.fate.status.value, r.fate.reason) for r in out[1:]} == {("dropped", "sample_dropped")}
+
+
+def test_boxes_are_checked_without_the_region_box_filter(tmp_path: Path) -> None:
+    """With `region_box` left out of `filters`, a NaN box and a box wholly outside the image still
+    never become targets; the same regions in another order and notation are the same annotation."""
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.new("RGB", (320, 240), (90, 120, 150)).save(images / "a.jpg", quality=90)
+    boxes = {"dog": [20, 30, 120, 150], "cat": [150, 40, 300, 200]}
+    lines = [
+        {"filename": "a.jpg", "width": 320, "height": 240, "grounding": {"caption": "", "regions": [
+            {"bbox": boxes["dog"], "phrase": "dog"}, {"bbox": boxes["cat"], "phrase": "cat"},
+            {"bbox": ["nan", 1, 2, 3], "phrase": "nan box"}, {"bbox": [400, 300, 500, 400], "phrase": "far away"}]}},
+        {"filename": "a.jpg", "width": 320, "height": 240, "grounding": {"caption": "", "regions": [
+            {"bbox": boxes["cat"], "phrase": "cat"}, {"bbox": boxes["dog"], "phrase": "dog"},
+            {"bbox": ["nan", 1, 2, 3], "phrase": "nan box"}, {"bbox": [400, 300, 500, 400], "phrase": "far away"}]}},
+    ]  # fmt: skip
+    src = tmp_path / "odvg.jsonl"
+    src.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    cfg = _write(tmp_path / "cfg.yaml", {"read": {"image_root": str(images)}, "filters": {"expression": {}}})
+    out = tmp_path / "out"
+    assert main(["grounding", "--input", str(src), "--output", str(out), "--config", str(cfg), "--no-progress"]) == 0
+    _, regions = _fates(out)
+    assert _manifest(out)["accounting_ok"]
+    assert regions[("a.jpg", "nan box")] == ("dropped", "invalid_box")
+    assert regions[("a.jpg", "far away")] == ("dropped", "box_outside")
+    samples = sorted((r["fate"]["status"], r["fate"]["reason"]) for r in _ledger(out, "grounding"))
+    assert samples == [("dropped", "duplicate_exact"), ("kept", "")]
+    (members,) = _samples(out).values()
+    assert sorted(r["phrase"] for r in json.loads(members["json"])["regions"]) == ["cat", "dog"]
 
 
 def test_odvg_label_clashes_are_counted_and_the_first_name_kept(tmp_path: Path) -> None:
