@@ -7,6 +7,7 @@ A video ends kept (with its kept clips), dropped (no clip survived, with the rea
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +45,16 @@ class VideoRecord(Record):
     frames: int = 0
     """Frame count as decord indexes it (what a trainer's reader sees)."""
     duration: float = 0.0
+    """Seconds: the video stream's duration (`stream_duration`), the container's when the stream
+    states none, else frames / fps (streamed WebM). What clip planning and the timeouts use."""
+    motion: float = math.nan
+    """Its clips' `motion` (the clip score, same unit), weighted by their durations: the whole
+    video's, as Data-Juicer and video2dataset users filter videos (NaN when no clip has one)."""
+    stream_duration: float = 0.0
+    """The video stream's own duration as its header states it (0: it states none)."""
+    container_duration: float = 0.0
+    """The container's duration (FFmpeg's `format.duration`, every stream): tens of milliseconds off
+    the stream's on real files (audio longer than video, edit lists); 0 when it states none."""
     start_time: float = 0.0
     """Presentation time of the first frame, seconds (non-zero for delayed-start files)."""
     has_audio: bool = False

@@ -9,6 +9,7 @@ the video quarantined), so it takes and returns plain picklable values. Clip fil
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from typing import Any
 
@@ -103,4 +104,13 @@ def analyse(path: str, facts: dict[str, Any], params: AnalysisParams, workdir: s
         expected = plan.end - plan.start
         if not params.output.max_fps and res.out["frames"] and res.out["frames"] != expected:
             res.error = f"clip holds {res.out['frames']} frames, expected {expected}"
+    facts["motion"] = video_motion(results)
     return VideoResult(facts, results)
+
+
+def video_motion(results: list[ClipResult]) -> float:
+    """The video's motion as the peers filter whole videos: its clips' `motion`, weighted by their
+    durations (every planned clip, kept or too short: the whole video); NaN when none has one."""
+    pairs = [(r.scores["motion"], r.scores.get("duration", 0.0)) for r in results if "motion" in r.scores]
+    weight = sum(d for _, d in pairs)
+    return sum(m * d for m, d in pairs) / weight if weight > 0 else math.nan

@@ -72,7 +72,9 @@ def _stream_facts(container: Any) -> dict[str, Any]:
     stream = _video_stream(container)
     cc = stream.codec_context
     tb = _fraction(stream.time_base)
-    duration = float(stream.duration * tb) if stream.duration else (container.duration or 0) / 1e6
+    stream_duration = float(stream.duration * tb) if stream.duration else 0.0
+    container_duration = (container.duration or 0) / 1e6
+    duration = stream_duration or container_duration
     guessed, avg = _fraction(stream.guessed_rate), _fraction(stream.average_rate)
     sar = _fraction(stream.sample_aspect_ratio) or Fraction(1)
     first = _first_frame(container, stream)
@@ -90,6 +92,8 @@ def _stream_facts(container: Any) -> dict[str, Any]:
         "avg_fps": float(avg or guessed),
         "vfr": bool(guessed and avg and abs(float(guessed - avg)) > 0.01 * float(guessed)),
         "duration": duration,
+        "stream_duration": stream_duration,
+        "container_duration": container_duration,
         "start_time": start,
         "container_start": (container.start_time or 0) / 1e6 if container.start_time is not None else start,
         "has_audio": bool(audio),

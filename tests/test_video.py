@@ -354,3 +354,39 @@ def test_ffmpeg_and_preset_are_checked_before_the_run() -> None:
         ClipOutputParams(ffmpeg="/bin/false").check()
     with pytest.raises(ValidationError, match="preset"):
         ClipOutputParams(preset="bogus")
+
+
+def test_probe_states_the_stream_and_the_container_duration_as_ffprobe_does(tmp_path: Path) -> None:
+    """Audio 0.6 s longer than the video: the container lasts as long as its longest stream, the video
+    stream does not; both are in the facts (the ledger's columns), each equal to ffprobe's own, and
+    `duration` (what clip planning uses) is the stream's."""
+    import json
+    import subprocess
+
+    path = tmp_path / "av.mp4"
+    _ffmpeg("-f", "lavfi", "-i", "testsrc2=size=160x96:rate=25:duration=2", "-f", "lavfi", "-i", "sine=duration=2.6",
+            "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", str(path))  # fmt: skip
+    out = subprocess.run(["ffprobe", "-v", "error", "-show_format", "-show_streams", "-of", "json", str(path)],
+                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    info = json.loads(out)
+    video = next(s for s in info["streams"] if s["codec_type"] == "video")
+    facts = probe(str(path))
+    assert facts["stream_duration"] == pytest.approx(float(video["duration"]), abs=1e-3)
+    assert facts["container_duration"] == pytest.approx(float(info["format"]["duration"]), abs=1e-3)
+    assert facts["container_duration"] - facts["stream_duration"] > 0.4
+    assert facts["duration"] == facts["stream_duration"]
+
+
+def test_video_motion_is_its_clips_motion_weighted_by_duration(tmp_path: Path) -> None:
+    """Two scenes, one still (2 s) and one panning (4 s): the video's motion is the duration-weighted
+    mean of the two clips' own `motion`, between the two and nearer the longer panning one."""
+    path = tmp_path / "two.mp4"
+    make_video(path, [Segment("testsrc2", 50), Segment("pan_left", 100)], size=(320, 192))
+    with tempfile.TemporaryDirectory() as work:
+        result = analyse(str(path), probe(str(path)), AnalysisParams(clips=ClipParams(min_duration=1.0)), work)
+    clips = [(c.scores["motion"], c.scores["duration"]) for c in result.clips]
+    assert len(clips) == 2
+    (still, d1), (pan, d2) = clips
+    assert still < pan
+    assert result.facts["motion"] == pytest.approx((still * d1 + pan * d2) / (d1 + d2))
+    assert result.facts["motion"] > (still + pan) / 2
