@@ -13,6 +13,8 @@ import math
 import os
 from typing import Any
 
+import numpy as np
+
 from .base import Params
 from .video_clips import ClipFailed, ClipOutputParams, ClipParams, extract, plan_clips, sample_frames
 from .video_io import file_id
@@ -85,9 +87,15 @@ def analyse(path: str, facts: dict[str, Any], params: AnalysisParams, workdir: s
         cut_frame_numbers=found.cut_frame_numbers,
     )
     plans = plan_clips(found.times, found.cuts, facts["fps"], params.clips)
+    dj = _datajuicer(path, plans, params.motion) if params.motion.method == "datajuicer" else None
     results = []
-    for plan in plans:
+    for i, plan in enumerate(plans):
         scores, labels = clip_motion(found.pairs, plan.start, plan.end, facts["rotation"], params.motion)
+        if dj is not None:
+            scores.pop("motion", None)
+            scores.pop("motion_max", None)
+            if dj[i]:
+                scores["motion"], scores["motion_max"] = float(np.mean(dj[i])), max(dj[i])
         scores["duration"] = plan.duration
         res = ClipResult(dataclasses.asdict(plan), scores, labels)
         results.append(res)
@@ -106,6 +114,13 @@ def analyse(path: str, facts: dict[str, Any], params: AnalysisParams, workdir: s
             res.error = f"clip holds {res.out['frames']} frames, expected {expected}"
     facts["motion"] = video_motion(results)
     return VideoResult(facts, results)
+
+
+def _datajuicer(path: str, plans: list[Any], motion: MotionParams) -> list[list[float]]:
+    """Data-Juicer's pair scores of each planned clip (a clip scored as the op scores a video of its frames)."""
+    from .video_motion import datajuicer_scores
+
+    return datajuicer_scores(path, [(p.start, p.end) for p in plans], motion.sample_fps, motion.datajuicer)
 
 
 def video_motion(results: list[ClipResult]) -> float:

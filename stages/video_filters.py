@@ -15,8 +15,9 @@ from .base import Filter, Params, register
 class Motion(Filter):
     """Drop still clips (slideshows, static shots) and, optionally, shaky ones.
 
-    `motion` is the mean Farneback flow magnitude in display pixels between frames about half a
-    second apart (Data-Juicer's motion filter keeps >= 0.25 by default).
+    `motion` is the clip score of `motion.method`: `fast` (ours: 128 px flow in display pixels per
+    sampling interval) or `datajuicer` (Data-Juicer's score exactly, whose filter keeps >= 0.25 by
+    default; that minimum means Data-Juicer's quantity, not the fast one's).
     """
 
     name = "motion"

@@ -18,6 +18,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from .base import Params
+from .video_motion import DataJuicerMotion
 
 DETECTORS = ("content", "adaptive")
 
@@ -96,6 +97,14 @@ def _fast_class(cls: type) -> type:
 
 
 class MotionParams(Params):
+    method: Literal["fast", "datajuicer"] = "fast"
+    """How `motion` is measured: `fast`, our flow on a `flow_side` frame between a sampled frame and
+    the next one, in display pixels per sampling interval (one decode with the scene detection);
+    `datajuicer`, Data-Juicer's `video_motion_score_filter` score exactly (`stages/video_motion.py`:
+    full-size Farneback between frames 1 / `sample_fps` apart, in pixels of its resized frame; a
+    second decode). The camera-motion scores and label come from the fast flow either way."""
+    datajuicer: DataJuicerMotion = DataJuicerMotion()
+    """Data-Juicer's frame-size options for `method: datajuicer` (`size`, `max_size`, `divisible`, `relative`)."""
     sample_fps: float = Field(2.0, gt=0)
     """Flow samples per second of video (Data-Juicer's motion filter samples at 2 fps)."""
     static_speed: float = Field(0.02, ge=0)
