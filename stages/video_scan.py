@@ -33,6 +33,12 @@ class SceneParams(Params):
     """Frames; PySceneDetect's default, as Data-Juicer and video2dataset use."""
     options: dict[str, Any] = Field(default_factory=dict)
     """Any other keyword of the detector (e.g. `weights`, `luma_only`, `window_width`, `min_content_val`)."""
+    downscale: int | None = Field(None, ge=1)
+    """PySceneDetect's `SceneManager.downscale`: the detector sees frames divided by this (rounded
+    as PySceneDetect rounds, linear resize); None: its auto downscale (to about 256 px wide)."""
+    frame_skip: int = Field(0, ge=0)
+    """PySceneDetect's `detect_scenes(frame_skip=N)`: the detector sees every (N+1)-th frame (motion
+    still sees every sampled frame). Its documentation advises it only for very high frame rates."""
 
     @model_validator(mode="after")
     def _build(self) -> SceneParams:
@@ -139,11 +145,12 @@ class Scan:
 PAIR_COLUMNS = ("a", "b", "dt", "magnitude", "tx", "ty", "zoom", "rotation")
 
 
-def working_size(width: int, height: int) -> tuple[int, int]:
-    """The frame size PySceneDetect's SceneManager analyses (auto downscale to about 256 px)."""
+def working_size(width: int, height: int, downscale: int | None = None) -> tuple[int, int]:
+    """The frame size PySceneDetect's SceneManager analyses: auto downscale to about 256 px, or
+    `downscale` when given (1: full size)."""
     from scenedetect.scene_manager import compute_downscale_factor
 
-    factor = compute_downscale_factor(max(width, height))
+    factor = compute_downscale_factor(max(width, height)) if downscale is None else downscale
     if factor <= 1:
         return width, height
     return max(1, round(width / factor)), max(1, round(height / factor))
@@ -208,7 +215,7 @@ def scan(path: str, scenes: SceneParams, motion: MotionParams, threads: int = 1)
         stream.thread_type = "AUTO" if threads != 1 else "SLICE"
         rate = Fraction(stream.guessed_rate or stream.average_rate or 25)
         width, height = stream.codec_context.width, stream.codec_context.height
-        size = working_size(width, height)
+        size = working_size(width, height, scenes.downscale)
         sar = float(stream.sample_aspect_ratio or 1)
         flow_w, flow_h = _flow_frame(np.zeros((size[1], size[0], 3), np.uint8), motion.flow_side).shape[::-1]
         scale = np.array([width * sar / flow_w, height / flow_h], dtype=np.float32)  # flow px -> display px
@@ -234,7 +241,8 @@ def scan(path: str, scenes: SceneParams, motion: MotionParams, threads: int = 1)
             t = float(pts * tb)
             small = _analysis_frame(frame, size, reformatter)
             tc = FrameTimecode(Timecode(pts=pts, time_base=tb), fps=rate)
-            cut_tcs += detector.process_frame(tc, small)
+            if n % (scenes.frame_skip + 1) == 0:  # PySceneDetect's frame_skip: the detector sees these only
+                cut_tcs += detector.process_frame(tc, small)
             if prev is not None and n == prev[0] + gap:
                 luma = _flow_frame(small, motion.flow_side)
                 flow = cv2.calcOpticalFlowFarneback(prev[2], luma, None, 0.5, 3, 15, 3, 5, 1.2, 0)
