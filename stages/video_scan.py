@@ -39,6 +39,20 @@ class SceneParams(Params):
     frame_skip: int = Field(0, ge=0)
     """PySceneDetect's `detect_scenes(frame_skip=N)`: the detector sees every (N+1)-th frame (motion
     still sees every sampled frame). Its documentation advises it only for very high frame rates."""
+    downscale_width: int | None = Field(None, ge=1)
+    """video2dataset's `CutDetectionSubsampler` downscale: the factor is the frame width // this
+    (its DEFAULT_MIN_WIDTH 64; a factor under 2 leaves frames as they are). Overrides `downscale`."""
+    target_fps: float | None = Field(None, gt=0)
+    """video2dataset's `framerates` entry: `frame_skip` = max(int(fps // target_fps) - 1, 0), at
+    PySceneDetect's auto downscale, as its `cuts_<fps>` are found. Overrides `frame_skip`."""
+
+    def factor(self, width: int) -> int | None:
+        """The downscale factor for frames `width` wide (None: PySceneDetect's auto downscale)."""
+        return width // self.downscale_width if self.downscale_width else self.downscale
+
+    def skip(self, fps: float) -> int:
+        """Frames the detector skips after each one it sees."""
+        return max(int(fps // self.target_fps) - 1, 0) if self.target_fps else self.frame_skip
 
     @model_validator(mode="after")
     def _build(self) -> SceneParams:
@@ -151,7 +165,7 @@ def working_size(width: int, height: int, downscale: int | None = None) -> tuple
     from scenedetect.scene_manager import compute_downscale_factor
 
     factor = compute_downscale_factor(max(width, height)) if downscale is None else downscale
-    if factor <= 1:
+    if factor <= 1:  # PySceneDetect resizes only for a factor above 1 (video2dataset's width // 64 may be 0)
         return width, height
     return max(1, round(width / factor)), max(1, round(height / factor))
 
@@ -215,7 +229,8 @@ def scan(path: str, scenes: SceneParams, motion: MotionParams, threads: int = 1)
         stream.thread_type = "AUTO" if threads != 1 else "SLICE"
         rate = Fraction(stream.guessed_rate or stream.average_rate or 25)
         width, height = stream.codec_context.width, stream.codec_context.height
-        size = working_size(width, height, scenes.downscale)
+        size = working_size(width, height, scenes.factor(width))
+        skip = scenes.skip(float(rate))
         sar = float(stream.sample_aspect_ratio or 1)
         flow_w, flow_h = _flow_frame(np.zeros((size[1], size[0], 3), np.uint8), motion.flow_side).shape[::-1]
         scale = np.array([width * sar / flow_w, height / flow_h], dtype=np.float32)  # flow px -> display px
@@ -241,7 +256,7 @@ def scan(path: str, scenes: SceneParams, motion: MotionParams, threads: int = 1)
             t = float(pts * tb)
             small = _analysis_frame(frame, size, reformatter)
             tc = FrameTimecode(Timecode(pts=pts, time_base=tb), fps=rate)
-            if n % (scenes.frame_skip + 1) == 0:  # PySceneDetect's frame_skip: the detector sees these only
+            if n % (skip + 1) == 0:  # PySceneDetect's frame_skip: the detector sees these only
                 cut_tcs += detector.process_frame(tc, small)
             if prev is not None and n == prev[0] + gap:
                 luma = _flow_frame(small, motion.flow_side)

@@ -377,3 +377,27 @@ def test_downscale_and_frame_skip_cut_where_pyscenedetect_cuts(
     theirs = [scene[0].frame_num for scene in manager.get_scene_list()[1:]]
     ours = scan(str(path), SceneParams(downscale=downscale, frame_skip=frame_skip), MotionParams())
     assert theirs and ours.cut_frame_numbers == theirs
+
+
+@pytest.mark.parametrize("setting", ["cuts_original_fps", "cuts_10"])
+def test_video2dataset_cut_settings_cut_where_its_scene_manager_cuts(peer_data: Path, setting: str) -> None:
+    """video2dataset's CutDetectionSubsampler, as its code runs PySceneDetect: at the original fps
+    with downscale = width // 64 and auto_downscale off; for a `framerates` entry (10) a fresh
+    SceneManager at the auto downscale with frame_skip = max(int(fps // 10) - 1, 0). Our
+    `downscale_width: 64` / `target_fps: 10` give the same cuts."""
+    from scenedetect import ContentDetector, SceneManager, open_video
+
+    path = need(peer_data, f"{RES}/testvideo.mp4")
+    video = open_video(str(path), backend="pyav")
+    manager = SceneManager()
+    manager.add_detector(ContentDetector(threshold=27, min_scene_len=15))
+    if setting == "cuts_original_fps":
+        manager.auto_downscale = False
+        manager.downscale = video.frame_size[0] // 64
+        manager.detect_scenes(video=video)
+        params = SceneParams(threshold=27, min_scene_len=15, downscale_width=64)
+    else:
+        manager.detect_scenes(video=video, frame_skip=max(int(video.frame_rate // 10) - 1, 0))
+        params = SceneParams(threshold=27, min_scene_len=15, target_fps=10)
+    theirs = [scene[0].frame_num for scene in manager.get_scene_list()[1:]]
+    assert theirs and scan(str(path), params, MotionParams()).cut_frame_numbers == theirs
