@@ -25,13 +25,12 @@ from mmcurate.stages.image_decode import (
     ImageRejected,
     decode,
     decode_into,
-    encode_into,
 )
 from mmcurate.stages.io import ReadReport
 from mmcurate.stages.readers import ReadParams, Unit, list_units, read_unit
 from mmcurate.stages.writers import ShardParams
 
-from .common import ReadUnits, Safely, pending
+from .common import EncodePending, ReadUnits, Safely, pending
 from .config import ConfigError, FilteredConfig
 from .corpus import Corpus
 from .finish import Finish, Run
@@ -77,18 +76,6 @@ class DecodeAndScore(beam.DoFn):
             scores, labels = f.score(rec)
             rec.scores.update(scores)
             rec.labels.update(labels)
-        yield rec
-
-
-class EncodeOutput(beam.DoFn):
-    """Resize and re-encode what survived the thresholds (dropped records never pay for encoding)."""
-
-    def __init__(self, params: EncodeParams) -> None:
-        self.params = params
-
-    def process(self, rec: CaptionSample) -> Iterator[CaptionSample]:
-        if pending(rec):
-            encode_into(rec, self.params)
         yield rec
 
 
@@ -175,7 +162,7 @@ class CaptionCorpus(Corpus):
         records = (
             records
             | "ApplyThresholds" >> Thresholds(config, units, "caption")
-            | "EncodeOutput" >> Safely(EncodeOutput(config.output), "encode_output")
+            | "EncodeOutput" >> Safely(EncodePending(config.output), "encode_output")
         )
         return records | "Finish" >> Finish(self.name, run, config)
 
@@ -192,7 +179,7 @@ class CaptionCorpus(Corpus):
             | "AttachOverlays" >> AttachOverlays(parent, config, "caption")
             | "ApplyThresholds" >> Thresholds(config, units, "caption")
             | "Redecode" >> Safely(Redecode(config.decode), "redecode")
-            | "EncodeOutput" >> Safely(EncodeOutput(config.output), "encode_output")
+            | "EncodeOutput" >> Safely(EncodePending(config.output), "encode_output")
         )
         return records | "Finish" >> Finish(self.name, run, config)
 

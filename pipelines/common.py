@@ -117,6 +117,21 @@ def pending(rec: Record) -> bool:
     return rec.pending
 
 
+class EncodePending(beam.DoFn):
+    """Resize and re-encode the records still pending (dropped ones never pay for encoding); with
+    `kind`, only records of that class (a document's images, not the document)."""
+
+    def __init__(self, params: Any, kind: type[Record] | None = None) -> None:
+        self.params, self.kind = params, kind
+
+    def process(self, rec: Record) -> Iterator[Record]:
+        from mmcurate.stages.image_decode import encode_into
+
+        if (self.kind is None or isinstance(rec, self.kind)) and rec.pending:
+            encode_into(rec, self.params)
+        yield rec
+
+
 def code_version() -> dict[str, str]:
     version = {"mmcurate": __version__, "apache_beam": beam.__version__}
     try:

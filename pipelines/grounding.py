@@ -37,17 +37,15 @@ from mmcurate.stages.grounding_filters import AgreementParams, geometry, normal_
 from mmcurate.stages.grounding_io import GroundingReadParams, list_grounding_units, read_grounding_unit
 from mmcurate.stages.image_decode import (
     DecodeParams,
-    EncodeParams,
     ImageBroken,
     ImageRejected,
     decode_into,
-    encode_into,
 )
 from mmcurate.stages.io import Unit
 from mmcurate.stages.measure import clip_box, iou, orient_box, oriented_size, scale_box
 from mmcurate.stages.writers import FileInfo, ShardInfo, ShardParams
 
-from .common import ReadUnits, Safely, pending
+from .common import EncodePending, ReadUnits, Safely, pending
 from .config import FilteredConfig
 from .corpus import Corpus
 from .counters import count
@@ -283,18 +281,6 @@ def split_regions(rec: Record, agreement: bool = False) -> Iterator[Record]:
     yield from items
 
 
-class EncodeOutput(beam.DoFn):
-    """Resize and re-encode the samples still pending (their regions move when the sample is settled)."""
-
-    def __init__(self, params: EncodeParams) -> None:
-        self.params = params
-
-    def process(self, rec: Record) -> Iterator[Record]:
-        if isinstance(rec, GroundingSample) and pending(rec):
-            encode_into(rec, self.params)
-        yield rec
-
-
 def read_units(unit: Unit, config: GroundingConfig, report: Any) -> Iterator[Record]:
     return read_grounding_unit(unit, config.read, report)
 
@@ -340,7 +326,7 @@ class GroundingCorpus(Corpus):
             records
             | "SplitRegions" >> beam.FlatMap(split_regions, agreement=bool(stages))
             | "ApplyThresholds" >> Thresholds(config, units, KINDS)
-            | "EncodeOutput" >> Safely(EncodeOutput(config.output), "encode_output")
+            | "EncodeOutput" >> Safely(EncodePending(config.output, GroundingSample), "encode_output")
         )
         return records | "Finish" >> Finish(self.name, run, config)
 

@@ -33,7 +33,6 @@ from mmcurate.stages.image_decode import (
     ImageBroken,
     ImageRejected,
     decode_into,
-    encode_into,
 )
 from mmcurate.stages.interleaved_formats import LAYOUTS, write_export
 from mmcurate.stages.interleaved_io import InterleavedReadParams, list_interleaved_units, read_interleaved_unit
@@ -41,7 +40,7 @@ from mmcurate.stages.io import Unit
 from mmcurate.stages.minhash import MinHashParams, signature
 from mmcurate.stages.writers import FileInfo, ShardInfo, ShardParams
 
-from .common import ReadUnits, Safely, pending
+from .common import EncodePending, ReadUnits, Safely
 from .config import FilteredConfig
 from .corpus import Corpus
 from .counters import count
@@ -243,18 +242,6 @@ def split_images(doc: Record) -> Iterator[Record]:
     yield from slots
 
 
-class EncodeImagesFn(beam.DoFn):
-    """Resize and re-encode the images still pending (dropped ones never pay for encoding)."""
-
-    def __init__(self, params: EncodeParams) -> None:
-        self.params = params
-
-    def process(self, rec: Record) -> Iterator[Record]:
-        if isinstance(rec, ImageSlot) and pending(rec):
-            encode_into(rec, self.params)
-        yield rec
-
-
 # ------------------------------------------------------------------------------------------ settling
 
 DUPLICATE_REASONS = ("duplicate_url", "duplicate_text", "duplicate_exact")
@@ -315,7 +302,7 @@ class InterleavedCorpus(Corpus):
             docs
             | "SplitImages" >> beam.FlatMap(split_images)
             | "ApplyThresholds" >> Thresholds(config, units, KINDS)
-            | "EncodeImages" >> Safely(EncodeImagesFn(config.output), "encode_images")
+            | "EncodeImages" >> Safely(EncodePending(config.output, ImageSlot), "encode_images")
         )
         return records | "Finish" >> Finish(self.name, run, config)
 

@@ -403,6 +403,22 @@ class Record(Row):
         return {}
 
 
+class SlotChild:
+    """A child record numbered by `slot` within the input row its parent was read from (an image
+    of a document, a region of a grounding sample): its uid is the parent's plus the slot."""
+
+    source: Source
+    slot: int
+
+    @property
+    def uid(self) -> str:
+        return f"{self.source.unit:06d}:{self.source.index:09d}:{self.slot:05d}"
+
+    @property
+    def parent_uid(self) -> str:
+        return f"{self.source.unit:06d}:{self.source.index:09d}"
+
+
 def media_ref(uri: str, start: int | None = None, end: int | None = None) -> str:
     """A reference to bytes: a whole file (`uri`) or the range [start, end) of one (`uri#bytes=S-E`)."""
     return uri if start is None else f"{uri}#bytes={start}-{end}"

@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from .base import CHILDREN, PAYLOAD, DedupKey, Fields, Record, read_media
+from .base import CHILDREN, PAYLOAD, DedupKey, Fields, Record, SlotChild, read_media
 from .image import ImageFields
 
 BOX_FORMATS = ("xyxy", "xywh", "norm", "grid")
@@ -31,7 +31,7 @@ REGION_TASKS = ("detection", "grounding", "referring", "conversation")
 
 
 @dataclass(kw_only=True)
-class RegionRecord(Record):
+class RegionRecord(SlotChild, Record):
     """One region of a grounding sample. `id` is the BLAKE2b-128 of the sample id, the slot, the
     phrase and the input box."""
 
@@ -65,14 +65,6 @@ class RegionRecord(Record):
     """The largest distance (pixels) a side moved when the box was clipped into the image."""
     extra: str = "{}"
     """Input fields of the region with no column of their own (ODVG `label`, COCO `iscrowd`), JSON."""
-
-    @property
-    def uid(self) -> str:
-        return f"{self.source.unit:06d}:{self.source.index:09d}:{self.slot:05d}"
-
-    @property
-    def parent_uid(self) -> str:
-        return f"{self.source.unit:06d}:{self.source.index:09d}"
 
 
 @dataclass(kw_only=True)

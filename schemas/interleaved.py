@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from .base import CHILDREN, PAYLOAD, DedupKey, Fields, Record, read_media
+from .base import CHILDREN, PAYLOAD, DedupKey, Fields, Record, SlotChild, read_media
 from .image import ImageFields
 
 SPOOLED = {"arrow": False, "spool": True}
@@ -23,7 +23,7 @@ SPOOLED = {"arrow": False, "spool": True}
 
 
 @dataclass(kw_only=True)
-class ImageSlot(ImageFields, Record):
+class ImageSlot(SlotChild, ImageFields, Record):
     """One image position of a document: what the input named, the decode facts, where it is anchored.
 
     `id` is the BLAKE2b-128 of the image bytes (of the name when the bytes could not be had)."""
@@ -44,14 +44,6 @@ class ImageSlot(ImageFields, Record):
     """The anchor the input gave (MMC4 `matched_text_index`, the OBELICS position)."""
     extra: str = "{}"
     """Input fields of the image with no column of their own (MMC4 `matched_sim`, `face_detections`), JSON."""
-
-    @property
-    def uid(self) -> str:
-        return f"{self.source.unit:06d}:{self.source.index:09d}:{self.slot:05d}"
-
-    @property
-    def parent_uid(self) -> str:
-        return f"{self.source.unit:06d}:{self.source.index:09d}"
 
     def spool(self) -> bytes | None:
         return self.image
