@@ -9,6 +9,7 @@ and one recipe module defining a `Corpus` subclass, named here in one line.
 from __future__ import annotations
 
 import abc
+import contextlib
 import importlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -131,6 +132,15 @@ TOOLS: dict[str, Tool] = {
 """Commands of the corpora that are no pipeline run, by name."""
 
 
+def remove_tree(uri: str) -> None:
+    """A folder and all it holds, on any fsspec filesystem; nothing when it is not there."""
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(uri)
+    with contextlib.suppress(FileNotFoundError):
+        fs.rm(path, recursive=True)
+
+
 class UnknownCorpus(KeyError):
     pass
 
@@ -239,6 +249,13 @@ class Corpus(abc.ABC):
         """The corpus's own files for one unit (trainer files, annotation queue) and its extras;
         `media` is what `fetch_media` read."""
         return [], {}
+
+    def release(self, unit: int, run: Run, config: Any) -> None:
+        """Remove what only the unit's commit needed (the corpus's own spool files), right after its
+        summary is durable, so the spool holds only the units not yet committed. The finish path
+        releases the shared spool (`_spool/part-UUUUU/`) itself. Called again for a unit committed
+        before (`--resume`, a retried bundle): what is gone already is no error."""
+        return None
 
     # -- the finish path, once
     def fold_extras(self, extras: list[dict[str, Any]], config: Any) -> dict[str, Any]:

@@ -105,11 +105,9 @@ class Dedup(beam.PTransform):
                 by_exact
                 | "ExactRepresentatives" >> beam.Map(min)
                 | "WithNearHash" >> beam.Filter(lambda k: k.near is not None)
-                | "Bands"
-                >> beam.FlatMap(lambda k: [((b << 32) | v, dedup.compact(k)) for b, v in dedup.band_keys(k.near, dist)])
+                | "Bands" >> beam.FlatMap(dedup.near_entries, dist)
                 | "GroupBands" >> beam.GroupByKey()
-                | "NearInBand"
-                >> beam.FlatMapTuple(lambda _, group: dedup.near_duplicates(map(dedup.restore, group), dist))
+                | "NearInBand" >> beam.FlatMapTuple(lambda _, group: dedup.near_in_band(group, dist))
                 | "KeyByRecord" >> beam.Map(lambda d: (d.uid, d))
                 | "BestRepresentative" >> beam.CombinePerKey(dedup.best_duplicate)
                 | "DropKey" >> beam.Values()
@@ -307,7 +305,8 @@ class DedupKeysFn(_SpooledUnitFn):
 
 
 class CommitUnitFn(_SpooledUnitFn):
-    """(unit, {dups}) -> shards, ledgers, fate tables, corpus outputs, and last the unit's summary."""
+    """(unit, {dups}) -> shards, ledgers, fate tables, corpus outputs, and last the unit's summary;
+    then the unit's spool files go (the spool holds only uncommitted units)."""
 
     def setup(self) -> None:
         super().setup()
@@ -315,7 +314,10 @@ class CommitUnitFn(_SpooledUnitFn):
 
     def process(self, element: tuple[int, dict[str, list]], cutoffs: dict[str, float] | None = None) -> Iterator[int]:
         unit, grouped = element
-        if unit in self.run.committed:  # an earlier attempt of this run committed it (--resume)
+        # committed by an earlier attempt of this run (--resume), or by a retried bundle's first try,
+        # whose outputs stand: its spool may be gone already (released below)
+        if unit in self.run.committed or self._committed_before(unit):
+            self._release(unit)  # a kill may have come between the summary and the release
             yield unit
             return
         by_kind, read = self.load(unit, cutoffs or {})
@@ -338,9 +340,29 @@ class CommitUnitFn(_SpooledUnitFn):
                 rec.clear_payload()
         summary = {"unit": unit, "kinds": kinds, "files": files, "extras": extras, "read": read}
         atomic_write(join(self.run.out_root, layout.summary(unit)), json_bytes(summary))
+        self._release(unit)  # its shards and outputs are durable: its spool files go
         count("units.written")
         failpoint("committed", self.run.out_root)
         yield unit
+
+    def _committed_before(self, unit: int) -> bool:
+        """The unit's summary is on storage though it was not committed when the run started: a
+        runner retried the bundle after writing it. Its counts are counted again (a runner keeps
+        no metrics of a failed attempt); the unit is not written twice."""
+        try:
+            with fsspec.open(join(self.run.out_root, layout.summary(unit)), "rb") as f:
+                summary = json.loads(f.read())
+        except FileNotFoundError:
+            return False
+        for kind, section in summary["kinds"].items():
+            _count_fates(kind, section)
+        count("units.written")
+        return True
+
+    def _release(self, unit: int) -> None:
+        """The shared spool of a committed unit (`_spool/part-UUUUU/`), then the corpus's own."""
+        corpora.remove_tree(join(self.run.out_root, layout.SPOOL, layout.part(unit)))
+        self.corpus.release(unit, self.run, self.config)
 
     def _write_samples(self, unit: int, by_kind: dict[str, list[Record]], files: dict[str, list]) -> list:
         kind = self.corpus.sample_kind

@@ -26,7 +26,8 @@ OVERLAYS = "overlays"
 SUMMARIES = "summaries"
 SPOOL = "_spool"
 """Media that wait between a record's processing and its unit's commit (encoded images, clip files);
-removed with the manifest, not per unit, so a runner that retries a writing bundle finds them again."""
+a unit's are removed once its summary is durable (a retried commit of that unit finds the summary
+and writes nothing), what is left goes with the manifest."""
 WORK = "_work"
 """A run in progress: its identity (`run.json`, what `--resume` checks) and the spooled units."""
 RUN_STATE = f"{WORK}/run.json"

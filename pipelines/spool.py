@@ -13,8 +13,8 @@ inside the recipe) is marked once its parts are grouped.
     OUT/_spool/part-UUUUU/<token>.bin          their media bytes
 
 A part is written under a fresh token per bundle attempt and only parts a marker names are read,
-so a retried or killed bundle leaves at most an unread file. `_work/` and `_spool/` go when the
-manifest is written.
+so a retried or killed bundle leaves at most an unread file. A unit's `_spool/` media go once its
+summary is written (CommitUnitFn); `_work/` and what is left of `_spool/` go with the manifest.
 """
 
 from __future__ import annotations

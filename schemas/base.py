@@ -93,6 +93,9 @@ class DedupKey(NamedTuple):
     """A 64-bit perceptual hash for near duplicates, or None when the kind has none."""
     sig: tuple[int, ...] | None = None
     """A MinHash signature for near duplicates of text (LSH bands, estimated Jaccard), or None."""
+    near_probes: tuple[int, ...] | None = None
+    """More 64-bit hashes of the same record (a video clip's crops): another record is also its near
+    duplicate when that one's `near` is within the distance of a probe, or this `near` of one of its."""
 
 
 @dataclass(frozen=True)

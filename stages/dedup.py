@@ -3,6 +3,8 @@
 Exact duplicates share a pixel hash. Near duplicates are found by locality-sensitive banding of
 the 64-bit pHash: split into `max_distance + 1` bands, any two hashes within that Hamming distance
 agree on at least one band (pigeonhole), so grouping by (band, value) finds every candidate pair.
+A key may carry probes besides its `near` hash (a video clip's crops): each is banded too, and a
+record's `near` within the distance of another's probe makes them near duplicates.
 Within a group the representative is chosen by a total order (most pixels, then largest file,
 then input position), so the choice is the same whatever the worker layout: a record is dropped
 when a better-ranked record lies within the distance, and points at the best such record.
@@ -59,14 +61,15 @@ def exact_duplicates(group: Iterable[DedupKey]) -> list[Duplicate]:
 
 def compact(k: DedupKey) -> tuple:
     """A key as a plain tuple without its exact hash, which the grouping key carries: a shuffle holds
-    every record's key (once per band for near duplicates), and a plain tuple of primitives takes
-    about half the bytes and memory of the named tuple there."""
-    return (k.rank, k.uid, k.id, k.unit, k.near, k.sig)
+    every record's key, and a plain tuple of primitives takes about half the bytes and memory of the
+    named tuple there."""
+    return (k.rank, k.uid, k.id, k.unit, k.near, k.sig, k.near_probes)
 
 
 def restore(t: tuple, exact: str = "") -> DedupKey:
-    rank, uid, rid, unit, near, sig = t
-    return DedupKey(tuple(rank), uid, rid, unit, exact, near, None if sig is None else tuple(sig))
+    rank, uid, rid, unit, near, sig, probes = t
+    sig, probes = (None if x is None else tuple(x) for x in (sig, probes))
+    return DedupKey(tuple(rank), uid, rid, unit, exact, near, sig, probes)
 
 
 def band_keys(phash: int, max_distance: int) -> list[tuple[int, int]]:
@@ -82,20 +85,52 @@ def _popcount64(x: np.ndarray) -> np.ndarray:
     return (x * 0x0101010101010101) >> 56
 
 
+def _entries(k: DedupKey) -> list[tuple]:
+    """A key's hashes as banding entries (rank, uid, id, unit, hash, is_probe): its `near`, then
+    each probe that differs from it."""
+    head = (k.rank, k.uid, k.id, k.unit)
+    probes = dict.fromkeys(p for p in k.near_probes or () if p != k.near)
+    return [(*head, k.near, False), *((*head, p, True) for p in probes)]
+
+
+def near_entries(k: DedupKey, max_distance: int) -> list[tuple[int, tuple]]:
+    """(band, entry) for every band of every hash of a key (`near` and its probes): two records
+    within the distance, near against near or near against a probe, share a band (pigeonhole)."""
+    return [((b << 32) | v, e) for e in _entries(k) for b, v in band_keys(e[4], max_distance)]
+
+
+def near_in_band(group: Iterable[tuple], max_distance: int) -> list[Duplicate]:
+    """Entries sharing a band -> for each record with a better-ranked record within the distance
+    (near against near, or near against a probe either way; never probe against probe), the best
+    such record."""
+    entries = sorted(((tuple(e[0]), *e[1:]) for e in group), key=lambda e: (e[0], e[1]))
+    if len(entries) < 2:
+        return []
+    records: dict[str, int] = {}
+    for e in entries:  # rank order: a record's index is its place among the group's records
+        records.setdefault(e[1], len(records))
+    if len(records) < 2:
+        return []
+    heads = {records[e[1]]: e for e in reversed(entries)}
+    owner = np.array([records[e[1]] for e in entries])
+    hashes = np.array([e[4] for e in entries], dtype=np.uint64)
+    best = np.full(len(records), len(records))
+    for p in (i for i, e in enumerate(entries) if not e[5]):
+        close = owner[(_popcount64(hashes ^ hashes[p]) <= max_distance) & (owner != owner[p])]
+        better, worse = close[close < owner[p]], close[close > owner[p]]
+        if better.size:  # a better record near mine: mine loses to the best of them
+            best[owner[p]] = min(best[owner[p]], better.min())
+        np.minimum.at(best, worse, owner[p])  # worse records near mine lose to mine (or a better one)
+    out = []
+    for j in np.nonzero(best < np.arange(len(records)))[0]:
+        me, rep = heads[int(j)], heads[int(best[j])]
+        out.append(Duplicate(me[1], me[3], "duplicate_near", rep[2], rep[0]))
+    return out
+
+
 def near_duplicates(group: Iterable[DedupKey], max_distance: int) -> list[Duplicate]:
     """For each member with a better-ranked member within the distance, the best such member."""
-    members = sorted(group)
-    if len(members) < 2:
-        return []
-    hashes = np.array([m.near for m in members], dtype=np.uint64)
-    out = []
-    for j in range(1, len(members)):
-        dist = _popcount64(hashes[:j] ^ hashes[j])
-        close = np.nonzero(dist <= max_distance)[0]
-        if close.size:
-            best = members[int(close[0])]  # sorted: the first close one is the best ranked
-            out.append(Duplicate(members[j].uid, members[j].unit, "duplicate_near", best.id, best.rank))
-    return out
+    return near_in_band((e for k in group for e in _entries(k)), max_distance)
 
 
 def best_duplicate(candidates: Iterable[Duplicate]) -> Duplicate:
