@@ -34,10 +34,15 @@ import ocr_render  # noqa: E402
 import rollout  # noqa: E402
 import scale  # noqa: E402
 import video  # noqa: E402
+import video_cut  # noqa: E402
+import video_memory  # noqa: E402
+import video_motion  # noqa: E402
 
 BENCHMARKS = {
     "caption": caption, "interleaved": interleaved, "scale": scale, "models": models, "rollout": rollout,
-    "video": video, "ocr": ocr, "ocr_render": ocr_render, "grounding": grounding,
+    "video": video, "video_cut": video_cut, "video_motion": video_motion,
+    "video_memory": video_memory, "ocr": ocr, "ocr_render": ocr_render,
+    "grounding": grounding,
 }  # fmt: skip
 
 

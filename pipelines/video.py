@@ -3,13 +3,15 @@
     'ReadUnits' -> 'SpoolInputs' -> 'SpreadVideos' -> 'AnalyseVideos' -> clips -> 'ScoreWithModels'
         -> 'ApplyThresholds' -> 'DropFrames' -> 'Finish'      (and the videos, from 'AnalyseVideos', -> 'Finish')
 
-'AnalyseVideos' runs probe, scene split, motion, clip extraction and frame sampling for one video in a
+'AnalyseVideos' runs probe, scene split, motion, clip extraction and fingerprinting for one video in a
 child process with a timeout (stages/isolation.py): a decoder that hangs or crashes costs that video
 (quarantined with `decode_timeout` / `decoder_crashed`), never the run. A unit's videos are spread
 over the workers as references ('SpreadVideos': a path, a byte range of a tar, a spooled copy of a
 compressed tar's member), so a 1,000-video tar is not one worker's work; the bytes are read where a
 video is analysed. Elements are videos and clips, never frames or clip bytes: clip files wait in
-the run's spool. The shared finish path drops repeated videos (same bytes) with their clips, settles
+the run's spool; the model stages decode a clip's frames from it. The shared finish path drops
+repeated videos (same bytes) with their clips and repeated clips (same frames, or a re-encoded,
+resized or cropped copy: `dedup`), settles
 each video from its clips (kept with its kept clips, dropped when none survived, quarantined when
 clips failed), and checks both identities:
 videos in = kept + dropped + quarantined, clips made = kept + dropped + quarantined.
@@ -27,19 +29,25 @@ from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from mmcurate.annotation.queue import queue_bytes, queue_path
-from mmcurate.schemas import ClipRecord, Fields, OcrLine, Record, Status, VideoRecord
+from mmcurate.schemas import ClipRecord, Fields, OcrLine, Record, Status, VideoRecord, read_media
 from mmcurate.stages.base import Params
 from mmcurate.stages.dedup import DedupParams
 from mmcurate.stages.io import Unit
 from mmcurate.stages.isolation import ChildFailed, Isolated
 from mmcurate.stages.video_analysis import AnalysisParams, VideoResult, analyse, identify, ready
-from mmcurate.stages.video_clips import ClipOutputParams, ClipParams
+from mmcurate.stages.video_clips import ClipOutputParams, ClipParams, sample_frames
 from mmcurate.stages.video_io import VideoReadParams, file_id, list_video_units, read_video_unit
 from mmcurate.stages.video_probe import VideoBroken
-from mmcurate.stages.video_scan import CLIP_MOTION_LABELS, CLIP_MOTION_SCORES, MotionParams, SceneParams
+from mmcurate.stages.video_scan import (
+    CLIP_MOTION_LABELS,
+    CLIP_MOTION_SCORES,
+    DATAJUICER_SCORES,
+    MotionParams,
+    SceneParams,
+)
 from mmcurate.stages.writers import (
     FileInfo,
     ShardInfo,
@@ -54,7 +62,7 @@ from mmcurate.stages.writers import (
 from . import layout
 from .common import ReadUnits, pending
 from .config import ConfigError, FilteredConfig
-from .corpus import Corpus
+from .corpus import Corpus, remove_tree
 from .finish import Finish, Run, count
 from .ledger import redecidable
 from .models import ModelStage, View, Views, model_fields, model_stages
@@ -86,6 +94,20 @@ class VideoOutputParams(ClipOutputParams):
     select` can keep them under looser thresholds; without it they are gone after the run."""
 
 
+class VideoDedupParams(DedupParams):
+    """Run-wide dedup of clips (videos with the same file bytes are always dropped but one)."""
+
+    clips: bool = True
+    """Fingerprint clips (stages/video_dedup.py) and drop repeated ones across videos: the same
+    frames (`duplicate_exact`), or a re-encoded, resized or cropped copy (`duplicate_near`)."""
+    near: bool = True
+    """Also drop near duplicates (perceptual hash within `max_distance`); exact ones are always dropped."""
+    max_distance: int = 8
+    """Largest Hamming distance (of 64 bits) between a clip's hash and another's (or one of its
+    crops') that makes a near duplicate. Measured: copies re-encoded at half size and crf 35 or
+    cropped up to 10 % per side at most 8 (natural video at most 4); unrelated clips 10 and more."""
+
+
 class VideoConfig(FilteredConfig):
     filter_kind = "clip"
     read: VideoReadParams = VideoReadParams()
@@ -94,8 +116,18 @@ class VideoConfig(FilteredConfig):
     clips: ClipParams = ClipParams()
     output: VideoOutputParams = VideoOutputParams()
     limits: LimitParams = LimitParams()
+    dedup: VideoDedupParams = VideoDedupParams()
     decode_threads: int = Field(1, ge=0)
     """Decoder threads in the scan; 0 = FFmpeg's automatic count."""
+
+    @model_validator(mode="after")
+    def _motion_method(self) -> VideoConfig:
+        if "motion" in self.filters and self.motion.method != "datajuicer":
+            raise ValueError(
+                "filters.motion: thresholds Data-Juicer's motion score, which only motion.method: datajuicer "
+                "computes; with motion.method: fast threshold flow_speed (filters.flow_speed) instead"
+            )
+        return self
 
     def analysis(self) -> AnalysisParams:
         return AnalysisParams(
@@ -154,6 +186,7 @@ def _name_unhashed(video: VideoRecord) -> None:
 
 
 CHILD_REASONS = {"timeout": "decode_timeout", "crashed": "decoder_crashed"}
+CLIP_DUPLICATE_REASONS = ("duplicate_exact", "duplicate_near")
 
 
 class AnalyseVideosFn(beam.DoFn):
@@ -167,6 +200,8 @@ class AnalyseVideosFn(beam.DoFn):
         limits = self.config.limits
         self.child = Isolated(limits.isolate, limits.max_tasks, passthrough=(VideoBroken,), ready=ready)
         self.params = self.config.analysis()
+        # which worker process analysed how many videos: in metrics.json only, never in a ledger
+        self.worker_counter = f"video.analysed_by.pid{os.getpid()}"
 
     def teardown(self) -> None:
         if self.child is not None:
@@ -186,6 +221,7 @@ class AnalyseVideosFn(beam.DoFn):
         if not pending(video):
             yield beam.pvalue.TaggedOutput(VIDEOS_TAG, video)
             return
+        count(self.worker_counter)
         workdir = tempfile.mkdtemp(prefix="mmcurate-video-")
         try:
             clips = self._analyse(video, workdir)
@@ -247,6 +283,8 @@ class AnalyseVideosFn(beam.DoFn):
                 start_time=plan["start_time"],
                 end_time=plan["end_time"],
                 duration=plan["end_time"] - plan["start_time"],
+                cut_offset_start=plan.get("cut_offset_start", 0.0),
+                cut_offset_end=plan.get("cut_offset_end", 0.0),
                 scores=dict(res.scores),
                 labels=dict(res.labels),
             )
@@ -262,7 +300,9 @@ class AnalyseVideosFn(beam.DoFn):
             clip.out_bytes = len(data)
             clip.width, clip.height, clip.fps = res.out["width"], res.out["height"], res.out["fps"]
             clip.scores.update({"width": float(clip.width), "height": float(clip.height)})
-            clip.frames = res.frames
+            if self.config.dedup.clips:
+                clip.frame_hash, clip.phash = res.out["frame_hash"], res.out["phash"]
+                clip.phash_crops = list(res.out["phash_crops"])
             yield clip
 
 
@@ -270,10 +310,14 @@ class Frames(Views):
     """A clip is seen as its sampled frames: each image stage scores every frame; the clip gets the
     mean and the max of each score, and the OCR lines of the frame with the most text."""
 
-    def __init__(self, frames: int = 3) -> None:
-        self.per_record = frames
+    def __init__(self, frames: int = 3, side: int = 512) -> None:
+        self.per_record, self.side = frames, side
 
     def views(self, rec: ClipRecord) -> list[View]:
+        """The clip's frames, decoded from its spooled file the first time a model stage looks (the
+        analysis returns none: an hour of video would be half a gigabyte of frames at once)."""
+        if rec.frames is None and rec.media:
+            rec.frames = clip_frames(rec.media, self.per_record, self.side)
         return [View(f, rec.caption) for f in rec.frames or ()]
 
     def reduce(self, rec: ClipRecord, stage: ModelStage, views: list[View]) -> None:
@@ -293,6 +337,21 @@ class Frames(Views):
     def fields(self, stage: ModelStage) -> tuple[str, ...]:
         extra = ("ocr_text_frames",) if stage.name == "ocr" else ()
         return (*stage.scores, *(f"{s}_max" for s in stage.scores), *extra)
+
+
+def clip_frames(ref: str, count: int, side: int) -> list[Any]:
+    """`sample_frames` of a clip file: read in place when local, else (object storage, a tar
+    member) its bytes in memory, one clip at a time."""
+    import io
+
+    import fsspec
+
+    source: Any = None
+    if "#bytes=" not in ref and "::" not in ref:
+        fs, path = fsspec.core.url_to_fs(ref)
+        source = path if "file" in fs.protocol else None
+    frames, _ = sample_frames(source or io.BytesIO(read_media(ref)), count, side)
+    return frames
 
 
 def _drop_frames(clip: ClipRecord) -> ClipRecord:
@@ -326,12 +385,16 @@ class VideoCorpus(Corpus):
     def fields(self, config: VideoConfig) -> dict[str, Fields]:
         filters = config.build_filters()
         scores = [*CLIP_MOTION_SCORES, "duration", "width", "height", *(s for f in filters for s in f.scores)]
+        if config.motion.method == "datajuicer":
+            scores += DATAJUICER_SCORES
         scores += model_fields(config, Frames(config.output.sample_frames))
         labels = [*CLIP_MOTION_LABELS, *(lb for f in filters for lb in f.labels)]
         return {"video": Fields(), "clip": Fields(tuple(scores), tuple(labels))}
 
     def dedup(self, config: VideoConfig) -> DedupParams:
-        return DedupParams(near=False)  # the same file bytes read twice; near-duplicate clips are for later
+        """Videos by file bytes (exact only); clips by frame hash, and by perceptual hash (near)."""
+        d = config.dedup
+        return DedupParams(near=d.clips and d.near, max_distance=d.max_distance)
 
     def shard(self, config: VideoConfig) -> ShardParams:
         return config.output.shard
@@ -351,7 +414,8 @@ class VideoCorpus(Corpus):
         if stages:  # RunInference (and torch) only for a run whose filters need a model
             from .inference import ScoreWithModels
 
-            clips = clips | "ScoreWithModels" >> ScoreWithModels(stages, Frames(config.output.sample_frames))
+            frames = Frames(config.output.sample_frames, config.output.frame_side)
+            clips = clips | "ScoreWithModels" >> ScoreWithModels(stages, frames)
         clips = clips | "ApplyThresholds" >> Thresholds(config, units, "clip") | "DropFrames" >> beam.Map(_drop_frames)
         records = (analysed[VIDEOS_TAG], clips) | "VideosAndClips" >> beam.Flatten()
         return records | "Finish" >> Finish(self.name, run, config)
@@ -360,9 +424,11 @@ class VideoCorpus(Corpus):
         settle_before_dedup(records)
 
     def settle_children(self, parent: Record, children: list[Record], config: VideoConfig) -> None:
+        """The clips of a repeated video go with it (`duplicate_video`), also those clip dedup
+        already matched to the kept copy's clips (the same frames: the same clip ids)."""
         if parent.fate.reason == "duplicate_exact":
             for clip in children:
-                if clip.pending:
+                if clip.pending or clip.fate.reason in CLIP_DUPLICATE_REASONS:
                     clip.settle("duplicate_video", duplicate_of=parent.fate.duplicate_of)
 
     def settle_parent(self, parent: Record, children: list[Record], config: VideoConfig) -> None:
@@ -386,6 +452,12 @@ class VideoCorpus(Corpus):
         if config.output.keep_dropped_media:
             files += keep_dropped_media(unit, clips, run)
         return files, {"clip_seconds": sum(c.duration for c in kept)}
+
+    def release(self, unit: int, run: Run, config: VideoConfig) -> None:
+        """A committed unit's clip files (`_spool/UUUUU/`, read by its shards and dropped media only)
+        and its spooled input copies (`_spool/inputs/part-UUUUU/`, read by the analysis only)."""
+        remove_tree(join(run.out_root, layout.SPOOL, f"{unit:05d}"))
+        remove_tree(join(run.out_root, layout.SPOOL, "inputs", layout.part(unit)))
 
     def fold_extras(self, extras: list[dict[str, Any]], config: VideoConfig) -> dict[str, Any]:
         return {"clip_seconds": round(sum(e.get("clip_seconds", 0.0) for e in extras), 3)}

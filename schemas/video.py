@@ -47,9 +47,11 @@ class VideoRecord(Record):
     duration: float = 0.0
     """Seconds: the video stream's duration (`stream_duration`), the container's when the stream
     states none, else frames / fps (streamed WebM). What clip planning and the timeouts use."""
+    flow_speed: float = math.nan
+    """Its clips' `flow_speed` (frame diagonals per second), weighted by their durations: the whole
+    video's, as video2dataset and Data-Juicer users filter videos (NaN when no clip has one)."""
     motion: float = math.nan
-    """Its clips' `motion` (the clip score, same unit), weighted by their durations: the whole
-    video's, as Data-Juicer and video2dataset users filter videos (NaN when no clip has one)."""
+    """The same for Data-Juicer's `motion` score (`motion.method: datajuicer`; NaN otherwise)."""
     stream_duration: float = 0.0
     """The video stream's own duration as its header states it (0: it states none)."""
     container_duration: float = 0.0
@@ -61,7 +63,15 @@ class VideoRecord(Record):
     audio_codec: str = ""
     decoded_frames: int = 0
     cuts: list[int] = field(default_factory=list)
-    """Decoded-frame indices where a new scene starts (0-based)."""
+    """Decoded-frame indices where a new scene starts (0-based): the cuts clips are planned from
+    (PySceneDetect's, less `stitched_cuts`)."""
+    stitched_cuts: list[int] = field(default_factory=list)
+    """PySceneDetect's cuts that scene stitching (`scenes.stitch`) removed, merging the scenes either
+    side: `cuts` + `stitched_cuts` are the detector's cuts. Empty when stitching is off."""
+    cut_similarity: list[float] = field(default_factory=list)
+    """Stitching's similarity (SSIM of the boundary thumbnails) at each detector cut, in the order of
+    `sorted(cuts + stitched_cuts)`; a cut at or above `scenes.stitch.threshold` was removed (NaN: no
+    frames to compare). Empty when stitching is off."""
     clips: int = 0
     """Clip records made from this video (kept or dropped): the input count of the clip identity."""
     path: str | None = field(default=None, metadata=PAYLOAD, repr=False, compare=False)
@@ -102,6 +112,11 @@ class ClipRecord(Record):
     """Seconds from the start of the video (first frame = 0), start of the first frame."""
     end_time: float = 0.0
     duration: float = 0.0
+    cut_offset_start: float = 0.0
+    """Seconds from the exact cut to this clip's start (+: later), with `output.cut: keyframe`, where
+    edges move to keyframes (start/end frames and times are where the clip really is); 0 for exact cuts."""
+    cut_offset_end: float = 0.0
+    """The same at the end (-: the clip ends earlier than the exact cut)."""
     width: int = 0
     """Size of the stored clip (upright, square pixels, after any max-side bound)."""
     height: int = 0
@@ -109,8 +124,17 @@ class ClipRecord(Record):
     out_bytes: int = 0
     ocr: list[OcrLine] = field(default_factory=list)
     """Text lines of the sampled frame with the most text (coordinates of `width` x `height`)."""
+    frame_hash: str = ""
+    """BLAKE2b-128 of every decoded frame's pixels: the exact dedup key (clips cut from the same
+    source frames are bit-identical encodes). Empty when unknown (`dedup.clips: false`, no file)."""
+    phash: str = ""
+    """64-bit perceptual hash (16 hex digits) of the whole frame, in 4 frames: the near dedup key,
+    robust to re-encoding at another size and bitrate (stages/video_dedup.py)."""
+    phash_crops: list[str] = field(default_factory=list)
+    """The same hash of 16 sub-windows (edges up to 10 % in): a cropped copy's `phash` is near one."""
     frames: Any = field(default=None, metadata=PAYLOAD, repr=False, compare=False)
-    """Sampled RGB frames (PIL images) for the model stages; never written."""
+    """Sampled RGB frames (PIL images), decoded from the clip file when a model stage runs; never
+    written, and cleared before the records cross to the writers."""
 
     @property
     def uid(self) -> str:
@@ -119,6 +143,20 @@ class ClipRecord(Record):
     @property
     def parent_uid(self) -> str:
         return f"{self.source.unit:06d}:{self.source.index:09d}"
+
+    def dedup_rank(self) -> tuple:
+        """The copy kept of duplicate clips: the most pixels, then the longest, then the first read
+        (a total order, so the choice is the same whatever the worker layout)."""
+        return (-self.width * self.height, -self.duration, self.source.unit, self.source.index, self.clip_index)
+
+    def dedup_key(self) -> DedupKey | None:
+        """Exact: the frame hash; near: the whole-frame hash, its crops as probes. None without a fingerprint."""
+        if not self.frame_hash:
+            return None
+        near = int(self.phash, 16) if self.phash else None
+        probes = tuple(int(h, 16) for h in self.phash_crops) or None
+        rank = self.dedup_rank()
+        return DedupKey(rank, self.uid, self.id, self.source.unit, self.frame_hash, near, None, probes)
 
     def members(self) -> dict[str, bytes]:
         """Read when the shard is built, so a unit's writer holds one sample's clip at a time. The clip

@@ -1,5 +1,6 @@
 """Everything done to one video, in one call: probe, scan (cuts + motion), plan clips, extract them,
-score motion per clip and sample frames for the model stages.
+score motion per clip and fingerprint each clip file for dedup (no frames: the model stages decode
+theirs from the clip file when they run).
 
 The pipeline runs `analyse` in a child process with a timeout (a decoder that hangs is killed and
 the video quarantined), so it takes and returns plain picklable values. Clip files are written to
@@ -16,7 +17,16 @@ from typing import Any
 import numpy as np
 
 from .base import Params
-from .video_clips import ClipFailed, ClipOutputParams, ClipParams, extract, plan_clips, sample_frames
+from .video_clips import (
+    ClipFailed,
+    ClipOutputParams,
+    ClipParams,
+    extract,
+    keyframe_plans,
+    plan_clips,
+    stream_copyable,
+)
+from .video_dedup import fingerprint
 from .video_io import file_id
 from .video_probe import VideoBroken, probe
 from .video_scan import MotionParams, SceneParams, clip_motion, scan
@@ -37,8 +47,8 @@ class ClipResult:
     scores: dict[str, float]
     labels: dict[str, str]
     mp4_path: str = ""
-    frames: list[Any] = dataclasses.field(default_factory=list)
     out: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """The clip file's stream facts and dedup keys (`video_dedup.fingerprint`)."""
     error: str = ""
 
 
@@ -85,17 +95,19 @@ def analyse(path: str, facts: dict[str, Any], params: AnalysisParams, workdir: s
         cuts=found.cuts,
         vfr=facts.get("vfr", False) or found.vfr,
         cut_frame_numbers=found.cut_frame_numbers,
+        stitched_cuts=found.stitched,
+        cut_similarity=found.cut_similarity,
     )
     plans = plan_clips(found.times, found.cuts, facts["fps"], params.clips)
+    if params.output.cut == "keyframe" and stream_copyable(facts):  # else re-encoded: upright, square pixels
+        plans = keyframe_plans(path, plans, found.times, facts["fps"], params.clips)
     dj = _datajuicer(path, plans, params.motion) if params.motion.method == "datajuicer" else None
     results = []
+    diagonal = math.hypot(facts["display_width"], facts["display_height"])
     for i, plan in enumerate(plans):
-        scores, labels = clip_motion(found.pairs, plan.start, plan.end, facts["rotation"], params.motion)
-        if dj is not None:
-            scores.pop("motion", None)
-            scores.pop("motion_max", None)
-            if dj[i]:
-                scores["motion"], scores["motion_max"] = float(np.mean(dj[i])), max(dj[i])
+        scores, labels = clip_motion(found.pairs, plan.start, plan.end, facts["rotation"], params.motion, diagonal)
+        if dj is not None and dj[i]:
+            scores["motion"], scores["motion_max"] = float(np.mean(dj[i])), max(dj[i])
         scores["duration"] = plan.duration
         res = ClipResult(dataclasses.asdict(plan), scores, labels)
         results.append(res)
@@ -104,7 +116,7 @@ def analyse(path: str, facts: dict[str, Any], params: AnalysisParams, workdir: s
         dst = os.path.join(workdir, f"clip-{plan.clip_index:05d}.mp4")
         try:
             extract(path, dst, plan, facts, params.output)
-            res.frames, res.out = sample_frames(dst, params.output.sample_frames, params.output.frame_side)
+            res.out = fingerprint(dst)
         except (ClipFailed, av.FFmpegError, OSError) as exc:
             res.error = f"{type(exc).__name__}: {exc}"[:2000]
             continue
@@ -112,7 +124,8 @@ def analyse(path: str, facts: dict[str, Any], params: AnalysisParams, workdir: s
         expected = plan.end - plan.start
         if not params.output.max_fps and res.out["frames"] and res.out["frames"] != expected:
             res.error = f"clip holds {res.out['frames']} frames, expected {expected}"
-    facts["motion"] = video_motion(results)
+    facts["flow_speed"] = video_motion(results, "flow_speed")
+    facts["motion"] = video_motion(results, "motion")
     return VideoResult(facts, results)
 
 
@@ -123,9 +136,9 @@ def _datajuicer(path: str, plans: list[Any], motion: MotionParams) -> list[list[
     return datajuicer_scores(path, [(p.start, p.end) for p in plans], motion.sample_fps, motion.datajuicer)
 
 
-def video_motion(results: list[ClipResult]) -> float:
-    """The video's motion as the peers filter whole videos: its clips' `motion`, weighted by their
+def video_motion(results: list[ClipResult], score: str = "flow_speed") -> float:
+    """The video's `score` as the peers filter whole videos: its clips' values weighted by their
     durations (every planned clip, kept or too short: the whole video); NaN when none has one."""
-    pairs = [(r.scores["motion"], r.scores.get("duration", 0.0)) for r in results if "motion" in r.scores]
+    pairs = [(r.scores[score], r.scores.get("duration", 0.0)) for r in results if score in r.scores]
     weight = sum(d for _, d in pairs)
     return sum(m * d for m, d in pairs) / weight if weight > 0 else math.nan

@@ -19,6 +19,7 @@ from pydantic import Field, model_validator
 
 from .base import Params
 from .video_motion import DataJuicerMotion
+from .video_stitch import BoundaryFrames, StitchParams
 
 DETECTORS = ("content", "adaptive")
 
@@ -45,6 +46,14 @@ class SceneParams(Params):
     target_fps: float | None = Field(None, gt=0)
     """video2dataset's `framerates` entry: `frame_skip` = max(int(fps // target_fps) - 1, 0), at
     PySceneDetect's auto downscale, as its `cuts_<fps>` are found. Overrides `frame_skip`."""
+    resize: Literal["exact", "decoder"] = "exact"
+    """`exact`: the detector sees what PySceneDetect's SceneManager hands it (the full BGR frame,
+    `cv2.resize` linear), so its cuts are PySceneDetect's own. `decoder`: swscale scales while it
+    converts colour (fast bilinear), about a third less CPU per frame; cuts measured against exact in
+    docs/video.md ("Speed")."""
+    stitch: StitchParams = StitchParams()
+    """Scene stitching (`stages/video_stitch.py`): a cut whose boundary frames show the same shot (a
+    flash, a fast movement) is removed; off by default."""
 
     def factor(self, width: int) -> int | None:
         """The downscale factor for frames `width` wide (None: PySceneDetect's auto downscale)."""
@@ -118,11 +127,12 @@ def _fast_class(cls: type) -> type:
 
 class MotionParams(Params):
     method: Literal["fast", "datajuicer"] = "fast"
-    """How `motion` is measured: `fast`, our flow on a `flow_side` frame between a sampled frame and
-    the next one, in display pixels per sampling interval (one decode with the scene detection);
-    `datajuicer`, Data-Juicer's `video_motion_score_filter` score exactly (`stages/video_motion.py`:
-    full-size Farneback between frames 1 / `sample_fps` apart, in pixels of its resized frame; a
-    second decode). The camera-motion scores and label come from the fast flow either way."""
+    """What else is measured besides the fast flow. Every clip gets `flow_speed` (ours: Farneback on a
+    `flow_side` frame between a sampled frame and the next one, in frame diagonals per second; one
+    decode with the scene detection) and the camera-motion scores and label from the same flow.
+    `datajuicer` adds `motion` / `motion_max`: Data-Juicer's `video_motion_score_filter` score
+    exactly (`stages/video_motion.py`: full-size Farneback between frames 1 / `sample_fps` apart, in
+    pixels of its resized frame; a second decode), the number its `min_score` 0.25 means."""
     datajuicer: DataJuicerMotion = DataJuicerMotion()
     """Data-Juicer's frame-size options for `method: datajuicer` (`size`, `max_size`, `divisible`, `relative`)."""
     sample_fps: float = Field(2.0, gt=0)
@@ -154,6 +164,10 @@ class Scan:
     translation x, y (share of frame width/height, stored axes), zoom and rotation (per pair)."""
     vfr: bool
     working_size: tuple[int, int]
+    stitched: list[int] = dataclasses.field(default_factory=list)
+    """Detector cuts removed by scene stitching (decoded-frame indices; `cuts` holds the others)."""
+    cut_similarity: list[float] = dataclasses.field(default_factory=list)
+    """Stitching's similarity at each detector cut (`sorted(cuts + stitched)`); empty when it is off."""
 
 
 PAIR_COLUMNS = ("a", "b", "dt", "magnitude", "tx", "ty", "zoom", "rotation")
@@ -188,13 +202,17 @@ def similarity_fit(u: np.ndarray, v: np.ndarray) -> tuple[float, float, float, f
     return tx, ty, a, b
 
 
-def _analysis_frame(frame: Any, size: tuple[int, int], reformatter: Any) -> np.ndarray:
-    """The BGR frame PySceneDetect's SceneManager would hand its detector (full decode, linear resize).
+def _analysis_frame(frame: Any, size: tuple[int, int], reformatter: Any, resize: str = "exact") -> np.ndarray:
+    """The BGR frame PySceneDetect's SceneManager would hand its detector (full decode, linear resize);
+    with `resize: decoder`, swscale's fast bilinear scaling inside the colour conversion instead.
 
     One reformatter, one thread: PyAV's `to_ndarray(format=...)` builds a converter with an automatic
     thread pool per frame, which cost more than the conversion itself."""
     import cv2
 
+    if resize == "decoder" and size != (frame.width, frame.height):
+        w, h = size
+        return reformatter.reformat(frame, w, h, "bgr24", interpolation="FAST_BILINEAR", threads=1).to_ndarray()
     bgr = reformatter.reformat(frame, format="bgr24", threads=1).to_ndarray()
     return cv2.resize(bgr, size, interpolation=cv2.INTER_LINEAR) if size != (bgr.shape[1], bgr.shape[0]) else bgr
 
@@ -236,6 +254,8 @@ def scan(path: str, scenes: SceneParams, motion: MotionParams, threads: int = 1)
         scale = np.array([width * sar / flow_w, height / flow_h], dtype=np.float32)  # flow px -> display px
         step = max(1, round(float(rate) / motion.sample_fps))
         gap = min(motion.flow_gap, step)
+        lag = (getattr(detector, "event_buffer_length", 0) + scenes.min_scene_len + 2) * (skip + 1) + 16
+        keep = BoundaryFrames(scenes.stitch, float(rate), lag) if scenes.stitch.enabled else None
         times: list[float] = []
         cut_tcs: list[Any] = []
         pairs: list[tuple[float, ...]] = []
@@ -254,9 +274,16 @@ def scan(path: str, scenes: SceneParams, motion: MotionParams, threads: int = 1)
                 if frame.time_base != raw_tb:
                     raw_tb, tb = frame.time_base, Fraction(frame.time_base)
             t = float(pts * tb)
-            small = _analysis_frame(frame, size, reformatter)
+            seen = n % (skip + 1) == 0  # PySceneDetect's frame_skip: the detector sees these only
+            flow_due = n % step == 0 or (prev is not None and n == prev[0] + gap)
+            # a frame nothing looks at (frame_skip) is decoded, never converted
+            small = (
+                _analysis_frame(frame, size, reformatter, scenes.resize)
+                if seen or flow_due or keep is not None
+                else None
+            )
             tc = FrameTimecode(Timecode(pts=pts, time_base=tb), fps=rate)
-            if n % (skip + 1) == 0:  # PySceneDetect's frame_skip: the detector sees these only
+            if seen:
                 cut_tcs += detector.process_frame(tc, small)
             if prev is not None and n == prev[0] + gap:
                 luma = _flow_frame(small, motion.flow_side)
@@ -271,6 +298,8 @@ def scan(path: str, scenes: SceneParams, motion: MotionParams, threads: int = 1)
             if n % step == 0:
                 prev = (n, t, _flow_frame(small, motion.flow_side))
             times.append(t)
+            if keep is not None:
+                keep.add(n, small, times, cut_tcs)
             n += 1
         cut_tcs += detector.post_process(tc)
     finally:
@@ -282,6 +311,7 @@ def scan(path: str, scenes: SceneParams, motion: MotionParams, threads: int = 1)
     cuts = sorted({int(np.searchsorted(seconds, c.seconds - 1e-9)) for c in cut_tcs} - {0, n})
     deltas = np.diff(np.asarray(times)) if len(times) > 1 else np.zeros(0)
     vfr = bool(len(deltas) and deltas.min() > 0 and deltas.max() / deltas.min() > 1.5)
+    cuts, stitched, similarity = keep.stitch(cuts, n) if keep is not None else (cuts, [], [])
     return Scan(
         frames=n,
         times=np.asarray(times, dtype=np.float64),
@@ -290,6 +320,8 @@ def scan(path: str, scenes: SceneParams, motion: MotionParams, threads: int = 1)
         pairs=np.asarray(pairs, dtype=np.float64).reshape(-1, len(PAIR_COLUMNS)),
         vfr=vfr,
         working_size=size,
+        stitched=stitched,
+        cut_similarity=similarity,
     )
 
 
@@ -301,12 +333,15 @@ def _to_display(tx: float, ty: float, rotation: int) -> tuple[float, float]:
     return {0: (tx, ty), 90: (-ty, tx), 180: (-tx, -ty), 270: (ty, -tx)}[rotation]
 
 
-CLIP_MOTION_SCORES = ("motion", "motion_max", "camera_pan", "camera_tilt", "camera_zoom")
+CLIP_MOTION_SCORES = ("flow_speed", "flow_speed_max", "camera_pan", "camera_tilt", "camera_zoom")
+"""The fast flow's scores, on every clip whatever `motion.method` (Data-Juicer's adds `motion`, `motion_max`)."""
 CLIP_MOTION_LABELS = ("camera_motion",)
+DATAJUICER_SCORES = ("motion", "motion_max")
 
 
-def clip_motion(pairs: np.ndarray, start: int, end: int, rotation: int, params: MotionParams):
-    """Motion scores and the camera-motion guess of frames [start, end), from flow pairs inside it."""
+def clip_motion(pairs: np.ndarray, start: int, end: int, rotation: int, params: MotionParams, diagonal: float):
+    """Motion scores and the camera-motion guess of frames [start, end), from flow pairs inside it;
+    `diagonal`: the display frame's diagonal in pixels (the unit of `flow_speed`)."""
     inside = pairs[(pairs[:, 0] >= start) & (pairs[:, 1] < end)] if len(pairs) else pairs
     if not len(inside):
         return {}, {}
@@ -314,11 +349,11 @@ def clip_motion(pairs: np.ndarray, start: int, end: int, rotation: int, params: 
     tx, ty = float((inside[:, 4] / dt).mean()), float((inside[:, 5] / dt).mean())
     tx, ty = _to_display(tx, ty, rotation)
     zoom = float((inside[:, 6] / dt).mean())
-    # Displacement over one sampling interval (0.5 s at 2 fps), as Data-Juicer's 2 fps flow measures it.
-    moved = inside[:, 3] / dt / params.sample_fps
+    # Speed in frame diagonals per second: the same number for the same motion at 360p and at 4K.
+    moved = inside[:, 3] / dt / diagonal
     scores = {
-        "motion": float(moved.mean()),
-        "motion_max": float(moved.max()),
+        "flow_speed": float(moved.mean()),
+        "flow_speed_max": float(moved.max()),
         "camera_pan": tx,
         "camera_tilt": ty,
         "camera_zoom": zoom,

@@ -4,6 +4,7 @@ concatenated at known frames, camera moves over a still texture, drawtext overla
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import resource
 import tempfile
@@ -14,7 +15,8 @@ import pytest
 
 from mmcurate.demo.video import CAMERA, Segment, make_video
 from mmcurate.stages.video_analysis import AnalysisParams, analyse
-from mmcurate.stages.video_clips import ClipParams, plan_clips
+from mmcurate.stages.video_clips import ClipParams, plan_clips, sample_frames
+from mmcurate.stages.video_filters import FlowSpeed
 from mmcurate.stages.video_probe import VideoBroken, display_size, probe, rotation_cw
 from mmcurate.stages.video_scan import MotionParams, SceneParams, clip_motion, scan, similarity_fit
 
@@ -41,19 +43,25 @@ def test_cuts_found_at_the_frames_where_sources_change(videos, detector: str) ->
     assert not found.vfr
 
 
+def _diagonal(path: Path) -> float:
+    facts = probe(str(path))
+    return math.hypot(facts["display_width"], facts["display_height"])
+
+
 def test_camera_motion_guess_for_each_move(videos) -> None:
     path, cuts = videos["camera"]
     found = scan(str(path), SceneParams(), MotionParams())
     assert found.cuts == cuts  # a new texture per move: each move is its own scene
     bounds = [0, *cuts, found.frames]
     labels = []
+    diagonal = _diagonal(path)
     for start, end in itertools.pairwise(bounds):
-        scores, lab = clip_motion(found.pairs, start, end, 0, MotionParams())
+        scores, lab = clip_motion(found.pairs, start, end, 0, MotionParams(), diagonal)
         labels.append(lab["camera_motion"])
-        if lab["camera_motion"] == "static":
-            assert scores["motion"] < 0.25
+        if lab["camera_motion"] == "static":  # either side of the flow_speed filter's default minimum
+            assert scores["flow_speed"] < FlowSpeed.Params().min / 2
         else:
-            assert scores["motion"] > 1.0
+            assert scores["flow_speed"] > FlowSpeed.Params().min * 5
     assert labels == list(CAMERA)
 
 
@@ -62,22 +70,25 @@ def test_camera_motion_follows_display_rotation(videos) -> None:
     path, cuts = videos["camera"]
     found = scan(str(path), SceneParams(), MotionParams())
     pan_left = (cuts[0], cuts[1])  # CAMERA order: static, pan_left, ...
-    assert clip_motion(found.pairs, *pan_left, 0, MotionParams())[1]["camera_motion"] == "pan_left"
+    d = _diagonal(path)
+    assert clip_motion(found.pairs, *pan_left, 0, MotionParams(), d)[1]["camera_motion"] == "pan_left"
     # content sliding right in stored axes slides down once turned clockwise: the camera tilts up
-    assert clip_motion(found.pairs, *pan_left, 90, MotionParams())[1]["camera_motion"] == "tilt_up"
-    assert clip_motion(found.pairs, *pan_left, 180, MotionParams())[1]["camera_motion"] == "pan_right"
+    assert clip_motion(found.pairs, *pan_left, 90, MotionParams(), d)[1]["camera_motion"] == "tilt_up"
+    assert clip_motion(found.pairs, *pan_left, 180, MotionParams(), d)[1]["camera_motion"] == "pan_right"
 
 
 def test_flow_pairs_never_straddle_a_cut(videos) -> None:
     path, cuts = videos["cuts"]
     found = scan(str(path), SceneParams(), MotionParams())
     bounds = [0, *cuts, found.frames]
+    diagonal = _diagonal(path)
     for start, end in itertools.pairwise(bounds):
-        scores, _ = clip_motion(found.pairs, start, end, 0, MotionParams())
+        scores, _ = clip_motion(found.pairs, start, end, 0, MotionParams(), diagonal)
         inside = found.pairs[(found.pairs[:, 0] >= start) & (found.pairs[:, 1] < end)]
         assert len(inside) >= 2
-        per_interval = inside[:, 3] / inside[:, 2] / 2.0  # display px per 0.5 s
-        assert scores["motion_max"] == pytest.approx(per_interval.max())
+        per_second = inside[:, 3] / inside[:, 2] / diagonal  # display px per second, in frame diagonals
+        assert scores["flow_speed_max"] == pytest.approx(per_second.max())
+        assert scores["flow_speed"] == pytest.approx(per_second.mean())
         assert not ((found.pairs[:, 0] < start) & (found.pairs[:, 1] >= start) & (start > 0)).any()
     assert set(found.pairs[:, 1] - found.pairs[:, 0]) == {1.0}  # flow between a sampled frame and the next
     assert set(np.diff(found.pairs[:, 0])) <= {15.0, 30.0}  # sampled at 2 fps (a pair is skipped at a cut)
@@ -134,7 +145,9 @@ def test_analyse_extracts_frame_exact_upright_clips(videos, tmp_path: Path) -> N
             assert s.codec_context.name == "h264"
             n = sum(1 for _ in c.decode(s))
         assert n == clip.plan["end"] - clip.plan["start"]
-        assert len(clip.frames) == 3 and clip.frames[0].size == (320, 240)
+        frames, _ = sample_frames(clip.mp4_path, 3, 512)  # what the model stages get, from the clip file
+        assert len(frames) == 3 and frames[0].size == (320, 240)
+        assert clip.out["frames"] == n and len(clip.out["phash_crops"]) == 16
         assert clip.scores["duration"] == pytest.approx(n / 30.0)
 
 
@@ -247,7 +260,7 @@ def test_output_bounds_size_and_rate_and_keeps_or_drops_audio(tmp_path: Path) ->
             assert float(v.guessed_rate) == 25.0
             assert sum(1 for _ in c.decode(v)) == 75  # 3 s at 25 fps
             assert bool(c.streams.audio) is audio
-        assert clip.out["width"] == 320 and clip.frames[0].size == (320, 180)
+        assert clip.out["width"] == 320 and sample_frames(clip.mp4_path, 1, 512)[0][0].size == (320, 180)
 
 
 def _ffmpeg(*args: str) -> None:
@@ -378,15 +391,28 @@ def test_probe_states_the_stream_and_the_container_duration_as_ffprobe_does(tmp_
 
 
 def test_video_motion_is_its_clips_motion_weighted_by_duration(tmp_path: Path) -> None:
-    """Two scenes, one still (2 s) and one panning (4 s): the video's motion is the duration-weighted
-    mean of the two clips' own `motion`, between the two and nearer the longer panning one."""
+    """Two scenes, one still (2 s) and one panning (4 s): the video's flow speed is the duration-weighted
+    mean of the two clips' own `flow_speed`, between the two and nearer the longer panning one; its
+    Data-Juicer `motion` is NaN unless that method runs."""
     path = tmp_path / "two.mp4"
     make_video(path, [Segment("testsrc2", 50), Segment("pan_left", 100)], size=(320, 192))
     with tempfile.TemporaryDirectory() as work:
         result = analyse(str(path), probe(str(path)), AnalysisParams(clips=ClipParams(min_duration=1.0)), work)
-    clips = [(c.scores["motion"], c.scores["duration"]) for c in result.clips]
+    clips = [(c.scores["flow_speed"], c.scores["duration"]) for c in result.clips]
     assert len(clips) == 2
     (still, d1), (pan, d2) = clips
     assert still < pan
-    assert result.facts["motion"] == pytest.approx((still * d1 + pan * d2) / (d1 + d2))
-    assert result.facts["motion"] > (still + pan) / 2
+    assert result.facts["flow_speed"] == pytest.approx((still * d1 + pan * d2) / (d1 + d2))
+    assert result.facts["flow_speed"] > (still + pan) / 2
+    assert math.isnan(result.facts["motion"]) and "motion" not in result.clips[0].scores
+
+
+def test_decoder_resize_finds_the_known_cuts(videos) -> None:
+    """`scenes.resize: decoder` (swscale scales while converting) is another frame path, not the
+    exact one (its flow differs), yet finds the same known cuts on generated scenes."""
+    path, cuts = videos["cuts"]
+    exact = scan(str(path), SceneParams(), MotionParams())
+    fast = scan(str(path), SceneParams(resize="decoder"), MotionParams())
+    assert exact.cuts == fast.cuts == cuts
+    assert exact.working_size == fast.working_size
+    assert not np.array_equal(exact.pairs[:, 3], fast.pairs[:, 3])

@@ -76,3 +76,25 @@ def test_clips_are_scored_as_the_op_scores_a_video_of_their_frames(tmp_path: Pat
         assert clip.labels == other.labels
     still, pan = (c.scores["motion"] for c in result.clips)
     assert still < pan
+
+
+def test_datajuicer_filter_needs_datajuicer_method_and_thresholds_its_score(tmp_path: Path) -> None:
+    """`filters.motion` means Data-Juicer's number: refused (naming the key) with the fast method,
+    which writes `flow_speed` only; with `method: datajuicer` it decides on Data-Juicer's score."""
+    from mmcurate.pipelines.config import ConfigError, load_config
+    from mmcurate.pipelines.video import CORPUS
+    from mmcurate.stages.video_filters import Motion
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("filters: {motion: {min: 0.25}}\n")
+    with pytest.raises(ConfigError, match=r"filters\.motion: .*motion\.method: datajuicer"):
+        load_config(bad, CORPUS.config_class, CORPUS.defaults)
+    good = tmp_path / "good.yaml"
+    good.write_text("motion: {method: datajuicer}\nfilters: {motion: {min: 0.25}}\n")
+    config = load_config(good, CORPUS.config_class, CORPUS.defaults)
+    fields = CORPUS.fields(config)["clip"].scores
+    assert {"motion", "motion_max", "flow_speed"} <= set(fields)
+    assert "motion" not in CORPUS.fields(CORPUS.config_class())["clip"].scores
+    motion = Motion(Motion.Params(min=0.25))
+    assert motion.decide({"motion": 0.2, "flow_speed": 1.0}, {}) == "low_motion"
+    assert motion.decide({"motion": 0.3, "flow_speed": 0.0}, {}) is None

@@ -348,7 +348,7 @@ def test_video2dataset_shard_through_pipeline(peer_data: Path, tmp_path: Path) -
         assert 0 <= meta["start_frame"] < meta["end_frame"] <= video["decoded_frames"]
         assert 0 <= meta["start_time"] < meta["end_time"]
         assert meta["end_time"] - meta["start_time"] >= 1.0
-        assert {"duration", "motion", "width", "height"} <= set(meta["scores"])
+        assert {"duration", "flow_speed", "width", "height"} <= set(meta["scores"])
         assert all(isinstance(v, float) for v in meta["scores"].values())
         stem = meta["source"]["member"].rsplit(".", 1)[0]
         assert sample["txt"].decode("utf-8") == captions[stem] == meta["caption"]

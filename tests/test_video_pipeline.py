@@ -71,7 +71,7 @@ def test_recipe_under_test_pipeline(tmp_path: Path) -> None:
     demo_video.make_video(corpus / "pan.mp4", [demo_video.Segment("pan_left", 75)], size=(320, 240))
     demo_video.make_video(corpus / "short.mp4", [demo_video.Segment("testsrc2", 30)], size=(320, 240))
     (corpus / "broken.mp4").write_bytes(b"not a video")
-    config = CORPUS.config_class(filters={"motion": {"min": 0.25}}, limits={"isolate": False})
+    config = CORPUS.config_class(filters={"flow_speed": {"min": 0.0035}}, limits={"isolate": False})
     units = CORPUS.list_units([str(corpus)], config)
     out = tmp_path / "out"
     with TestPipeline() as p:
@@ -133,7 +133,7 @@ def test_shards_hold_mp4_json_txt_and_the_queue_points_into_them(run: Path) -> N
                 assert meta["source"]["uri"].endswith(".mp4")
                 for field in ("start_time", "end_time", "start_frame", "end_frame", "scores", "labels"):
                     assert field in meta
-                assert meta["scores"]["motion"] >= 0.25 and "duration" in meta["scores"]
+                assert meta["scores"]["flow_speed"] >= 0.0035 and "duration" in meta["scores"]
                 data = tar.extractfile(f"{key}.mp4").read()
                 with av.open(io.BytesIO(data)) as c:
                     n = sum(1 for _ in c.decode(video=0))
@@ -154,7 +154,7 @@ def test_a_fifo_is_never_opened_and_a_slow_analysis_is_killed(tmp_path: Path) ->
     demo_video.make_video(corpus / "ok.mp4", [demo_video.Segment("pan_left", 75)], size=(320, 240))
     os.mkfifo(corpus / "stuck.mp4")
     cfg = tmp_path / "cfg.yaml"
-    cfg.write_text(yaml.safe_dump({"filters": {"motion": {"min": 0.25}}}))
+    cfg.write_text(yaml.safe_dump({"filters": {"flow_speed": {"min": 0.0035}}}))
     assert main(["video", "--input", str(corpus), "--output", str(tmp_path / "out"), "--no-progress", "--config",
                  str(cfg)]) == 0  # fmt: skip
     m = json.loads((tmp_path / "out" / "manifest.json").read_text())
@@ -164,7 +164,7 @@ def test_a_fifo_is_never_opened_and_a_slow_analysis_is_killed(tmp_path: Path) ->
     assert row["source"].endswith("stuck.mp4") and "FIFO" in row["error"]
 
     limits = {"timeout_s": 0.001, "timeout_per_second": 0}  # the analysis (a scan and a cut) takes far longer
-    cfg.write_text(yaml.safe_dump({"limits": limits, "filters": {"motion": {"min": 0.25}}}))
+    cfg.write_text(yaml.safe_dump({"limits": limits, "filters": {"flow_speed": {"min": 0.0035}}}))
     out = tmp_path / "slow"
     assert main(["video", "--input", str(corpus / "ok.mp4"), "--output", str(out), "--no-progress", "--config",
                  str(cfg)]) == 0  # fmt: skip
@@ -202,11 +202,11 @@ def test_select_rethresholds_a_video_run_from_its_ledgers(run: Path, tmp_path: P
     """A stricter motion bound, decided from the ledger's scores alone: the clips under it are dropped,
     videos left without a clip are dropped, the survivors' files come from the parent's shards."""
     parent = {c["id"]: c for c in _table(run, "ledger/clip")}
-    kept = sorted(c["scores"]["motion"] for c in parent.values() if c["fate"]["status"] == "kept")
+    kept = sorted(c["scores"]["flow_speed"] for c in parent.values() if c["fate"]["status"] == "kept")
     bound = (kept[len(kept) // 2 - 1] + kept[len(kept) // 2]) / 2  # between two kept clips
     defaults = yaml.safe_load((run / "manifest.json").read_text())["config"]["filters"]
     cfg = tmp_path / "strict.yaml"
-    cfg.write_text(yaml.safe_dump({"filters": {**defaults, "motion": {"min": bound}}}))
+    cfg.write_text(yaml.safe_dump({"filters": {**defaults, "flow_speed": {"min": bound}}}))
     out = tmp_path / "strict"
     assert main(["select", "--run", str(run), "--output", str(out), "--config", str(cfg), "--no-progress"]) == 0
     m = json.loads((out / "manifest.json").read_text())
@@ -216,7 +216,7 @@ def test_select_rethresholds_a_video_run_from_its_ledgers(run: Path, tmp_path: P
     for cid, c in clips.items():
         assert c["scores"] == parent[cid]["scores"]  # carried over, never recomputed
         before = parent[cid]["fate"]
-        if before["status"] == "kept" and c["scores"]["motion"] < bound:
+        if before["status"] == "kept" and c["scores"]["flow_speed"] < bound:
             assert (c["fate"]["status"], c["fate"]["reason"]) == ("dropped", "low_motion")
         else:
             assert c["fate"] == before, cid
@@ -238,7 +238,7 @@ def test_select_rethresholds_a_video_run_from_its_ledgers(run: Path, tmp_path: P
 
 def test_select_cannot_keep_a_dropped_clip_whose_file_was_not_kept(run: Path, tmp_path: Path) -> None:
     cfg = tmp_path / "loose.yaml"
-    cfg.write_text(yaml.safe_dump({"filters": {"motion": {"min": 0.0}}}))
+    cfg.write_text(yaml.safe_dump({"filters": {"flow_speed": {"min": 0.0}}}))
     out = tmp_path / "loose"
     assert main(["select", "--run", str(run), "--output", str(out), "--config", str(cfg), "--no-progress"]) == 0
     clips = {c["id"]: c for c in _table(out, "ledger/clip")}
@@ -255,13 +255,13 @@ def test_select_keeps_dropped_clips_when_the_parent_kept_their_files(tmp_path: P
     segments = [demo_video.Segment("pan_left", 75), demo_video.Segment("static", 75, seed=1)]
     demo_video.make_video(corpus / "a.mp4", segments, size=(320, 240))
     cfg = tmp_path / "cfg.yaml"
-    cfg.write_text(yaml.safe_dump({"filters": {"motion": {"min": 0.25}}, "output": {"keep_dropped_media": True}}))
+    cfg.write_text(yaml.safe_dump({"filters": {"flow_speed": {"min": 0.0035}}, "output": {"keep_dropped_media": True}}))
     out = tmp_path / "out"
     assert main(["video", "--input", str(corpus), "--output", str(out), "--no-progress", "--config", str(cfg)]) == 0
     (static,) = [c for c in _table(out, "ledger/clip") if c["fate"]["reason"] == "low_motion"]
     assert (out / "dropped_media").is_dir()
     loose = tmp_path / "loose.yaml"
-    loose.write_text(yaml.safe_dump({"filters": {"motion": {"min": 0.0}}}))
+    loose.write_text(yaml.safe_dump({"filters": {"flow_speed": {"min": 0.0}}}))
     sel = tmp_path / "sel"
     assert main(["select", "--run", str(out), "--output", str(sel), "--config", str(loose), "--no-progress"]) == 0
     clips = {c["id"]: c for c in _table(sel, "ledger/clip")}
@@ -281,7 +281,7 @@ def test_a_select_that_changes_nothing_reproduces_its_parent(tmp_path: Path) -> 
     demo_video.make_video(corpus / "a.mp4", segments, size=(320, 240))
     shutil.copy(corpus / "a.mp4", corpus / "b.mp4")
     cfg = tmp_path / "cfg.yaml"
-    cfg.write_text(yaml.safe_dump({"read": {"folder_unit_size": 1}, "filters": {"motion": {"min": 0.25}},
+    cfg.write_text(yaml.safe_dump({"read": {"folder_unit_size": 1}, "filters": {"flow_speed": {"min": 0.0035}},
                                    "output": {"keep_dropped_media": True}}))  # fmt: skip
     out = tmp_path / "out"
     assert main(["video", "--input", str(corpus), "--output", str(out), "--no-progress", "--config", str(cfg)]) == 0
@@ -303,7 +303,7 @@ def test_a_select_that_changes_nothing_reproduces_its_parent(tmp_path: Path) -> 
     sel2 = tmp_path / "sel2"
     assert main(["select", "--run", str(out), "--output", str(sel2), "--no-progress", "--config", str(where)]) == 0
     m = json.loads((sel2 / "manifest.json").read_text())
-    assert m["config"]["filters"] == {"motion": {"min": 0.25}} and m["accounting_ok"]
+    assert m["config"]["filters"] == {"flow_speed": {"min": 0.0035}} and m["accounting_ok"]
     assert {r["uid"]: r["reason"] for r in _table(sel2, "dropped/clip")} == {
         r["uid"]: r["reason"] for r in _table(out, "dropped/clip")
     }
@@ -384,7 +384,7 @@ def test_repeated_videos_are_dropped_as_duplicates_and_failed_clips_quarantine_t
     demo_video.make_video(corpus / "a.mp4", [demo_video.Segment("pan_left", 75)], size=(320, 240))
     shutil.copy(corpus / "a.mp4", corpus / "b-copy.mp4")
     cfg = tmp_path / "cfg.yaml"
-    cfg.write_text(yaml.safe_dump({"filters": {"motion": {"min": 0.25}}}))
+    cfg.write_text(yaml.safe_dump({"filters": {"flow_speed": {"min": 0.0035}}}))
     out = tmp_path / "out"
     assert main(["video", "--input", str(corpus), "--output", str(out), "--no-progress", "--config", str(cfg)]) == 0
     m = json.loads((out / "manifest.json").read_text())
@@ -400,7 +400,7 @@ def test_repeated_videos_are_dropped_as_duplicates_and_failed_clips_quarantine_t
     assert len(keys) == len(set(keys)) == 1  # a shard webdataset can read: no repeated keys
 
     # every clip's ffmpeg run times out: the video is quarantined (clips_failed), not dropped
-    cfg.write_text(yaml.safe_dump({"filters": {"motion": {"min": 0.25}}, "output": {"timeout_s": 0.001}}))
+    cfg.write_text(yaml.safe_dump({"filters": {"flow_speed": {"min": 0.0035}}, "output": {"timeout_s": 0.001}}))
     out2 = tmp_path / "out2"
     assert main(["video", "--input", str(corpus / "a.mp4"), "--output", str(out2), "--no-progress",
                  "--config", str(cfg)]) == 0  # fmt: skip
