@@ -85,7 +85,8 @@ class Run:
 
 class Dedup(beam.PTransform):
     """Dedup keys of pending records -> (unit, Duplicate) for each one to drop as an exact or near
-    duplicate, run-wide."""
+    duplicate, run-wide. Near: by the perceptual hash, and (`semantic_distance`) by the semantic
+    hash; a record near a better one by either points at the best of all of them."""
 
     def __init__(self, params: dedup.DedupParams, text: MinHashParams | None = None) -> None:
         super().__init__()
@@ -100,14 +101,25 @@ class Dedup(beam.PTransform):
         )
         found = [by_exact | "ExactDuplicates" >> beam.FlatMap(dedup.exact_duplicates)]
         if self.params.near:
-            dist = self.params.max_distance
-            found.append(
-                by_exact
-                | "ExactRepresentatives" >> beam.Map(min)
+            dist, semantic = self.params.max_distance, self.params.semantic_distance
+            reps = by_exact | "ExactRepresentatives" >> beam.Map(min)
+            near = (
+                reps
                 | "WithNearHash" >> beam.Filter(lambda k: k.near is not None)
                 | "Bands" >> beam.FlatMap(dedup.near_entries, dist)
                 | "GroupBands" >> beam.GroupByKey()
                 | "NearInBand" >> beam.FlatMapTuple(lambda _, group: dedup.near_in_band(group, dist))
+            )
+            if semantic is not None:  # the same banding over the semantic hash, with its own distance
+                similar = (
+                    reps
+                    | "SemanticBands" >> beam.FlatMap(dedup.semantic_entries, semantic)
+                    | "GroupSemanticBands" >> beam.GroupByKey()
+                    | "SemanticInBand" >> beam.FlatMapTuple(lambda _, group: dedup.near_in_band(group, semantic))
+                )
+                near = (near, similar) | "NearAndSemantic" >> beam.Flatten()
+            found.append(
+                near
                 | "KeyByRecord" >> beam.Map(lambda d: (d.uid, d))
                 | "BestRepresentative" >> beam.CombinePerKey(dedup.best_duplicate)
                 | "DropKey" >> beam.Values()

@@ -45,6 +45,9 @@ class View:
     """Regions of the image the stage must look at (an OCR sample's ground-truth quads, in `pixels`)."""
     result: Any = None
     """A stage's prediction as it came, for a `Views` whose `reduce` interprets it (OCR verification)."""
+    embedding: Any = None
+    """The image's normalised CLIP embedding, when a stage was asked for it (`model_stages(embed=True)`):
+    no score (scores become ledger columns); a `Views.reduce` that wants it reads it here."""
 
 
 @dataclasses.dataclass
@@ -102,6 +105,15 @@ def merge_scores(view: View, scores: dict[str, float]) -> None:
     view.scores.update(scores)
 
 
+def merge_clip(view: View, pred: dict[str, Any]) -> None:
+    """CLIP's scores into the view's scores, its image embedding (if asked for) beside them."""
+    from mmcurate.stages.clip_model import EMBEDDING
+
+    view.scores.update({k: v for k, v in pred.items() if k != EMBEDDING})
+    if EMBEDDING in pred:
+        view.embedding = pred[EMBEDDING]
+
+
 def merge_ocr(view: View, lines: Any) -> None:
     from mmcurate.stages.ocr import ocr_scores
 
@@ -112,7 +124,8 @@ def merge_ocr(view: View, lines: Any) -> None:
 
 
 def _clip_stages(config: Any, needed: set[str]) -> list[ModelStage]:
-    """CLIP score and aesthetics share one tower (the image is encoded once) unless configured apart."""
+    """CLIP score and aesthetics share one tower (the image is encoded once) unless configured apart.
+    `merge_clip` takes an embedding where `embed_images` asked a handler for one."""
     from mmcurate.stages.clip_model import ClipModelHandler
 
     clip, aesthetic = config.models.clip, config.models.aesthetic
@@ -122,10 +135,10 @@ def _clip_stages(config: Any, needed: set[str]) -> list[ModelStage]:
         weights = aesthetic.weights if shared else None
         names = ("clip_score",) * ("clip" in needed) + ("aesthetic",) * shared
         handler = ClipModelHandler(clip, text="clip" in needed, aesthetic_weights=weights)
-        stages.append(ModelStage("clip", handler, clip_example, merge_scores, names))
+        stages.append(ModelStage("clip", handler, clip_example, merge_clip, names))
     if "aesthetic" in needed and not shared:
         handler = ClipModelHandler(aesthetic.clip, text=False, aesthetic_weights=aesthetic.weights)
-        stages.append(ModelStage("aesthetic", handler, clip_example, merge_scores, ("aesthetic",)))
+        stages.append(ModelStage("aesthetic", handler, clip_example, merge_clip, ("aesthetic",)))
     return stages
 
 
@@ -185,10 +198,24 @@ def needed_models(filters: Iterable[Filter]) -> set[str]:
     return {f.model for f in filters} - {""}
 
 
-def model_stages(config: Any) -> list[ModelStage]:
-    """The RunInference stages the configured filters need."""
+def model_stages(config: Any, embed: bool = False) -> list[ModelStage]:
+    """The RunInference stages the configured filters need. `embed`: the first CLIP stage also
+    returns each image's embedding (into `View.embedding`; see `embed_images`)."""
     needed = needed_models(config.build_filters())
-    return [st for names, build in STAGE_BUILDERS.items() if needed & set(names) for st in build(config, needed)]
+    stages = [st for names, build in STAGE_BUILDERS.items() if needed & set(names) for st in build(config, needed)]
+    return embed_images(stages) if embed else stages
+
+
+def embed_images(stages: list[ModelStage]) -> list[ModelStage]:
+    """Ask the first CLIP-tower stage for image embeddings too (the image is encoded there anyway);
+    nothing is asked when no such stage runs (no CLIP-scoring filter is configured)."""
+    from mmcurate.stages.clip_model import ClipModelHandler
+
+    for st in stages:
+        if type(st.handler) is ClipModelHandler:
+            st.handler.embed = True
+            break
+    return stages
 
 
 def model_fields(config: Any, views: Views | None = None) -> tuple[str, ...]:

@@ -34,7 +34,7 @@ from pydantic import Field, model_validator
 from mmcurate.annotation.queue import queue_bytes, queue_path
 from mmcurate.schemas import ClipRecord, Fields, OcrLine, Record, Status, VideoRecord, read_media
 from mmcurate.stages.base import Params
-from mmcurate.stages.dedup import DedupParams
+from mmcurate.stages.dedup import DedupParams, mean_simhash
 from mmcurate.stages.io import Unit
 from mmcurate.stages.isolation import ChildFailed, Isolated
 from mmcurate.stages.video_analysis import AnalysisParams, VideoResult, analyse, identify, ready
@@ -106,6 +106,23 @@ class VideoDedupParams(DedupParams):
     """Largest Hamming distance (of 64 bits) between a clip's hash and another's (or one of its
     crops') that makes a near duplicate. Measured: copies re-encoded at half size and crf 35 or
     cropped up to 10 % per side at most 8 (natural video at most 4); unrelated clips 10 and more."""
+    clip_max_distance: int | None = Field(None, ge=0, le=16)
+    """Largest Hamming distance (of 64 bits) between two clips' `clip_simhash` (SimHash of the mean
+    CLIP image embedding of their sampled frames) that makes a near duplicate (`duplicate_near`),
+    when the CLIP stage runs (a `clip_score` or `aesthetic` filter). A SimHash bit differs with
+    probability angle / pi, so distance d stands for cosine ~ cos(pi d / 64): 3 ~ 0.99, 6 ~ 0.955
+    (cosine 0.95 is 6.5 bits: 6 is the suggested value), 9 ~ 0.90, 13 ~ 0.80. None (the default):
+    no semantic pass (`clip_simhash` is still written, for a later `select`); it drops distinct
+    scenes that look alike to the model (other shots of one setting), so a run opts in."""
+
+    def model_post_init(self, context: object) -> None:
+        super().model_post_init(context)
+        if self.semantic_distance is not None:  # the generic key: clips name theirs
+            raise ValueError("dedup.semantic_distance: for clips set dedup.clip_max_distance")
+
+    def semantic(self) -> int | None:
+        """The semantic pass's distance, None when it does not run (clip dedup or near dedup off)."""
+        return self.clip_max_distance if self.clips and self.near else None
 
 
 class VideoConfig(FilteredConfig):
@@ -333,6 +350,9 @@ class Frames(Views):
             rec.ocr = [OcrLine([[x * fx, y * fy] for x, y in ln.box], ln.text, ln.confidence) for ln in best.ocr or ()]
         if stage.name == "ocr":
             rec.scores["ocr_text_frames"] = sum(bool(v.ocr) for v in views) / len(views)
+        embeddings = [v.embedding for v in views if v.embedding is not None]
+        if embeddings:  # the clip's semantic dedup key: SimHash of its frames' mean direction
+            rec.clip_simhash = mean_simhash(embeddings)
 
     def fields(self, stage: ModelStage) -> tuple[str, ...]:
         extra = ("ocr_text_frames",) if stage.name == "ocr" else ()
@@ -392,9 +412,11 @@ class VideoCorpus(Corpus):
         return {"video": Fields(), "clip": Fields(tuple(scores), tuple(labels))}
 
     def dedup(self, config: VideoConfig) -> DedupParams:
-        """Videos by file bytes (exact only); clips by frame hash, and by perceptual hash (near)."""
+        """Videos by file bytes (exact only); clips by frame hash, and by perceptual hash and CLIP
+        SimHash (near)."""
         d = config.dedup
-        return DedupParams(near=d.clips and d.near, max_distance=d.max_distance)
+        semantic = d.semantic()
+        return DedupParams(near=d.clips and d.near, max_distance=d.max_distance, semantic_distance=semantic)
 
     def shard(self, config: VideoConfig) -> ShardParams:
         return config.output.shard
@@ -410,7 +432,7 @@ class VideoCorpus(Corpus):
             VIDEOS_TAG, main="clips"
         )
         clips = analysed.clips
-        stages = model_stages(config)
+        stages = model_stages(config, embed=config.dedup.clips)  # clip_simhash, with clip fingerprints
         if stages:  # RunInference (and torch) only for a run whose filters need a model
             from .inference import ScoreWithModels
 

@@ -96,6 +96,9 @@ class DedupKey(NamedTuple):
     near_probes: tuple[int, ...] | None = None
     """More 64-bit hashes of the same record (a video clip's crops): another record is also its near
     duplicate when that one's `near` is within the distance of a probe, or this `near` of one of its."""
+    semantic: int | None = None
+    """A 64-bit SimHash of an embedding (a clip's CLIP image embedding), banded in a pass of its own
+    with its own distance (`DedupParams.semantic_distance`), or None."""
 
 
 @dataclass(frozen=True)

@@ -132,6 +132,9 @@ class ClipRecord(Record):
     robust to re-encoding at another size and bitrate (stages/video_dedup.py)."""
     phash_crops: list[str] = field(default_factory=list)
     """The same hash of 16 sub-windows (edges up to 10 % in): a cropped copy's `phash` is near one."""
+    clip_simhash: str = ""
+    """64-bit SimHash (16 hex digits) of the mean L2-normalised CLIP image embedding of the sampled
+    frames: the semantic near dedup key (`dedup.clip_max_distance`). Empty when no CLIP stage ran."""
     frames: Any = field(default=None, metadata=PAYLOAD, repr=False, compare=False)
     """Sampled RGB frames (PIL images), decoded from the clip file when a model stage runs; never
     written, and cleared before the records cross to the writers."""
@@ -150,13 +153,15 @@ class ClipRecord(Record):
         return (-self.width * self.height, -self.duration, self.source.unit, self.source.index, self.clip_index)
 
     def dedup_key(self) -> DedupKey | None:
-        """Exact: the frame hash; near: the whole-frame hash, its crops as probes. None without a fingerprint."""
+        """Exact: the frame hash; near: the whole-frame hash, its crops as probes; semantic: the CLIP
+        SimHash. None without a fingerprint."""
         if not self.frame_hash:
             return None
         near = int(self.phash, 16) if self.phash else None
         probes = tuple(int(h, 16) for h in self.phash_crops) or None
+        semantic = int(self.clip_simhash, 16) if self.clip_simhash else None
         rank = self.dedup_rank()
-        return DedupKey(rank, self.uid, self.id, self.source.unit, self.frame_hash, near, None, probes)
+        return DedupKey(rank, self.uid, self.id, self.source.unit, self.frame_hash, near, None, probes, semantic)
 
     def members(self) -> dict[str, bytes]:
         """Read when the shard is built, so a unit's writer holds one sample's clip at a time. The clip

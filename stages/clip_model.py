@@ -92,12 +92,20 @@ class Tower:
     autocast: Any
 
 
-class ClipModelHandler(ModelHandler):
-    """Examples: (RGB PIL image, caption). Predictions: {"clip_score": cos, "aesthetic": score}."""
+EMBEDDING = "image_embedding"
+"""The prediction key of the L2-normalised image embedding (float32 array), with `embed=True`."""
 
-    def __init__(self, params: ClipParams, text: bool = True, aesthetic_weights: str | None = None) -> None:
+
+class ClipModelHandler(ModelHandler):
+    """Examples: (RGB PIL image, caption). Predictions: {"clip_score": cos, "aesthetic": score}, and
+    with `embed` the normalised image embedding under `EMBEDDING` (clip dedup hashes it; off by
+    default, so no other run carries it)."""
+
+    def __init__(
+        self, params: ClipParams, text: bool = True, aesthetic_weights: str | None = None, embed: bool = False
+    ) -> None:
         super().__init__(min_batch_size=params.min_batch_size or params.batch_size, max_batch_size=params.batch_size)
-        self.params, self.text, self.aesthetic_weights = params, text, aesthetic_weights
+        self.params, self.text, self.aesthetic_weights, self.embed = params, text, aesthetic_weights, embed
 
     def load_model(self) -> Tower:
         import open_clip
@@ -121,7 +129,7 @@ class ClipModelHandler(ModelHandler):
 
     def run_inference(
         self, batch: Sequence[tuple[Any, str]], model: Tower, inference_args: dict[str, Any] | None = None
-    ) -> list[dict[str, float]]:
+    ) -> list[dict[str, Any]]:
         import contextlib
 
         import torch
@@ -136,7 +144,7 @@ class ClipModelHandler(ModelHandler):
         )
         images = torch.stack(tensors).to(model.device, non_blocking=True)
         ctx = torch.autocast(model.autocast[0], dtype=model.autocast[1]) if model.autocast else contextlib.nullcontext()
-        out: list[dict[str, float]] = [{} for _ in batch]
+        out: list[dict[str, Any]] = [{} for _ in batch]
         with torch.inference_mode(), ctx:
             img = F.normalize(model.model.encode_image(images).float(), dim=-1)
             if model.tokenizer is not None:
@@ -147,6 +155,9 @@ class ClipModelHandler(ModelHandler):
             if model.head is not None:
                 for o, s in zip(out, model.head(img).float().squeeze(-1).tolist(), strict=True):
                     o["aesthetic"] = float(s)
+            if self.embed:
+                for o, row in zip(out, img.cpu().numpy(), strict=True):
+                    o[EMBEDDING] = row.copy()
         return out
 
     def get_metrics_namespace(self) -> str:

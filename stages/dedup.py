@@ -5,6 +5,8 @@ the 64-bit pHash: split into `max_distance + 1` bands, any two hashes within tha
 agree on at least one band (pigeonhole), so grouping by (band, value) finds every candidate pair.
 A key may carry probes besides its `near` hash (a video clip's crops): each is banded too, and a
 record's `near` within the distance of another's probe makes them near duplicates.
+A key may also carry a `semantic` hash (a clip's SimHash of its CLIP image embedding, `simhash`):
+it is banded the same way in a pass of its own, with its own distance (`semantic_distance`).
 Within a group the representative is chosen by a total order (most pixels, then largest file,
 then input position), so the choice is the same whatever the worker layout: a record is dropped
 when a better-ranked record lies within the distance, and points at the best such record.
@@ -12,7 +14,9 @@ when a better-ranked record lies within the distance, and points at the best suc
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import functools
+import hashlib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,10 +33,15 @@ class DedupParams(Params):
     """Also drop near duplicates (pHash within `max_distance`); exact duplicates are always dropped."""
     max_distance: int = 4
     """Largest Hamming distance (of 64 bits) between pHashes that counts as a near duplicate."""
+    semantic_distance: int | None = None
+    """Largest Hamming distance between `semantic` hashes (SimHash of an embedding) that counts as a
+    near duplicate; None: no semantic pass (keys without one are never compared)."""
 
     def model_post_init(self, _context: object) -> None:
         if not 0 <= self.max_distance <= 16:
             raise ValueError(f"dedup.max_distance must be within 0..16, got {self.max_distance}")
+        if self.semantic_distance is not None and not 0 <= self.semantic_distance <= 16:
+            raise ValueError(f"dedup.semantic_distance must be within 0..16, got {self.semantic_distance}")
 
 
 @dataclass(frozen=True)
@@ -63,13 +72,13 @@ def compact(k: DedupKey) -> tuple:
     """A key as a plain tuple without its exact hash, which the grouping key carries: a shuffle holds
     every record's key, and a plain tuple of primitives takes about half the bytes and memory of the
     named tuple there."""
-    return (k.rank, k.uid, k.id, k.unit, k.near, k.sig, k.near_probes)
+    return (k.rank, k.uid, k.id, k.unit, k.near, k.sig, k.near_probes, k.semantic)
 
 
 def restore(t: tuple, exact: str = "") -> DedupKey:
-    rank, uid, rid, unit, near, sig, probes = t
+    rank, uid, rid, unit, near, sig, probes, semantic = t
     sig, probes = (None if x is None else tuple(x) for x in (sig, probes))
-    return DedupKey(tuple(rank), uid, rid, unit, exact, near, sig, probes)
+    return DedupKey(tuple(rank), uid, rid, unit, exact, near, sig, probes, semantic)
 
 
 def band_keys(phash: int, max_distance: int) -> list[tuple[int, int]]:
@@ -97,6 +106,15 @@ def near_entries(k: DedupKey, max_distance: int) -> list[tuple[int, tuple]]:
     """(band, entry) for every band of every hash of a key (`near` and its probes): two records
     within the distance, near against near or near against a probe, share a band (pigeonhole)."""
     return [((b << 32) | v, e) for e in _entries(k) for b, v in band_keys(e[4], max_distance)]
+
+
+def semantic_entries(k: DedupKey, max_distance: int) -> list[tuple[int, tuple]]:
+    """(band, entry) for every band of a key's `semantic` hash (none without one): the semantic pass's
+    `near_entries`, with no probes."""
+    if k.semantic is None:
+        return []
+    entry = (k.rank, k.uid, k.id, k.unit, k.semantic, False)
+    return [((b << 32) | v, entry) for b, v in band_keys(k.semantic, max_distance)]
 
 
 def near_in_band(group: Iterable[tuple], max_distance: int) -> list[Duplicate]:
@@ -131,6 +149,47 @@ def near_in_band(group: Iterable[tuple], max_distance: int) -> list[Duplicate]:
 def near_duplicates(group: Iterable[DedupKey], max_distance: int) -> list[Duplicate]:
     """For each member with a better-ranked member within the distance, the best such member."""
     return near_in_band((e for k in group for e in _entries(k)), max_distance)
+
+
+SIMHASH_SEED = b"mmcurate.simhash/1"
+"""Seeds the hyperplanes: a fixed seed, so hashes from every run (and worker) compare."""
+
+
+@functools.lru_cache(maxsize=8)
+def hyperplanes(dim: int, bits: int = HASH_BITS) -> np.ndarray:
+    """`bits` x `dim` standard normal hyperplane normals, from BLAKE2b in counter mode through
+    Box-Muller: the same on every platform and NumPy version (a NumPy Generator's stream is not
+    promised to stay the same across versions)."""
+    n = bits * dim
+    words = -(-n // 8) * 8 * 2  # two uniforms per normal, whole 64-byte digests
+    raw = b"".join(
+        hashlib.blake2b(i.to_bytes(8, "little"), digest_size=64, key=SIMHASH_SEED).digest() for i in range(words // 8)
+    )
+    u = ((np.frombuffer(raw, dtype="<u8") >> np.uint64(11)).astype(np.float64) + 0.5) / float(1 << 53)
+    u1, u2 = u[0::2][:n], u[1::2][:n]
+    return (np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)).reshape(bits, dim)
+
+
+def simhash(vector: Sequence[float] | np.ndarray) -> int:
+    """The 64-bit SimHash of a vector (bit i: its side of hyperplane i). Two vectors at angle t
+    differ in each bit with probability t / pi, so E[Hamming] = 64 t / pi (Charikar 2002)."""
+    v = np.asarray(vector, dtype=np.float64).ravel()
+    signs = hyperplanes(v.size) @ v >= 0
+    return int(sum(1 << i for i in np.nonzero(signs)[0].tolist()))
+
+
+def mean_simhash(vectors: Iterable[Sequence[float] | np.ndarray]) -> str:
+    """16 hex digits: the SimHash of the mean of L2-normalised vectors (a clip's frames' CLIP image
+    embeddings), or "" when there are none (or they cancel out)."""
+    rows = [np.asarray(v, dtype=np.float64).ravel() for v in vectors]
+    if not rows:
+        return ""
+    m = np.stack(rows)
+    m = m / np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-12)
+    mean = m.mean(axis=0)
+    if not np.linalg.norm(mean) > 1e-9:
+        return ""
+    return f"{simhash(mean / np.linalg.norm(mean)):016x}"
 
 
 def best_duplicate(candidates: Iterable[Duplicate]) -> Duplicate:

@@ -75,7 +75,11 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
     ma, mb = a.mean(), b.mean()
     da, db = a - ma, b - mb
     va, vb, cov = (da * da).mean(), (db * db).mean(), (da * db).mean()
-    return float((2 * ma * mb + C1) * (2 * cov + C2) / ((ma * ma + mb * mb + C1) * (va + vb + C2)))
+    value = (2 * ma * mb + C1) * (2 * cov + C2) / ((ma * ma + mb * mb + C1) * (va + vb + C2))
+    # SSIM's constants swamp the structure of low-contrast frames (a dark or foggy hard cut scored
+    # 0.93): weigh by the plain correlation, which is 0 for unrelated or flat frames whatever the contrast.
+    corr = cov / np.sqrt(va * vb) if va * vb > 1e-12 else 0.0
+    return float(value * max(0.0, corr))
 
 
 def similarity(a: np.ndarray, b: np.ndarray, shift: int) -> float:
