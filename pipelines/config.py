@@ -93,8 +93,9 @@ def _format(exc: ValidationError, prefix: str = "") -> str:
     lines = []
     for err in exc.errors():
         loc = prefix + ".".join(str(p) for p in err["loc"])
-        if err["type"] == "value_error":  # our validators already name the key path
-            lines.append(str(err["ctx"]["error"]))
+        if err["type"] == "value_error":  # our validators name the key path, or the prefix does
+            msg, head = str(err["ctx"]["error"]), prefix.rstrip(".")
+            lines.append(msg if not head or msg.startswith(head) else f"{head}: {msg}")
         elif err["type"] == "extra_forbidden":
             lines.append(f"{loc}: unknown key (check the spelling)")
         else:

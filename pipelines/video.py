@@ -105,7 +105,11 @@ class VideoDedupParams(DedupParams):
     max_distance: int = 8
     """Largest Hamming distance (of 64 bits) between a clip's hash and another's (or one of its
     crops') that makes a near duplicate. Measured: copies re-encoded at half size and crf 35 or
-    cropped up to 10 % per side at most 8 (natural video at most 4); unrelated clips 10 and more."""
+    cropped up to 10 % per side at most 8 (natural video at most 4); unrelated clips 10 and more.
+    A video's own clips are never near duplicates of each other (pieces of one long static scene
+    are a few bits apart). The hash sees a frame's layout, not its text: white slides of two other
+    lectures with a line of text in the same place are near duplicates (0-3 bits); a corpus of
+    such videos sets `near: false` or relies on the CLIP pass (`clip_max_distance`)."""
     clip_max_distance: int | None = Field(None, ge=0, le=16)
     """Largest Hamming distance (of 64 bits) between two clips' `clip_simhash` (SimHash of the mean
     CLIP image embedding of their sampled frames) that makes a near duplicate (`duplicate_near`),
@@ -374,7 +378,7 @@ def clip_frames(ref: str, count: int, side: int) -> list[Any]:
     return frames
 
 
-def _drop_frames(clip: ClipRecord) -> ClipRecord:
+def drop_frames(clip: ClipRecord) -> ClipRecord:
     """Sampled frames served the model stages; they never cross the shuffle to the writers."""
     clip.frames = None
     return clip
@@ -416,7 +420,11 @@ class VideoCorpus(Corpus):
         SimHash (near)."""
         d = config.dedup
         semantic = d.semantic()
-        return DedupParams(near=d.clips and d.near, max_distance=d.max_distance, semantic_distance=semantic)
+        return DedupParams(
+            near=d.clips and d.near,
+            max_distance=d.max_distance,
+            semantic_distance=semantic,
+        )
 
     def shard(self, config: VideoConfig) -> ShardParams:
         return config.output.shard
@@ -438,7 +446,7 @@ class VideoCorpus(Corpus):
 
             frames = Frames(config.output.sample_frames, config.output.frame_side)
             clips = clips | "ScoreWithModels" >> ScoreWithModels(stages, frames)
-        clips = clips | "ApplyThresholds" >> Thresholds(config, units, "clip") | "DropFrames" >> beam.Map(_drop_frames)
+        clips = clips | "ApplyThresholds" >> Thresholds(config, units, "clip") | "DropFrames" >> beam.Map(drop_frames)
         records = (analysed[VIDEOS_TAG], clips) | "VideosAndClips" >> beam.Flatten()
         return records | "Finish" >> Finish(self.name, run, config)
 

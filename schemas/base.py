@@ -99,6 +99,9 @@ class DedupKey(NamedTuple):
     semantic: int | None = None
     """A 64-bit SimHash of an embedding (a clip's CLIP image embedding), banded in a pass of its own
     with its own distance (`DedupParams.semantic_distance`), or None."""
+    group: str | None = None
+    """Records of one group (a video's clips) are never near duplicates of each other: pieces of one
+    long static scene look alike and are still different footage. Exact duplicates still are."""
 
 
 @dataclass(frozen=True)

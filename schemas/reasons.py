@@ -80,7 +80,12 @@ for _code, _status, _doc, _redecide in (
     ("source_changed", _Q, "select: the input no longer holds what the parent run's ledger says", False),
     ("media_not_kept", _D, "select: now kept, but the parent run did not keep this record's media", True),
     ("duplicate_exact", _D, "identical content (pixels, file bytes or question) to a kept record", True),
-    ("duplicate_near", _D, "a perceptual-hash near duplicate of a better-ranked kept record", True),
+    (
+        "duplicate_near",
+        _D,
+        "near a better-ranked record (perceptual hash, a clip's crops or CLIP SimHash; clips: of another video)",
+        True,
+    ),
     ("column_threshold", _D, "a `where` rule on a ledger or overlay column failed", True),
     # Images (caption corpus and every image a corpus holds).
     ("missing_image", _Q, "the row names no image, or the image it names cannot be found", False),

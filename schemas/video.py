@@ -154,14 +154,16 @@ class ClipRecord(Record):
 
     def dedup_key(self) -> DedupKey | None:
         """Exact: the frame hash; near: the whole-frame hash, its crops as probes; semantic: the CLIP
-        SimHash. None without a fingerprint."""
+        SimHash; group: the video (its own clips are never near duplicates of each other: pieces of
+        one long static scene). None without a fingerprint."""
         if not self.frame_hash:
             return None
         near = int(self.phash, 16) if self.phash else None
         probes = tuple(int(h, 16) for h in self.phash_crops) or None
         semantic = int(self.clip_simhash, 16) if self.clip_simhash else None
         rank = self.dedup_rank()
-        return DedupKey(rank, self.uid, self.id, self.source.unit, self.frame_hash, near, None, probes, semantic)
+        unit = self.source.unit
+        return DedupKey(rank, self.uid, self.id, unit, self.frame_hash, near, None, probes, semantic, self.video_id)
 
     def members(self) -> dict[str, bytes]:
         """Read when the shard is built, so a unit's writer holds one sample's clip at a time. The clip

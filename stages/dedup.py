@@ -7,6 +7,7 @@ A key may carry probes besides its `near` hash (a video clip's crops): each is b
 record's `near` within the distance of another's probe makes them near duplicates.
 A key may also carry a `semantic` hash (a clip's SimHash of its CLIP image embedding, `simhash`):
 it is banded the same way in a pass of its own, with its own distance (`semantic_distance`).
+Records of one `group` (a video's clips) are never near duplicates of each other.
 Within a group the representative is chosen by a total order (most pixels, then largest file,
 then input position), so the choice is the same whatever the worker layout: a record is dropped
 when a better-ranked record lies within the distance, and points at the best such record.
@@ -72,13 +73,13 @@ def compact(k: DedupKey) -> tuple:
     """A key as a plain tuple without its exact hash, which the grouping key carries: a shuffle holds
     every record's key, and a plain tuple of primitives takes about half the bytes and memory of the
     named tuple there."""
-    return (k.rank, k.uid, k.id, k.unit, k.near, k.sig, k.near_probes, k.semantic)
+    return (k.rank, k.uid, k.id, k.unit, k.near, k.sig, k.near_probes, k.semantic, k.group)
 
 
 def restore(t: tuple, exact: str = "") -> DedupKey:
-    rank, uid, rid, unit, near, sig, probes, semantic = t
+    rank, uid, rid, unit, near, sig, probes, semantic, group = t
     sig, probes = (None if x is None else tuple(x) for x in (sig, probes))
-    return DedupKey(tuple(rank), uid, rid, unit, exact, near, sig, probes, semantic)
+    return DedupKey(tuple(rank), uid, rid, unit, exact, near, sig, probes, semantic, group)
 
 
 def band_keys(phash: int, max_distance: int) -> list[tuple[int, int]]:
@@ -95,11 +96,11 @@ def _popcount64(x: np.ndarray) -> np.ndarray:
 
 
 def _entries(k: DedupKey) -> list[tuple]:
-    """A key's hashes as banding entries (rank, uid, id, unit, hash, is_probe): its `near`, then
-    each probe that differs from it."""
+    """A key's hashes as banding entries (rank, uid, id, unit, hash, is_probe, group): its `near`,
+    then each probe that differs from it."""
     head = (k.rank, k.uid, k.id, k.unit)
     probes = dict.fromkeys(p for p in k.near_probes or () if p != k.near)
-    return [(*head, k.near, False), *((*head, p, True) for p in probes)]
+    return [(*head, k.near, False, k.group), *((*head, p, True, k.group) for p in probes)]
 
 
 def near_entries(k: DedupKey, max_distance: int) -> list[tuple[int, tuple]]:
@@ -113,32 +114,55 @@ def semantic_entries(k: DedupKey, max_distance: int) -> list[tuple[int, tuple]]:
     `near_entries`, with no probes."""
     if k.semantic is None:
         return []
-    entry = (k.rank, k.uid, k.id, k.unit, k.semantic, False)
+    entry = (k.rank, k.uid, k.id, k.unit, k.semantic, False, k.group)
     return [((b << 32) | v, entry) for b, v in band_keys(k.semantic, max_distance)]
 
 
+def _two_best(owners: np.ndarray, groups: np.ndarray) -> tuple[int, int]:
+    """The best (smallest) owner, and the best one of another group (or a sentinel past the end)."""
+    first = int(owners.min())
+    other = owners[groups != groups[owners == first][0]]
+    return first, int(other.min()) if other.size else np.iinfo(np.int64).max
+
+
+def _best_of(pair: tuple[int, int], first_group: int, groups: np.ndarray) -> np.ndarray:
+    """For records of `groups`: the best of a pair's two that is of another group than each."""
+    return np.where(groups != first_group, pair[0], pair[1])
+
+
 def near_in_band(group: Iterable[tuple], max_distance: int) -> list[Duplicate]:
-    """Entries sharing a band -> for each record with a better-ranked record within the distance
-    (near against near, or near against a probe either way; never probe against probe), the best
-    such record."""
+    """Entries sharing a band -> for each record with a better-ranked record of another group within
+    the distance (near against near, or near against a probe either way; never probe against probe),
+    the best such record.
+
+    Entries with the same hash are taken together, so a band full of one value (black
+    clips, one logo) costs a pass per distinct value, not per entry."""
     entries = sorted(((tuple(e[0]), *e[1:]) for e in group), key=lambda e: (e[0], e[1]))
-    if len(entries) < 2:
-        return []
     records: dict[str, int] = {}
     for e in entries:  # rank order: a record's index is its place among the group's records
         records.setdefault(e[1], len(records))
     if len(records) < 2:
         return []
     heads = {records[e[1]]: e for e in reversed(entries)}
-    owner = np.array([records[e[1]] for e in entries])
+    labels: dict[object, int] = {}
+    owner = np.array([records[e[1]] for e in entries], dtype=np.int64)
+    gid = np.array([labels.setdefault(e[1] if e[6] is None else ("g", e[6]), len(labels)) for e in entries])
     hashes = np.array([e[4] for e in entries], dtype=np.uint64)
-    best = np.full(len(records), len(records))
-    for p in (i for i, e in enumerate(entries) if not e[5]):
-        close = owner[(_popcount64(hashes ^ hashes[p]) <= max_distance) & (owner != owner[p])]
-        better, worse = close[close < owner[p]], close[close > owner[p]]
-        if better.size:  # a better record near mine: mine loses to the best of them
-            best[owner[p]] = min(best[owner[p]], better.min())
-        np.minimum.at(best, worse, owner[p])  # worse records near mine lose to mine (or a better one)
+    best = np.full(len(records), np.iinfo(np.int64).max, dtype=np.int64)
+    queries: dict[int, list[int]] = {}
+    for i, e in enumerate(entries):
+        if not e[5]:
+            queries.setdefault(e[4], []).append(i)
+    for value, members in queries.items():
+        close = _popcount64(hashes ^ np.uint64(value)) <= max_distance
+        c_own, c_gid = owner[close], gid[close]
+        q_own, q_gid = owner[members], gid[members]
+        pair = _two_best(c_own, c_gid)  # the best close record for each query record
+        cand = _best_of(pair, int(c_gid[c_own == pair[0]][0]), q_gid)
+        np.minimum.at(best, q_own, np.where(cand < q_own, cand, best[q_own]))
+        pair = _two_best(q_own, q_gid)  # close records lose to the best query record of another group
+        cand = _best_of(pair, int(q_gid[q_own == pair[0]][0]), c_gid)
+        np.minimum.at(best, c_own, np.where(cand < c_own, cand, best[c_own]))
     out = []
     for j in np.nonzero(best < np.arange(len(records)))[0]:
         me, rep = heads[int(j)], heads[int(best[j])]
@@ -147,7 +171,8 @@ def near_in_band(group: Iterable[tuple], max_distance: int) -> list[Duplicate]:
 
 
 def near_duplicates(group: Iterable[DedupKey], max_distance: int) -> list[Duplicate]:
-    """For each member with a better-ranked member within the distance, the best such member."""
+    """For each member with a better-ranked member (of another group) within the distance, the best
+    such member."""
     return near_in_band((e for k in group for e in _entries(k)), max_distance)
 
 

@@ -13,6 +13,17 @@ from pydantic import Field
 from .base import Filter, Params, register
 
 
+class RangeParams(Params):
+    """A score's kept range; `min` has the default of the filter that uses it."""
+
+    min: float = Field(0.0, ge=0)
+    max: float | None = Field(None, gt=0)
+
+    def model_post_init(self, _context: object) -> None:
+        if self.max is not None and self.max <= self.min:
+            raise ValueError(f"max ({self.max}) must lie above min ({self.min}): no clip could pass")
+
+
 class _Range(Filter):
     """Drop clips whose `score` lies below `min` (still clips: slideshows, static shots) or above
     `max` (shaky ones); a clip too short for one flow sample has no score and is not judged."""
@@ -47,9 +58,8 @@ class FlowSpeed(_Range):
     scores = ("flow_speed",)
     score_name = "flow_speed"
 
-    class Params(Params):
+    class Params(RangeParams):
         min: float = Field(0.0035, ge=0)
-        max: float | None = Field(None, gt=0)
 
 
 @register
@@ -61,9 +71,8 @@ class Motion(_Range):
     scores = ("motion",)
     score_name = "motion"
 
-    class Params(Params):
+    class Params(RangeParams):
         min: float = Field(0.25, ge=0)
-        max: float | None = Field(None, gt=0)
 
 
 @register

@@ -98,3 +98,7 @@ def test_datajuicer_filter_needs_datajuicer_method_and_thresholds_its_score(tmp_
     motion = Motion(Motion.Params(min=0.25))
     assert motion.decide({"motion": 0.2, "flow_speed": 1.0}, {}) == "low_motion"
     assert motion.decide({"motion": 0.3, "flow_speed": 0.0}, {}) is None
+    for name in ("flow_speed", "motion"):  # an empty range fails fast, naming the filter
+        bad.write_text(f"motion: {{method: datajuicer}}\nfilters: {{{name}: {{min: 0.5, max: 0.4}}}}\n")
+        with pytest.raises(ConfigError, match=rf"filters\.{name}: max \(0\.4\) must lie above min"):
+            load_config(bad, CORPUS.config_class, CORPUS.defaults)
