@@ -14,6 +14,8 @@ CONFIG ?=
 BEAM_ARGS ?=
 # RESUME=1: go on with a killed run (--resume); otherwise the folder's previous run is replaced (--overwrite)
 RESUME ?=
+# label-studio-sdk without its pins (pyproject's `annotate` extra holds what it needs at run time).
+ANNOTATE_SDK := label-studio-sdk==2.1.2
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # One target per corpus of the registry (pipelines/corpus.py; tests/test_corpus.py checks the two agree).
@@ -26,7 +28,8 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml constraints.txt env/torchvision_cpu_shim.py env/install_cpu_shim.py env/headless_opencv.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,models,rl,video,interleaved,ocr]'
+	$(PY) -m pip install -q -e '.[test,models,rl,video,interleaved,ocr,annotate]'
+	$(PY) -m pip install -q --no-deps $(ANNOTATE_SDK)
 	$(PY) env/headless_opencv.py
 	$(PY) env/install_cpu_shim.py
 	touch $@

@@ -1,0 +1,223 @@
+"""Label Studio results into our annotation records, checked against Label Studio's own test cases
+(`../shared/peer-data/label_studio`, skipped when absent) and by hand; agreement statistics against
+hand-computed values; the labeling configs parsed by the SDK's own LabelInterface."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+
+from mmcurate.annotation.agreement import (
+    box_iou,
+    cohen_kappa,
+    fleiss_kappa,
+    kappa,
+    majority,
+    temporal_iou,
+    text_agreement,
+)
+from mmcurate.annotation.convert import (
+    ClipFrame,
+    annotation_record,
+    keyframe_boxes,
+    ls_range,
+    our_frames,
+    timeline_matrix,
+    timeline_regions,
+)
+from mmcurate.annotation.label_configs import config_hash, label_config, options
+from mmcurate.schemas.annotation import FAMILIES, FrameBox, TextTrack, TimeSegment
+
+PEER = Path(__file__).resolve().parents[2] / "shared" / "peer-data" / "label_studio"
+needs_peer = pytest.mark.skipif(not PEER.is_dir(), reason="../shared/peer-data/label_studio not present")
+CLIP = ClipFrame(frames=60, fps=30.0, width=640, height=360)
+
+
+def _load(rel: str):
+    return json.loads((PEER / rel).read_text())
+
+
+@needs_peer
+def test_keyframes_interpolate_exactly_as_label_studio_does() -> None:
+    cases = _load("expected/ls_sdk_extract_key_frames_cases.json")["cases"]
+    assert len(cases) == 7
+    for case in cases:
+        (region,) = case["input"]
+        seq = keyframe_boxes(copy.deepcopy(region["value"]))
+        assert len(seq) == case["expected"]["len"], case["name"]
+        for i, want in case["expected"]["items"].items():
+            got = seq[int(i)]
+            for key, value in want.items():
+                have = got.get(key, False) if key == "auto" else got[key]
+                assert have == pytest.approx(value, abs=1e-9), (case["name"], i, key)
+
+
+@needs_peer
+def test_timeline_matrix_and_regions_match_the_ml_backend_cases() -> None:
+    cases = _load("expected/ls_mlbackend_timelinelabels_cases.json")
+    c = cases["timelinelabels_to_probs"]
+    matrix = timeline_matrix(c["regions"], c["label_map"])
+    assert matrix.tolist() == c["expected_labels_array"]
+    c = cases["probs_to_timelinelabels"]
+    regions = timeline_regions(c["probs"], c["label_map"], c["from_name"], c["score_threshold"])
+    want = c["expected_regions"]
+    assert [r["id"] for r in regions] == [r["id"] for r in want]
+    assert [r["value"] for r in regions] == [r["value"] for r in want]
+    assert [r["score"] for r in regions] == pytest.approx([r["score"] for r in want])
+    assert {k for r in regions for k in r} == {k for r in want for k in r}
+    import numpy as np
+
+    back = timeline_matrix(regions, c["label_map"], frames=len(c["probs"]))  # the round trip they state
+    assert back.tolist() == (np.asarray(c["probs"]) > c["score_threshold"]).astype(int).tolist()
+
+
+@needs_peer
+def test_real_label_studio_results_convert() -> None:
+    """The docs' videorectangle value (1,051 frames, a disabled keyframe at 25) and the YOLO backend's
+    real 35-frame track, and a real timelinelabels annotation."""
+    clip = ClipFrame(frames=1051, fps=25.0, width=1280, height=720)
+    value = _load("doc_examples/ls_doc_videorectangle_value.json")["value"]
+    rec = annotation_record(
+        "c", "text", {"id": 1, "result": [{"id": "r", "type": "videorectangle", "value": value}]}, clip
+    )
+    (track,) = rec.tracks
+    assert [b.frame for b in track.boxes] == list(range(25))  # frames 1..25 (ours 0..24), the track ends
+    first, last = track.boxes[0], track.boxes[-1]
+    assert (first.x, first.y, first.width, first.height) == pytest.approx((16 * 12.8, 51 * 7.2, 30 * 12.8, 28 * 7.2))
+    assert (last.x, last.auto) == (pytest.approx(44.7 * 12.8), False)
+    assert track.boxes[9].auto and track.boxes[9].x == pytest.approx((16 + (44.7 - 16) * 9 / 17) * 12.8)
+    assert rec.problems == []
+
+    (pred,) = _load("ml_backend_yolo/opossum_snow_short_1.json")
+    clip = ClipFrame(frames=35, fps=30.0, width=640, height=360)
+    rec = annotation_record("c", "text", {"id": 2, "result": pred["result"]}, clip)
+    assert len(rec.tracks) == sum(r["type"] == "videorectangle" for r in pred["result"]) > 0
+    assert all(0 <= b.frame < 35 and b.x >= 0 and b.x + b.width <= 640 + 1e-9 for t in rec.tracks for b in t.boxes)
+
+    ann = _load("ml_backend_yolo/test_timeline_labels_1.json")["annotation"]
+    rec = annotation_record("c", "actions", ann, ClipFrame(frames=30, fps=25.0, width=640, height=360))
+    assert [(s.label, s.start_frame, s.end_frame) for s in rec.segments][:2] == [
+        ("Car", 0, 10),
+        ("croquet_ball", 4, 15),
+    ]
+    assert rec.segments[0].end_time == pytest.approx(10 / 25)
+
+
+def test_frames_convert_between_one_based_inclusive_and_zero_based_half_open() -> None:
+    assert our_frames({"start": 1, "end": 3}) == (0, 3)
+    assert ls_range(0, 3) == {"start": 1, "end": 3}
+    for start, end in [(0, 1), (5, 60), (59, 60)]:
+        assert our_frames(ls_range(start, end)) == (start, end)
+
+
+def _results() -> list[dict]:
+    return [
+        {"id": "a1", "type": "timelinelabels", "from_name": "action", "to_name": "video",
+         "value": {"ranges": [{"start": 1, "end": 30}], "timelinelabels": ["walk"]}},
+        {"id": "a1", "type": "textarea", "from_name": "action_text", "to_name": "video",
+         "value": {"text": ["a man walks to the door"]}},
+        {"id": "t1", "type": "videorectangle", "from_name": "text_box", "to_name": "video",
+         "value": {"framesCount": 60, "duration": 2.0, "sequence": [
+             {"frame": 1, "enabled": True, "x": 10, "y": 10, "width": 20, "height": 10, "rotation": 0,
+              "time": 0.0},
+             {"frame": 11, "enabled": False, "x": 30, "y": 10, "width": 20, "height": 10, "rotation": 0,
+              "time": 0.33}]}},
+        {"id": "t1", "type": "textarea", "from_name": "transcription", "value": {"text": ["EXIT"]}},
+        {"id": "t1", "type": "choices", "from_name": "lang", "value": {"choices": ["en"]}},
+        {"id": "c1", "type": "choices", "from_name": "usable", "value": {"choices": ["usable"]}},
+    ]  # fmt: skip
+
+
+def test_an_annotation_with_every_family_of_result() -> None:
+    ann = {"id": 7, "completed_by": {"id": 3, "email": "ann@example.com"}, "lead_time": 12.5, "result": _results()}
+    rec = annotation_record("clip-1", "actions", ann, CLIP, task_id=4)
+    assert (rec.clip_id, rec.annotator, rec.task_id, rec.annotation_id, rec.lead_time) == (
+        "clip-1", "ann@example.com", 4, 7, 12.5)  # fmt: skip
+    assert rec.segments == [TimeSegment("walk", 0, 30, 0.0, 1.0, "a man walks to the door")]
+    (track,) = rec.tracks
+    assert (track.text, track.lang, len(track.boxes)) == ("EXIT", "en", 11)
+    # our frame 5 is Label Studio's 6th: half-way from x 10 % (frame 1) to 30 % (frame 11), 20 % of 640
+    assert track.boxes[5] == FrameBox(5, 128.0, 36.0, 128.0, 36.0, 0.0, True)
+    assert rec.choices == {"usable": "usable"} and rec.problems == [] and not rec.empty
+
+
+def test_bad_results_are_reported_never_raised() -> None:
+    bad = [
+        {"id": "x", "type": "timelinelabels",
+         "value": {"ranges": [{"start": 50, "end": 90}], "timelinelabels": ["run"]}},
+        {"id": "y", "type": "timelinelabels", "value": {"ranges": [{"start": "soon"}], "timelinelabels": ["run"]}},
+        {"id": "z", "type": "videorectangle", "value": {"framesCount": 60, "sequence": [
+            {"frame": 1, "enabled": True, "x": 150, "y": 10, "width": 20, "height": 10, "rotation": 0, "time": 0}]}},
+        {"id": "w", "type": "videorectangle", "value": {"framesCount": 60, "sequence": [
+            {"frame": 1, "enabled": True, "x": 90, "y": 95, "width": 20, "height": 10, "rotation": 0, "time": 0}]}},
+        {"id": "v", "type": "rectanglelabels", "value": {}},
+        "not a result",
+    ]  # fmt: skip
+    rec = annotation_record("c", "actions", {"id": 1, "completed_by": 5, "result": bad}, CLIP)
+    assert rec.annotator == "5"
+    assert rec.segments == [TimeSegment("run", 49, 60, 49 / 30, 2.0)]  # clipped to the clip's 60 frames
+    (track,) = rec.tracks  # w: clipped to the frame; z: outside, dropped
+    assert track.boxes[0] == FrameBox(0, 576.0, 342.0, 64.0, 18.0, 0.0, False)
+    text = "\n".join(rec.problems)
+    needles = ("region x: range", "result 1 ('timelinelabels'): malformed", "region z: box on frame 1 lies outside",
+               "region w: box on frame 1 clipped", "type 'rectanglelabels'", "result 5 ('not a result')")  # fmt: skip
+    for needle in needles:
+        assert needle in text, needle
+    empty = annotation_record("c", "actions", {"id": 2, "completed_by": 6, "result": []}, CLIP)
+    assert empty.empty and empty.problems == []
+    broken = annotation_record("c", "actions", {"id": 3, "result": {"no": "list"}}, CLIP)
+    assert broken.problems == ["annotation 3: `result` is not a list"]
+
+
+def test_kappa_equals_the_hand_computed_values() -> None:
+    a = ["pan", "pan", "static", "static", "zoom", "pan"]
+    b = ["pan", "static", "static", "static", "zoom", "zoom"]
+    # p_o = 4/6; p_e = (3*1 + 2*3 + 1*2) / 36 = 11/36; kappa = (p_o - p_e) / (1 - p_e)
+    assert cohen_kappa(a, b) == pytest.approx((4 / 6 - 11 / 36) / (1 - 11 / 36))
+    assert kappa([list(p) for p in zip(a, b, strict=True)]) == cohen_kappa(a, b)
+    assert cohen_kappa(["x", "x"], ["x", "x"]) == 1.0
+    rows = [["a", "a", "a"], ["a", "a", "b"], ["b", "b", "b"], ["a", "b", "b"]]
+    # per item P_i = (sum n_ij^2 - n) / (n (n - 1)): 1, 1/3, 1, 1/3 -> P = 2/3; p_a = p_b = 1/2 -> P_e = 1/2
+    assert fleiss_kappa(rows) == pytest.approx((2 / 3 - 1 / 2) / (1 - 1 / 2))
+    assert kappa(rows) == fleiss_kappa(rows)
+    with pytest.raises(ValueError, match="same number"):
+        fleiss_kappa([["a", "b"], ["a"]])
+
+
+def test_temporal_iou_text_agreement_and_consensus() -> None:
+    a = [TimeSegment("walk", 0, 30, 0, 1), TimeSegment("talk", 10, 20, 0, 0)]
+    b = [TimeSegment("walk", 10, 40, 0, 0)]
+    assert temporal_iou(a, b) == pytest.approx((20 + 0) / (40 + 10))
+    assert temporal_iou([], []) == 1.0
+    assert box_iou((0, 0, 10, 10), (5, 0, 10, 10)) == pytest.approx(50 / 150)
+    t1 = TextTrack((FrameBox(0, 0, 0, 10, 10), FrameBox(1, 0, 0, 10, 10)), "EXIT")
+    t2 = TextTrack((FrameBox(0, 5, 0, 10, 10),), "EXIT.")
+    iou, err = text_agreement([t1], [t2])
+    assert iou == pytest.approx((50 / 150 + 0) / 2) and err == pytest.approx(1 / 4)
+    assert text_agreement([t1], []) == (0.0, 1.0)
+    assert majority(["pan", "static", "pan"]) == "pan"
+    assert majority(["pan", "static"]) == "pan"  # a tie without gold: the first answer
+    assert majority(["pan", "static"], {0: 0.5, 1: 0.9}) == "static"  # the annotator better on gold
+
+
+def test_labeling_configs_parse_in_the_sdk_and_take_a_taxonomy() -> None:
+    from label_studio_sdk.label_interface import LabelInterface
+
+    for family in FAMILIES:
+        xml = label_config(family)
+        li = LabelInterface(xml)
+        assert li.get_object("video") is not None, family
+        assert config_hash(xml) == config_hash(label_config(family)) and len(config_hash(xml)) == 12
+    cine = LabelInterface(label_config("cinematic"))
+    assert {c.name for c in cine.controls} == {"camera_motion", "shot_size", "camera_angle", "composition"}
+    assert "orbit" in options(label_config("cinematic"), "camera_motion")
+    mine = label_config("actions", {"action": ["cook", "clean"]})
+    assert options(mine, "action") == ["cook", "clean"] and config_hash(mine) != config_hash(label_config("actions"))
+    assert {c.name for c in LabelInterface(mine).controls} == {"action", "action_text", "usable"}
+    with pytest.raises(ValueError, match=r"annotation\.taxonomies\.actions\.verbs: no such control"):
+        label_config("actions", {"verbs": ["x"]})
+    with pytest.raises(ValueError, match="distinct options"):
+        label_config("actions", {"action": []})
