@@ -21,7 +21,8 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # One target per corpus of the registry (pipelines/corpus.py; tests/test_corpus.py checks the two agree).
 CORPORA := caption video interleaved ocr grounding sft rl
 
-.PHONY: install demo test $(CORPORA) ocr-render select bench lint format clean ffmpeg fonts
+.PHONY: install demo test $(CORPORA) ocr-render select bench lint format clean ffmpeg fonts \
+	annotate-server annotate-stop annotate-push annotate-pull
 
 install: $(VENV)/.installed
 
@@ -114,6 +115,21 @@ select: install
 test: install ffmpeg fonts
 	$(BIN)/ruff check .
 	$(PY) -m pytest -q -n 2 --dist loadfile
+
+# Label Studio (docs/annotation.md): a local server in its own cached env on 127.0.0.1:$(LS_PORT), data and
+# served clips in $(LS_ROOT); Ctrl-C or `make annotate-stop` stops it. push/pull talk to the server named by
+# LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY (a local one's token is in $(LS_ROOT)/token).
+LS_ROOT ?= annotate
+LS_PORT ?= 8080
+annotate-server: install
+	$(BIN)/mmcurate annotate server --root $(LS_ROOT) --port $(LS_PORT)
+
+annotate-stop:
+	test -f $(LS_ROOT)/server.pid && kill -TERM $$(cat $(LS_ROOT)/server.pid) || echo "no Label Studio running from $(LS_ROOT)"
+
+annotate-push annotate-pull: install
+	$(if $(RUN),,$(error make $@ needs RUN=<a video run's output folder>))
+	$(BIN)/mmcurate annotate $(subst annotate-,,$@) --run $(RUN) --root $(LS_ROOT) $(ANNOTATE_ARGS)
 
 bench: install
 	$(PY) bench/run.py $(BENCH_ARGS)

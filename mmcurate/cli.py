@@ -208,6 +208,19 @@ def parser() -> argparse.ArgumentParser:
     summ = add("summary", help="print the kept/dropped/quarantined tables of a manifest")
     summ.add_argument("manifest", help="manifest.json URI, or the run folder holding it")
     add("reasons", help="list every reason code: drop or quarantine, and what it means")
+    an = add("annotate", help="video clips to Label Studio and the labels back (server, push, pull)")
+    an.add_argument("action", choices=("server", "push", "pull"))
+    an.add_argument("--run", help="the video run (push, pull)")
+    an.add_argument("--family", nargs="+", help="label families (default: actions text cinematic)")
+    an.add_argument("--root", default="annotate", help="server: data and served media folder (default: annotate)")
+    an.add_argument("--port", type=int, default=8080, help="server: port on 127.0.0.1 (default: 8080)")
+    an.add_argument("--media", help="push: the folder Label Studio serves (default: ROOT/media)")
+    an.add_argument("--media-url", default="/data/local-files/?d=media", help="push: URL prefix of --media")
+    an.add_argument("--batch-size", type=int, default=50, help="push: tasks per import call")
+    an.add_argument("--overlap", type=int, default=1, help="push: annotators per task")
+    an.add_argument("--gold", help="pull: JSON {clip_id: {control: answer}} of gold tasks")
+    an.add_argument("--bound", type=float, default=0.5, help="pull: agreement below which a clip is requeued")
+    an.add_argument("--summary", help="pull: write the summary JSON here (default: print it)")
     ex = add("export", help="write a finished run's kept data as a Hugging Face datasets folder (save_to_disk)")
     ex.add_argument("--run", required=True, help="the run folder (local)")
     ex.add_argument("--output", required=True, help="the datasets folder to write (datasets.load_from_disk reads it)")
@@ -272,6 +285,32 @@ def _overlay(args: argparse.Namespace) -> int:
         table = readers[ext](f)
     info = write_overlay(args.run, args.name, args.kind, table)
     print(f"overlay {args.name}: {table.num_rows} {args.kind} rows -> {info.path}")
+    return 0
+
+
+def _annotate(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from mmcurate import annotate
+
+    if args.action == "server":
+        return annotate.serve(Path(args.root), args.port)
+    if not args.run:
+        raise annotate.AnnotateError(f"annotate {args.action} needs --run (a video run's output folder)")
+    client = annotate.connect()
+    if args.action == "push":
+        media = Path(args.media or Path(args.root) / "media")
+        out = annotate.push(client, args.run, media, args.media_url, args.family,
+                            batch_size=args.batch_size, overlap=args.overlap)  # fmt: skip
+    else:
+        gold = json.loads(Path(args.gold).read_text()) if args.gold else None
+        projects = annotate.projects_of(client, args.run, args.family)
+        out = annotate.pull_overlay(client, args.run, projects, gold=gold, bound=args.bound)
+    text = json.dumps(out, indent=2, sort_keys=True, default=str)
+    if getattr(args, "summary", None):
+        Path(args.summary).write_text(text + "\n")
+    print(text)
     return 0
 
 
@@ -430,6 +469,8 @@ def _dispatch(args: argparse.Namespace, beam_args: list[str]) -> int:
         return _reasons()
     if args.command == "overlay":
         return _overlay(args)
+    if args.command == "annotate":
+        return _annotate(args)
     if args.command == "export":
         from mmcurate.export import export_hf
 
@@ -509,7 +550,12 @@ def _run(argv: list[str] | None) -> int:
         print(f"{' '.join(['mmcurate', command]).strip()}: error: {redact_text(str(exc))}", file=sys.stderr)
         return 2
     _logging(args.log_level)
-    user_errors = (ConfigError, InputError, OutputError, ModelUnavailable, SelectUnsupported, OverlayError, ExportError)
+    from mmcurate.annotate import AnnotateError
+
+    user_errors = (
+        ConfigError, InputError, OutputError, ModelUnavailable, SelectUnsupported, OverlayError, ExportError,
+        AnnotateError,
+    )  # fmt: skip
     try:
         return _dispatch(args, beam_args)
     except user_errors as exc:

@@ -1,0 +1,148 @@
+"""`mmcurate annotate push|pull`: a video run's clips to Label Studio and the labels back, as an
+overlay on the run (an append-only table joined by clip id; the ledgers are never rewritten).
+
+This sits on top of `annotation/` (Label Studio, conversion, agreement) and `pipelines/overlays.py`
+(the run's overlay files), the way the CLI sits on top of the pipelines. The server is given by
+`LABEL_STUDIO_URL` and `LABEL_STUDIO_API_KEY` (never a flag: a token on a command line shows in `ps`
+and shell history) and the token is registered with the redactor, so no log line, summary or error
+message carries it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from mmcurate.annotation.client import Pusher, find_project, project_title, pull, queue_rows
+from mmcurate.annotation.client import push as push_all
+from mmcurate.annotation.consensus import consensus
+from mmcurate.annotation.label_configs import label_config
+from mmcurate.schemas.annotation import FAMILIES
+from mmcurate.schemas.redact import register_secret
+
+OVERLAY = "human"
+"""The overlay name pull writes: select reads `overlays.human.COLUMN`."""
+
+
+class AnnotateError(ValueError):
+    """Bad annotate settings (no server, an unknown family): the message names what to set."""
+
+
+def connect(url: str | None = None, token: str | None = None) -> Any:
+    """A `label_studio_sdk.LabelStudio` client for the server in the environment (or given)."""
+    from label_studio_sdk import LabelStudio
+
+    url = url or os.environ.get("LABEL_STUDIO_URL")
+    token = token or os.environ.get("LABEL_STUDIO_API_KEY")
+    if not url or not token:
+        raise AnnotateError("set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY (`make annotate-server` prints both)")
+    register_secret(token)
+    return LabelStudio(base_url=url, api_key=token)
+
+
+def families(names: Sequence[str] | None) -> list[str]:
+    chosen = list(names or FAMILIES)
+    bad = [f for f in chosen if f not in FAMILIES]
+    if bad:
+        raise AnnotateError(f"--family {', '.join(bad)}: known families are {', '.join(FAMILIES)}")
+    return chosen
+
+
+def push(client: Any, run_root: str, media: Path, media_url: str, names: Sequence[str] | None = None,
+         **settings: Any) -> list[dict[str, Any]]:  # fmt: skip
+    """Push every family's tasks; returns one summary per family."""
+    pusher = Pusher(client, run_root, media, media_url.rstrip("/"), run_name(run_root), **settings)
+    return [asdict(s) for s in push_all(pusher, families(names))]
+
+
+def run_name(run_root: str) -> str:
+    """A run's name in project titles: its folder's name (a title is no place for a full URI)."""
+    return Path(run_root.rstrip("/")).name or "run"
+
+
+def pull_overlay(
+    client: Any,
+    run_root: str,
+    projects: Mapping[str, int],
+    gold: Mapping[str, Mapping[str, str]] | None = None,
+    bound: float = 0.5,
+) -> dict[str, Any]:
+    """Pull each family's project (family -> project id), write the consensus as overlay `human` on
+    the run (one row per clip any annotator labelled), and return the pull summary."""
+    from mmcurate.pipelines.overlays import write_overlay
+
+    rows = queue_rows(run_root)
+    fps = {str(r["clip_id"]): float(r["fps"] or 1.0) for r in rows}
+    merged: dict[str, dict[str, Any]] = {}
+    summary: dict[str, Any] = {"families": {}, "unknown_clips": [], "cancelled": 0}
+    for family, project in projects.items():
+        got = pull(client, project, family, rows)
+        by_clip, fam = consensus(got.annotations, family, fps, gold, bound)
+        for cid, cols in by_clip.items():
+            merged.setdefault(cid, {}).update(cols)
+        summary["families"][family] = {**asdict(fam), "project": project, "tasks": got.tasks}
+        summary["unknown_clips"] += got.unknown_clips
+        summary["cancelled"] += got.cancelled
+    summary["clips_labelled"] = len(merged)
+    if merged:
+        columns = sorted({k for cols in merged.values() for k in cols})
+        table = pa.table({"id": list(merged), **{c: [merged[i].get(c) for i in merged] for c in columns}})
+        summary["overlay"] = write_overlay(run_root, OVERLAY, "clip", table).path
+    return summary
+
+
+def projects_of(client: Any, run_root: str, names: Sequence[str] | None = None,
+                taxonomies: Mapping[str, Mapping[str, Sequence[str]]] | None = None) -> dict[str, int]:  # fmt: skip
+    """family -> project id of the projects push made for this run (found by title); a family never
+    pushed is an AnnotateError naming it."""
+    out = {}
+    for family in families(names):
+        title = project_title(run_name(run_root), family, label_config(family, (taxonomies or {}).get(family)))
+        pid = find_project(client, title)
+        if pid is None:
+            raise AnnotateError(f"no Label Studio project {title!r}: push the run first (`mmcurate annotate push`)")
+        out[family] = pid
+    return out
+
+
+def serve(root: Path, port: int) -> int:
+    """`mmcurate annotate server`: a local Label Studio in the foreground until Ctrl-C (or SIGTERM:
+    `make annotate-stop`), printing what to export. Admin e-mail, password and token come from
+    LABEL_STUDIO_USERNAME, LABEL_STUDIO_PASSWORD and LABEL_STUDIO_API_KEY (made up when unset)."""
+    import secrets
+    import signal
+    import threading
+
+    from mmcurate.annotation import server as ls
+
+    email = os.environ.get("LABEL_STUDIO_USERNAME", "admin@example.com")
+    password = os.environ.get("LABEL_STUDIO_PASSWORD") or secrets.token_urlsafe(12)
+    token = os.environ.get("LABEL_STUDIO_API_KEY") or ls.new_token()
+    register_secret(password)
+    root.mkdir(parents=True, exist_ok=True)
+    print(f"installing Label Studio {ls.VERSION} into {ls.env_dir()} (once)...", flush=True)
+    ls.ensure_env(log=root / "install.log")
+    srv = ls.Server(root, port, email, password, token).start()
+    (root / "server.pid").write_text(str(os.getpid()))
+    print(f"Label Studio on {srv.url} (data and media in {root}); in another shell:", flush=True)
+    print(f"  export LABEL_STUDIO_URL={srv.url} LABEL_STUDIO_API_KEY=<the token in {root / 'token'}>", flush=True)
+    (root / "token").write_text(token)
+    (root / "token").chmod(0o600)
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    try:
+        while not done.wait(1.0):
+            if srv.proc is not None and srv.proc.poll() is not None:
+                print(f"Label Studio exited ({srv.proc.returncode}); see {root / 'server.log'}")
+                return 1
+    finally:
+        srv.stop()
+        (root / "server.pid").unlink(missing_ok=True)
+    print("Label Studio stopped")
+    return 0

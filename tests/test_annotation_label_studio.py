@@ -1,0 +1,222 @@
+"""The Label Studio round trip against a real server on 127.0.0.1 (its own cached virtual env,
+annotation/server.py): push a video run's clips with the models' guesses, a server stopped after the
+first batch and restarted mid-push, two real annotators (each created on the server, each with its
+own token) answering through the API, a gold task, pull, agreement, the overlay and `select` on it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import threading
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from mmcurate.annotation import server as ls_server
+from mmcurate.annotation.client import Pusher, push, queue_rows
+from mmcurate.annotation.label_configs import config_hash, label_config
+from mmcurate.cli import main
+from mmcurate.demo.video import Segment, make_video
+
+pytestmark = pytest.mark.slow
+MEDIA_URL = "/data/local-files/?d=media"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("label-studio")
+    try:
+        ls_server.ensure_env(log=root / "install.log")
+    except (subprocess.CalledProcessError, OSError) as exc:
+        pytest.skip(f"Label Studio {ls_server.VERSION} could not be installed here: {exc}")
+    with ls_server.running(root, ls_server.free_port()) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A video run of three one-scene videos (no model filters: fast), its annotation queue 3 clips."""
+    root = tmp_path_factory.mktemp("annotate-run")
+    corpus = root / "in"
+    corpus.mkdir()
+    for i, kind in enumerate(("pan_left", "static", "tilt_up")):
+        make_video(corpus / f"v{i}.mp4", [Segment(kind, 75, seed=i)], size=(320, 240))
+    cfg = root / "cfg.yaml"
+    cfg.write_text("filters: {}\n")
+    out = root / "out"
+    assert main(["video", "--input", str(corpus), "--output", str(out), "--config", str(cfg), "--no-progress"]) == 0
+    return out
+
+
+def _client(server: ls_server.Server, token: str | None = None):
+    from label_studio_sdk import LabelStudio
+
+    return LabelStudio(base_url=server.url, api_key=token or server.token)
+
+
+CINEMATIC = ("camera_motion", "shot_size")
+
+
+def _answer(client, task_id: int, answers: dict[str, str], lead: float) -> None:
+    result = [{"from_name": k, "to_name": "video", "type": "choices", "value": {"choices": [v]}}
+              for k, v in answers.items()]  # fmt: skip
+    client.annotations.create(id=task_id, result=result, lead_time=lead)
+
+
+def test_round_trip_push_restart_annotate_pull_select(server, run: Path, tmp_path: Path) -> None:
+    from mmcurate.annotate import pull_overlay
+
+    rows = queue_rows(str(run))
+    assert len(rows) == 3
+    admin = _client(server)
+    restarted = []
+
+    def stop_after_first(family: str, batch: int) -> None:
+        """A deterministic cut: the server goes down right after the first batch is in; it comes
+        back while the push is retrying the second."""
+        if batch == 1 and not restarted:
+            server.stop()
+            restarted.append(threading.Thread(target=server.start))
+            restarted[0].start()
+
+    pusher = Pusher(admin, str(run), server.media, MEDIA_URL, "t-run", batch_size=1, overlap=2,
+                    after_batch=stop_after_first)  # fmt: skip
+    (summary,) = push(pusher, ["cinematic"])
+    restarted[0].join()
+    pid = summary.project
+    tasks = list(admin.tasks.list(project=pid, fields="all"))
+    assert sorted(t.data["clip_id"] for t in tasks) == sorted(r["clip_id"] for r in rows)  # none twice, none lost
+    assert (summary.imported, summary.batches, summary.already) == (3, 3, 0)
+    # the tasks carry the models' camera-motion guess, and the clip plays from the served folder
+    by_clip = {t.data["clip_id"]: t for t in tasks}
+    for row in rows:
+        task = by_clip[row["clip_id"]]
+        guess = row["pre_annotations"]["camera_motion"]
+        preds = list(admin.predictions.list(task=task.id))
+        assert [p.result[0]["value"]["choices"] for p in preds] == ([[guess]] if guess else [])
+        assert (server.media / f"{row['clip_id']}.mp4").read_bytes()[4:8] == b"ftyp"
+        assert task.data["video"] == f"{MEDIA_URL}/{row['clip_id']}.mp4"
+    # a second push finds its project by title and config hash and adds nothing
+    again = Pusher(admin, str(run), server.media, MEDIA_URL, "t-run", batch_size=1, overlap=2)
+    (second,) = push(again, ["cinematic"])
+    assert (second.project, second.imported, second.already) == (pid, 0, 3)
+    assert second.title.endswith(config_hash(label_config("cinematic")))
+
+    # two annotators, created on the server, each answering with their own token
+    tokens = {}
+    for name in ("ann1", "ann2"):
+        admin.users.create(email=f"{name}@example.com", username=name, first_name=name, last_name="Tester")
+        tokens[name] = server.user_token(f"{name}@example.com")
+    assert tokens["ann1"] != tokens["ann2"] != server.token
+    order = [r["clip_id"] for r in rows]
+    ann1 = [("pan_left", "wide"), ("static", "medium"), ("tilt_up", "close_up")]
+    ann2 = [("pan_left", "wide"), ("pan_left", "medium"), ("tilt_up", "wide")]
+    for name, answers in (("ann1", ann1), ("ann2", ann2)):
+        me = _client(server, tokens[name])
+        assert me.users.whoami().email == f"{name}@example.com"
+        for cid, (motion, size) in zip(order, answers, strict=True):
+            _answer(me, by_clip[cid].id, {"camera_motion": motion, "shot_size": size}, lead=4.0)
+    # a task for a clip that is not in the run, annotated: reported, never joined
+    (stray,) = admin.projects.import_tasks(id=pid, request=[{"data": {"video": "x", "clip_id": "nope"}}],
+                                           return_task_ids=True).task_ids  # fmt: skip
+    _answer(_client(server, tokens["ann1"]), stray, {"camera_motion": "static", "shot_size": "wide"}, 1.0)
+
+    parent = tmp_path / "parent"
+    shutil.copytree(run, parent)
+    gold = {order[1]: {"camera_motion": "static"}}  # ann1 right, ann2 wrong on the gold task
+    summary = pull_overlay(admin, str(parent), {"cinematic": pid}, gold=gold, bound=0.75)
+    fam = summary["families"]["cinematic"]
+    assert summary["unknown_clips"] == ["nope"] and summary["clips_labelled"] == 3
+    assert (fam["annotations"], fam["clips"], fam["empty"], fam["problems"]) == (6, 3, 0, 0)
+    # kappa by hand. camera_motion: agree on 2 of 3; ann1 pan/static/tilt, ann2 pan/pan/tilt:
+    # p_e = (1/3 * 2/3) + (1/3 * 0) + (1/3 * 1/3) = 1/3, kappa = (2/3 - 1/3) / (1 - 1/3) = 0.5
+    assert fam["kappa"]["camera_motion"] == pytest.approx(0.5)
+    # shot_size: agree on 2 of 3; ann1 wide/medium/close_up, ann2 wide/medium/wide:
+    # p_e = (1/3 * 2/3) + (1/3 * 1/3) + (1/3 * 0) = 1/3 -> 0.5
+    assert fam["kappa"]["shot_size"] == pytest.approx(0.5)
+    assert fam["gold_accuracy"] == {"ann1@example.com": 1.0, "ann2@example.com": 0.0}
+    assert fam["tasks_per_annotator"] == {"ann1@example.com": 3, "ann2@example.com": 3}
+    assert fam["requeue"] == [c for c in sorted(order) if c in (order[1], order[2])]  # agreement 0.5 < 0.75
+
+    overlay = {r["id"]: r for p in sorted((parent / "overlays" / "human" / "clip").glob("*.parquet"))
+               for r in pq.read_table(p).to_pylist()}  # fmt: skip
+    assert set(overlay) == set(order)
+    # a tie on the gold task's clip goes to the annotator right on gold
+    assert [overlay[c]["camera_motion"] for c in order] == ["pan_left", "static", "tilt_up"]
+    assert [overlay[c]["cinematic_annotators"] for c in order] == [2, 2, 2]
+
+    cfg = tmp_path / "where.yaml"
+    rule = {"column": "overlays.human.camera_motion", "none_of": ["static"], "reason": "human_static"}
+    cfg.write_text(yaml.safe_dump({"where": [rule]}))
+    sel = tmp_path / "sel"
+    assert main(["select", "--run", str(parent), "--output", str(sel), "--config", str(cfg), "--no-progress"]) == 0
+    m = json.loads((sel / "manifest.json").read_text())
+    assert m["accounting_ok"] and m["kinds"]["clip"]["reasons"]["dropped"] == {"human_static": 1}
+
+    # the admin's and the annotators' tokens are in no file mmcurate wrote
+    for folder in (parent, sel, server.media):
+        for path in folder.rglob("*"):
+            if path.is_file():
+                data = path.read_bytes()
+                for token in (server.token, *tokens.values()):
+                    assert token.encode() not in data, path
+
+
+def _segment(start: int, end: int, label: str, rid: str) -> list[dict]:
+    """A Label Studio timeline region (1-based inclusive frames) with its per-region description."""
+    return [
+        {"id": rid, "from_name": "action", "to_name": "video", "type": "timelinelabels",
+         "value": {"ranges": [{"start": start, "end": end}], "timelinelabels": [label]}},
+        {"id": rid, "from_name": "action_text", "to_name": "video", "type": "textarea",
+         "value": {"text": [f"someone does {label}"]}},
+    ]  # fmt: skip
+
+
+def test_cli_push_and_pull_actions_with_an_empty_annotation(
+    server, run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.setenv("LABEL_STUDIO_URL", server.url)
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", server.token)
+    parent = tmp_path / "cli-run"
+    shutil.copytree(run, parent)
+    push_args = ["annotate", "push", "--run", str(parent), "--family", "actions", "--media", str(server.media)]
+    assert main([*push_args, "--batch-size", "2", "--overlap", "2"]) == 0
+    (pushed,) = json.loads(capsys.readouterr().out)
+    assert (pushed["family"], pushed["imported"], pushed["batches"]) == ("actions", 3, 2)
+    admin = _client(server)
+    tasks = {t.data["clip_id"]: t for t in admin.tasks.list(project=pushed["project"], fields="all")}
+    order = [r["clip_id"] for r in queue_rows(str(parent))]
+    users = {}
+    for name in ("ann3", "ann4"):
+        admin.users.create(email=f"{name}@example.com", username=name, first_name=name, last_name="Tester")
+        users[name] = _client(server, server.user_token(f"{name}@example.com"))
+    usable = {"from_name": "usable", "to_name": "video", "type": "choices", "value": {"choices": ["usable"]}}
+    unusable = {**usable, "value": {"choices": ["unusable"]}}
+    # clip 0: ann3 walk 1-40 (ours 0..40), ann4 walk 21-60 (ours 20..60): IoU 20 / 60
+    users["ann3"].annotations.create(id=tasks[order[0]].id, result=[*_segment(1, 40, "walk", "s1"), usable])
+    users["ann4"].annotations.create(id=tasks[order[0]].id, result=[*_segment(21, 60, "walk", "s2"), usable])
+    users["ann3"].annotations.create(id=tasks[order[1]].id, result=[*_segment(1, 75, "talk", "s3"), unusable])
+    users["ann4"].annotations.create(id=tasks[order[1]].id, result=[])  # submitted, nothing labelled
+    summary_file = tmp_path / "pull.json"
+    pull_args = ["annotate", "pull", "--run", str(parent), "--family", "actions", "--summary", str(summary_file)]
+    assert main(pull_args) == 0
+    captured = capsys.readouterr()
+    summary = json.loads(summary_file.read_text())
+    fam = summary["families"]["actions"]
+    assert (fam["annotations"], fam["empty"], fam["clips"]) == (4, 1, 2)
+    assert fam["temporal_iou"] == pytest.approx(20 / 60)  # over the one clip with two answers
+    assert fam["kappa"] == {"usable": 1.0}
+    overlay = {r["id"]: r for p in sorted((parent / "overlays" / "human" / "clip").glob("*.parquet"))
+               for r in pq.read_table(p).to_pylist()}  # fmt: skip
+    assert overlay[order[1]]["usable"] == "unusable" and order[2] not in overlay
+    # consensus segments by frame majority: on clip 0 only frames 20..40 have both votes
+    assert [(s["label"], s["start_frame"], s["end_frame"]) for s in json.loads(overlay[order[0]]["actions"])] == [
+        ("walk", 20, 40)
+    ]
+    assert server.token not in captured.out + captured.err
+    for path in parent.rglob("*"):
+        assert not path.is_file() or server.token.encode() not in path.read_bytes(), path
