@@ -21,7 +21,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # One target per corpus of the registry (pipelines/corpus.py; tests/test_corpus.py checks the two agree).
 CORPORA := caption video interleaved ocr grounding sft rl
 
-.PHONY: install demo test $(CORPORA) ocr-render select bench lint format clean ffmpeg fonts \
+.PHONY: install demo test $(CORPORA) ocr-render select bench lint format clean ffmpeg fonts chromium \
 	annotate-server annotate-stop annotate-push annotate-pull
 
 install: $(VENV)/.installed
@@ -105,6 +105,10 @@ fonts:
 	test -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf -a -f /usr/share/fonts/truetype/wqy/wqy-zenhei.ttc || \
 		{ $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq fonts-dejavu-core fonts-wqy-zenhei; }
 
+# Debian's Chromium, for the labeling-UI test (Playwright drives it; no browser download).
+chromium:
+	command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
+
 ffmpeg:
 	command -v ffmpeg >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq ffmpeg fonts-dejavu-core; }
 
@@ -112,7 +116,7 @@ select: install
 	$(if $(RUN),,$(error make select needs RUN=<an earlier run's folder> and CONFIG=<new thresholds>))
 	$(BIN)/mmcurate select --run $(RUN) --output $(or $(OUTPUT),$(RUN)-select) $(RUN_FLAGS)
 
-test: install ffmpeg fonts
+test: install ffmpeg fonts chromium
 	$(BIN)/ruff check .
 	$(PY) -m pytest -q -n 2 --dist loadfile
 

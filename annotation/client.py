@@ -174,6 +174,9 @@ class Pusher:
     overlap: int = 1
     thresholds: Mapping[str, float] = field(default_factory=dict)
     taxonomies: Mapping[str, Mapping[str, Sequence[str]]] = field(default_factory=dict)
+    local_storage: bool = True
+    """Attach `media` as the project's local storage (a local server); False when the media URL is
+    served otherwise (cloud storage of an existing deployment)."""
     after_batch: Callable[[str, int], None] | None = None
     """Called after each imported batch (family, batch number): progress, and the tests' stop point."""
 
@@ -189,6 +192,18 @@ class Pusher:
             "create project",
         )
         return made.id, title
+
+    def serve_media(self, project: int) -> None:
+        """Label Studio serves a local file only below a local storage of the project: attach the
+        media folder once (never synced: push imports the tasks itself)."""
+        if not self.local_storage:
+            return
+        path = str(self.media.resolve())
+        have = with_retries(lambda: list(self.client.import_storage.local.list(project=project)), "list storages")
+        if not any(st.path == path for st in have):
+            with_retries(lambda: self.client.import_storage.local.create(
+                project=project, path=path, title="mmcurate clips", use_blob_urls=True, synchronizable=False,
+            ), "attach the media folder")  # fmt: skip
 
     def present(self, project: int) -> set[str]:
         """Clip ids the project has tasks for."""
@@ -215,6 +230,8 @@ class Pusher:
 
     def push(self, family: str, rows: Sequence[Mapping[str, Any]]) -> PushSummary:
         pid, title = self.project(family)
+        self.media.mkdir(parents=True, exist_ok=True)
+        self.serve_media(pid)
         summary = PushSummary(family, pid, title, queued=len(rows))
         queue = ordered(rows, self.thresholds)
         have = self.present(pid)

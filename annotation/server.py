@@ -170,10 +170,32 @@ class Server:
         return found.group(1)
 
 
+CREDENTIALS = "admin.json"
+
+
+def local_server(root: Path, port: int, email: str = "admin@example.com", password: str | None = None,
+                 token: str | None = None) -> Server:  # fmt: skip
+    """A server rooted at `root`, its admin's credentials kept in `root/admin.json` (mode 600): Label
+    Studio sets the admin's token and password only when it creates the user, so a restart on the
+    same data must use the first start's (a new random token would get 401)."""
+    root.mkdir(parents=True, exist_ok=True)
+    saved = root / CREDENTIALS
+    if saved.exists():
+        known = json.loads(saved.read_text())
+        if (token and token != known["token"]) or email != known["email"]:
+            raise ValueError(f"{root} holds a Label Studio whose admin is {known['email']} with another token: "
+                             "use that token, or another --root")  # fmt: skip
+        return Server(root, port, known["email"], known["password"], known["token"])
+    server = Server(root, port, email, password or secrets.token_urlsafe(12), token or new_token())
+    saved.touch(mode=0o600)
+    saved.write_text(json.dumps({"email": email, "password": server.password, "token": server.token}))
+    return server
+
+
 @contextlib.contextmanager
 def running(root: Path, port: int, email: str = "admin@example.com", token: str | None = None) -> Iterator[Server]:
     """A server for the block; stopped after it, whatever happens."""
-    server = Server(root, port, email, password=secrets.token_urlsafe(12), token=token or new_token())
+    server = local_server(root, port, email, token=token)
     try:
         yield server.start()
     finally:

@@ -18,6 +18,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from mmcurate.annotation.calibration import calibration
 from mmcurate.annotation.client import Pusher, find_project, project_title, pull, queue_rows
 from mmcurate.annotation.client import push as push_all
 from mmcurate.annotation.consensus import consensus
@@ -60,6 +61,20 @@ def push(client: Any, run_root: str, media: Path, media_url: str, names: Sequenc
     return [asdict(s) for s in push_all(pusher, families(names))]
 
 
+def run_thresholds(run_root: str) -> dict[str, float]:
+    """The minimum of each `min` filter the run decided with (its manifest's config)."""
+    import json
+
+    import fsspec
+
+    try:
+        with fsspec.open(f"{run_root.rstrip('/')}/manifest.json", "rb") as f:
+            filters = json.loads(f.read()).get("config", {}).get("filters", {}) or {}
+    except FileNotFoundError:
+        return {}
+    return {name: float(p["min"]) for name, p in filters.items() if isinstance(p, dict) and "min" in p}
+
+
 def run_name(run_root: str) -> str:
     """A run's name in project titles: its folder's name (a title is no place for a full URI)."""
     return Path(run_root.rstrip("/")).name or "run"
@@ -71,6 +86,7 @@ def pull_overlay(
     projects: Mapping[str, int],
     gold: Mapping[str, Mapping[str, str]] | None = None,
     bound: float = 0.5,
+    thresholds: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
     """Pull each family's project (family -> project id), write the consensus as overlay `human` on
     the run (one row per clip any annotator labelled), and return the pull summary."""
@@ -89,6 +105,7 @@ def pull_overlay(
         summary["unknown_clips"] += got.unknown_clips
         summary["cancelled"] += got.cancelled
     summary["clips_labelled"] = len(merged)
+    summary["calibration"] = calibration(rows, merged, thresholds or run_thresholds(run_root))
     if merged:
         columns = sorted({k for cols in merged.values() for k in cols})
         table = pa.table({"id": list(merged), **{c: [merged[i].get(c) for i in merged] for c in columns}})
@@ -114,25 +131,30 @@ def serve(root: Path, port: int) -> int:
     """`mmcurate annotate server`: a local Label Studio in the foreground until Ctrl-C (or SIGTERM:
     `make annotate-stop`), printing what to export. Admin e-mail, password and token come from
     LABEL_STUDIO_USERNAME, LABEL_STUDIO_PASSWORD and LABEL_STUDIO_API_KEY (made up when unset)."""
-    import secrets
     import signal
     import threading
 
     from mmcurate.annotation import server as ls
 
     email = os.environ.get("LABEL_STUDIO_USERNAME", "admin@example.com")
-    password = os.environ.get("LABEL_STUDIO_PASSWORD") or secrets.token_urlsafe(12)
-    token = os.environ.get("LABEL_STUDIO_API_KEY") or ls.new_token()
-    register_secret(password)
-    root.mkdir(parents=True, exist_ok=True)
+    password = os.environ.get("LABEL_STUDIO_PASSWORD") or None
+    token = os.environ.get("LABEL_STUDIO_API_KEY") or None
+    try:
+        srv = ls.local_server(root, port, email, password, token)
+    except ValueError as exc:
+        raise AnnotateError(str(exc)) from None
+    register_secret(srv.password)
+    register_secret(srv.token)
     print(f"installing Label Studio {ls.VERSION} into {ls.env_dir()} (once)...", flush=True)
     ls.ensure_env(log=root / "install.log")
-    srv = ls.Server(root, port, email, password, token).start()
+    srv.start()
     (root / "server.pid").write_text(str(os.getpid()))
-    print(f"Label Studio on {srv.url} (data and media in {root}); in another shell:", flush=True)
-    print(f"  export LABEL_STUDIO_URL={srv.url} LABEL_STUDIO_API_KEY=<the token in {root / 'token'}>", flush=True)
-    (root / "token").write_text(token)
-    (root / "token").chmod(0o600)
+    token_file = root / "token"
+    token_file.touch(mode=0o600)
+    token_file.write_text(srv.token)
+    print(f"Label Studio on {srv.url} (data and media in {root}); log in as {srv.email}, password and token in "
+          f"{root / ls.CREDENTIALS}; in another shell:", flush=True)  # fmt: skip
+    print(f"  export LABEL_STUDIO_URL={srv.url} LABEL_STUDIO_API_KEY=$(cat {token_file})", flush=True)
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())

@@ -221,3 +221,25 @@ def test_labeling_configs_parse_in_the_sdk_and_take_a_taxonomy() -> None:
         label_config("actions", {"verbs": ["x"]})
     with pytest.raises(ValueError, match="distinct options"):
         label_config("actions", {"action": []})
+
+
+def test_calibration_reports_precision_recall_and_the_best_threshold() -> None:
+    from mmcurate.annotation.calibration import calibration, threshold_report
+
+    rep = threshold_report([0.1, 0.2, 0.3, 0.4], [False, True, True, True], 0.35)
+    # automatic yes only for 0.4: tp 1, fp 0, fn 2; the midpoint 0.15 separates them all
+    assert (rep["precision"], rep["recall"], rep["agreement"]) == (1.0, pytest.approx(1 / 3), 0.5)
+    assert (rep["suggested_threshold"], rep["suggested_agreement"]) == (pytest.approx(0.15), 1.0)
+    rows = [
+        {"clip_id": "a", "scores": {"flow_speed": 0.2}, "pre_annotations": {"camera_motion": "pan_left", "text": []}},
+        {"clip_id": "b", "scores": {"flow_speed": 0.001}, "pre_annotations": {"camera_motion": "static",
+                                                                                "text": [{"text": "EXIT"}]}},
+        {"clip_id": "c", "scores": {"flow_speed": 0.002}, "pre_annotations": {"camera_motion": "static", "text": []}},
+    ]  # fmt: skip
+    labels = {"a": {"camera_motion": "pan_left", "usable": "usable"}, "b": {"camera_motion": "static",
+              "text_present": "text", "usable": "unusable"}, "c": {"camera_motion": "handheld"}, "zz": {}}  # fmt: skip
+    cal = calibration(rows, labels, {"flow_speed": 0.0035})
+    assert cal["flow_speed"]["clips"] == 3 and cal["flow_speed"]["recall"] == 0.5  # c moves, below the threshold
+    assert cal["flow_speed"]["suggested_threshold"] == pytest.approx(0.0015)
+    assert cal["camera_motion_label"] == {"clips": 3, "accuracy": pytest.approx(2 / 3)}
+    assert cal["ocr_text_present"]["precision"] == 1.0 and cal["kept_usable"] == {"clips": 2, "precision": 0.5}

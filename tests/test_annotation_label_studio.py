@@ -10,6 +10,7 @@ import json
 import shutil
 import subprocess
 import threading
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -148,6 +149,13 @@ def test_round_trip_push_restart_annotate_pull_select(server, run: Path, tmp_pat
     # a tie on the gold task's clip goes to the annotator right on gold
     assert [overlay[c]["camera_motion"] for c in order] == ["pan_left", "static", "tilt_up"]
     assert [overlay[c]["cinematic_annotators"] for c in order] == [2, 2, 2]
+    # calibration: the run's flow_speed minimum against "the camera moves" in the consensus
+    flow = summary["calibration"]["flow_speed"]
+    moving = [overlay[c]["camera_motion"] != "static" for c in order]
+    auto = [r["scores"]["flow_speed"] >= flow["threshold"] for r in rows]
+    assert flow["clips"] == 3 and flow["agreement"] == sum(a == m for a, m in zip(auto, moving, strict=True)) / 3
+    guessed = [r["pre_annotations"]["camera_motion"] == overlay[r["clip_id"]]["camera_motion"] for r in rows]
+    assert summary["calibration"]["camera_motion_label"]["accuracy"] == pytest.approx(sum(guessed) / 3)
 
     cfg = tmp_path / "where.yaml"
     rule = {"column": "overlays.human.camera_motion", "none_of": ["static"], "reason": "human_static"}
@@ -220,3 +228,51 @@ def test_cli_push_and_pull_actions_with_an_empty_annotation(
     assert server.token not in captured.out + captured.err
     for path in parent.rglob("*"):
         assert not path.is_file() or server.token.encode() not in path.read_bytes(), path
+
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+PLAY = """async () => {
+  const v = document.querySelector('video'); v.muted = true;
+  await new Promise(r => { if (v.readyState >= 2) r(); else v.addEventListener('loadeddata', r, {once: true});
+                           setTimeout(r, 20000); });
+  await v.play(); await new Promise(r => setTimeout(r, 700));
+  return {ready: v.readyState, time: v.currentTime, duration: v.duration, width: v.videoWidth};
+}"""
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (`make chromium`)")
+def test_each_labeling_config_renders_and_plays_its_clip_in_chromium(server, run: Path, tmp_path: Path) -> None:
+    """Headless Chromium (Debian's, driven by Playwright, no browser download) logs in, opens a task of
+    each family's project: the clip plays from the served folder and every option of the config renders."""
+    from playwright.sync_api import sync_playwright
+
+    from mmcurate.annotation.label_configs import OPTION_TAGS
+
+    pusher = Pusher(_client(server), str(run), server.media, MEDIA_URL, "ui-run")
+    summaries = push(pusher, ["cinematic", "actions", "text"])
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1400, "height": 2200})
+        page.goto(f"{server.url}/user/login/")
+        page.fill("input[name=email]", server.email)
+        page.fill("input[name=password]", server.password)
+        page.click("button[type=submit]")
+        page.wait_for_load_state("networkidle")
+        for s in summaries:
+            task = next(iter(_client(server).tasks.list(project=s.project)))
+            page.goto(f"{server.url}/projects/{s.project}/data?task={task.id}")
+            page.wait_for_selector("video", state="attached", timeout=60000)
+            video = page.evaluate(PLAY)
+            shot = tmp_path / f"{s.family}.png"
+            page.screenshot(path=str(shot))
+            assert video["ready"] >= 2 and video["time"] > 0 and video["width"] == 320, (s.family, video)
+            assert video["duration"] == pytest.approx(task.data["frames"] / task.data["fps"], abs=0.05)
+            body = page.inner_text("body")
+            assert f"of {task.data['frames']}" in body, s.family  # the frame counter reads the task's fps
+            root = ET.fromstring(label_config(s.family))
+            shown = [c for c in root.iter() if c.tag in OPTION_TAGS and c.get("perRegion") != "true"]
+            for control in shown:
+                for option in control:
+                    assert option.get("value") in body, (s.family, control.get("name"), option.get("value"))
+            assert shot.stat().st_size > 10_000
+        browser.close()
