@@ -106,11 +106,41 @@ def pull_overlay(
         summary["cancelled"] += got.cancelled
     summary["clips_labelled"] = len(merged)
     summary["calibration"] = calibration(rows, merged, thresholds or run_thresholds(run_root))
+    summary["labels"] = merged
     if merged:
         columns = sorted({k for cols in merged.values() for k in cols})
         table = pa.table({"id": list(merged), **{c: [merged[i].get(c) for i in merged] for c in columns}})
         summary["overlay"] = write_overlay(run_root, OVERLAY, "clip", table).path
     return summary
+
+
+def write_sft(
+    run_root: str, labels: Mapping[str, Mapping[str, Any]], out_dir: Path, name: str = "mmcurate_human"
+) -> int:
+    """LLaMA-Factory SFT rows from the consensus labels (annotation/derived.py): `OUT/NAME.json`, the
+    clips in `OUT/videos/` (relative paths, so the folder can move) and the `dataset_info.json` entry
+    (merged into one that is there). Returns the number of rows."""
+    import json
+
+    from mmcurate.annotation.client import clip_bytes
+    from mmcurate.annotation.derived import sft_rows
+    from mmcurate.stages.trainer_formats import dataset_info
+
+    rows = {str(r["clip_id"]): r for r in queue_rows(run_root)}
+    (out_dir / "videos").mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for cid in labels:
+        if cid in rows and labels[cid].get("usable") != "unusable":
+            rel = f"videos/{cid}.mp4"
+            (out_dir / rel).write_bytes(clip_bytes(run_root, rows[cid]))
+            paths[cid] = rel
+    sft = sft_rows(labels, paths)
+    (out_dir / f"{name}.json").write_text(json.dumps(sft, ensure_ascii=False, indent=1) + "\n")
+    info_path = out_dir / "dataset_info.json"
+    info = json.loads(info_path.read_text()) if info_path.exists() else {}
+    info.update(dataset_info(name, f"{name}.json"))
+    info_path.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+    return len(sft)
 
 
 def projects_of(client: Any, run_root: str, names: Sequence[str] | None = None,

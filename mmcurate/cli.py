@@ -221,6 +221,7 @@ def parser() -> argparse.ArgumentParser:
     an.add_argument("--gold", help="pull: JSON {clip_id: {control: answer}} of gold tasks")
     an.add_argument("--bound", type=float, default=0.5, help="pull: agreement below which a clip is requeued")
     an.add_argument("--summary", help="pull: write the summary JSON here (default: print it)")
+    an.add_argument("--sft", help="pull: also write LLaMA-Factory SFT rows (captions, QA) from the labels here")
     ex = add("export", help="write a finished run's kept data as a Hugging Face datasets folder (save_to_disk)")
     ex.add_argument("--run", required=True, help="the run folder (local)")
     ex.add_argument("--output", required=True, help="the datasets folder to write (datasets.load_from_disk reads it)")
@@ -307,6 +308,8 @@ def _annotate(args: argparse.Namespace) -> int:
         gold = json.loads(Path(args.gold).read_text()) if args.gold else None
         projects = annotate.projects_of(client, args.run, args.family)
         out = annotate.pull_overlay(client, args.run, projects, gold=gold, bound=args.bound)
+        if args.sft:
+            out["sft_rows"] = annotate.write_sft(args.run, out["labels"], Path(args.sft))
     text = json.dumps(out, indent=2, sort_keys=True, default=str)
     if getattr(args, "summary", None):
         Path(args.summary).write_text(text + "\n")

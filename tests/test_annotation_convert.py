@@ -243,3 +243,26 @@ def test_calibration_reports_precision_recall_and_the_best_threshold() -> None:
     assert cal["flow_speed"]["suggested_threshold"] == pytest.approx(0.0015)
     assert cal["camera_motion_label"] == {"clips": 3, "accuracy": pytest.approx(2 / 3)}
     assert cal["ocr_text_present"]["precision"] == 1.0 and cal["kept_usable"] == {"clips": 2, "precision": 0.5}
+
+
+def test_captions_and_qa_pairs_from_consensus_labels() -> None:
+    from mmcurate.annotation.derived import caption, qa_pairs, sft_rows
+
+    segs = [{"label": "walk", "start_time": 0.0, "end_time": 1.5, "text": "a man walks in"}]
+    lab = {"actions": json.dumps(segs), "text": json.dumps([{"text": "EXIT", "lang": "en", "frames": 30}])}
+    lab |= {"camera_motion": "pan_left", "shot_size": "close_up", "camera_angle": "eye_level", "usable": "usable"}
+    assert caption(lab) == (
+        'From 0.0 s to 1.5 s: walk (a man walks in). Text in the scene: "EXIT". '
+        "The camera is pan left; close up shot, eye level angle."
+    )
+    assert qa_pairs(lab) == [
+        ("How does the camera move in this video?", "pan left"),
+        ("What is the shot size of this video?", "close up"),
+        ("What text appears in this video?", "EXIT"),
+        ("When does the action 'walk' happen in this video?", "From 0.0 s to 1.5 s."),
+    ]
+    rows = sft_rows(
+        {"c": lab, "d": {**lab, "usable": "unusable"}, "e": lab}, {"c": "videos/c.mp4", "d": "videos/d.mp4"}
+    )
+    assert len(rows) == 5 and {r["videos"][0] for r in rows} == {"videos/c.mp4"}  # d unusable, e has no file
+    assert rows[0]["messages"][0]["content"].startswith("<video>Describe")

@@ -210,7 +210,9 @@ def test_cli_push_and_pull_actions_with_an_empty_annotation(
     users["ann3"].annotations.create(id=tasks[order[1]].id, result=[*_segment(1, 75, "talk", "s3"), unusable])
     users["ann4"].annotations.create(id=tasks[order[1]].id, result=[])  # submitted, nothing labelled
     summary_file = tmp_path / "pull.json"
-    pull_args = ["annotate", "pull", "--run", str(parent), "--family", "actions", "--summary", str(summary_file)]
+    sft = tmp_path / "sft"
+    pull_args = ["annotate", "pull", "--run", str(parent), "--family", "actions", "--summary", str(summary_file),
+                 "--sft", str(sft)]  # fmt: skip
     assert main(pull_args) == 0
     captured = capsys.readouterr()
     summary = json.loads(summary_file.read_text())
@@ -225,6 +227,21 @@ def test_cli_push_and_pull_actions_with_an_empty_annotation(
     assert [(s["label"], s["start_frame"], s["end_frame"]) for s in json.loads(overlay[order[0]]["actions"])] == [
         ("walk", 20, 40)
     ]
+    # SFT rows from the labels: clip 0 (usable) gets its caption and the action-time question; clip 1,
+    # marked unusable, none; the clip file sits beside the rows, named relative to dataset_info.json
+    assert summary["sft_rows"] == 2
+    rows = json.loads((sft / "mmcurate_human.json").read_text())
+    assert [r["messages"][1]["content"] for r in rows] == [
+        f"From {20 / 30:.1f} s to {40 / 30:.1f} s: walk.", f"From {20 / 30:.1f} s to {40 / 30:.1f} s."]  # fmt: skip
+    assert rows[1]["messages"][0]["content"] == "<video>When does the action 'walk' happen in this video?"
+    assert all(r["videos"] == [f"videos/{order[0]}.mp4"] and r["images"] == [] for r in rows)
+    assert (sft / rows[0]["videos"][0]).read_bytes()[4:8] == b"ftyp"
+    info = json.loads((sft / "dataset_info.json").read_text())["mmcurate_human"]
+    assert (info["file_name"], info["formatting"], info["columns"]["videos"]) == (
+        "mmcurate_human.json",
+        "sharegpt",
+        "videos",
+    )
     assert server.token not in captured.out + captured.err
     for path in parent.rglob("*"):
         assert not path.is_file() or server.token.encode() not in path.read_bytes(), path
