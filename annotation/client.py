@@ -100,15 +100,23 @@ def predictions(row: Mapping[str, Any], family: str) -> list[dict[str, Any]]:
     return [{"model_version": f"mmcurate-{family}", "score": max(scores, default=0.0), "result": result}]
 
 
-def clip_bytes(run_root: str, row: Mapping[str, Any]) -> bytes:
-    """A clip's mp4 from the run's shard (`row["shard"]`, member `KEY.mp4`)."""
-    with fsspec.open(f"{run_root.rstrip('/')}/{row['shard']}", "rb") as f, tarfile.open(fileobj=f, mode="r|*") as tar:
-        for member in tar:
-            if member.name == f"{row['key']}.mp4":
-                data = tar.extractfile(member)
-                if data is not None:
-                    return data.read()
-    raise FileNotFoundError(f"{row['shard']} holds no {row['key']}.mp4")
+def shard_index(run_root: str, shard: str) -> dict[str, tuple[int, int]]:
+    """member name -> (data offset, size) of one shard: its headers read once, seeking past the data."""
+    with fsspec.open(f"{run_root.rstrip('/')}/{shard}", "rb") as f, tarfile.open(fileobj=f, mode="r:") as tar:
+        return {m.name: (m.offset_data, m.size) for m in tar.getmembers() if m.isfile()}
+
+
+def clip_bytes(run_root: str, row: Mapping[str, Any], index: Mapping[str, tuple[int, int]] | None = None) -> bytes:
+    """A clip's mp4 from the run's shard (`row["shard"]`, member `KEY.mp4`); `index` (`shard_index`)
+    saves reading the shard's headers again for every clip of it."""
+    index = shard_index(run_root, row["shard"]) if index is None else index
+    name = f"{row['key']}.mp4"
+    if name not in index:
+        raise FileNotFoundError(f"{row['shard']} holds no {name}")
+    offset, size = index[name]
+    with fsspec.open(f"{run_root.rstrip('/')}/{row['shard']}", "rb") as f:
+        f.seek(offset)
+        return f.read(size)
 
 
 def project_title(run_name: str, family: str, xml: str) -> str:
@@ -179,6 +187,7 @@ class Pusher:
     served otherwise (cloud storage of an existing deployment)."""
     after_batch: Callable[[str, int], None] | None = None
     """Called after each imported batch (family, batch number): progress, and the tests' stop point."""
+    _indexes: dict[str, dict[str, tuple[int, int]]] = field(default_factory=dict, repr=False)
 
     def project(self, family: str) -> tuple[int, str]:
         """The family's project, created once: found again by its title (run, family, config hash)."""
@@ -213,7 +222,9 @@ class Pusher:
     def _media(self, row: Mapping[str, Any]) -> tuple[str, bool]:
         name = f"{row['clip_id']}.mp4"
         path = self.media / name
-        data = clip_bytes(self.run_root, row)
+        if row["shard"] not in self._indexes:
+            self._indexes[row["shard"]] = shard_index(self.run_root, row["shard"])
+        data = clip_bytes(self.run_root, row, self._indexes[row["shard"]])
         if path.exists() and path.read_bytes() == data:
             return f"{self.media_url}/{name}", False
         path.parent.mkdir(parents=True, exist_ok=True)

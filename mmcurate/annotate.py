@@ -122,17 +122,20 @@ def write_sft(
     (merged into one that is there). Returns the number of rows."""
     import json
 
-    from mmcurate.annotation.client import clip_bytes
+    from mmcurate.annotation.client import clip_bytes, shard_index
     from mmcurate.annotation.derived import sft_rows
     from mmcurate.stages.trainer_formats import dataset_info
 
     rows = {str(r["clip_id"]): r for r in queue_rows(run_root)}
     (out_dir / "videos").mkdir(parents=True, exist_ok=True)
-    paths = {}
+    paths, indexes = {}, {}
     for cid in labels:
         if cid in rows and labels[cid].get("usable") != "unusable":
+            shard = rows[cid]["shard"]
+            if shard not in indexes:
+                indexes[shard] = shard_index(run_root, shard)
             rel = f"videos/{cid}.mp4"
-            (out_dir / rel).write_bytes(clip_bytes(run_root, rows[cid]))
+            (out_dir / rel).write_bytes(clip_bytes(run_root, rows[cid], indexes[shard]))
             paths[cid] = rel
     sft = sft_rows(labels, paths)
     (out_dir / f"{name}.json").write_text(json.dumps(sft, ensure_ascii=False, indent=1) + "\n")
