@@ -17,6 +17,7 @@ Pull exports every task with its annotations and turns each into a `ClipAnnotati
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import tarfile
@@ -30,8 +31,8 @@ import fsspec
 
 from mmcurate.schemas.annotation import FAMILIES, ClipAnnotation
 
-from .convert import ClipFrame, annotation_record
-from .label_configs import config_hash, label_config
+from .convert import SCENE_CONTROL, ClipFrame, annotation_record, ls_range
+from .label_configs import config_hash, control_names, label_config
 from .queue import QUEUE_DIR
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,8 @@ def predictions(row: Mapping[str, Any], family: str) -> list[dict[str, Any]]:
     if family == "cinematic" and pre.get("camera_motion"):
         result.append({"from_name": "camera_motion", "to_name": "video", "type": "choices",
                        "value": {"choices": [pre["camera_motion"]]}})  # fmt: skip
+    if family == "actions":
+        result += scene_segments(row)
     if family == "text" and row.get("width") and row.get("height"):
         frames = max(1, int(row["end_frame"]) - int(row["start_frame"]))
         for i, line in enumerate(pre.get("text") or []):
@@ -100,6 +103,19 @@ def predictions(row: Mapping[str, Any], family: str) -> list[dict[str, Any]]:
     return [{"model_version": f"mmcurate-{family}", "score": max(scores, default=0.0), "result": result}]
 
 
+def scene_segments(row: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The clip's scenes (split at `scene_cuts`, the detector cuts stitching merged away) as segments
+    of the actions config's `scene` timeline: the annotator sees where the shots change."""
+    frames = int(row["end_frame"]) - int(row["start_frame"])
+    cuts = [c for c in (row.get("pre_annotations") or {}).get("scene_cuts") or [] if 0 < c < frames]
+    edges = [0, *sorted(set(cuts)), frames]
+    return [
+        {"id": f"scene{i}", "from_name": SCENE_CONTROL, "to_name": "video", "type": "timelinelabels",
+         "value": {"ranges": [ls_range(a, b)], "timelinelabels": ["scene"]}}
+        for i, (a, b) in enumerate(itertools.pairwise(edges)) if b > a
+    ]  # fmt: skip
+
+
 def shard_index(run_root: str, shard: str) -> dict[str, tuple[int, int]]:
     """member name -> (data offset, size) of one shard: its headers read once, seeking past the data."""
     with fsspec.open(f"{run_root.rstrip('/')}/{shard}", "rb") as f, tarfile.open(fileobj=f, mode="r:") as tar:
@@ -124,20 +140,33 @@ def project_title(run_name: str, family: str, xml: str) -> str:
 
 
 def find_project(client: Any, title: str) -> int | None:
-    """The id of the (first) project with exactly this title, or None."""
-    found = [p.id for p in with_retries(lambda: list(client.projects.list(title=title)), "list projects")
-             if p.title == title]  # fmt: skip
-    return min(found) if found else None
+    """The id of the project with exactly this title, or None."""
+    return with_retries(lambda: find_project_once(client, title), "list projects")
+
+
+def find_project_once(client: Any, title: str) -> int | None:
+    """One listing: the project with this title holding the most tasks (the oldest on a tie), so a
+    twin made by two pushes at once, left empty, never hides the one with the answers."""
+    found = [p for p in client.projects.list(title=title, request_options=ONCE) if p.title == title]
+    if len(found) > 1:
+        log.warning("%d Label Studio projects are titled %r; using the one with the most tasks", len(found), title)
+    return min(found, key=lambda p: (-(p.task_number or 0), p.id)).id if found else None
 
 
 RETRIABLE = (ConnectionError, TimeoutError, OSError)
+ONCE = {"max_retries": 0}
+"""Request options for every call under `with_retries`: the SDK's own retries would re-send a POST
+whose answer was lost without the re-listing that keeps an import from going in twice."""
 
 
-def with_retries(call: Callable[[], Any], what: str, tries: int = 8, base: float = 0.5) -> Any:
-    """Run `call`, retrying connection errors and 5xx answers with exponential backoff."""
+def with_retries(call: Callable[[], Any], what: str, tries: int = 8, base: float = 0.5, budget: float = 300.0) -> Any:
+    """Run `call`, retrying connection errors and 5xx answers with exponential backoff, for at most
+    `tries` attempts and `budget` seconds in all (a server that never comes back fails the push
+    with the last error, it does not hang it). Never nest these: the inner one's budget multiplies."""
     import httpx
     from label_studio_sdk.core.api_error import ApiError
 
+    deadline = time.monotonic() + budget
     for attempt in range(tries):
         try:
             return call()
@@ -147,9 +176,9 @@ def with_retries(call: Callable[[], Any], what: str, tries: int = 8, base: float
             if exc.status_code is None or exc.status_code < 500:
                 raise
             err = exc
-        if attempt == tries - 1:
-            raise err
         delay = base * 2**attempt
+        if attempt == tries - 1 or time.monotonic() + delay > deadline:
+            raise err
         log.warning("Label Studio %s failed (%s); retrying in %.1f s", what, type(err).__name__, delay)
         time.sleep(delay)
     raise AssertionError("unreachable")
@@ -165,6 +194,13 @@ class PushSummary:
     imported: int = 0
     batches: int = 0
     media_written: int = 0
+    gold_tasks: int = 0
+    """Gold copies in the mixed queue (imported now or before)."""
+    missing_media: list[str] = field(default_factory=list)
+    """Tasks not imported because their clip could not be read from the shards (key: error); a
+    rerun imports them once the shards are back."""
+    twins_removed: int = 0
+    """Unanswered second tasks of one key found after the push and deleted (a lost import answer)."""
 
 
 @dataclass
@@ -185,9 +221,22 @@ class Pusher:
     local_storage: bool = True
     """Attach `media` as the project's local storage (a local server); False when the media URL is
     served otherwise (cloud storage of an existing deployment)."""
+    gold: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    """Gold answers kept on our side (clip id -> {control: answer}); copies of these clips go into
+    the queue as gold tasks (`data.gold`), which pull scores annotators on and leaves out of the
+    consensus. Label Studio's open-source edition has no ground-truth workflow of its own to use."""
+    gold_rate: float = 0.0
+    """The share of gold tasks in what push imports (0.1: one task in ten), in [0, 1)."""
     after_batch: Callable[[str, int], None] | None = None
     """Called after each imported batch (family, batch number): progress, and the tests' stop point."""
     _indexes: dict[str, dict[str, tuple[int, int]]] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.gold_rate < 1.0:
+            raise ValueError(f"gold_rate (--gold-rate) must be in [0, 1), got {self.gold_rate}")
+        if self.overlap < 1 or self.batch_size < 1:
+            raise ValueError(f"overlap and batch_size (--overlap, --batch-size) must be >= 1, "
+                             f"got {self.overlap} and {self.batch_size}")  # fmt: skip
 
     def project(self, family: str) -> tuple[int, str]:
         """The family's project, created once: found again by its title (run, family, config hash)."""
@@ -196,11 +245,16 @@ class Pusher:
         found = find_project(self.client, title)
         if found is not None:
             return found, title
-        made = with_retries(
-            lambda: self.client.projects.create(title=title, label_config=xml, maximum_annotations=self.overlap),
-            "create project",
-        )
-        return made.id, title
+
+        def create() -> int:
+            again = find_project_once(self.client, title)  # a lost answer to the last try made it already
+            if again is not None:
+                return again
+            made = self.client.projects.create(title=title, label_config=xml, maximum_annotations=self.overlap,
+                                               request_options=ONCE)  # fmt: skip
+            return int(made.id)
+
+        return with_retries(create, "create project"), title
 
     def serve_media(self, project: int) -> None:
         """Label Studio serves a local file only below a local storage of the project: attach the
@@ -215,9 +269,22 @@ class Pusher:
             ), "attach the media folder")  # fmt: skip
 
     def present(self, project: int) -> set[str]:
-        """Clip ids the project has tasks for."""
-        tasks = with_retries(lambda: list(self.client.tasks.list(project=project, fields="all")), "list tasks")
-        return {str((t.data or {}).get("clip_id")) for t in tasks}
+        """Task keys (the clip id; `gold-N:CLIP` for a gold copy) the project has tasks for: one
+        listing, no retries of its own (callers retry around it)."""
+        tasks = self.client.tasks.list(project=project, fields="all", request_options=ONCE)
+        return {task_key(t.data or {}) for t in tasks}
+
+    def gold_rows(self, family: str, rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+        """The queue rows of the gold clips with an answer for one of this family's controls; a gold
+        clip that is not in the run is a ValueError naming it (its clip file is in no shard)."""
+        if not self.gold or self.gold_rate == 0:
+            return []
+        by_id = {str(r["clip_id"]): r for r in rows}
+        missing = sorted(c for c in self.gold if c not in by_id)
+        if missing:
+            raise ValueError(f"--gold: clips {', '.join(missing[:5])} are not in the run's annotation queue")
+        names = control_names(label_config(family, self.taxonomies.get(family)))
+        return [by_id[c] for c in sorted(self.gold) if names & set(self.gold[c])]
 
     def _media(self, row: Mapping[str, Any]) -> tuple[str, bool]:
         name = f"{row['clip_id']}.mp4"
@@ -233,42 +300,109 @@ class Pusher:
         tmp.replace(path)
         return f"{self.media_url}/{name}", True
 
-    def task(self, row: Mapping[str, Any], family: str, url: str) -> dict[str, Any]:
+    def task(self, row: Mapping[str, Any], family: str, url: str, key: str = "", gold: bool = False) -> dict[str, Any]:
         data = {"video": url, "clip_id": row["clip_id"], "video_id": row["video_id"], "fps": row["fps"],
                 "frames": int(row["end_frame"]) - int(row["start_frame"]), "width": row["width"],
-                "height": row["height"], "caption": row.get("caption", "")}  # fmt: skip
+                "height": row["height"], "caption": row.get("caption", ""),
+                "task_key": key or row["clip_id"], "gold": gold}  # fmt: skip
         return {"data": data, "predictions": predictions(row, family)}
 
     def push(self, family: str, rows: Sequence[Mapping[str, Any]]) -> PushSummary:
         pid, title = self.project(family)
         self.media.mkdir(parents=True, exist_ok=True)
         self.serve_media(pid)
-        summary = PushSummary(family, pid, title, queued=len(rows))
-        queue = ordered(rows, self.thresholds)
-        have = self.present(pid)
-        summary.already = sum(str(r["clip_id"]) in have for r in queue)
-        todo = [r for r in queue if str(r["clip_id"]) not in have]
+        queue = mixed(ordered(rows, self.thresholds), self.gold_rows(family, rows), self.gold_rate)
+        summary = PushSummary(family, pid, title, queued=len(rows), gold_tasks=sum(g for _, _, g in queue))
+        have = with_retries(lambda: self.present(pid), "list tasks")
+        summary.already = sum(key in have for key, _, _ in queue)
+        todo = [entry for entry in queue if entry[0] not in have]
         for start in range(0, len(todo), self.batch_size):
-            batch = [r for r in todo[start : start + self.batch_size] if str(r["clip_id"]) not in have]
+            batch = todo[start : start + self.batch_size]
             tasks = []
-            for row in batch:
-                url, wrote = self._media(row)
+            for key, row, gold in batch:
+                try:
+                    url, wrote = self._media(row)
+                except (OSError, tarfile.TarError) as exc:  # a shard gone or cut short: this clip, not the push
+                    summary.missing_media.append(f"{key}: {exc}")
+                    continue
                 summary.media_written += wrote
-                tasks.append(self.task(row, family, url))
+                tasks.append(self.task(row, family, url, key, gold))
 
             def send(tasks: list[dict[str, Any]] = tasks) -> Any:
                 fresh = self.present(pid)  # a retry after a lost answer must not import twice
-                left = [t for t in tasks if str(t["data"]["clip_id"]) not in fresh]
+                left = [t for t in tasks if task_key(t["data"]) not in fresh]
                 if left:
-                    self.client.projects.import_tasks(id=pid, request=left, return_task_ids=True)
+                    self.client.projects.import_tasks(id=pid, request=left, return_task_ids=True, request_options=ONCE)
                 return len(left)
 
             summary.imported += with_retries(send, f"import batch into project {pid}")
-            have |= {str(r["clip_id"]) for r in batch}
+            have |= {key for key, _, _ in batch}
             summary.batches += 1
             if self.after_batch is not None:
                 self.after_batch(family, summary.batches)
+        summary.twins_removed = self.remove_twins(pid)
         return summary
+
+    def remove_twins(self, project: int) -> int:
+        """Delete second tasks of one key that no one answered: an import whose answer timed out
+        while the server was still writing it can be sent again before it shows in a listing."""
+        tasks = with_retries(lambda: list(self.client.tasks.list(project=project, fields="all")), "list tasks")
+        by_key: dict[str, list[Any]] = {}
+        for t in sorted(tasks, key=lambda t: int(t.id)):
+            by_key.setdefault(task_key(t.data or {}), []).append(t)
+        removed = 0
+        for twins in by_key.values():
+            for t in twins[1:]:
+                if not (t.annotations or t.total_annotations):
+                    with_retries(lambda t=t: self.client.tasks.delete(id=str(t.id), request_options=ONCE),
+                                 f"delete twin task {t.id}")  # fmt: skip
+                    removed += 1
+        return removed
+
+    def requeue(self, family: str, clip_ids: Iterable[str], overlap: int) -> int:
+        """Put the clips' tasks back in the queue for more annotators: overlap raised to `overlap`
+        and marked not labelled, so Label Studio hands them out again (gold copies untouched).
+        Returns how many tasks changed; a rerun changes none."""
+        title = project_title(self.run_name, family, label_config(family, self.taxonomies.get(family)))
+        pid = find_project(self.client, title)
+        if pid is None:
+            raise ValueError(f"requeue: no Label Studio project {title!r} (push the run first)")
+        want = {str(c) for c in clip_ids}
+        tasks = with_retries(lambda: list(self.client.tasks.list(project=pid, fields="all")), "list tasks")
+        changed = 0
+        for t in tasks:
+            data = t.data or {}
+            if str(data.get("clip_id")) in want and not data.get("gold") and int(t.overlap or 1) < overlap:
+                with_retries(lambda t=t: self.client.tasks.update(id=str(t.id), overlap=overlap, is_labeled=False),
+                             f"requeue task {t.id}")  # fmt: skip
+                changed += 1
+        return changed
+
+
+def task_key(data: Mapping[str, Any]) -> str:
+    """A task's stable external id: its clip id, or `gold-N:CLIP` for the N-th gold copy."""
+    return str(data.get("task_key") or data.get("clip_id"))
+
+
+def mixed(
+    queue: Sequence[Mapping[str, Any]], gold: Sequence[Mapping[str, Any]], rate: float
+) -> list[tuple[str, Mapping[str, Any], bool]]:
+    """(task key, row, is gold) in import order: the queue with a gold copy after every
+    (1 - rate) / rate regular tasks (cycling through the gold clips), so `rate` of the tasks an
+    annotator meets are gold. Deterministic, so a rerun finds the same keys."""
+    out = [(str(r["clip_id"]), r, False) for r in queue]
+    if not gold or rate <= 0:
+        return out
+    mixed_in: list[tuple[str, Mapping[str, Any], bool]] = []
+    credit, n = 0.0, 0
+    for entry in out:
+        mixed_in.append(entry)
+        credit += rate / (1 - rate)
+        while credit >= 1 - 1e-9:
+            g = gold[n % len(gold)]
+            mixed_in.append((f"gold-{n}:{g['clip_id']}", g, True))
+            n, credit = n + 1, credit - 1
+    return mixed_in
 
 
 def push(pusher: Pusher, families: Iterable[str] = FAMILIES) -> list[PushSummary]:
@@ -307,5 +441,7 @@ def pull(client: Any, project: int, family: str, rows: Sequence[Mapping[str, Any
             if a.get("was_cancelled"):
                 out.cancelled += 1
                 continue
-            out.annotations.append(annotation_record(cid, family, a, clip, task_id=int(t.id)))
+            rec = annotation_record(cid, family, a, clip, task_id=int(t.id))
+            rec.gold = bool(data.get("gold"))
+            out.annotations.append(rec)
     return out

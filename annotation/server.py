@@ -9,8 +9,10 @@ under a file lock (a killed or concurrent build is never used half-made). The se
 does not), with the start flags `../shared/ENVIRONMENT.md` records: `--internal-host 127.0.0.1`,
 `--enable-legacy-api-token` (else the admin token gets 401), local files rooted at the media folder.
 
-mmcurate itself talks to it only through `label-studio-sdk` (annotation/client.py). The token is
-passed on the command line of the child (Label Studio reads it nowhere else) and never logged.
+mmcurate itself talks to it only through `label-studio-sdk` (annotation/client.py). The admin's
+e-mail, password and token reach the child in its environment (`LABEL_STUDIO_USERNAME`, `_PASSWORD`,
+`_USER_TOKEN`, which Label Studio reads when no flag is given), never its command line, and are
+never logged.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 VERSION = "1.23.2"
 """The Label Studio release: the one that installs and runs offline here (ENVIRONMENT.md)."""
@@ -57,17 +60,19 @@ def ensure_env(log: Path | None = None) -> Path:
         return env
     env.parent.mkdir(parents=True, exist_ok=True)
     with open(env.parent / f".{env.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        _lock(lock, INSTALL_TIMEOUT)
         if (env / "READY").exists():
             return env
         tmp = Path(tempfile.mkdtemp(prefix=f".{env.name}-", dir=env.parent))
         out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - closed below
         try:
-            subprocess.run([sys.executable, "-m", "venv", str(tmp)], check=True, stdout=out, stderr=out)
+            subprocess.run([sys.executable, "-m", "venv", str(tmp)], check=True, stdout=out, stderr=out, timeout=300)
             pip = [str(_python(tmp)), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
             clean = {k: v for k, v in os.environ.items() if k != "PIP_CONSTRAINT"}  # mmcurate's pins are not its
-            subprocess.run([*pip, f"label-studio=={VERSION}"], check=True, stdout=out, stderr=out, env=clean)
-            subprocess.run([str(_python(tmp)), "-c", "import label_studio.server"], check=True, stdout=out, stderr=out)
+            subprocess.run([*pip, f"label-studio=={VERSION}"], check=True, stdout=out, stderr=out, env=clean,
+                           timeout=INSTALL_TIMEOUT)  # fmt: skip
+            subprocess.run([str(_python(tmp)), "-c", "import label_studio.server"], check=True, stdout=out, stderr=out,
+                           timeout=300)  # fmt: skip
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -79,6 +84,23 @@ def ensure_env(log: Path | None = None) -> Path:
         tmp.rename(env)
         (env / "READY").write_text(json.dumps({"label-studio": VERSION}))
     return env
+
+
+INSTALL_TIMEOUT = 1200.0
+"""Seconds the env build may take (about 2 minutes from a package mirror), also the wait for
+another process's build: past it, an error, never a hang."""
+
+
+def _lock(lock: Any, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"another process held the Label Studio env lock for over {timeout:.0f} s") from None
+            time.sleep(1.0)
 
 
 def new_token() -> str:
@@ -110,6 +132,9 @@ class Server:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("LABEL_STUDIO_", "PIP_"))}
         env["LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED"] = "true"
         env["LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"] = str(self.root)
+        # the admin's credentials by environment, never on the command line (`ps` shows that to anyone)
+        env["LABEL_STUDIO_USERNAME"], env["LABEL_STUDIO_PASSWORD"] = self.email, self.password
+        env["LABEL_STUDIO_USER_TOKEN"] = self.token
         return env
 
     def _cli(self, *args: str) -> list[str]:
@@ -118,23 +143,32 @@ class Server:
     def start(self, timeout: float = 180.0) -> Server:
         """Start the server (migrating its SQLite database on first start) and wait until /health answers."""
         ensure_env()
+        if self.healthy():  # else a stale server on the port would pass for this one
+            raise RuntimeError(f"something already answers on {self.url}: stop it or choose another port")
         self.media.mkdir(parents=True, exist_ok=True)
         log = open(self.root / "server.log", "ab")  # noqa: SIM115 - the child holds it
         args = ["start", "--no-browser", "--internal-host", "127.0.0.1", "--port", str(self.port),
-                "--username", self.email, "--password", self.password, "--user-token", self.token,
                 "--enable-legacy-api-token"]  # fmt: skip
         self.proc = subprocess.Popen(
             self._cli(*args), env=self._env(), stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True
         )
         log.close()
+        try:
+            self._wait_healthy(timeout)
+        except BaseException:  # a timeout, or Ctrl-C: the child runs in its own session, stop it
+            self.stop()
+            raise
+        return self
+
+    def _wait_healthy(self, timeout: float) -> None:
+        assert self.proc is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"Label Studio exited with {self.proc.returncode}; see {self.root / 'server.log'}")
             if self.healthy():
-                return self
+                return
             time.sleep(0.5)
-        self.stop()
         raise TimeoutError(f"Label Studio did not answer on {self.url} within {timeout:.0f} s")
 
     def healthy(self) -> bool:
@@ -162,8 +196,9 @@ class Server:
         """A user's own API token, read on the server side (`label-studio user`): the open-source API
         shows a user only their own token, so an operator hands annotators theirs this way."""
         done = subprocess.run(
-            self._cli("user", "--username", email), env=self._env(), capture_output=True, text=True, check=True
-        )
+            self._cli("user", "--username", email), env=self._env(), capture_output=True, text=True, check=True,
+            timeout=300,
+        )  # fmt: skip
         found = re.search(r"'token': '([0-9a-f]{40})'", done.stdout)
         if not found:
             raise RuntimeError(f"label-studio user printed no token for {email}")
@@ -187,9 +222,15 @@ def local_server(root: Path, port: int, email: str = "admin@example.com", passwo
                              "use that token, or another --root")  # fmt: skip
         return Server(root, port, known["email"], known["password"], known["token"])
     server = Server(root, port, email, password or secrets.token_urlsafe(12), token or new_token())
-    saved.touch(mode=0o600)
-    saved.write_text(json.dumps({"email": email, "password": server.password, "token": server.token}))
+    write_secret(saved, json.dumps({"email": email, "password": server.password, "token": server.token}))
     return server
+
+
+def write_secret(path: Path, text: str) -> None:
+    """Write a file only its owner can read, also when it was there before with a wider mode."""
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    path.write_text(text)
 
 
 @contextlib.contextmanager

@@ -14,6 +14,7 @@ import threading
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import httpx
 import pyarrow.parquet as pq
 import pytest
 import yaml
@@ -82,13 +83,14 @@ def test_round_trip_push_restart_annotate_pull_select(server, run: Path, tmp_pat
         back while the push is retrying the second."""
         if batch == 1 and not restarted:
             server.stop()
-            restarted.append(threading.Thread(target=server.start))
+            restarted.append(threading.Thread(target=server.start, daemon=True))
             restarted[0].start()
 
     pusher = Pusher(admin, str(run), server.media, MEDIA_URL, "t-run", batch_size=1, overlap=2,
                     after_batch=stop_after_first)  # fmt: skip
     (summary,) = push(pusher, ["cinematic"])
-    restarted[0].join()
+    restarted[0].join(timeout=300)
+    assert not restarted[0].is_alive() and server.healthy()
     pid = summary.project
     tasks = list(admin.tasks.list(project=pid, fields="all"))
     assert sorted(t.data["clip_id"] for t in tasks) == sorted(r["clip_id"] for r in rows)  # none twice, none lost
@@ -145,6 +147,20 @@ def test_round_trip_push_restart_annotate_pull_select(server, run: Path, tmp_pat
     assert fam["tasks_per_annotator"] == {"ann1@example.com": 3, "ann2@example.com": 3}
     assert fam["requeue"] == [c for c in sorted(order) if c in (order[1], order[2])]  # agreement 0.5 < 0.75
 
+    # the two clips below the bound go back to the queue with a third annotator: Label Studio hands
+    # one of them, not the agreed clip, to a new annotator who asks for their next task
+    again = Pusher(admin, str(run), server.media, MEDIA_URL, "t-run", overlap=2)
+    assert again.requeue("cinematic", fam["requeue"], overlap=3) == 2
+    assert again.requeue("cinematic", fam["requeue"], overlap=3) == 0  # a rerun changes nothing
+    for cid in order:
+        task = admin.tasks.get(id=str(by_clip[cid].id))
+        assert (task.overlap, task.is_labeled) == ((3, False) if cid in fam["requeue"] else (2, True)), cid
+    admin.users.create(email="ann5@example.com", username="ann5", first_name="ann5", last_name="Tester")
+    ann5 = server.user_token("ann5@example.com")
+    tokens["ann5"] = ann5
+    nxt = httpx.get(f"{server.url}/api/projects/{pid}/next", headers={"Authorization": f"Token {ann5}"}, timeout=30)
+    assert nxt.status_code == 200 and nxt.json()["data"]["clip_id"] in fam["requeue"], nxt.text[:300]
+
     overlay = {r["id"]: r for p in sorted((parent / "overlays" / "human" / "clip").glob("*.parquet"))
                for r in pq.read_table(p).to_pylist()}  # fmt: skip
     assert set(overlay) == set(order)
@@ -152,10 +168,12 @@ def test_round_trip_push_restart_annotate_pull_select(server, run: Path, tmp_pat
     assert [overlay[c]["camera_motion"] for c in order] == ["pan_left", "static", "tilt_up"]
     assert [overlay[c]["cinematic_annotators"] for c in order] == [2, 2, 2]
     # calibration: the run's flow_speed minimum against "the camera moves" in the consensus
+    # (the run had no flow_speed filter: no decision to score, only the threshold people agree with)
     flow = summary["calibration"]["flow_speed"]
     moving = [overlay[c]["camera_motion"] != "static" for c in order]
-    auto = [r["scores"]["flow_speed"] >= flow["threshold"] for r in rows]
-    assert flow["clips"] == 3 and flow["agreement"] == sum(a == m for a, m in zip(auto, moving, strict=True)) / 3
+    auto = [r["scores"]["flow_speed"] >= flow["suggested_threshold"] for r in rows]
+    assert (flow["clips"], flow["threshold"], flow["agreement"]) == (3, None, None)
+    assert flow["suggested_agreement"] == sum(a == m for a, m in zip(auto, moving, strict=True)) / 3
     guessed = [r["pre_annotations"]["camera_motion"] == overlay[r["clip_id"]]["camera_motion"] for r in rows]
     assert summary["calibration"]["camera_motion_label"]["accuracy"] == pytest.approx(sum(guessed) / 3)
 
@@ -193,13 +211,25 @@ def test_cli_push_and_pull_actions_with_an_empty_annotation(
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", server.token)
     parent = tmp_path / "cli-run"
     shutil.copytree(run, parent)
-    push_args = ["annotate", "push", "--run", str(parent), "--family", "actions", "--media", str(server.media)]
+    order = [r["clip_id"] for r in queue_rows(str(parent))]
+    gold_file = tmp_path / "gold.json"
+    gold_file.write_text(json.dumps({order[2]: {"usable": "unusable", "camera_motion": "static"}}))
+    push_args = ["annotate", "push", "--run", str(parent), "--family", "actions", "--media", str(server.media),
+                 "--gold", str(gold_file), "--gold-rate", "0.25"]  # fmt: skip
     assert main([*push_args, "--batch-size", "2", "--overlap", "2"]) == 0
     (pushed,) = json.loads(capsys.readouterr().out)
-    assert (pushed["family"], pushed["imported"], pushed["batches"]) == ("actions", 3, 2)
+    # a quarter of the tasks gold: after the three clips, a copy of the gold clip
+    assert (pushed["family"], pushed["imported"], pushed["batches"], pushed["gold_tasks"]) == ("actions", 4, 2, 1)
     admin = _client(server)
-    tasks = {t.data["clip_id"]: t for t in admin.tasks.list(project=pushed["project"], fields="all")}
-    order = [r["clip_id"] for r in queue_rows(str(parent))]
+    listed = list(admin.tasks.list(project=pushed["project"], fields="all"))
+    assert [t.data["task_key"] for t in sorted(listed, key=lambda t: t.id)] == [*order, f"gold-0:{order[2]}"]
+    tasks = {t.data["clip_id"]: t for t in listed if not t.data["gold"]}
+    (gold_task,) = [t for t in listed if t.data["gold"]]
+    # the scene timeline is the actions pre-annotation: one scene over each one-scene clip
+    (pred,) = admin.predictions.list(task=tasks[order[0]].id)
+    assert [(r["from_name"], r["value"]["ranges"]) for r in pred.result] == [
+        ("scene", [{"start": 1, "end": tasks[order[0]].data["frames"]}])
+    ]
     users = {}
     for name in ("ann3", "ann4"):
         admin.users.create(email=f"{name}@example.com", username=name, first_name=name, last_name="Tester")
@@ -211,17 +241,21 @@ def test_cli_push_and_pull_actions_with_an_empty_annotation(
     users["ann4"].annotations.create(id=tasks[order[0]].id, result=[*_segment(21, 60, "walk", "s2"), usable])
     users["ann3"].annotations.create(id=tasks[order[1]].id, result=[*_segment(1, 75, "talk", "s3"), unusable])
     users["ann4"].annotations.create(id=tasks[order[1]].id, result=[])  # submitted, nothing labelled
+    users["ann3"].annotations.create(id=gold_task.id, result=[usable])  # wrong on gold
+    users["ann4"].annotations.create(id=gold_task.id, result=[unusable])  # right on gold
     summary_file = tmp_path / "pull.json"
     sft = tmp_path / "sft"
     pull_args = ["annotate", "pull", "--run", str(parent), "--family", "actions", "--summary", str(summary_file),
-                 "--sft", str(sft)]  # fmt: skip
+                 "--sft", str(sft), "--gold", str(gold_file)]  # fmt: skip
     assert main(pull_args) == 0
     captured = capsys.readouterr()
     summary = json.loads(summary_file.read_text())
     fam = summary["families"]["actions"]
-    assert (fam["annotations"], fam["empty"], fam["clips"]) == (4, 1, 2)
+    assert (fam["annotations"], fam["empty"], fam["clips"], fam["gold_answers"]) == (6, 1, 2, 2)
+    # gold accuracy from the copies, on the actions control only (camera_motion is no actions question)
+    assert fam["gold_accuracy"] == {"ann3@example.com": 0.0, "ann4@example.com": 1.0}
     assert fam["temporal_iou"] == pytest.approx(20 / 60)  # over the one clip with two answers
-    assert fam["kappa"] == {"usable": 1.0}
+    assert (fam["kappa"], fam["kappa_items"]) == ({"usable": 1.0}, {"usable": 1})
     overlay = {r["id"]: r for p in sorted((parent / "overlays" / "human" / "clip").glob("*.parquet"))
                for r in pq.read_table(p).to_pylist()}  # fmt: skip
     assert overlay[order[1]]["usable"] == "unusable" and order[2] not in overlay
@@ -233,8 +267,8 @@ def test_cli_push_and_pull_actions_with_an_empty_annotation(
     # marked unusable, none; the clip file sits beside the rows, named relative to dataset_info.json
     assert summary["sft_rows"] == 2
     rows = json.loads((sft / "mmcurate_human.json").read_text())
-    assert [r["messages"][1]["content"] for r in rows] == [
-        f"From {20 / 30:.1f} s to {40 / 30:.1f} s: walk.", f"From {20 / 30:.1f} s to {40 / 30:.1f} s."]  # fmt: skip
+    span = f"From {20 / 30:.1f} s to {40 / 30:.1f} s"
+    assert [r["messages"][1]["content"] for r in rows] == [f"{span}: walk (someone does walk).", f"{span}."]
     assert rows[1]["messages"][0]["content"] == "<video>When does the action 'walk' happen in this video?"
     assert all(r["videos"] == [f"videos/{order[0]}.mp4"] and r["images"] == [] for r in rows)
     assert (sft / rows[0]["videos"][0]).read_bytes()[4:8] == b"ftyp"
@@ -252,10 +286,14 @@ def test_cli_push_and_pull_actions_with_an_empty_annotation(
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 PLAY = """async () => {
   const v = document.querySelector('video'); v.muted = true;
-  await new Promise(r => { if (v.readyState >= 2) r(); else v.addEventListener('loadeddata', r, {once: true});
-                           setTimeout(r, 20000); });
-  await v.play(); await new Promise(r => setTimeout(r, 700));
-  return {ready: v.readyState, time: v.currentTime, duration: v.duration, width: v.videoWidth};
+  const wait = ms => new Promise(r => setTimeout(r, ms));
+  await Promise.race([new Promise(r => { if (v.readyState >= 2) r(); else v.addEventListener('loadeddata', r,
+                                                                                             {once: true}); }),
+                      wait(20000)]);
+  // play() stays pending while the media stalls: bounded, so a clip that never loads fails the test
+  const played = await Promise.race([v.play().then(() => 'ok', e => String(e)), wait(20000).then(() => 'timeout')]);
+  await wait(700);
+  return {played, ready: v.readyState, time: v.currentTime, duration: v.duration, width: v.videoWidth};
 }"""
 
 
