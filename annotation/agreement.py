@@ -46,14 +46,17 @@ def fleiss_kappa(answers: Sequence[Sequence[str]]) -> float:
     return float(_fleiss(table, method="fleiss"))
 
 
-def kappa(answers: Sequence[Sequence[str]]) -> float:
-    """Cohen's kappa for two annotators per item, Fleiss' kappa for three or more."""
-    if answers and len(answers[0]) == 2:
+def kappa(answers: Sequence[Sequence[str]], same_raters: bool = True) -> float:
+    """Cohen's kappa for two annotators per item, Fleiss' kappa for three or more, or when the
+    items' annotators differ (`same_raters` False): Cohen's chance term is per rater, so position 0
+    must be the same person on every item; Fleiss' is not."""
+    if answers and len(answers[0]) == 2 and same_raters:
         return cohen_kappa([r[0] for r in answers], [r[1] for r in answers])
     return fleiss_kappa(answers)
 
 
-def _frames(segments: Sequence[TimeSegment]) -> dict[str, set[int]]:
+def label_frames(segments: Sequence[TimeSegment]) -> dict[str, set[int]]:
+    """label -> the frames segments of it cover."""
     out: dict[str, set[int]] = {}
     for s in segments:
         out.setdefault(s.label, set()).update(range(s.start_frame, s.end_frame))
@@ -63,7 +66,7 @@ def _frames(segments: Sequence[TimeSegment]) -> dict[str, set[int]]:
 def temporal_iou(a: Sequence[TimeSegment], b: Sequence[TimeSegment]) -> float:
     """Frames both marked with a label over frames either marked with it, summed over labels
     (1.0 when neither marked anything: they agree there is no action)."""
-    fa, fb = _frames(a), _frames(b)
+    fa, fb = label_frames(a), label_frames(b)
     inter = sum(len(fa.get(k, set()) & fb.get(k, set())) for k in fa.keys() | fb.keys())
     union = sum(len(fa.get(k, set()) | fb.get(k, set())) for k in fa.keys() | fb.keys())
     return inter / union if union else 1.0

@@ -18,11 +18,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 
-def threshold_report(scores: Sequence[float], truth: Sequence[bool], threshold: float) -> dict[str, Any]:
-    """Automatic yes = score >= threshold, against `truth`; and the best threshold by agreement."""
+def threshold_report(scores: Sequence[float], truth: Sequence[bool], threshold: float | None) -> dict[str, Any]:
+    """Automatic yes = score >= threshold, against `truth`; and the best threshold by agreement.
+    `threshold` None: the run made no such decision, so only the suggestion (the lowest best)."""
     n = len(scores)
     if n == 0 or n != len(truth):
         return {"clips": 0}
+    if threshold is None:
+        return _suggestion(scores, truth)
     auto = [s >= threshold for s in scores]
     tp = sum(a and t for a, t in zip(auto, truth, strict=True))
     fp = sum(a and not t for a, t in zip(auto, truth, strict=True))
@@ -33,7 +36,7 @@ def threshold_report(scores: Sequence[float], truth: Sequence[bool], threshold: 
     )
 
     def agree(t: float) -> float:
-        return sum((s >= t) == y for s, y in zip(scores, truth, strict=True)) / n
+        return _agreement(scores, truth, t)
 
     best = max(candidates, key=lambda t: (agree(t), -abs(t - threshold)))
     return {
@@ -60,7 +63,7 @@ def calibration(
     ]
     if flows:
         out["flow_speed"] = threshold_report(
-            [f for f, _ in flows], [t for _, t in flows], thresholds.get("flow_speed", 0.0035)
+            [f for f, _ in flows], [t for _, t in flows], thresholds.get("flow_speed")
         )
     guesses = [((r.get("pre_annotations") or {}).get("camera_motion"), m) for r, m in motion]
     guesses = [(g, m) for g, m in guesses if g]
@@ -74,3 +77,19 @@ def calibration(
     if usable:
         out["kept_usable"] = {"clips": len(usable), "precision": sum(usable) / len(usable)}
     return out
+
+
+def _suggestion(scores: Sequence[float], truth: Sequence[bool]) -> dict[str, Any]:
+    values = sorted(set(scores))
+    candidates = [values[0], *((a + b) / 2 for a, b in itertools.pairwise(values)), values[-1] + 1e-12]
+
+    def agree(t: float) -> float:
+        return _agreement(scores, truth, t)
+
+    best = max(candidates, key=lambda t: (agree(t), -t))
+    return {"clips": len(scores), "threshold": None, "precision": None, "recall": None, "agreement": None,
+            "suggested_threshold": best, "suggested_agreement": agree(best)}  # fmt: skip
+
+
+def _agreement(scores: Sequence[float], truth: Sequence[bool], t: float) -> float:
+    return sum((s >= t) == y for s, y in zip(scores, truth, strict=True)) / len(scores)

@@ -13,21 +13,27 @@ from __future__ import annotations
 import itertools
 import json
 from collections import Counter, defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from mmcurate.schemas.annotation import ClipAnnotation, TimeSegment
 
-from .agreement import kappa, majority, temporal_iou, text_agreement
+from .agreement import kappa, label_frames, majority, temporal_iou, text_agreement
+from .label_configs import control_names, label_config
 
 
-def gold_accuracy(anns: Sequence[ClipAnnotation], gold: Mapping[str, Mapping[str, str]]) -> dict[str, float]:
-    """Per annotator: the share of gold answers (clip id -> {control: answer}) they gave right."""
+def gold_accuracy(
+    anns: Sequence[ClipAnnotation], gold: Mapping[str, Mapping[str, str]], controls: Collection[str] | None = None
+) -> dict[str, float]:
+    """Per annotator: the share of gold answers (clip id -> {control: answer}) they gave right,
+    over the `controls` their family asks (all when None: a cinematic answer is no actions question)."""
     right: Counter[str] = Counter()
     asked: Counter[str] = Counter()
     for a in anns:
         for control, answer in gold.get(a.clip_id, {}).items():
+            if controls is not None and control not in controls:
+                continue
             asked[a.annotator] += 1
             right[a.annotator] += a.choices.get(control) == answer
     return {who: right[who] / n for who, n in asked.items()}
@@ -37,7 +43,7 @@ def frame_majority(anns: Sequence[ClipAnnotation], fps: float) -> list[TimeSegme
     """Segments where more than half the annotators marked the label, frame by frame."""
     votes: dict[str, Counter[int]] = defaultdict(Counter)
     for a in anns:
-        for label, frames in _frames(a.segments).items():
+        for label, frames in label_frames(a.segments).items():
             votes[label].update(frames)
     out = []
     for label in sorted(votes):
@@ -45,15 +51,20 @@ def frame_majority(anns: Sequence[ClipAnnotation], fps: float) -> list[TimeSegme
         for _, run in itertools.groupby(enumerate(on), key=lambda p: p[1] - p[0]):
             frames = [f for _, f in run]
             start, end = frames[0], frames[-1] + 1
-            out.append(TimeSegment(label, start, end, start / fps, end / fps))
+            out.append(TimeSegment(label, start, end, start / fps, end / fps, _description(anns, label, start, end)))
     return out
 
 
-def _frames(segments: Sequence[TimeSegment]) -> dict[str, set[int]]:
-    out: dict[str, set[int]] = defaultdict(set)
-    for s in segments:
-        out[s.label].update(range(s.start_frame, s.end_frame))
-    return out
+def _description(anns: Sequence[ClipAnnotation], label: str, start: int, end: int) -> str:
+    """The annotators' description of a consensus segment: that of their segment of the label
+    overlapping it most (the longer text, then the earlier annotator, on a tie); "" with none."""
+    best: tuple[int, int, str] = (0, 0, "")
+    for a in anns:
+        for s in a.segments:
+            overlap = min(end, s.end_frame) - max(start, s.start_frame)
+            if s.label == label and s.text and overlap > 0 and (overlap, len(s.text)) > best[:2]:
+                best = (overlap, len(s.text), s.text)
+    return best[2]
 
 
 def _pair_agreement(anns: Sequence[ClipAnnotation], family: str) -> float | None:
@@ -86,10 +97,15 @@ class FamilySummary:
     problems: int = 0
     kappa: dict[str, float] = field(default_factory=dict)
     """Per choice control, over the clips with the most common number of annotators (>= 2)."""
+    kappa_items: dict[str, int] = field(default_factory=dict)
+    """How many clips each kappa is over (1.0 over one clip says little)."""
     temporal_iou: float | None = None
     text_iou: float | None = None
     text_cer: float | None = None
     gold_accuracy: dict[str, float] = field(default_factory=dict)
+    """Per annotator, over their answers to gold clips: the gold copies and the clips' own tasks."""
+    gold_answers: int = 0
+    """Answers to gold copies (left out of the consensus and the agreement)."""
     tasks_per_annotator: dict[str, int] = field(default_factory=dict)
     requeue: list[str] = field(default_factory=list)
     """Clips below the agreement bound: push them again with higher overlap."""
@@ -107,8 +123,10 @@ def consensus(
     summary = FamilySummary(family, annotations=len(anns))
     summary.problems = sum(len(a.problems) for a in anns)
     summary.empty = sum(a.empty for a in anns)
-    used = [a for a in anns if not a.empty]
-    summary.gold_accuracy = gold_accuracy(used, gold)
+    answered = [a for a in anns if not a.empty]
+    summary.gold_accuracy = gold_accuracy(answered, gold, control_names(label_config(family)))
+    summary.gold_answers = sum(a.gold for a in answered)
+    used = [a for a in answered if not a.gold]  # a gold copy scores its annotator, not the clip
     summary.tasks_per_annotator = dict(sorted(Counter(a.annotator for a in used).items()))
     by_clip: dict[str, list[ClipAnnotation]] = defaultdict(list)
     for a in sorted(used, key=lambda a: (a.clip_id, a.annotator, a.annotation_id)):
@@ -127,10 +145,10 @@ def consensus(
 
 def _row(group: list[ClipAnnotation], family: str, fps: float, accuracy: Mapping[str, float]) -> dict[str, Any]:
     row: dict[str, Any] = {f"{family}_annotators": len(group)}
-    weights = {i: accuracy.get(a.annotator, 0.0) for i, a in enumerate(group)}
     for control in sorted({k for a in group for k in a.choices}):
-        answers = [a.choices[control] for a in group if control in a.choices]
-        row[control] = majority(answers, {i: w for i, w in weights.items() if control in group[i].choices})
+        said = [a for a in group if control in a.choices]  # answers and weights by the same positions
+        row[control] = majority([a.choices[control] for a in said],
+                                {i: accuracy.get(a.annotator, 0.0) for i, a in enumerate(said)})  # fmt: skip
     if family == "actions":
         segs = frame_majority(group, fps)
         row["actions"] = json.dumps([asdict(s) for s in segs], sort_keys=True)
@@ -149,9 +167,11 @@ def _family_stats(summary: FamilySummary, by_clip: Mapping[str, list[ClipAnnotat
     groups = [g[:n] for g in by_clip.values() if len(g) >= n]
     controls = sorted({k for g in groups for a in g for k in a.choices})
     for control in controls:
-        items = [[a.choices.get(control, "") for a in g] for g in groups if all(control in a.choices for a in g)]
-        if items:
-            summary.kappa[control] = kappa(items)
+        rated = [g for g in groups if all(control in a.choices for a in g)]
+        if rated:
+            same = len({tuple(a.annotator for a in g) for g in rated}) == 1
+            summary.kappa[control] = kappa([[a.choices[control] for a in g] for g in rated], same)
+            summary.kappa_items[control] = len(rated)
     pairs = [(a, b) for g in groups for a, b in itertools.combinations(g, 2)]
     if family == "actions" and pairs:
         summary.temporal_iou = sum(temporal_iou(a.segments, b.segments) for a, b in pairs) / len(pairs)

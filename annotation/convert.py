@@ -125,6 +125,9 @@ def _pixels(box: Mapping[str, Any], clip: ClipFrame, problems: list[str], region
 
 
 REGION_TYPES = ("timelinelabels", "videorectangle")
+SCENE_CONTROL = "scene"
+"""The actions config's read-only-by-convention timeline of the clip's scenes (push's pre-annotation):
+an annotator's answer carries it back when they start from the prediction; it is no action."""
 PER_REGION_TYPES = ("textarea", "choices")
 
 
@@ -194,6 +197,8 @@ def annotation_record(
 def _add(rec: ClipAnnotation, r: Mapping[str, Any], clip: ClipFrame, regions: dict[str, dict[str, str]]) -> None:
     kind = r["type"]
     extra = regions.get(str(r.get("id")), {})
+    if r.get("from_name") == SCENE_CONTROL:
+        return  # the scenes we pre-annotated, kept in the answer: no label of the annotator's
     if kind == "timelinelabels":
         rec.segments += _segment(r, clip, extra, rec.problems)
     elif kind == "videorectangle":

@@ -51,3 +51,8 @@ def options(xml: str, control: str) -> list[str]:
         if el.tag in OPTION_TAGS and el.get("name") == control:
             return [c.get("value", "") for c in el]
     raise ValueError(f"config has no control {control!r}")
+
+
+def control_names(xml: str) -> set[str]:
+    """The names of a config's answer controls (choices, labels, text areas): what gold can ask."""
+    return {el.get("name", "") for el in ET.fromstring(xml).iter() if el.tag in (*OPTION_TAGS, "TextArea")}

@@ -10,6 +10,7 @@ message carries it.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
@@ -54,17 +55,61 @@ def families(names: Sequence[str] | None) -> list[str]:
     return chosen
 
 
+def pusher(client: Any, run_root: str, media: Path, media_url: str, **settings: Any) -> Pusher:
+    """The run's Pusher; the queue order comes from the thresholds the run decided with, unless given."""
+    settings.setdefault("thresholds", run_thresholds(run_root))
+    try:
+        return Pusher(client, run_root, media, media_url.rstrip("/"), run_name(run_root), **settings)
+    except ValueError as exc:
+        raise AnnotateError(str(exc)) from None
+
+
 def push(client: Any, run_root: str, media: Path, media_url: str, names: Sequence[str] | None = None,
          **settings: Any) -> list[dict[str, Any]]:  # fmt: skip
     """Push every family's tasks; returns one summary per family."""
-    pusher = Pusher(client, run_root, media, media_url.rstrip("/"), run_name(run_root), **settings)
-    return [asdict(s) for s in push_all(pusher, families(names))]
+    p = pusher(client, run_root, media, media_url, **settings)
+    try:
+        return [asdict(s) for s in push_all(p, families(names))]
+    except ValueError as exc:  # a gold clip not in the run, ...
+        raise AnnotateError(str(exc)) from None
+
+
+def requeue(client: Any, run_root: str, media: Path, media_url: str, summary: Path, overlap: int,
+            **settings: Any) -> list[dict[str, Any]]:  # fmt: skip
+    """`push --requeue SUMMARY`: the clips a pull found below the agreement bound back in their
+    family's queue with `overlap` annotators. Returns, per family, how many tasks changed."""
+    try:
+        fams = json.loads(summary.read_text())["families"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise AnnotateError(f"--requeue {summary}: not a pull summary ({exc})") from None
+    p = pusher(client, run_root, media, media_url, **settings)
+    out = []
+    for family, fam in sorted(fams.items()):
+        clips = list(fam.get("requeue") or [])
+        try:
+            changed = p.requeue(families([family])[0], clips, overlap)
+        except ValueError as exc:
+            raise AnnotateError(str(exc)) from None
+        out.append({"family": family, "requeue": len(clips), "requeued": changed, "overlap": overlap})
+    return out
+
+
+def read_gold(path: str) -> dict[str, dict[str, str]]:
+    """`--gold FILE`: {clip_id: {control: answer}}; anything else is an AnnotateError naming the file."""
+    try:
+        gold = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise AnnotateError(f"--gold {path}: {exc}") from None
+    ok = isinstance(gold, dict) and all(
+        isinstance(a, dict) and all(isinstance(v, str) for v in a.values()) for a in gold.values()
+    )
+    if not ok:
+        raise AnnotateError(f"--gold {path}: expected {{clip_id: {{control: answer}}}}")
+    return {str(c): dict(a) for c, a in gold.items()}
 
 
 def run_thresholds(run_root: str) -> dict[str, float]:
     """The minimum of each `min` filter the run decided with (its manifest's config)."""
-    import json
-
     import fsspec
 
     try:
@@ -90,7 +135,7 @@ def pull_overlay(
 ) -> dict[str, Any]:
     """Pull each family's project (family -> project id), write the consensus as overlay `human` on
     the run (one row per clip any annotator labelled), and return the pull summary."""
-    from mmcurate.pipelines.overlays import write_overlay
+    from mmcurate.pipelines.overlays import read_overlay, write_overlay
 
     rows = queue_rows(run_root)
     fps = {str(r["clip_id"]): float(r["fps"] or 1.0) for r in rows}
@@ -108,8 +153,11 @@ def pull_overlay(
     summary["calibration"] = calibration(rows, merged, thresholds or run_thresholds(run_root))
     summary["labels"] = merged
     if merged:
-        columns = sorted({k for cols in merged.values() for k in cols})
-        table = pa.table({"id": list(merged), **{c: [merged[i].get(c) for i in merged] for c in columns}})
+        # the latest row of an id wins whole: carry over what earlier pulls (other families) said
+        before = read_overlay(run_root, OVERLAY, "clip")
+        full = {cid: {**before.get(cid, {}), **cols} for cid, cols in merged.items()}
+        columns = sorted({k for cols in full.values() for k in cols})
+        table = pa.table({"id": list(full), **{c: [full[i].get(c) for i in full] for c in columns}})
         summary["overlay"] = write_overlay(run_root, OVERLAY, "clip", table).path
     return summary
 
@@ -120,8 +168,6 @@ def write_sft(
     """LLaMA-Factory SFT rows from the consensus labels (annotation/derived.py): `OUT/NAME.json`, the
     clips in `OUT/videos/` (relative paths, so the folder can move) and the `dataset_info.json` entry
     (merged into one that is there). Returns the number of rows."""
-    import json
-
     from mmcurate.annotation.client import clip_bytes, shard_index
     from mmcurate.annotation.derived import sft_rows
     from mmcurate.stages.trainer_formats import dataset_info
@@ -183,8 +229,7 @@ def serve(root: Path, port: int) -> int:
     srv.start()
     (root / "server.pid").write_text(str(os.getpid()))
     token_file = root / "token"
-    token_file.touch(mode=0o600)
-    token_file.write_text(srv.token)
+    ls.write_secret(token_file, srv.token)
     print(f"Label Studio on {srv.url} (data and media in {root}); log in as {srv.email}, password and token in "
           f"{root / ls.CREDENTIALS}; in another shell:", flush=True)  # fmt: skip
     print(f"  export LABEL_STUDIO_URL={srv.url} LABEL_STUDIO_API_KEY=$(cat {token_file})", flush=True)

@@ -218,7 +218,16 @@ def parser() -> argparse.ArgumentParser:
     an.add_argument("--media-url", default="/data/local-files/?d=media", help="push: URL prefix of --media")
     an.add_argument("--batch-size", type=int, default=50, help="push: tasks per import call")
     an.add_argument("--overlap", type=int, default=1, help="push: annotators per task")
-    an.add_argument("--gold", help="pull: JSON {clip_id: {control: answer}} of gold tasks")
+    an.add_argument("--gold", help="push, pull: JSON {clip_id: {control: answer}} of gold clips (kept on our side)")
+    an.add_argument(
+        "--gold-rate",
+        type=float,
+        default=0.0,
+        help="push: share of gold copies mixed into the imported tasks (0.1: one in ten)",
+    )
+    an.add_argument("--requeue", help="push: a pull summary; its clips below the agreement bound go back to the queue")
+    an.add_argument("--requeue-overlap", type=int,
+                    help="push --requeue: annotators per requeued task (default: --overlap + 1)")  # fmt: skip
     an.add_argument("--bound", type=float, default=0.5, help="pull: agreement below which a clip is requeued")
     an.add_argument("--summary", help="pull: write the summary JSON here (default: print it)")
     an.add_argument("--sft", help="pull: also write LLaMA-Factory SFT rows (captions, QA) from the labels here")
@@ -300,12 +309,17 @@ def _annotate(args: argparse.Namespace) -> int:
     if not args.run:
         raise annotate.AnnotateError(f"annotate {args.action} needs --run (a video run's output folder)")
     client = annotate.connect()
+    gold = annotate.read_gold(args.gold) if args.gold else None
     if args.action == "push":
         media = Path(args.media or Path(args.root) / "media")
-        out = annotate.push(client, args.run, media, args.media_url, args.family,
-                            batch_size=args.batch_size, overlap=args.overlap)  # fmt: skip
+        settings = {"batch_size": args.batch_size, "overlap": args.overlap, "gold": gold or {},
+                    "gold_rate": args.gold_rate}  # fmt: skip
+        if args.requeue:
+            out = annotate.requeue(client, args.run, media, args.media_url, Path(args.requeue),
+                                   args.requeue_overlap or args.overlap + 1, **settings)  # fmt: skip
+        else:
+            out = annotate.push(client, args.run, media, args.media_url, args.family, **settings)
     else:
-        gold = json.loads(Path(args.gold).read_text()) if args.gold else None
         projects = annotate.projects_of(client, args.run, args.family)
         out = annotate.pull_overlay(client, args.run, projects, gold=gold, bound=args.bound)
         if args.sft:

@@ -477,7 +477,8 @@ class VideoCorpus(Corpus):
                 for c in kept[i : i + s.samples]:
                     shard_of[c.id] = s.path
                 i += s.samples
-            data, rel = queue_bytes(kept, shard_of), queue_path(unit)
+            cuts = {v.id: sorted(v.cuts + v.stitched_cuts) for v in records.get("video", [])}  # type: ignore[attr-defined]
+            data, rel = queue_bytes(kept, shard_of, cuts), queue_path(unit)
             files.append(write_bytes(run.out_root, rel, data))
         if config.output.keep_dropped_media:
             files += keep_dropped_media(unit, clips, run)

@@ -67,6 +67,8 @@ class ClipAnnotation:
     tracks: list[TextTrack] = field(default_factory=list)
     choices: dict[str, str] = field(default_factory=dict)
     """Single-choice answers by control name (camera_motion: pan_left, shot_size: close_up, ...)."""
+    gold: bool = False
+    """An answer to a gold copy (push's `--gold-rate`): scores the annotator, never the consensus."""
     problems: list[str] = field(default_factory=list)
     """What was wrong in this annotation and left out or clipped (a box outside the frame, a range
     past the clip's end, an unknown label); the rest of the annotation still counts."""

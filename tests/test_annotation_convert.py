@@ -216,7 +216,7 @@ def test_labeling_configs_parse_in_the_sdk_and_take_a_taxonomy() -> None:
     assert "orbit" in options(label_config("cinematic"), "camera_motion")
     mine = label_config("actions", {"action": ["cook", "clean"]})
     assert options(mine, "action") == ["cook", "clean"] and config_hash(mine) != config_hash(label_config("actions"))
-    assert {c.name for c in LabelInterface(mine).controls} == {"action", "action_text", "usable"}
+    assert {c.name for c in LabelInterface(mine).controls} == {"scene", "action", "action_text", "usable"}
     with pytest.raises(ValueError, match=r"annotation\.taxonomies\.actions\.verbs: no such control"):
         label_config("actions", {"verbs": ["x"]})
     with pytest.raises(ValueError, match="distinct options"):
@@ -266,3 +266,95 @@ def test_captions_and_qa_pairs_from_consensus_labels() -> None:
     )
     assert len(rows) == 5 and {r["videos"][0] for r in rows} == {"videos/c.mp4"}  # d unusable, e has no file
     assert rows[0]["messages"][0]["content"].startswith("<video>Describe")
+
+
+def _row(cid: str, frames: int = 90, cuts: list[int] | None = None) -> dict:
+    return {"clip_id": cid, "start_frame": 10, "end_frame": 10 + frames, "fps": 30.0,
+            "pre_annotations": {"camera_motion": "", "scene_cuts": cuts or [], "text": []}}  # fmt: skip
+
+
+def test_scene_cuts_become_the_scene_timeline_and_never_an_action() -> None:
+    from mmcurate.annotation.client import predictions, scene_segments
+
+    row = _row("a", 90, [30, 60])
+    segs = scene_segments(row)
+    # ours [0, 30), [30, 60), [60, 90) are Label Studio's 1-30, 31-60, 61-90
+    assert [s["value"]["ranges"] for s in segs] == [[{"start": 1, "end": 30}], [{"start": 31, "end": 60}],
+                                                     [{"start": 61, "end": 90}]]  # fmt: skip
+    assert {s["from_name"] for s in segs} == {"scene"} and [s["value"]["timelinelabels"] for s in segs] == [
+        ["scene"]
+    ] * 3
+    (pred,) = predictions(row, "actions")
+    assert pred["result"] == segs
+    assert [s["value"]["ranges"] for s in scene_segments(_row("b", 45))] == [[{"start": 1, "end": 45}]]
+    # an annotator who started from the prediction sends the scenes back: they are not their actions
+    walk = {"id": "x", "from_name": "action", "to_name": "video", "type": "timelinelabels",
+            "value": {"ranges": [{"start": 5, "end": 20}], "timelinelabels": ["walk"]}}  # fmt: skip
+    answer = {"id": 7, "completed_by": "ann", "result": [*segs, walk]}
+    rec = annotation_record("b", "actions", answer, ClipFrame(90, 30.0, 320, 240))
+    assert [(s.label, s.start_frame, s.end_frame) for s in rec.segments] == [("walk", 4, 20)] and not rec.problems
+
+
+def test_queue_rows_carry_the_stitched_cuts_inside_each_clip() -> None:
+    from mmcurate.annotation.queue import queue_row
+    from mmcurate.schemas import ClipRecord
+    from mmcurate.schemas.base import Source
+
+    clip = ClipRecord(id="c", video_id="v", clip_index=0, source=Source("in.mp4", 0), start_frame=100,
+                      end_frame=200)  # fmt: skip
+    row = queue_row(clip, "shard-0.tar", [40, 100, 130, 170, 200, 260])
+    assert row["pre_annotations"]["scene_cuts"] == [30, 70]  # inside the clip only, in its own frames
+
+
+def test_gold_copies_are_mixed_in_at_the_rate_with_stable_keys() -> None:
+    from mmcurate.annotation.client import mixed
+
+    queue = [_row(f"c{i}") for i in range(9)]
+    gold = [_row("g0"), _row("g1")]
+    keys = [k for k, _, _ in mixed(queue, gold, 0.25)]
+    # 0.25 of the tasks gold: one after every 3 regular ones, cycling through the gold clips
+    assert keys == ["c0", "c1", "c2", "gold-0:g0", "c3", "c4", "c5", "gold-1:g1", "c6", "c7", "c8", "gold-2:g0"]
+    assert keys == [k for k, _, _ in mixed(queue, gold, 0.25)]  # a rerun finds the same keys
+    assert [k for k, _, _ in mixed(queue, gold, 0.0)] == [f"c{i}" for i in range(9)]
+    assert sum(g for _, _, g in mixed(queue, gold, 0.5)) == 9
+
+
+def test_consensus_weights_ties_by_the_annotators_who_answered_and_keeps_descriptions() -> None:
+    from mmcurate.annotation.consensus import consensus
+    from mmcurate.schemas.annotation import ClipAnnotation, TimeSegment
+
+    gold = {"g": {"shot_size": "close_up", "camera_motion": "static"}}
+    anns = [
+        ClipAnnotation("c", "cinematic", "alice", choices={"camera_motion": "static"}),
+        ClipAnnotation("c", "cinematic", "bob", choices={"camera_motion": "static", "shot_size": "wide"}),
+        ClipAnnotation("c", "cinematic", "carol", choices={"camera_motion": "static", "shot_size": "close_up"}),
+        ClipAnnotation("g", "cinematic", "bob", choices={"shot_size": "wide"}, gold=True),
+        ClipAnnotation(
+            "g", "cinematic", "carol", choices={"shot_size": "close_up", "camera_motion": "static"}, gold=True
+        ),
+    ]
+    rows, fam = consensus(anns, "cinematic", {"c": 30.0, "g": 30.0}, gold)
+    # bob and carol tie on shot_size; carol is right on gold, bob is not: hers wins
+    assert fam.gold_accuracy == {"bob": 0.0, "carol": 1.0} and fam.gold_answers == 2
+    assert rows["c"]["shot_size"] == "close_up" and set(rows) == {"c"}  # gold copies make no consensus row
+    assert fam.tasks_per_annotator == {"alice": 1, "bob": 1, "carol": 1}
+    # gold of another family's controls asks nothing of this one
+    acts = [ClipAnnotation("g", "actions", "bob", choices={"usable": "usable"}, gold=True)]
+    assert consensus(acts, "actions", {"g": 30.0}, gold)[1].gold_accuracy == {}
+    walk = [ClipAnnotation("d", "actions", who, segments=[TimeSegment("walk", a, b, a / 30, b / 30, text)])
+            for who, a, b, text in (("x", 0, 40, "a man walks"), ("y", 10, 60, "a man walks to the door"))]  # fmt: skip
+    (seg,) = json.loads(consensus(walk, "actions", {"d": 30.0})[0]["d"]["actions"])
+    assert (seg["start_frame"], seg["end_frame"], seg["text"]) == (10, 40, "a man walks to the door")
+
+
+def test_kappa_uses_fleiss_when_the_annotators_differ_between_clips() -> None:
+    from mmcurate.annotation.consensus import consensus
+    from mmcurate.schemas.annotation import ClipAnnotation
+
+    pairs = {"c1": ("ann", "bob", "pan_left", "pan_left"), "c2": ("ann", "cat", "static", "pan_left"),
+             "c3": ("bob", "cat", "static", "static")}  # fmt: skip
+    anns = [ClipAnnotation(c, "cinematic", who, choices={"camera_motion": ans})
+            for c, (w1, w2, a1, a2) in pairs.items() for who, ans in ((w1, a1), (w2, a2))]  # fmt: skip
+    fam = consensus(anns, "cinematic", dict.fromkeys(pairs, 30.0))[1]
+    items = [[a1, a2] for _, _, a1, a2 in pairs.values()]
+    assert fam.kappa["camera_motion"] == pytest.approx(fleiss_kappa(items)) and fam.kappa_items == {"camera_motion": 3}
