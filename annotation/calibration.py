@@ -62,9 +62,7 @@ def calibration(
         (float(r["scores"]["flow_speed"]), m != "static") for r, m in motion if "flow_speed" in r.get("scores", {})
     ]
     if flows:
-        out["flow_speed"] = threshold_report(
-            [f for f, _ in flows], [t for _, t in flows], thresholds.get("flow_speed")
-        )
+        out["flow_speed"] = threshold_report([f for f, _ in flows], [t for _, t in flows], thresholds.get("flow_speed"))
     guesses = [((r.get("pre_annotations") or {}).get("camera_motion"), m) for r, m in motion]
     guesses = [(g, m) for g, m in guesses if g]
     if guesses:
