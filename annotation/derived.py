@@ -5,12 +5,17 @@ The caption strings the consensus together: the action segments with their times
 scene, the camera and the shot. Templates are plain `str.format` strings over the consensus columns
 (`TEMPLATES`; a run may pass its own), so a team can phrase them the way its model is prompted.
 Clips people marked unusable give no rows.
+
+The same labels also become video questions for the pass-rate corpus (`video_questions`: rows of
+the question jsonl `mmcurate sft|rl` reads), each with an answer its verifiers check: multiple
+choice over the labeling config's options (camera motion, shot size, angle, the one action of a
+clip), and the scene text as an `ocr` answer.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from mmcurate.stages.trainer_formats import VIDEO_TOKEN
@@ -24,6 +29,8 @@ TEMPLATES: dict[str, str] = {
     "q_shot": "What is the shot size of this video?",
     "q_text": "What text appears in this video?",
     "q_when": "When does the action '{label}' happen in this video?",
+    "q_angle": "From which camera angle is this video shot?",
+    "q_action": "Which action happens in this video?",
     "a_when": "From {start:.1f} s to {end:.1f} s.",
 }
 
@@ -82,4 +89,38 @@ def sft_rows(
                 "images": [],
                 "videos": [video_path[cid]],
             })  # fmt: skip
+    return rows
+
+
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+CHOICE_QUESTIONS = (("camera_motion", "q_camera"), ("shot_size", "q_shot"), ("camera_angle", "q_angle"))
+
+
+def video_questions(
+    labels: Mapping[str, Mapping[str, Any]],
+    video_path: Mapping[str, str],
+    options: Mapping[str, Sequence[str]],
+    t: Mapping[str, str] = TEMPLATES,
+) -> list[dict[str, Any]]:
+    """Pass-rate corpus rows (question, answer, answer_type, choices, domain `video`, video) for every
+    usable labelled clip with a video path; `options` are the configs' options per control (the
+    letter answers index them). A label outside its options asks nothing."""
+    rows = []
+    for cid in sorted(labels):
+        lab = labels[cid]
+        if lab.get("usable") == "unusable" or cid not in video_path:
+            continue
+        base = {"domain": "video", "video": video_path[cid], "clip_id": cid}
+        asked = [(control, t[key], lab.get(control)) for control, key in CHOICE_QUESTIONS]
+        actions = {seg["label"] for seg in json.loads(lab.get("actions") or "[]")}
+        if len(actions) == 1:
+            asked.append(("action", t["q_action"], actions.pop()))
+        for control, question, value in asked:
+            opts = list(options.get(control) or [])
+            if value and value in opts and len(opts) <= len(LETTERS):
+                rows.append({**base, "question": question, "answer": LETTERS[opts.index(value)],
+                             "answer_type": "choice", "choices": [_words(o) for o in opts]})  # fmt: skip
+        texts = [tr["text"] for tr in json.loads(lab.get("text") or "[]") if tr.get("text")]
+        if texts:
+            rows.append({**base, "question": t["q_text"], "answer": " ".join(texts), "answer_type": "ocr"})
     return rows

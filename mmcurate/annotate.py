@@ -162,19 +162,15 @@ def pull_overlay(
     return summary
 
 
-def write_sft(
-    run_root: str, labels: Mapping[str, Mapping[str, Any]], out_dir: Path, name: str = "mmcurate_human"
-) -> int:
-    """LLaMA-Factory SFT rows from the consensus labels (annotation/derived.py): `OUT/NAME.json`, the
-    clips in `OUT/videos/` (relative paths, so the folder can move) and the `dataset_info.json` entry
-    (merged into one that is there). Returns the number of rows."""
+def write_clips(run_root: str, labels: Mapping[str, Mapping[str, Any]], out_dir: Path) -> dict[str, str]:
+    """Each usable labelled clip's mp4, from the run's shards to `OUT/videos/CLIP.mp4`; clip id ->
+    that path relative to `OUT` (so the folder can move)."""
     from mmcurate.annotation.client import clip_bytes, shard_index
-    from mmcurate.annotation.derived import sft_rows
-    from mmcurate.stages.trainer_formats import dataset_info
 
     rows = {str(r["clip_id"]): r for r in queue_rows(run_root)}
     (out_dir / "videos").mkdir(parents=True, exist_ok=True)
-    paths, indexes = {}, {}
+    paths: dict[str, str] = {}
+    indexes: dict[str, dict[str, tuple[int, int]]] = {}
     for cid in labels:
         if cid in rows and labels[cid].get("usable") != "unusable":
             shard = rows[cid]["shard"]
@@ -183,13 +179,48 @@ def write_sft(
             rel = f"videos/{cid}.mp4"
             (out_dir / rel).write_bytes(clip_bytes(run_root, rows[cid], indexes[shard]))
             paths[cid] = rel
-    sft = sft_rows(labels, paths)
+    return paths
+
+
+def write_sft(
+    run_root: str, labels: Mapping[str, Mapping[str, Any]], out_dir: Path, name: str = "mmcurate_human"
+) -> int:
+    """LLaMA-Factory SFT rows from the consensus labels (annotation/derived.py): `OUT/NAME.json`, the
+    clips in `OUT/videos/` and the `dataset_info.json` entry (merged into one that is there).
+    Returns the number of rows."""
+    from mmcurate.annotation.derived import sft_rows
+    from mmcurate.stages.trainer_formats import dataset_info
+
+    sft = sft_rows(labels, write_clips(run_root, labels, out_dir))
     (out_dir / f"{name}.json").write_text(json.dumps(sft, ensure_ascii=False, indent=1) + "\n")
     info_path = out_dir / "dataset_info.json"
     info = json.loads(info_path.read_text()) if info_path.exists() else {}
     info.update(dataset_info(name, f"{name}.json"))
     info_path.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
     return len(sft)
+
+
+def write_questions(
+    run_root: str,
+    labels: Mapping[str, Mapping[str, Any]],
+    out_dir: Path,
+    taxonomies: Mapping[str, Mapping[str, Sequence[str]]] | None = None,
+) -> int:
+    """Video questions for the pass-rate corpus from the consensus labels: `OUT/questions.jsonl`
+    (what `mmcurate sft|rl --input` reads, videos relative to it) and the clips in `OUT/videos/`.
+    Returns the number of questions."""
+    from mmcurate.annotation.derived import video_questions
+    from mmcurate.annotation.label_configs import options
+
+    taxonomies = taxonomies or {}
+    opts = {}
+    for family, controls in (("cinematic", ("camera_motion", "shot_size", "camera_angle")), ("actions", ("action",))):
+        xml = label_config(family, taxonomies.get(family))
+        opts.update({c: options(xml, c) for c in controls})
+    rows = video_questions(labels, write_clips(run_root, labels, out_dir), opts)
+    lines = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows)
+    (out_dir / "questions.jsonl").write_text(lines, encoding="utf-8")
+    return len(rows)
 
 
 def projects_of(client: Any, run_root: str, names: Sequence[str] | None = None,

@@ -231,6 +231,7 @@ def parser() -> argparse.ArgumentParser:
     an.add_argument("--bound", type=float, default=0.5, help="pull: agreement below which a clip is requeued")
     an.add_argument("--summary", help="pull: write the summary JSON here (default: print it)")
     an.add_argument("--sft", help="pull: also write LLaMA-Factory SFT rows (captions, QA) from the labels here")
+    an.add_argument("--questions", help="pull: also write video questions for `mmcurate sft|rl` from the labels here")
     ex = add("export", help="write a finished run's kept data as a Hugging Face datasets folder (save_to_disk)")
     ex.add_argument("--run", required=True, help="the run folder (local)")
     ex.add_argument("--output", required=True, help="the datasets folder to write (datasets.load_from_disk reads it)")
@@ -324,6 +325,8 @@ def _annotate(args: argparse.Namespace) -> int:
         out = annotate.pull_overlay(client, args.run, projects, gold=gold, bound=args.bound)
         if args.sft:
             out["sft_rows"] = annotate.write_sft(args.run, out["labels"], Path(args.sft))
+        if args.questions:
+            out["questions"] = annotate.write_questions(args.run, out["labels"], Path(args.questions))
     text = json.dumps(out, indent=2, sort_keys=True, default=str)
     if getattr(args, "summary", None):
         Path(args.summary).write_text(text + "\n")

@@ -267,6 +267,21 @@ def test_captions_and_qa_pairs_from_consensus_labels() -> None:
     assert len(rows) == 5 and {r["videos"][0] for r in rows} == {"videos/c.mp4"}  # d unusable, e has no file
     assert rows[0]["messages"][0]["content"].startswith("<video>Describe")
 
+    from mmcurate.annotation.derived import video_questions
+
+    opts = {"camera_motion": options(label_config("cinematic"), "camera_motion"), "shot_size": ["wide", "close_up"],
+            "action": ["run", "walk"]}  # fmt: skip
+    qs = video_questions({"c": {**lab, "camera_angle": "not_an_option"}, "d": {**lab, "usable": "unusable"}},
+                         {"c": "videos/c.mp4", "d": "videos/d.mp4"}, opts)  # fmt: skip
+    assert [(q["answer_type"], q["answer"]) for q in qs] == [
+        ("choice", "ABCDEFGHIJKLMNOPQRSTUVWXYZ"[opts["camera_motion"].index("pan_left")]),
+        ("choice", "B"),  # close_up of wide / close_up
+        ("choice", "B"),  # the clip's one action, walk
+        ("ocr", "EXIT"),
+    ]  # the angle outside its options asks nothing; the unusable clip nothing at all
+    assert qs[1]["choices"] == ["wide", "close up"] and {q["video"] for q in qs} == {"videos/c.mp4"}
+    assert all(q["domain"] == "video" and q["clip_id"] == "c" for q in qs)
+
 
 def _row(cid: str, frames: int = 90, cuts: list[int] | None = None) -> dict:
     return {"clip_id": cid, "start_frame": 10, "end_frame": 10 + frames, "fps": 30.0,

@@ -21,6 +21,7 @@ import yaml
 
 from mmcurate.annotation import server as ls_server
 from mmcurate.annotation.client import Pusher, push, queue_rows
+from mmcurate.annotation.derived import TEMPLATES
 from mmcurate.annotation.label_configs import config_hash, label_config
 from mmcurate.cli import main
 from mmcurate.demo.video import Segment, make_video
@@ -245,8 +246,9 @@ def test_cli_push_and_pull_actions_with_an_empty_annotation(
     users["ann4"].annotations.create(id=gold_task.id, result=[unusable])  # right on gold
     summary_file = tmp_path / "pull.json"
     sft = tmp_path / "sft"
+    questions = tmp_path / "questions"
     pull_args = ["annotate", "pull", "--run", str(parent), "--family", "actions", "--summary", str(summary_file),
-                 "--sft", str(sft), "--gold", str(gold_file)]  # fmt: skip
+                 "--sft", str(sft), "--gold", str(gold_file), "--questions", str(questions)]  # fmt: skip
     assert main(pull_args) == 0
     captured = capsys.readouterr()
     summary = json.loads(summary_file.read_text())
@@ -278,6 +280,18 @@ def test_cli_push_and_pull_actions_with_an_empty_annotation(
         "sharegpt",
         "videos",
     )
+    # video questions for the pass-rate corpus: read back by its own reader, graded by its verifier
+    from mmcurate.stages.io import jsonl_units
+    from mmcurate.stages.question_io import QuestionReadParams, read_questions
+    from mmcurate.stages.verify.choice import verify_choice
+
+    qfile = str(questions / "questions.jsonl")
+    (q,) = [q for u in jsonl_units(qfile, 1000, 0, qfile) for q in read_questions(u, QuestionReadParams())]
+    assert q.pending and (q.domain, q.answer_type.value, q.question) == ("video", "choice", TEMPLATES["q_action"])
+    assert q.video == str(questions / "videos" / f"{order[0]}.mp4") and Path(q.video).read_bytes()[4:8] == b"ftyp"
+    walk = q.choices.index("walk")
+    assert q.answer == "ABCDEFGHIJKLMNOP"[walk] and summary["questions"] == 1
+    assert verify_choice("walk", q.answer, choices=q.choices) and not verify_choice("run", q.answer, choices=q.choices)
     assert server.token not in captured.out + captured.err
     for path in parent.rglob("*"):
         assert not path.is_file() or server.token.encode() not in path.read_bytes(), path

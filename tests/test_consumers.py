@@ -274,3 +274,44 @@ def test_llamafactory_loads_the_grounding_sft_folder(corpus: dict[str, Path], co
         tokens_of.setdefault(tok["images"][0], set()).add(tok["image_tokens"])
         assert tok["label_tokens"] > 0
     assert all(len(n) == 1 and 0 < min(n) <= 16 for n in tokens_of.values()), tokens_of  # 16: 8x8 patches merged 2x2
+
+
+def test_llamafactory_loads_the_annotation_video_rows(corpus: dict[str, Path], consumers: Any, tmp_path: Path) -> None:
+    """`mmcurate annotate pull --sft`: the people's labels as caption and QA rows with the clip beside
+    them, the folder moved away: LLaMA-Factory converts every row, finds its video, reads it with PyAV
+    and expands it into video tokens through the qwen2_vl template."""
+    from mmcurate.annotate import write_sft
+    from mmcurate.annotation.client import queue_rows
+    from mmcurate.demo.video import Segment, make_video
+
+    videos = tmp_path / "in"
+    videos.mkdir()
+    make_video(videos / "v0.mp4", [Segment("pan_left", 60, seed=0)], size=(64, 48))
+    cfg = tmp_path / "video.yaml"
+    cfg.write_text("filters: {}\n")
+    run = tmp_path / "video-run"
+    assert main(["video", "--input", str(videos), "--output", str(run), "--config", str(cfg), "--no-progress"]) == 0
+    (row,) = queue_rows(str(run))
+    segment = {"label": "walk", "start_frame": 0, "end_frame": 30, "start_time": 0.0, "end_time": 1.0, "text": ""}
+    labels = {row["clip_id"]: {"camera_motion": "pan_left", "shot_size": "wide", "usable": "usable",
+                               "actions": json.dumps([segment])}}  # fmt: skip
+    out = tmp_path / "sft"
+    n = write_sft(str(run), labels, out)
+    assert n == 4  # the caption, camera motion, shot size, and when the action happens
+    moved = tmp_path / "elsewhere" / "data"
+    moved.parent.mkdir()
+    shutil.move(out, moved)
+
+    result = consumers(
+        "llamafactory_check.py",
+        {"dataset_dir": str(moved), "dataset": "mmcurate_human", "model": str(corpus["vlm"]), "template": "qwen2_vl",
+         "output_dir": str(tmp_path / "lf-out")},
+    )  # fmt: skip
+    assert result["videos_column"] == "videos" and result["converter"] == "SharegptDatasetConverter"
+    clip = str(moved / "videos" / f"{row['clip_id']}.mp4")
+    assert len(result["converted"]) == len(result["tokenized"]) == n
+    for conv in result["converted"]:
+        assert conv["_videos"] == [clip] and conv["videos_exist"] == [True] and conv["_images"] == []
+    tokens = {tok["video_tokens"] for tok in result["tokenized"]}
+    assert len(tokens) == 1 and tokens.pop() > 0  # the same clip, the same expansion, in every row
+    assert all(tok["image_tokens"] == 0 and tok["label_tokens"] > 0 for tok in result["tokenized"])

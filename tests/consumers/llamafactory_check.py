@@ -12,8 +12,8 @@ argument parser (`get_train_args`: DataArguments sets `media_dir` to `dataset_di
 `get_dataset_list` (reads dataset_info.json); `_load_single_dataset` (loads the file with datasets and
 converts each row with the ShareGPT converter, `_find_medias` resolving image paths against
 `media_dir`); then `load_tokenizer`, `get_template_and_fix_tokenizer` and `get_dataset` (stage sft), which
-tokenize every row through the template's multimodal plugin: the images are opened and turned into
-image tokens by the processor.
+tokenize every row through the template's multimodal plugin: the images (and videos, read with PyAV
+at the plugin's fps) are opened and turned into image (video) tokens by the processor.
 """
 
 from __future__ import annotations
@@ -46,21 +46,26 @@ def plain(value: Any) -> Any:
 
 def converted_row(row: dict[str, Any]) -> dict[str, Any]:
     images = row.get("_images") or []
+    videos = row.get("_videos") or []
     return {
         "_prompt": plain(row["_prompt"]),
         "_response": plain(row["_response"]),
         "_system": row.get("_system"),
         "_images": plain(images),
         "images_exist": [isinstance(p, str) and os.path.isfile(p) for p in images],
+        "_videos": plain(videos),
+        "videos_exist": [isinstance(p, str) and os.path.isfile(p) for p in videos],
     }
 
 
-def tokenized_row(row: dict[str, Any], image_token: int) -> dict[str, Any]:
+def tokenized_row(row: dict[str, Any], image_token: int, video_token: int) -> dict[str, Any]:
     return {
         "tokens": len(row["input_ids"]),
         "image_tokens": sum(t == image_token for t in row["input_ids"]),
+        "video_tokens": sum(t == video_token for t in row["input_ids"]),
         "label_tokens": sum(t != IGNORE_INDEX for t in row["labels"]),
         "images": plain(row.get("images")),
+        "videos": plain(row.get("videos")),
     }
 
 
@@ -91,16 +96,18 @@ def main(args_path: str, result_path: str) -> None:
     template = get_template_and_fix_tokenizer(tokenizer, data_args)
     module = get_dataset(template, model_args, data_args, training_args, stage="sft", **tokenizer_module)
     image_token = tokenizer.convert_tokens_to_ids(template.mm_plugin.image_token)
+    video_token = tokenizer.convert_tokens_to_ids(template.mm_plugin.video_token)
     result = {
         "llamafactory": llamafactory.__version__,
         "dataset_dir": data_args.dataset_dir,
         "media_dir": data_args.media_dir,
         "attr": {k: plain(getattr(attr, k, None)) for k in ("load_from", "dataset_name", "formatting", "images")},
+        "videos_column": getattr(attr, "videos", None),
         "tags": {k: getattr(attr, k, None) for k in ("role_tag", "content_tag", "user_tag", "assistant_tag")},
         "converter": type(converter).__name__,
         "mm_plugin": type(template.mm_plugin).__name__,
         "converted": [converted_row(r) for r in aligned],
-        "tokenized": [tokenized_row(r, image_token) for r in module["train_dataset"]],
+        "tokenized": [tokenized_row(r, image_token, video_token) for r in module["train_dataset"]],
     }
     Path(result_path).write_text(json.dumps(result, indent=1))
 
