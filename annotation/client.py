@@ -209,10 +209,13 @@ class Pusher:
 
     client: Any
     run_root: str
-    media: Path
-    """The served media folder (below Label Studio's document root)."""
+    media: Path | str
+    """Where the clips go: a local folder below Label Studio's document root (a local server), or an
+    object-storage URI (`s3://bucket/prefix`, `gs://...`, any fsspec filesystem) for a deployment
+    that reads from there."""
     media_url: str
-    """The URL prefix Label Studio serves `media` at, e.g. `/data/local-files/?d=media`."""
+    """The URL prefix Label Studio serves a local `media` at, e.g. `/data/local-files/?d=media`
+    (unused for object storage: the task holds the object's URI, or its presigned URL)."""
     run_name: str
     batch_size: int = 50
     overlap: int = 1
@@ -227,6 +230,10 @@ class Pusher:
     consensus. Label Studio's open-source edition has no ground-truth workflow of its own to use."""
     gold_rate: float = 0.0
     """The share of gold tasks in what push imports (0.1: one task in ten), in [0, 1)."""
+    presign: float = 0.0
+    """Object-storage media: > 0, each task's video is a presigned HTTPS URL valid this many
+    seconds (`fs.sign`); 0, the object's URI, for the project's cloud storage to resolve (Label
+    Studio's S3/GCS storage with "presigned URLs" on, attached by the operator)."""
     after_batch: Callable[[str, int], None] | None = None
     """Called after each imported batch (family, batch number): progress, and the tests' stop point."""
     _indexes: dict[str, dict[str, tuple[int, int]]] = field(default_factory=dict, repr=False)
@@ -259,9 +266,9 @@ class Pusher:
     def serve_media(self, project: int) -> None:
         """Label Studio serves a local file only below a local storage of the project: attach the
         media folder once (never synced: push imports the tasks itself)."""
-        if not self.local_storage:
+        if not self.local_storage or self.remote:
             return
-        path = str(self.media.resolve())
+        path = str(Path(self.media).resolve())
         have = with_retries(lambda: list(self.client.import_storage.local.list(project=project)), "list storages")
         if not any(st.path == path for st in have):
             with_retries(lambda: self.client.import_storage.local.create(
@@ -286,12 +293,19 @@ class Pusher:
         names = control_names(label_config(family, self.taxonomies.get(family)))
         return [by_id[c] for c in sorted(self.gold) if names & set(self.gold[c])]
 
+    @property
+    def remote(self) -> bool:
+        return isinstance(self.media, str) and "://" in self.media and not self.media.startswith("file://")
+
     def _media(self, row: Mapping[str, Any]) -> tuple[str, bool]:
+        """The clip written where Label Studio reads it (unless there already), and its task URL."""
         name = f"{row['clip_id']}.mp4"
-        path = self.media / name
         if row["shard"] not in self._indexes:
             self._indexes[row["shard"]] = shard_index(self.run_root, row["shard"])
         data = clip_bytes(self.run_root, row, self._indexes[row["shard"]])
+        if self.remote:
+            return self._remote_media(name, data)
+        path = Path(self.media) / name
         if path.exists() and path.read_bytes() == data:
             return f"{self.media_url}/{name}", False
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -299,6 +313,16 @@ class Pusher:
         tmp.write_bytes(data)
         tmp.replace(path)
         return f"{self.media_url}/{name}", True
+
+    def _remote_media(self, name: str, data: bytes) -> tuple[str, bool]:
+        fs, root = fsspec.core.url_to_fs(str(self.media))
+        path = f"{root.rstrip('/')}/{name}"
+        wrote = not (fs.exists(path) and fs.size(path) == len(data))  # a clip id names its frames' encode
+        if wrote:
+            fs.pipe_file(path, data)  # one PUT: an object appears whole or not at all
+        if self.presign > 0:
+            return str(fs.sign(path, expiration=int(self.presign))), wrote
+        return fs.unstrip_protocol(path), wrote
 
     def task(self, row: Mapping[str, Any], family: str, url: str, key: str = "", gold: bool = False) -> dict[str, Any]:
         data = {"video": url, "clip_id": row["clip_id"], "video_id": row["video_id"], "fps": row["fps"],
@@ -309,7 +333,8 @@ class Pusher:
 
     def push(self, family: str, rows: Sequence[Mapping[str, Any]]) -> PushSummary:
         pid, title = self.project(family)
-        self.media.mkdir(parents=True, exist_ok=True)
+        if not self.remote:
+            Path(self.media).mkdir(parents=True, exist_ok=True)
         self.serve_media(pid)
         queue = mixed(ordered(rows, self.thresholds), self.gold_rows(family, rows), self.gold_rate)
         summary = PushSummary(family, pid, title, queued=len(rows), gold_tasks=sum(g for _, _, g in queue))

@@ -55,7 +55,7 @@ def families(names: Sequence[str] | None) -> list[str]:
     return chosen
 
 
-def pusher(client: Any, run_root: str, media: Path, media_url: str, **settings: Any) -> Pusher:
+def pusher(client: Any, run_root: str, media: Path | str, media_url: str, **settings: Any) -> Pusher:
     """The run's Pusher; the queue order comes from the thresholds the run decided with, unless given."""
     settings.setdefault("thresholds", run_thresholds(run_root))
     try:
@@ -64,7 +64,7 @@ def pusher(client: Any, run_root: str, media: Path, media_url: str, **settings: 
         raise AnnotateError(str(exc)) from None
 
 
-def push(client: Any, run_root: str, media: Path, media_url: str, names: Sequence[str] | None = None,
+def push(client: Any, run_root: str, media: Path | str, media_url: str, names: Sequence[str] | None = None,
          **settings: Any) -> list[dict[str, Any]]:  # fmt: skip
     """Push every family's tasks; returns one summary per family."""
     p = pusher(client, run_root, media, media_url, **settings)
@@ -74,7 +74,7 @@ def push(client: Any, run_root: str, media: Path, media_url: str, names: Sequenc
         raise AnnotateError(str(exc)) from None
 
 
-def requeue(client: Any, run_root: str, media: Path, media_url: str, summary: Path, overlap: int,
+def requeue(client: Any, run_root: str, media: Path | str, media_url: str, summary: Path, overlap: int,
             **settings: Any) -> list[dict[str, Any]]:  # fmt: skip
     """`push --requeue SUMMARY`: the clips a pull found below the agreement bound back in their
     family's queue with `overlap` annotators. Returns, per family, how many tasks changed."""
@@ -121,8 +121,18 @@ def run_thresholds(run_root: str) -> dict[str, float]:
 
 
 def run_name(run_root: str) -> str:
-    """A run's name in project titles: its folder's name (a title is no place for a full URI)."""
-    return Path(run_root.rstrip("/")).name or "run"
+    """A run's name in project titles: its folder's name and the first 8 hex digits of its lineage
+    hash (inputs and config), so two runs both called `out` never share a project (a title is no
+    place for a full URI)."""
+    import fsspec
+
+    name = Path(run_root.rstrip("/")).name or "run"
+    try:
+        with fsspec.open(f"{run_root.rstrip('/')}/manifest.json", "rb") as f:
+            lineage = str(json.loads(f.read()).get("identity", {}).get("lineage_sha256", ""))
+    except (FileNotFoundError, ValueError):
+        lineage = ""
+    return f"{name}-{lineage[:8]}" if lineage else name
 
 
 def pull_overlay(

@@ -214,7 +214,14 @@ def parser() -> argparse.ArgumentParser:
     an.add_argument("--family", nargs="+", help="label families (default: actions text cinematic)")
     an.add_argument("--root", default="annotate", help="server: data and served media folder (default: annotate)")
     an.add_argument("--port", type=int, default=8080, help="server: port on 127.0.0.1 (default: 8080)")
-    an.add_argument("--media", help="push: the folder Label Studio serves (default: ROOT/media)")
+    an.add_argument(
+        "--media",
+        help="push: the folder Label Studio serves (default: ROOT/media), or an s3:// / gs:// "
+        "prefix the clips are uploaded to",
+    )
+    an.add_argument("--presign", type=float, default=0.0,
+                    help="push to object storage: tasks get presigned URLs valid this many seconds (default: the "
+                         "object URI, for the project's cloud storage)")  # fmt: skip
     an.add_argument("--media-url", default="/data/local-files/?d=media", help="push: URL prefix of --media")
     an.add_argument("--batch-size", type=int, default=50, help="push: tasks per import call")
     an.add_argument("--overlap", type=int, default=1, help="push: annotators per task")
@@ -312,9 +319,11 @@ def _annotate(args: argparse.Namespace) -> int:
     client = annotate.connect()
     gold = annotate.read_gold(args.gold) if args.gold else None
     if args.action == "push":
-        media = Path(args.media or Path(args.root) / "media")
+        media: Path | str = (
+            args.media if args.media and "://" in args.media else Path(args.media or Path(args.root) / "media")
+        )
         settings = {"batch_size": args.batch_size, "overlap": args.overlap, "gold": gold or {},
-                    "gold_rate": args.gold_rate}  # fmt: skip
+                    "gold_rate": args.gold_rate, "presign": args.presign}  # fmt: skip
         if args.requeue:
             out = annotate.requeue(client, args.run, media, args.media_url, Path(args.requeue),
                                    args.requeue_overlap or args.overlap + 1, **settings)  # fmt: skip

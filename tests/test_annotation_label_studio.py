@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import tarfile
 import threading
+import urllib.request
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -295,6 +296,35 @@ def test_cli_push_and_pull_actions_with_an_empty_annotation(
     assert server.token not in captured.out + captured.err
     for path in parent.rglob("*"):
         assert not path.is_file() or server.token.encode() not in path.read_bytes(), path
+
+
+def test_push_to_object_storage_with_presigned_urls(
+    server, run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A deployment that reads clips from S3 (a real moto server on loopback): push uploads each clip
+    under the prefix; with --presign the task's video is a signed URL that fetches the shard's member,
+    else the object's URI for the project's cloud storage; a rerun uploads and imports nothing."""
+    from moto_s3 import moto_s3
+
+    admin = _client(server)
+    rows = {r["clip_id"]: r for r in queue_rows(str(run))}
+    with moto_s3(monkeypatch, tmp_path, "ls-clips") as fs:
+        signed = Pusher(admin, str(run), "s3://ls-clips/clips", MEDIA_URL, "s3-run", presign=3600)
+        (first,) = push(signed, ["cinematic"])
+        assert (first.imported, first.media_written) == (3, 3)
+        assert sorted(fs.ls("ls-clips/clips")) == sorted(f"ls-clips/clips/{c}.mp4" for c in rows)
+        for task in admin.tasks.list(project=first.project, fields="all"):
+            url, row = task.data["video"], rows[task.data["clip_id"]]
+            assert url.startswith("http://127.0.0.1:") and "Signature=" in url, url
+            with urllib.request.urlopen(url, timeout=30) as got, tarfile.open(run / row["shard"]) as tar:
+                assert got.read() == tar.extractfile(f"{row['key']}.mp4").read()
+        (again,) = push(Pusher(admin, str(run), "s3://ls-clips/clips", MEDIA_URL, "s3-run", presign=3600),
+                        ["cinematic"])  # fmt: skip
+        assert (again.project, again.imported, again.already, again.media_written) == (first.project, 0, 3, 0)
+        (plain,) = push(Pusher(admin, str(run), "s3://ls-clips/clips", MEDIA_URL, "s3-run"), ["text"])
+        videos = sorted(t.data["video"] for t in admin.tasks.list(project=plain.project, fields="all"))
+        assert videos == sorted(f"s3://ls-clips/clips/{c}.mp4" for c in rows) and plain.media_written == 0
+    assert not list(admin.import_storage.local.list(project=first.project))  # no local storage for S3 media
 
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
