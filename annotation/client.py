@@ -5,10 +5,10 @@ Push, per label family (one project each, titled `mmcurate <run> <family> <confi
 finds its project and a changed config is a new one):
 - the clip files are copied out of the run's shards into the served media folder (skipped when
   there already, with the same bytes);
-- tasks are imported in batches, each task's data holding its `clip_id` (the stable external id)
-  and its predictions (the models' guesses); before every batch, and before a retry, the project's
-  clip ids are listed again, so a push interrupted half-way, or a batch whose response was lost,
-  adds nothing twice and loses nothing;
+- tasks are imported in batches, each task's data holding its `task_key` (the stable external id:
+  the clip id, `gold-N:CLIP` for a gold copy) and its predictions (the models' guesses); the
+  project's keys are listed once before the first batch and again before any retry, so a push
+  interrupted half-way, or a batch whose response was lost, adds nothing twice and loses nothing;
 - connection errors and 5xx answers are retried with exponential backoff.
 
 Pull exports every task with its annotations and turns each into a `ClipAnnotation`
@@ -32,7 +32,7 @@ import fsspec
 from mmcurate.schemas.annotation import FAMILIES, ClipAnnotation
 
 from .convert import SCENE_CONTROL, ClipFrame, annotation_record, ls_range
-from .label_configs import config_hash, control_names, label_config
+from .label_configs import COMBINED, config_hash, control_names, label_config
 from .queue import QUEUE_DIR
 
 log = logging.getLogger(__name__)
@@ -61,13 +61,47 @@ def ordered(rows: Sequence[Mapping[str, Any]], thresholds: Mapping[str, float]) 
     return [r for _, _, r in sorted((informativeness(r, thresholds), i, r) for i, r in enumerate(rows))]
 
 
-def predictions(row: Mapping[str, Any], family: str) -> list[dict[str, Any]]:
-    """The models' guesses for one family as Label Studio predictions (one prediction, or none)."""
+STATIC_SPEED = 0.02
+"""The video corpus's default `motion.static_speed` (stages/video_scan.py), when a run states none."""
+
+
+def motion_confidence(scores: Mapping[str, Any], label: str, static_speed: float = STATIC_SPEED) -> float | None:
+    """How sure the flow is of its camera-motion guess, from the clip's flow statistics: for a
+    moving label, its component's share of pan, tilt and zoom (1: a pure pan); for `static`, how far
+    below the static bound the fastest component stays (1: no motion at all). None without them."""
+    try:
+        speeds = {"pan": abs(float(scores["camera_pan"])), "tilt": abs(float(scores["camera_tilt"])),
+                  "zoom": abs(float(scores["camera_zoom"])) / 4}  # fmt: skip
+    except (KeyError, TypeError, ValueError):
+        return None
+    if label == "static":
+        return 1.0 - min(1.0, max(speeds.values()) / static_speed) if static_speed > 0 else 1.0
+    total = sum(speeds.values())
+    return speeds.get(label.split("_")[0], 0.0) / total if total > 0 else 0.0
+
+
+def flow_stats(scores: Mapping[str, Any]) -> dict[str, float]:
+    """The flow statistics behind the camera-motion guess, put in the task's data for the reviewer."""
+    keys = ("flow_speed", "flow_speed_max", "camera_pan", "camera_tilt", "camera_zoom")
+    return {k: round(float(scores[k]), 5) for k in keys if isinstance(scores.get(k), int | float)}
+
+
+def predictions(row: Mapping[str, Any], family: str, static_speed: float = STATIC_SPEED) -> list[dict[str, Any]]:
+    """The models' guesses for one family as Label Studio predictions (one prediction, or none); for
+    the combined config every family's guesses in one prediction (its score their mean)."""
+    if family == COMBINED:
+        parts = [p for f in FAMILIES for p in predictions(row, f, static_speed)]
+        if not parts:
+            return []
+        return [{"model_version": "mmcurate-combined", "score": sum(p["score"] for p in parts) / len(parts),
+                 "result": [r for p in parts for r in p["result"]]}]  # fmt: skip
     pre = row.get("pre_annotations") or {}
     result: list[dict[str, Any]] = []
     if family == "cinematic" and pre.get("camera_motion"):
         result.append({"from_name": "camera_motion", "to_name": "video", "type": "choices",
                        "value": {"choices": [pre["camera_motion"]]}})  # fmt: skip
+        score = motion_confidence(row.get("scores") or {}, pre["camera_motion"], static_speed)
+        return [{"model_version": "mmcurate-flow", "score": score if score is not None else 0.0, "result": result}]
     if family == "actions":
         result += scene_segments(row)
     if family == "text" and row.get("width") and row.get("height"):
@@ -230,6 +264,8 @@ class Pusher:
     consensus. Label Studio's open-source edition has no ground-truth workflow of its own to use."""
     gold_rate: float = 0.0
     """The share of gold tasks in what push imports (0.1: one task in ten), in [0, 1)."""
+    static_speed: float = STATIC_SPEED
+    """The run's `motion.static_speed`: the bound the camera-motion guess's confidence is measured against."""
     presign: float = 0.0
     """Object-storage media: > 0, each task's video is a presigned HTTPS URL valid this many
     seconds (`fs.sign`); 0, the object's URI, for the project's cloud storage to resolve (Label
@@ -278,7 +314,7 @@ class Pusher:
     def present(self, project: int) -> set[str]:
         """Task keys (the clip id; `gold-N:CLIP` for a gold copy) the project has tasks for: one
         listing, no retries of its own (callers retry around it)."""
-        tasks = self.client.tasks.list(project=project, fields="all", request_options=ONCE)
+        tasks = self.client.tasks.list(project=project, fields="task_only", request_options=ONCE)
         return {task_key(t.data or {}) for t in tasks}
 
     def gold_rows(self, family: str, rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
@@ -329,7 +365,9 @@ class Pusher:
                 "frames": int(row["end_frame"]) - int(row["start_frame"]), "width": row["width"],
                 "height": row["height"], "caption": row.get("caption", ""),
                 "task_key": key or row["clip_id"], "gold": gold}  # fmt: skip
-        return {"data": data, "predictions": predictions(row, family)}
+        if family in ("cinematic", COMBINED):
+            data["flow"] = flow_stats(row.get("scores") or {})
+        return {"data": data, "predictions": predictions(row, family, self.static_speed)}
 
     def push(self, family: str, rows: Sequence[Mapping[str, Any]]) -> PushSummary:
         pid, title = self.project(family)
@@ -353,36 +391,44 @@ class Pusher:
                 summary.media_written += wrote
                 tasks.append(self.task(row, family, url, key, gold))
 
-            def send(tasks: list[dict[str, Any]] = tasks) -> Any:
-                fresh = self.present(pid)  # a retry after a lost answer must not import twice
-                left = [t for t in tasks if task_key(t["data"]) not in fresh]
+            tries = [0]
+
+            def send(tasks: list[dict[str, Any]] = tasks, tries: list[int] = tries) -> Any:
+                left = tasks
+                if tries[0]:  # a retry: the server may have taken the batch and lost its answer
+                    fresh = self.present(pid)
+                    left = [t for t in tasks if task_key(t["data"]) not in fresh]
+                tries[0] += 1
                 if left:
                     self.client.projects.import_tasks(id=pid, request=left, return_task_ids=True, request_options=ONCE)
                 return len(left)
 
-            summary.imported += with_retries(send, f"import batch into project {pid}")
+            with_retries(send, f"import batch into project {pid}")
             have |= {key for key, _, _ in batch}
             summary.batches += 1
             if self.after_batch is not None:
                 self.after_batch(family, summary.batches)
-        summary.twins_removed = self.remove_twins(pid)
+        summary.twins_removed, keys = self.remove_twins(pid)
+        # counted from the project, not from the answers: a batch whose answer was lost is in too
+        summary.imported = sum(key in keys for key, _, _ in todo)
         return summary
 
-    def remove_twins(self, project: int) -> int:
-        """Delete second tasks of one key that no one answered: an import whose answer timed out
-        while the server was still writing it can be sent again before it shows in a listing."""
-        tasks = with_retries(lambda: list(self.client.tasks.list(project=project, fields="all")), "list tasks")
+    def remove_twins(self, project: int) -> tuple[int, set[str]]:
+        """Delete second tasks of one key that no one answered (an import whose answer timed out
+        while the server was still writing it can be sent again before it shows in a listing);
+        returns how many, and the project's task keys."""
+        tasks = with_retries(lambda: list(self.client.tasks.list(project=project, fields="task_only")), "list tasks")
         by_key: dict[str, list[Any]] = {}
         for t in sorted(tasks, key=lambda t: int(t.id)):
             by_key.setdefault(task_key(t.data or {}), []).append(t)
         removed = 0
         for twins in by_key.values():
             for t in twins[1:]:
-                if not (t.annotations or t.total_annotations):
+                if not (t.total_annotations or t.cancelled_annotations):
                     with_retries(lambda t=t: self.client.tasks.delete(id=str(t.id), request_options=ONCE),
                                  f"delete twin task {t.id}")  # fmt: skip
                     removed += 1
-        return removed
+        return removed, set(by_key)
 
     def requeue(self, family: str, clip_ids: Iterable[str], overlap: int) -> int:
         """Put the clips' tasks back in the queue for more annotators: overlap raised to `overlap`

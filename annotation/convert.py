@@ -13,13 +13,16 @@ be read is named in the annotation's `problems` and left out, the rest still cou
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from mmcurate.schemas.annotation import ClipAnnotation, FrameBox, TextTrack, TimeSegment
+from mmcurate.schemas.annotation import FAMILIES, ClipAnnotation, FrameBox, TextTrack, TimeSegment
+
+from .label_configs import family_controls
 
 
 @dataclass(frozen=True)
@@ -211,3 +214,20 @@ def _add(rec: ClipAnnotation, r: Mapping[str, Any], clip: ClipFrame, regions: di
         rec.choices[str(r["from_name"])] = str(r["value"]["choices"][0])
     else:
         rec.problems.append(f"result {r.get('id', '?')}: type {kind!r} is not one this family reads")
+
+
+def split_families(rec: ClipAnnotation) -> list[ClipAnnotation]:
+    """An answer to the combined config as one record per family: its segments to `actions`, its
+    tracks to `text`, each choice to the family whose config has the control. Problems go with the
+    first family (counted once)."""
+    out = []
+    for i, family in enumerate(FAMILIES):
+        mine = family_controls(family)
+        out.append(dataclasses.replace(
+            rec, family=family,
+            segments=list(rec.segments) if family == "actions" else [],
+            tracks=list(rec.tracks) if family == "text" else [],
+            choices={k: v for k, v in rec.choices.items() if k in mine},
+            problems=list(rec.problems) if i == 0 else [],
+        ))  # fmt: skip
+    return out

@@ -18,11 +18,18 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 OPTION_TAGS = {"TimelineLabels": "Label", "Labels": "Label", "Choices": "Choice"}
 
 
+COMBINED = "combined"
+"""All families' controls in one config: one project, one task per clip (fewer tasks to open; the
+agreement is still measured per family, over the family's controls)."""
+
+
 def label_config(family: str, taxonomies: Mapping[str, Sequence[str]] | None = None) -> str:
-    """The XML of a family's config, with each named control's options replaced (in that order).
-    A name that is no control of the family, or an empty list, is a ValueError naming it."""
+    """The XML of a family's config (or `combined`), with each named control's options replaced (in
+    that order). A name that is no control of the family, or an empty list, is a ValueError naming it."""
+    if family == COMBINED:
+        return combined_config(taxonomies)
     if family not in FAMILIES:
-        raise ValueError(f"annotation family {family!r} unknown; known: {', '.join(FAMILIES)}")
+        raise ValueError(f"annotation family {family!r} unknown; known: {', '.join(FAMILIES)}, {COMBINED}")
     root = ET.fromstring((CONFIG_DIR / f"{family}.xml").read_text(encoding="utf-8"))
     controls = {el.get("name"): el for el in root.iter() if el.tag in OPTION_TAGS}
     for name, options in (taxonomies or {}).items():
@@ -56,3 +63,27 @@ def options(xml: str, control: str) -> list[str]:
 def control_names(xml: str) -> set[str]:
     """The names of a config's answer controls (choices, labels, text areas): what gold can ask."""
     return {el.get("name", "") for el in ET.fromstring(xml).iter() if el.tag in (*OPTION_TAGS, "TextArea")}
+
+
+def family_controls(family: str) -> set[str]:
+    """The answer controls of one family's own config."""
+    return control_names(label_config(family))
+
+
+def combined_config(taxonomies: Mapping[str, Sequence[str]] | None = None) -> str:
+    """The families' configs in one View over one video, each family's part under its own header."""
+    taxonomies = dict(taxonomies or {})
+    owned = {c: f for f in FAMILIES for c in family_controls(f)}
+    unknown = sorted(set(taxonomies) - set(owned))
+    if unknown:
+        raise ValueError(f"annotation.taxonomies.{COMBINED}.{unknown[0]}: no such control (have {', '.join(owned)})")
+    root = ET.Element("View")
+    for i, family in enumerate(FAMILIES):
+        mine = {c: v for c, v in taxonomies.items() if owned[c] == family}
+        part = ET.fromstring(label_config(family, mine))
+        for el in part:
+            if el.tag == "Video" and i > 0:
+                continue  # one player for every part
+            root.append(el)
+    ET.indent(root)
+    return ET.tostring(root, encoding="unicode") + "\n"

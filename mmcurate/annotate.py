@@ -23,7 +23,8 @@ from mmcurate.annotation.calibration import calibration
 from mmcurate.annotation.client import Pusher, find_project, project_title, pull, queue_rows
 from mmcurate.annotation.client import push as push_all
 from mmcurate.annotation.consensus import consensus
-from mmcurate.annotation.label_configs import label_config
+from mmcurate.annotation.convert import split_families
+from mmcurate.annotation.label_configs import COMBINED, label_config
 from mmcurate.schemas.annotation import FAMILIES
 from mmcurate.schemas.redact import register_secret
 
@@ -48,16 +49,23 @@ def connect(url: str | None = None, token: str | None = None) -> Any:
 
 
 def families(names: Sequence[str] | None) -> list[str]:
+    """The projects to push or pull: label families (one project each, the default), or `combined`
+    (one project with every family's controls; its answers still measured per family)."""
     chosen = list(names or FAMILIES)
-    bad = [f for f in chosen if f not in FAMILIES]
+    bad = [f for f in chosen if f not in (*FAMILIES, COMBINED)]
     if bad:
-        raise AnnotateError(f"--family {', '.join(bad)}: known families are {', '.join(FAMILIES)}")
+        raise AnnotateError(f"--family {', '.join(bad)}: known families are {', '.join(FAMILIES)} (or {COMBINED})")
+    if COMBINED in chosen and len(chosen) > 1:
+        raise AnnotateError(f"--family {COMBINED} is every family in one project: name it alone")
     return chosen
 
 
 def pusher(client: Any, run_root: str, media: Path | str, media_url: str, **settings: Any) -> Pusher:
     """The run's Pusher; the queue order comes from the thresholds the run decided with, unless given."""
     settings.setdefault("thresholds", run_thresholds(run_root))
+    motion = run_config(run_root).get("motion") or {}
+    if isinstance(motion, dict) and isinstance(motion.get("static_speed"), int | float):
+        settings.setdefault("static_speed", float(motion["static_speed"]))
     try:
         return Pusher(client, run_root, media, media_url.rstrip("/"), run_name(run_root), **settings)
     except ValueError as exc:
@@ -75,7 +83,7 @@ def push(client: Any, run_root: str, media: Path | str, media_url: str, names: S
 
 
 def requeue(client: Any, run_root: str, media: Path | str, media_url: str, summary: Path, overlap: int,
-            **settings: Any) -> list[dict[str, Any]]:  # fmt: skip
+            names: Sequence[str] | None = None, **settings: Any) -> list[dict[str, Any]]:  # fmt: skip
     """`push --requeue SUMMARY`: the clips a pull found below the agreement bound back in their
     family's queue with `overlap` annotators. Returns, per family, how many tasks changed."""
     try:
@@ -83,9 +91,11 @@ def requeue(client: Any, run_root: str, media: Path | str, media_url: str, summa
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise AnnotateError(f"--requeue {summary}: not a pull summary ({exc})") from None
     p = pusher(client, run_root, media, media_url, **settings)
+    wanted = {family: sorted(fam.get("requeue") or []) for family, fam in sorted(fams.items())}
+    if families(names) == [COMBINED]:  # one project holds every family: a clip low in any goes back
+        wanted = {COMBINED: sorted({c for clips in wanted.values() for c in clips})}
     out = []
-    for family, fam in sorted(fams.items()):
-        clips = list(fam.get("requeue") or [])
+    for family, clips in wanted.items():
         try:
             changed = p.requeue(families([family])[0], clips, overlap)
         except ValueError as exc:
@@ -108,15 +118,20 @@ def read_gold(path: str) -> dict[str, dict[str, str]]:
     return {str(c): dict(a) for c, a in gold.items()}
 
 
-def run_thresholds(run_root: str) -> dict[str, float]:
-    """The minimum of each `min` filter the run decided with (its manifest's config)."""
+def run_config(run_root: str) -> dict[str, Any]:
+    """The config a run decided with (its manifest's); {} without a manifest."""
     import fsspec
 
     try:
         with fsspec.open(f"{run_root.rstrip('/')}/manifest.json", "rb") as f:
-            filters = json.loads(f.read()).get("config", {}).get("filters", {}) or {}
-    except FileNotFoundError:
+            return json.loads(f.read()).get("config", {}) or {}
+    except (FileNotFoundError, ValueError):
         return {}
+
+
+def run_thresholds(run_root: str) -> dict[str, float]:
+    """The minimum of each `min` filter the run decided with."""
+    filters = run_config(run_root).get("filters", {}) or {}
     return {name: float(p["min"]) for name, p in filters.items() if isinstance(p, dict) and "min" in p}
 
 
@@ -151,12 +166,17 @@ def pull_overlay(
     fps = {str(r["clip_id"]): float(r["fps"] or 1.0) for r in rows}
     merged: dict[str, dict[str, Any]] = {}
     summary: dict[str, Any] = {"families": {}, "unknown_clips": [], "cancelled": 0}
-    for family, project in projects.items():
-        got = pull(client, project, family, rows)
-        by_clip, fam = consensus(got.annotations, family, fps, gold, bound)
-        for cid, cols in by_clip.items():
-            merged.setdefault(cid, {}).update(cols)
-        summary["families"][family] = {**asdict(fam), "project": project, "tasks": got.tasks}
+    for name, project in projects.items():
+        got = pull(client, project, name, rows)
+        parts = {name: got.annotations}
+        if name == COMBINED:  # one answer per clip holds every family's labels: agreement per family
+            split = [r for a in got.annotations for r in split_families(a)]
+            parts = {f: [r for r in split if r.family == f] for f in FAMILIES}
+        for family, anns in parts.items():
+            by_clip, fam = consensus(anns, family, fps, gold, bound)
+            for cid, cols in by_clip.items():
+                merged.setdefault(cid, {}).update(cols)
+            summary["families"][family] = {**asdict(fam), "project": project, "tasks": got.tasks}
         summary["unknown_clips"] += got.unknown_clips
         summary["cancelled"] += got.cancelled
     summary["clips_labelled"] = len(merged)

@@ -211,7 +211,9 @@ def parser() -> argparse.ArgumentParser:
     an = add("annotate", help="video clips to Label Studio and the labels back (server, push, pull)")
     an.add_argument("action", choices=("server", "push", "pull"))
     an.add_argument("--run", help="the video run (push, pull)")
-    an.add_argument("--family", nargs="+", help="label families (default: actions text cinematic)")
+    an.add_argument("--family", nargs="+",
+                    help="label families, one project each (default: actions text cinematic), or `combined`: "
+                         "one project with every family's controls")  # fmt: skip
     an.add_argument("--root", default="annotate", help="server: data and served media folder (default: annotate)")
     an.add_argument("--port", type=int, default=8080, help="server: port on 127.0.0.1 (default: 8080)")
     an.add_argument(
@@ -326,7 +328,7 @@ def _annotate(args: argparse.Namespace) -> int:
                     "gold_rate": args.gold_rate, "presign": args.presign}  # fmt: skip
         if args.requeue:
             out = annotate.requeue(client, args.run, media, args.media_url, Path(args.requeue),
-                                   args.requeue_overlap or args.overlap + 1, **settings)  # fmt: skip
+                                   args.requeue_overlap or args.overlap + 1, args.family, **settings)  # fmt: skip
         else:
             out = annotate.push(client, args.run, media, args.media_url, args.family, **settings)
     else:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -373,3 +374,48 @@ def test_kappa_uses_fleiss_when_the_annotators_differ_between_clips() -> None:
     fam = consensus(anns, "cinematic", dict.fromkeys(pairs, 30.0))[1]
     items = [[a1, a2] for _, _, a1, a2 in pairs.values()]
     assert fam.kappa["camera_motion"] == pytest.approx(fleiss_kappa(items)) and fam.kappa_items == {"camera_motion": 3}
+
+
+def test_camera_motion_confidence_from_the_flow_statistics() -> None:
+    from mmcurate.annotation.client import motion_confidence, predictions
+
+    flow = {"camera_pan": 0.09, "camera_tilt": -0.03, "camera_zoom": 0.0, "flow_speed": 0.1}
+    assert motion_confidence(flow, "pan_left") == pytest.approx(0.09 / 0.12)  # its share of pan + tilt + zoom / 4
+    assert motion_confidence(flow, "tilt_down") == pytest.approx(0.03 / 0.12)
+    still = {"camera_pan": 0.005, "camera_tilt": 0.0, "camera_zoom": 0.004}
+    assert motion_confidence(still, "static", 0.02) == pytest.approx(1 - 0.005 / 0.02)
+    assert motion_confidence({}, "static") is None
+    row = {"pre_annotations": {"camera_motion": "pan_left"}, "scores": flow}
+    (pred,) = predictions(row, "cinematic")
+    assert pred["score"] == pytest.approx(0.75) and pred["result"][0]["value"] == {"choices": ["pan_left"]}
+
+
+def test_the_combined_config_holds_every_family_and_its_answers_split_back() -> None:
+    from label_studio_sdk.label_interface import LabelInterface
+
+    from mmcurate.annotation.convert import split_families
+    from mmcurate.annotation.label_configs import COMBINED, family_controls
+
+    xml = label_config(COMBINED, {"action": ["cook", "clean"], "camera_motion": ["static", "orbit"]})
+    li = LabelInterface(xml)
+    every = {c.name for f in FAMILIES for c in LabelInterface(label_config(f)).controls}
+    assert {c.name for c in li.controls} == every and len(ET.fromstring(xml).findall("Video")) == 1
+    assert family_controls("cinematic") == {"camera_motion", "shot_size", "camera_angle", "composition"}
+    assert options(xml, "action") == ["cook", "clean"] and options(xml, "camera_motion") == ["static", "orbit"]
+    with pytest.raises(ValueError, match=r"taxonomies\.combined\.verbs: no such control"):
+        label_config(COMBINED, {"verbs": ["x"]})
+    answer = {"id": 3, "completed_by": "ann", "result": [
+        {"id": "a", "from_name": "action", "to_name": "video", "type": "timelinelabels",
+         "value": {"ranges": [{"start": 1, "end": 10}], "timelinelabels": ["cook"]}},
+        {"from_name": "camera_motion", "to_name": "video", "type": "choices", "value": {"choices": ["orbit"]}},
+        {"from_name": "usable", "to_name": "video", "type": "choices", "value": {"choices": ["usable"]}},
+        {"from_name": "text_present", "to_name": "video", "type": "choices", "value": {"choices": ["no text"]}},
+        {"from_name": "bogus", "to_name": "video", "type": "rating", "value": {}},
+    ]}  # fmt: skip
+    rec = annotation_record("c", COMBINED, answer, ClipFrame(30, 30.0, 320, 240))
+    acts, text, cine = split_families(rec)
+    assert (acts.family, text.family, cine.family) == FAMILIES
+    assert [s.label for s in acts.segments] == ["cook"] and acts.choices == {"usable": "usable"}
+    assert text.choices == {"text_present": "no text"} and not text.segments
+    assert cine.choices == {"camera_motion": "orbit"} and not cine.segments
+    assert len(acts.problems) == 1 and not text.problems and not cine.problems  # the bogus result, counted once

@@ -6,6 +6,7 @@ own token) answering through the API, a gold task, pull, agreement, the overlay 
 
 from __future__ import annotations
 
+import http.server
 import json
 import shutil
 import subprocess
@@ -21,7 +22,7 @@ import pytest
 import yaml
 
 from mmcurate.annotation import server as ls_server
-from mmcurate.annotation.client import Pusher, push, queue_rows
+from mmcurate.annotation.client import Pusher, motion_confidence, push, queue_rows
 from mmcurate.annotation.derived import TEMPLATES
 from mmcurate.annotation.label_configs import config_hash, label_config
 from mmcurate.cli import main
@@ -104,6 +105,10 @@ def test_round_trip_push_restart_annotate_pull_select(server, run: Path, tmp_pat
         guess = row["pre_annotations"]["camera_motion"]
         preds = list(admin.predictions.list(task=task.id))
         assert [p.result[0]["value"]["choices"] for p in preds] == ([[guess]] if guess else [])
+        # its score is the flow's confidence in the guess; the flow statistics ride in the task's data
+        conf = motion_confidence(row["scores"], guess)
+        assert [p.score for p in preds] == [pytest.approx(conf)] and 0.0 <= conf <= 1.0
+        assert task.data["flow"]["flow_speed"] == pytest.approx(row["scores"]["flow_speed"], abs=1e-5)
         with tarfile.open(run / row["shard"]) as tar:  # the served file is the shard's member, byte for byte
             assert (server.media / f"{row['clip_id']}.mp4").read_bytes() == tar.extractfile(f"{row['key']}.mp4").read()
         assert task.data["video"] == f"{MEDIA_URL}/{row['clip_id']}.mp4"
@@ -194,6 +199,51 @@ def test_round_trip_push_restart_annotate_pull_select(server, run: Path, tmp_pat
                 data = path.read_bytes()
                 for token in (server.token, *tokens.values()):
                     assert token.encode() not in data, path
+
+
+class _LoseOneAnswer(http.server.BaseHTTPRequestHandler):
+    """A loopback proxy to Label Studio that forwards every request, but for the first task import
+    closes the connection once the server has taken the batch, before its answer: a lost response."""
+
+    def _forward(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        skip = ("host", "content-length", "connection", "accept-encoding")
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in skip}
+        got = httpx.request(self.command, self.server.upstream + self.path, headers=headers, content=body, timeout=120)
+        if self.command == "POST" and "/import" in self.path and self.server.drops > 0:
+            self.server.drops -= 1
+            self.close_connection = True
+            return  # the batch is in; the client never hears so
+        self.send_response(got.status_code)
+        for k, v in got.headers.items():
+            if k.lower() not in ("content-length", "transfer-encoding", "connection", "content-encoding"):
+                self.send_header(k, v)
+        self.send_header("Content-Length", str(len(got.content)))
+        self.end_headers()
+        self.wfile.write(got.content)
+
+    do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _forward
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_batch_whose_answer_is_lost_goes_in_once(server, run: Path) -> None:
+    from label_studio_sdk import LabelStudio
+
+    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _LoseOneAnswer)
+    proxy.upstream, proxy.drops = server.url, 1  # type: ignore[attr-defined]
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        client = LabelStudio(base_url=f"http://127.0.0.1:{proxy.server_port}", api_key=server.token)
+        (summary,) = push(Pusher(client, str(run), server.media, MEDIA_URL, "lost-run", batch_size=2), ["cinematic"])
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+    assert proxy.drops == 0  # type: ignore[attr-defined]  # the answer was cut
+    keys = [t.data["task_key"] for t in _client(server).tasks.list(project=summary.project, fields="task_only")]
+    assert sorted(keys) == sorted(r["clip_id"] for r in queue_rows(str(run)))  # each once: the retry listed first
+    assert (summary.imported, summary.batches, summary.twins_removed) == (3, 2, 0)
 
 
 def _segment(start: int, end: int, label: str, rid: str) -> list[dict]:
@@ -327,6 +377,43 @@ def test_push_to_object_storage_with_presigned_urls(
     assert not list(admin.import_storage.local.list(project=first.project))  # no local storage for S3 media
 
 
+def test_combined_project_is_one_task_per_clip_and_agreement_per_family(server, run: Path, tmp_path: Path) -> None:
+    """`--family combined`: one project with every family's controls and guesses; two annotators
+    answer camera motion, usability and an action in one go; pull measures each family apart."""
+    from mmcurate.annotate import pull_overlay, run_name
+    from mmcurate.annotation.label_configs import COMBINED
+
+    parent = tmp_path / "comb-run"
+    shutil.copytree(run, parent)
+    admin = _client(server)
+    (pushed,) = push(Pusher(admin, str(parent), server.media, MEDIA_URL, run_name(str(parent))), [COMBINED])
+    assert pushed.imported == 3 and f" {COMBINED} " in pushed.title
+    tasks = {t.data["clip_id"]: t for t in admin.tasks.list(project=pushed.project, fields="all")}
+    order = [r["clip_id"] for r in queue_rows(str(parent))]
+    (pred,) = admin.predictions.list(task=tasks[order[0]].id)
+    assert {r["from_name"] for r in pred.result} >= {"scene", "camera_motion"}  # both families' guesses in one
+    me = {}
+    for name in ("ann6", "ann7"):
+        admin.users.create(email=f"{name}@example.com", username=name, first_name=name, last_name="Tester")
+        me[name] = _client(server, server.user_token(f"{name}@example.com"))
+    for name, motion in (("ann6", "pan_left"), ("ann7", "pan_left")):
+        for cid in order[:2]:
+            result = [{"from_name": "camera_motion", "to_name": "video", "type": "choices",
+                       "value": {"choices": [motion if cid == order[0] else "static"]}},
+                      {"from_name": "usable", "to_name": "video", "type": "choices", "value": {"choices": ["usable"]}},
+                      *_segment(1, 30 if name == "ann6" else 60, "walk", f"{name}{cid[:4]}")]  # fmt: skip
+            me[name].annotations.create(id=tasks[cid].id, result=result)
+    summary = pull_overlay(admin, str(parent), {COMBINED: pushed.project})
+    fams = summary["families"]
+    assert set(fams) == {"actions", "text", "cinematic"} and {f["project"] for f in fams.values()} == {pushed.project}
+    assert fams["cinematic"]["kappa"] == {"camera_motion": 1.0} and fams["cinematic"]["annotations"] == 4
+    assert fams["actions"]["kappa"] == {"usable": 1.0} and fams["actions"]["temporal_iou"] == pytest.approx(0.5)
+    assert fams["text"]["clips"] == 0  # nobody boxed any text
+    labels = summary["labels"]
+    assert [labels[c]["camera_motion"] for c in order[:2]] == ["pan_left", "static"]
+    assert all(labels[c]["usable"] == "usable" and json.loads(labels[c]["actions"]) for c in order[:2])
+
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 PLAY = """async () => {
   const v = document.querySelector('video'); v.muted = true;
@@ -350,7 +437,7 @@ def test_each_labeling_config_renders_and_plays_its_clip_in_chromium(server, run
     from mmcurate.annotation.label_configs import OPTION_TAGS
 
     pusher = Pusher(_client(server), str(run), server.media, MEDIA_URL, "ui-run")
-    summaries = push(pusher, ["cinematic", "actions", "text"])
+    summaries = push(pusher, ["cinematic", "actions", "text", "combined"])
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1400, "height": 2200})
