@@ -189,7 +189,24 @@ def pull_overlay(
         columns = sorted({k for cols in full.values() for k in cols})
         table = pa.table({"id": list(full), **{c: [full[i].get(c) for i in full] for c in columns}})
         summary["overlay"] = write_overlay(run_root, OVERLAY, "clip", table).path
+    summary["pull_summary"] = keep_summary(run_root, summary)
     return summary
+
+
+def keep_summary(run_root: str, summary: Mapping[str, Any]) -> str:
+    """The pull's summary (agreement, gold, calibration; not the labels, the overlay has them) kept in
+    the run beside its overlay, `overlays/human/pulls/NNNNNN.json`, one per pull: the report reads
+    the latest."""
+    import fsspec
+
+    from mmcurate.stages.writers import atomic_write, join
+
+    fs, path = fsspec.core.url_to_fs(join(run_root, "overlays", OVERLAY, "pulls"))
+    seq = len(fs.glob(f"{path}/*.json")) if fs.exists(path) else 0
+    uri = join(run_root, "overlays", OVERLAY, "pulls", f"{seq:06d}.json")
+    kept = {k: v for k, v in summary.items() if k != "labels"}
+    atomic_write(uri, (json.dumps(kept, indent=1, sort_keys=True, default=str) + "\n").encode("utf-8"))
+    return uri
 
 
 def write_clips(run_root: str, labels: Mapping[str, Mapping[str, Any]], out_dir: Path) -> dict[str, str]:

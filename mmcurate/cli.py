@@ -101,6 +101,7 @@ def _common(sp: argparse.ArgumentParser) -> None:
         "--resume", action="store_true", help="go on with the interrupted run in --output: only unfinished units run"
     )
     sp.add_argument("--no-progress", action="store_true", help="no progress bar on local runs")
+    sp.add_argument("--no-report", action="store_true", help="write no report (OUTPUT/report/index.html) at the end")
 
 
 def _trial(sp: argparse.ArgumentParser) -> None:
@@ -205,6 +206,11 @@ def parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--workdir", default="demo", help="where the demo corpus and its output go")
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
+    demo.add_argument("--no-report", action="store_true", help="write no report (OUTPUT/report/index.html) at the end")
+    rep = add("report", help="write a run's report (RUN/report/index.html), or compare two runs of one corpus")
+    rep.add_argument("run", nargs="+", help="a finished run's folder (two: A B, compared side by side)")
+    rep.add_argument("--output", help="where the page and its images go (default: RUN/report, A/report-compare)")
+    rep.add_argument("--per-reason", type=int, default=6, help="sampled records shown per reason (default: 6)")
     summ = add("summary", help="print the kept/dropped/quarantined tables of a manifest")
     summ.add_argument("manifest", help="manifest.json URI, or the run folder holding it")
     add("reasons", help="list every reason code: drop or quarantine, and what it means")
@@ -494,20 +500,11 @@ def _summary(uri: str) -> int:
 def _dispatch(args: argparse.Namespace, beam_args: list[str]) -> int:
     from mmcurate.pipelines.corpus import REGISTRY
 
-    if args.command == "summary":
-        return _summary(args.manifest)
-    if args.command == "reasons":
-        return _reasons()
-    if args.command == "overlay":
-        return _overlay(args)
-    if args.command == "annotate":
-        return _annotate(args)
-    if args.command == "export":
-        from mmcurate.export import export_hf
-
-        rows = export_hf(args.run, args.output, overwrite=args.overwrite)
-        print(f"exported {', '.join(f'{split}: {n} rows' for split, n in rows.items())} -> {args.output}")
-        return 0
+    simple = {"summary": lambda: _summary(args.manifest), "reasons": _reasons, "report": lambda: _report(args),
+              "overlay": lambda: _overlay(args), "annotate": lambda: _annotate(args),
+              "export": lambda: _export(args)}  # fmt: skip
+    if args.command in simple:
+        return int(simple[args.command]())
     from mmcurate.pipelines.corpus import TOOLS
 
     if args.command in TOOLS:
@@ -522,7 +519,59 @@ def _dispatch(args: argparse.Namespace, beam_args: list[str]) -> int:
         if args.dry_run:
             return 0
     print_summary(manifest, getattr(args, "output", None))
+    _after_run_report(args)
     return 0 if manifest["accounting_ok"] else 1
+
+
+DEMO_OUTPUTS = {"caption": "output", "video": "video-output", "interleaved": "interleaved-output",
+                "ocr": "ocr-output", "grounding": "grounding-output"}  # fmt: skip
+
+
+def _after_run_report(args: argparse.Namespace) -> None:
+    """The run's report, unless --no-report; a report that cannot be drawn is a warning, never a
+    failed run (the run's outputs and manifest are already complete)."""
+    import logging
+    import os
+    from pathlib import Path
+
+    if getattr(args, "no_report", False) or os.environ.get("MMCURATE_REPORT", "1") == "0":
+        return
+    out = getattr(args, "output", None)
+    if args.command == "demo":
+        out = str(Path(args.workdir) / DEMO_OUTPUTS[args.corpus])
+    if not out:
+        return
+    from mmcurate.report import build_report
+
+    try:
+        print(f"report:        {build_report(out)}")
+    except Exception as exc:  # the report is a view of a finished run, not part of it
+        logging.getLogger("mmcurate.report").warning("no report for %s: %s: %s", out, type(exc).__name__, exc)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from mmcurate.export import export_hf
+
+    rows = export_hf(args.run, args.output, overwrite=args.overwrite)
+    print(f"exported {', '.join(f'{split}: {n} rows' for split, n in rows.items())} -> {args.output}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from mmcurate.report import build_report, compare_report
+
+    if len(args.run) > 2:
+        print("mmcurate: error: report takes one run, or two to compare", file=sys.stderr)
+        return 2
+    try:
+        if len(args.run) == 2:
+            print(compare_report(args.run[0], args.run[1], args.output))
+        else:
+            print(build_report(args.run[0], args.output, args.per_reason))
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"mmcurate: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:

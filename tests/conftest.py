@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,10 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image
+
+# A CLI run writes its report unless told not to; only tests/test_report.py wants one (the rest would
+# pay seconds of plotting per run and find a report/ folder in trees they compare file by file).
+os.environ.setdefault("MMCURATE_REPORT", "0")
 
 PEER_DATA = Path(__file__).resolve().parents[2] / "shared" / "peer-data"
 """Real media from other public projects; a fresh clone has no ../shared, so tests must skip then."""

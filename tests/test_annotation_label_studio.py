@@ -331,6 +331,13 @@ def test_cli_push_and_pull_actions_with_an_empty_annotation(
         "sharegpt",
         "videos",
     )
+    # the pull's summary is kept in the run: the run's report shows agreement per family and annotator
+    from mmcurate.report import build_report
+
+    kept = json.loads(Path(summary["pull_summary"]).read_text())
+    assert kept["families"]["actions"]["gold_accuracy"] == fam["gold_accuracy"] and "labels" not in kept
+    html = Path(build_report(str(parent))).read_text()
+    assert '<section id="annotation">' in html and "ann4@example.com" in html and "0.333" in html  # temporal IoU
     # video questions for the pass-rate corpus: read back by its own reader, graded by its verifier
     from mmcurate.stages.io import jsonl_units
     from mmcurate.stages.question_io import QuestionReadParams, read_questions

@@ -132,6 +132,20 @@ def test_rl_grades_selects_and_writes_verl(corpus: dict[str, Path], tmp_path: Pa
     assert rows["line9"]["fate"]["reason"] == "duplicate_exact"  # the same question, answer and image as line1
     assert rows["line9"]["fate"]["duplicate_of"] == rows["line1"]["id"] == rows["line9"]["id"]
 
+    # the run's report: the pass-rate histogram and the tier x domain table, counted from the ledger
+    from collections import Counter
+
+    from mmcurate.report import build_report
+
+    html = Path(build_report(str(out))).read_text()
+    rated = [r for r in rows.values() if r["scores"].get("pass_rate") is not None]
+    assert '<section id="passrate">' in html and f"{len(rated)} questions with a pass rate." in html
+    cells = Counter((r["domain"], r["labels"].get("tier") or "") for r in rated)
+    tiers = sorted({t for _, t in cells})
+    for domain in sorted({d for d, _ in cells}):
+        row = "".join(f'<td class="n">{cells[(domain, t)]}</td>' for t in tiers)
+        assert f"<tr><td>{domain}</td>{row}</tr>" in html, domain
+
     # Pass rates equal what the verifier says of the stored responses; blind ones likewise.
     rollouts = cached_rollouts(corpus)
     for member, (_, answer, kind, *_rest) in zip(("line1", "line2", "line3", "line4", "line5"), ROWS, strict=True):
