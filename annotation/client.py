@@ -17,7 +17,6 @@ Pull exports every task with its annotations and turns each into a `ClipAnnotati
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import tarfile
@@ -31,8 +30,9 @@ import fsspec
 
 from mmcurate.schemas.annotation import FAMILIES, ClipAnnotation
 
-from .convert import SCENE_CONTROL, ClipFrame, annotation_record, ls_range
+from .convert import ClipFrame, annotation_record
 from .label_configs import COMBINED, config_hash, control_names, label_config
+from .predictions import STATIC_SPEED, flow_stats, predictions
 from .queue import QUEUE_DIR
 
 log = logging.getLogger(__name__)
@@ -59,95 +59,6 @@ def informativeness(row: Mapping[str, Any], thresholds: Mapping[str, float]) -> 
 def ordered(rows: Sequence[Mapping[str, Any]], thresholds: Mapping[str, float]) -> list[Mapping[str, Any]]:
     """Most informative first (nearest a threshold), then queue order: a stable, total order."""
     return [r for _, _, r in sorted((informativeness(r, thresholds), i, r) for i, r in enumerate(rows))]
-
-
-STATIC_SPEED = 0.02
-"""The video corpus's default `motion.static_speed` (stages/video_scan.py), when a run states none."""
-
-
-def motion_confidence(scores: Mapping[str, Any], label: str, static_speed: float = STATIC_SPEED) -> float | None:
-    """How sure the flow is of its camera-motion guess, from the clip's flow statistics: for a
-    moving label, its component's share of pan, tilt and zoom (1: a pure pan); for `static`, how far
-    below the static bound the fastest component stays (1: no motion at all). None without them."""
-    try:
-        speeds = {"pan": abs(float(scores["camera_pan"])), "tilt": abs(float(scores["camera_tilt"])),
-                  "zoom": abs(float(scores["camera_zoom"])) / 4}  # fmt: skip
-    except (KeyError, TypeError, ValueError):
-        return None
-    if label == "static":
-        return 1.0 - min(1.0, max(speeds.values()) / static_speed) if static_speed > 0 else 1.0
-    total = sum(speeds.values())
-    return speeds.get(label.split("_")[0], 0.0) / total if total > 0 else 0.0
-
-
-def flow_stats(scores: Mapping[str, Any]) -> dict[str, float]:
-    """The flow statistics behind the camera-motion guess, put in the task's data for the reviewer."""
-    keys = ("flow_speed", "flow_speed_max", "camera_pan", "camera_tilt", "camera_zoom")
-    return {k: round(float(scores[k]), 5) for k in keys if isinstance(scores.get(k), int | float)}
-
-
-def predictions(row: Mapping[str, Any], family: str, static_speed: float = STATIC_SPEED) -> list[dict[str, Any]]:
-    """The models' guesses for one family as Label Studio predictions (one prediction, or none); for
-    the combined config every family's guesses in one prediction (its score their mean)."""
-    if family == COMBINED:
-        parts = [p for f in FAMILIES for p in predictions(row, f, static_speed)]
-        if not parts:
-            return []
-        return [{"model_version": "mmcurate-combined", "score": sum(p["score"] for p in parts) / len(parts),
-                 "result": [r for p in parts for r in p["result"]]}]  # fmt: skip
-    pre = row.get("pre_annotations") or {}
-    result: list[dict[str, Any]] = []
-    if family == "cinematic" and pre.get("camera_motion"):
-        result.append({"from_name": "camera_motion", "to_name": "video", "type": "choices",
-                       "value": {"choices": [pre["camera_motion"]]}})  # fmt: skip
-        score = motion_confidence(row.get("scores") or {}, pre["camera_motion"], static_speed)
-        return [{"model_version": "mmcurate-flow", "score": score if score is not None else 0.0, "result": result}]
-    if family == "actions":
-        result += scene_segments(row)
-    if family == "text" and row.get("width") and row.get("height"):
-        frames = max(1, int(row["end_frame"]) - int(row["start_frame"]))
-        for i, line in enumerate(pre.get("text") or []):
-            xs, ys = [p[0] for p in line["box"]], [p[1] for p in line["box"]]
-            w, h = float(row["width"]), float(row["height"])
-            box = {
-                "x": 100 * min(xs) / w,
-                "y": 100 * min(ys) / h,
-                "width": 100 * (max(xs) - min(xs)) / w,
-                "height": 100 * (max(ys) - min(ys)) / h,
-                "rotation": 0,
-                "enabled": True,
-                "frame": 1,
-                "time": 0.0,
-            }
-            rid = f"ocr{i}"
-            result.append(
-                {
-                    "id": rid,
-                    "from_name": "text_box",
-                    "to_name": "video",
-                    "type": "videorectangle",
-                    "value": {"framesCount": frames, "duration": frames / float(row["fps"] or 1), "sequence": [box]},
-                }
-            )
-            result.append({"id": rid, "from_name": "transcription", "to_name": "video", "type": "textarea",
-                           "value": {"text": [line["text"]]}})  # fmt: skip
-    if not result:
-        return []
-    scores = [float(line.get("confidence", 0)) for line in pre.get("text") or []] if family == "text" else []
-    return [{"model_version": f"mmcurate-{family}", "score": max(scores, default=0.0), "result": result}]
-
-
-def scene_segments(row: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The clip's scenes (split at `scene_cuts`, the detector cuts stitching merged away) as segments
-    of the actions config's `scene` timeline: the annotator sees where the shots change."""
-    frames = int(row["end_frame"]) - int(row["start_frame"])
-    cuts = [c for c in (row.get("pre_annotations") or {}).get("scene_cuts") or [] if 0 < c < frames]
-    edges = [0, *sorted(set(cuts)), frames]
-    return [
-        {"id": f"scene{i}", "from_name": SCENE_CONTROL, "to_name": "video", "type": "timelinelabels",
-         "value": {"ranges": [ls_range(a, b)], "timelinelabels": ["scene"]}}
-        for i, (a, b) in enumerate(itertools.pairwise(edges)) if b > a
-    ]  # fmt: skip
 
 
 def shard_index(run_root: str, shard: str) -> dict[str, tuple[int, int]]:
@@ -233,6 +144,8 @@ class PushSummary:
     missing_media: list[str] = field(default_factory=list)
     """Tasks not imported because their clip could not be read from the shards (key: error); a
     rerun imports them once the shards are back."""
+    renewed: int = 0
+    """Tasks already there whose presigned URL was signed again (`presign`)."""
     twins_removed: int = 0
     """Unanswered second tasks of one key found after the push and deleted (a lost import answer)."""
 
@@ -305,14 +218,18 @@ class Pusher:
         if not self.local_storage or self.remote:
             return
         path = str(Path(self.media).resolve())
-        have = with_retries(lambda: list(self.client.import_storage.local.list(project=project)), "list storages")
-        if not any(st.path == path for st in have):
-            with_retries(lambda: self.client.import_storage.local.create(
-                project=project, path=path, title="mmcurate clips", use_blob_urls=True, synchronizable=False,
-            ), "attach the media folder")  # fmt: skip
+
+        def attach() -> None:  # listed again before a retry: a lost answer to a create made it already
+            have = self.client.import_storage.local.list(project=project, request_options=ONCE)
+            if not any(st.path == path for st in have):
+                self.client.import_storage.local.create(project=project, path=path, title="mmcurate clips",
+                                                        use_blob_urls=True, synchronizable=False,
+                                                        request_options=ONCE)  # fmt: skip
+
+        with_retries(attach, "attach the media folder")
 
     def present(self, project: int) -> set[str]:
-        """Task keys (the clip id; `gold-N:CLIP` for a gold copy) the project has tasks for: one
+        """Task keys (the clip id; `gold-K:CLIP` for a gold copy) the project has tasks for: one
         listing, no retries of its own (callers retry around it)."""
         tasks = self.client.tasks.list(project=project, fields="task_only", request_options=ONCE)
         return {task_key(t.data or {}) for t in tasks}
@@ -360,6 +277,24 @@ class Pusher:
             return str(fs.sign(path, expiration=int(self.presign))), wrote
         return fs.unstrip_protocol(path), wrote
 
+    def resign(self, project: int, keys: Iterable[str]) -> int:
+        """A fresh presigned URL in each listed task already in the project: a presigned URL expires,
+        and a push again is how an operator renews them (tasks it did not make are left alone)."""
+        fs, root = fsspec.core.url_to_fs(str(self.media))
+        want = set(keys)
+        tasks = with_retries(lambda: list(self.client.tasks.list(project=project, fields="task_only",
+                                                                 request_options=ONCE)), "list tasks")  # fmt: skip
+        renewed = 0
+        for t in tasks:
+            data = dict(t.data or {})
+            if task_key(data) not in want or not data.get("clip_id"):
+                continue
+            data["video"] = str(fs.sign(f"{root.rstrip('/')}/{data['clip_id']}.mp4", expiration=int(self.presign)))
+            with_retries(lambda t=t, data=data: self.client.tasks.update(id=str(t.id), data=data, request_options=ONCE),
+                         f"renew task {t.id}")  # fmt: skip
+            renewed += 1
+        return renewed
+
     def task(self, row: Mapping[str, Any], family: str, url: str, key: str = "", gold: bool = False) -> dict[str, Any]:
         data = {"video": url, "clip_id": row["clip_id"], "video_id": row["video_id"], "fps": row["fps"],
                 "frames": int(row["end_frame"]) - int(row["start_frame"]), "width": row["width"],
@@ -378,6 +313,8 @@ class Pusher:
         summary = PushSummary(family, pid, title, queued=len(rows), gold_tasks=sum(g for _, _, g in queue))
         have = with_retries(lambda: self.present(pid), "list tasks")
         summary.already = sum(key in have for key, _, _ in queue)
+        if self.remote and self.presign > 0 and summary.already:
+            summary.renewed = self.resign(pid, [key for key, _, _ in queue if key in have])
         todo = [entry for entry in queue if entry[0] not in have]
         for start in range(0, len(todo), self.batch_size):
             batch = todo[start : start + self.batch_size]
@@ -417,10 +354,15 @@ class Pusher:
         """Delete second tasks of one key that no one answered (an import whose answer timed out
         while the server was still writing it can be sent again before it shows in a listing);
         returns how many, and the project's task keys."""
-        tasks = with_retries(lambda: list(self.client.tasks.list(project=project, fields="task_only")), "list tasks")
+        tasks = with_retries(
+            lambda: list(self.client.tasks.list(project=project, fields="task_only", request_options=ONCE)),
+            "list tasks",
+        )
         by_key: dict[str, list[Any]] = {}
         for t in sorted(tasks, key=lambda t: int(t.id)):
-            by_key.setdefault(task_key(t.data or {}), []).append(t)
+            key = task_key(t.data or {})
+            if key:  # a task without one is not push's to judge
+                by_key.setdefault(key, []).append(t)
         removed = 0
         for twins in by_key.values():
             for t in twins[1:]:
@@ -439,20 +381,24 @@ class Pusher:
         if pid is None:
             raise ValueError(f"requeue: no Label Studio project {title!r} (push the run first)")
         want = {str(c) for c in clip_ids}
-        tasks = with_retries(lambda: list(self.client.tasks.list(project=pid, fields="all")), "list tasks")
+        tasks = with_retries(
+            lambda: list(self.client.tasks.list(project=pid, fields="all", request_options=ONCE)), "list tasks"
+        )
         changed = 0
         for t in tasks:
             data = t.data or {}
             if str(data.get("clip_id")) in want and not data.get("gold") and int(t.overlap or 1) < overlap:
-                with_retries(lambda t=t: self.client.tasks.update(id=str(t.id), overlap=overlap, is_labeled=False),
+                with_retries(lambda t=t: self.client.tasks.update(id=str(t.id), overlap=overlap, is_labeled=False,
+                                                                   request_options=ONCE),
                              f"requeue task {t.id}")  # fmt: skip
                 changed += 1
         return changed
 
 
 def task_key(data: Mapping[str, Any]) -> str:
-    """A task's stable external id: its clip id, or `gold-N:CLIP` for the N-th gold copy."""
-    return str(data.get("task_key") or data.get("clip_id"))
+    """A task's stable external id: its clip id, or `gold-K:CLIP` for the K-th gold copy of CLIP
+    ("" for a task push never made: one added by hand in the UI)."""
+    return str(data.get("task_key") or data.get("clip_id") or "")
 
 
 def mixed(
@@ -471,7 +417,8 @@ def mixed(
         credit += rate / (1 - rate)
         while credit >= 1 - 1e-9:
             g = gold[n % len(gold)]
-            mixed_in.append((f"gold-{n}:{g['clip_id']}", g, True))
+            copy = n // len(gold)  # the copy's number among this clip's: a gold clip added later shifts no key
+            mixed_in.append((f"gold-{copy}:{g['clip_id']}", g, True))
             n, credit = n + 1, credit - 1
     return mixed_in
 
@@ -493,8 +440,10 @@ class Pulled:
 def pull(client: Any, project: int, family: str, rows: Sequence[Mapping[str, Any]]) -> Pulled:
     """Every submitted annotation of a family's project, as records joined by clip id."""
     by_id = {str(r["clip_id"]): r for r in rows}
-    tasks = with_retries(lambda: list(client.tasks.list(project=project, fields="all")), "export tasks")
-    users = {u.id: u.email for u in with_retries(lambda: list(client.users.list()), "list users")}
+    tasks = with_retries(
+        lambda: list(client.tasks.list(project=project, fields="all", request_options=ONCE)), "export tasks"
+    )
+    users = {u.id: u.email for u in with_retries(lambda: list(client.users.list(request_options=ONCE)), "list users")}
     out = Pulled([], [], tasks=len(tasks))
     for t in tasks:
         data = t.data or {}

@@ -22,7 +22,7 @@ import numpy as np
 
 from mmcurate.schemas.annotation import FAMILIES, ClipAnnotation, FrameBox, TextTrack, TimeSegment
 
-from .label_configs import family_controls
+from .label_configs import SCENE_CONTROL, family_controls
 
 
 @dataclass(frozen=True)
@@ -128,10 +128,10 @@ def _pixels(box: Mapping[str, Any], clip: ClipFrame, problems: list[str], region
 
 
 REGION_TYPES = ("timelinelabels", "videorectangle")
-SCENE_CONTROL = "scene"
-"""The actions config's read-only-by-convention timeline of the clip's scenes (push's pre-annotation):
-an annotator's answer carries it back when they start from the prediction; it is no action."""
+
 PER_REGION_TYPES = ("textarea", "choices")
+TEXT_REGION_CONTROLS = ("transcription", "lang")
+"""The text family's per-region answers: never part of an action's description (combined config)."""
 
 
 def _per_region(results: list[Mapping[str, Any]]) -> dict[str, dict[str, str]]:
@@ -160,7 +160,7 @@ def _segment(r: Mapping[str, Any], clip: ClipFrame, extra: dict[str, str], probl
                 start, end = max(start, 0), min(end, clip.frames)
                 if end <= start:
                     continue
-            text = " ".join(extra.values())
+            text = " ".join(v for k, v in extra.items() if k not in TEXT_REGION_CONTROLS)
             out.append(TimeSegment(str(label), start, end, start / clip.fps, end / clip.fps, text))
     return out
 
@@ -171,7 +171,7 @@ def _track(r: Mapping[str, Any], clip: ClipFrame, extra: dict[str, str], problem
     if not boxes:
         problems.append(f"region {region}: no box inside the clip")
         return None
-    text = next((v for k, v in extra.items() if "lang" not in k), "")
+    text = extra.get("transcription") or next((v for k, v in extra.items() if "lang" not in k), "")
     lang = next((v for k, v in extra.items() if "lang" in k), "")
     return TextTrack(tuple(boxes), text, lang)
 

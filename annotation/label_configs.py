@@ -16,6 +16,11 @@ from mmcurate.schemas.annotation import FAMILIES
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 OPTION_TAGS = {"TimelineLabels": "Label", "Labels": "Label", "Choices": "Choice"}
+REGION_TAGS = ("TimelineLabels", "VideoRectangle")
+"""Controls that make regions (a per-region control asks about the regions of its family's one)."""
+SCENE_CONTROL = "scene"
+"""The actions config's read-only-by-convention timeline of the clip's scenes (push's pre-annotation):
+an annotator's answer carries it back when they start from the prediction; it is no action."""
 
 
 COMBINED = "combined"
@@ -81,9 +86,12 @@ def combined_config(taxonomies: Mapping[str, Sequence[str]] | None = None) -> st
     for i, family in enumerate(FAMILIES):
         mine = {c: v for c, v in taxonomies.items() if owned[c] == family}
         part = ET.fromstring(label_config(family, mine))
+        regions = [el.get("name") for el in part if el.tag in REGION_TAGS and el.get("name") != SCENE_CONTROL]
         for el in part:
             if el.tag == "Video" and i > 0:
                 continue  # one player for every part
+            if el.get("perRegion") == "true" and regions:
+                el.set("whenTagName", regions[0])  # a box's transcription, not an action's, and back
             root.append(el)
     ET.indent(root)
     return ET.tostring(root, encoding="unicode") + "\n"

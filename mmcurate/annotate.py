@@ -92,8 +92,13 @@ def requeue(client: Any, run_root: str, media: Path | str, media_url: str, summa
         raise AnnotateError(f"--requeue {summary}: not a pull summary ({exc})") from None
     p = pusher(client, run_root, media, media_url, **settings)
     wanted = {family: sorted(fam.get("requeue") or []) for family, fam in sorted(fams.items())}
-    if families(names) == [COMBINED]:  # one project holds every family: a clip low in any goes back
+    if len({fam.get("project") for fam in fams.values()}) == 1 and len(fams) > 1 and not names:
+        names = [COMBINED]  # a combined pull: every family of the summary names one project
+    chosen = families(names)
+    if chosen == [COMBINED]:  # one project holds every family: a clip low in any goes back
         wanted = {COMBINED: sorted({c for clips in wanted.values() for c in clips})}
+    elif names:
+        wanted = {f: clips for f, clips in wanted.items() if f in chosen}
     out = []
     for family, clips in wanted.items():
         try:
@@ -118,15 +123,20 @@ def read_gold(path: str) -> dict[str, dict[str, str]]:
     return {str(c): dict(a) for c, a in gold.items()}
 
 
-def run_config(run_root: str) -> dict[str, Any]:
-    """The config a run decided with (its manifest's); {} without a manifest."""
+def run_manifest(run_root: str) -> dict[str, Any]:
+    """A run's manifest; {} without one."""
     import fsspec
 
     try:
         with fsspec.open(f"{run_root.rstrip('/')}/manifest.json", "rb") as f:
-            return json.loads(f.read()).get("config", {}) or {}
+            return json.loads(f.read())
     except (FileNotFoundError, ValueError):
         return {}
+
+
+def run_config(run_root: str) -> dict[str, Any]:
+    """The config a run decided with (its manifest's); {} without a manifest."""
+    return run_manifest(run_root).get("config", {}) or {}
 
 
 def run_thresholds(run_root: str) -> dict[str, float]:
@@ -136,18 +146,18 @@ def run_thresholds(run_root: str) -> dict[str, float]:
 
 
 def run_name(run_root: str) -> str:
-    """A run's name in project titles: its folder's name and the first 8 hex digits of its lineage
-    hash (inputs and config), so two runs both called `out` never share a project (a title is no
-    place for a full URI)."""
-    import fsspec
+    """A run's name in project titles: its folder's name and 8 hex digits of a hash of its inputs
+    and config (the manifest's `units_sha256` and `config_sha256`), so two runs both called `out`
+    never share a project, while a copy of one run (the same inputs, the same config) finds its
+    projects. A title is no place for a full URI."""
+    import hashlib
 
     name = Path(run_root.rstrip("/")).name or "run"
-    try:
-        with fsspec.open(f"{run_root.rstrip('/')}/manifest.json", "rb") as f:
-            lineage = str(json.loads(f.read()).get("identity", {}).get("lineage_sha256", ""))
-    except (FileNotFoundError, ValueError):
-        lineage = ""
-    return f"{name}-{lineage[:8]}" if lineage else name
+    identity = run_manifest(run_root).get("identity") or {}
+    parts = [str(identity.get(k, "")) for k in ("units_sha256", "config_sha256")]
+    if not any(parts):
+        return name
+    return f"{name}-{hashlib.blake2b('/'.join(parts).encode(), digest_size=4).hexdigest()}"
 
 
 def pull_overlay(
@@ -197,15 +207,19 @@ def keep_summary(run_root: str, summary: Mapping[str, Any]) -> str:
     """The pull's summary (agreement, gold, calibration; not the labels, the overlay has them) kept in
     the run beside its overlay, `overlays/human/pulls/NNNNNN.json`, one per pull: the report reads
     the latest."""
+    import hashlib
+
     import fsspec
 
     from mmcurate.stages.writers import atomic_write, join
 
     fs, path = fsspec.core.url_to_fs(join(run_root, "overlays", OVERLAY, "pulls"))
     seq = len(fs.glob(f"{path}/*.json")) if fs.exists(path) else 0
-    uri = join(run_root, "overlays", OVERLAY, "pulls", f"{seq:06d}.json")
     kept = {k: v for k, v in summary.items() if k != "labels"}
-    atomic_write(uri, (json.dumps(kept, indent=1, sort_keys=True, default=str) + "\n").encode("utf-8"))
+    data = (json.dumps(kept, indent=1, sort_keys=True, default=str) + "\n").encode("utf-8")
+    # named like the overlay's files: a sequence number (the report reads the last) and a content hash
+    uri = join(run_root, "overlays", OVERLAY, "pulls", f"{seq:06d}-{hashlib.sha256(data).hexdigest()[:12]}.json")
+    atomic_write(uri, data)
     return uri
 
 

@@ -537,13 +537,13 @@ def _after_run_report(args: argparse.Namespace) -> None:
     if getattr(args, "no_report", False) or os.environ.get("MMCURATE_REPORT", "1") == "0":
         return
     out = getattr(args, "output", None)
-    if args.command == "demo":
-        out = str(Path(args.workdir) / DEMO_OUTPUTS[args.corpus])
-    if not out:
-        return
-    from mmcurate.report import build_report
-
     try:
+        if args.command == "demo":
+            out = str(Path(args.workdir) / DEMO_OUTPUTS[args.corpus])
+        if not out:
+            return
+        from mmcurate.report import build_report
+
         print(f"report:        {build_report(out)}")
     except Exception as exc:  # the report is a view of a finished run, not part of it
         logging.getLogger("mmcurate.report").warning("no report for %s: %s: %s", out, type(exc).__name__, exc)

@@ -11,6 +11,7 @@ OUT/
   summaries/part-UUUUU.json              one per unit written: counts, files, extras (the manifest folds them)
   manifest.json  units.json  metrics.json
   _work/  _spool/                        a run in progress (markers, spooled records, media); gone with the manifest
+  report/  report-compare/               the run report (written after the manifest, never listed in it)
   + the corpus's own outputs (annotation/, rl/, sft/, ...)
 ```
 """
@@ -36,6 +37,9 @@ UNITS = "units.json"
 METRICS = "metrics.json"
 FATE_DIRS = (Status.DROPPED.value, Status.QUARANTINED.value)
 
+REPORTS = ("report", "report-compare")
+"""The run's report pages (mmcurate/report/): views of a finished run, never in its manifest, yet the
+run's own: `--overwrite` removes them with the rest."""
 CORE_PARTS = (SHARDS, INDEX, LEDGER, *FATE_DIRS, OVERLAYS, SUMMARIES, SPOOL, WORK, MANIFEST, UNITS, METRICS)
 """What every run writes; a corpus adds its own (`Corpus.outputs`)."""
 

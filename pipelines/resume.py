@@ -262,6 +262,8 @@ def _ours(rel: str, listed: set[str], units: set[int], summarized: set[int], par
         return _ours(rel.rsplit(".tmp-", 1)[0], listed, units, summarized, parts)
     if rel in listed or rel in (layout.MANIFEST, layout.UNITS, layout.METRICS) or top in (layout.WORK, layout.SPOOL):
         return True
+    if top in layout.REPORTS:
+        return True
     if top not in (*layout.CORE_PARTS, *parts):
         return False
     if top in parts and "/" in rel and _CONTENT_FILE.fullmatch(posixpath.basename(rel)):

@@ -290,7 +290,7 @@ def _row(cid: str, frames: int = 90, cuts: list[int] | None = None) -> dict:
 
 
 def test_scene_cuts_become_the_scene_timeline_and_never_an_action() -> None:
-    from mmcurate.annotation.client import predictions, scene_segments
+    from mmcurate.annotation.predictions import predictions, scene_segments
 
     row = _row("a", 90, [30, 60])
     segs = scene_segments(row)
@@ -329,8 +329,11 @@ def test_gold_copies_are_mixed_in_at_the_rate_with_stable_keys() -> None:
     gold = [_row("g0"), _row("g1")]
     keys = [k for k, _, _ in mixed(queue, gold, 0.25)]
     # 0.25 of the tasks gold: one after every 3 regular ones, cycling through the gold clips
-    assert keys == ["c0", "c1", "c2", "gold-0:g0", "c3", "c4", "c5", "gold-1:g1", "c6", "c7", "c8", "gold-2:g0"]
+    assert keys == ["c0", "c1", "c2", "gold-0:g0", "c3", "c4", "c5", "gold-0:g1", "c6", "c7", "c8", "gold-1:g0"]
     assert keys == [k for k, _, _ in mixed(queue, gold, 0.25)]  # a rerun finds the same keys
+    # a gold clip added later keeps most earlier keys: each key is (copy number, clip)
+    more = [k for k, _, _ in mixed(queue, [*gold, _row("g2")], 0.25)]
+    assert [k for k in more if k.startswith("gold")] == ["gold-0:g0", "gold-0:g1", "gold-0:g2"]
     assert [k for k, _, _ in mixed(queue, gold, 0.0)] == [f"c{i}" for i in range(9)]
     assert sum(g for _, _, g in mixed(queue, gold, 0.5)) == 9
 
@@ -377,7 +380,7 @@ def test_kappa_uses_fleiss_when_the_annotators_differ_between_clips() -> None:
 
 
 def test_camera_motion_confidence_from_the_flow_statistics() -> None:
-    from mmcurate.annotation.client import motion_confidence, predictions
+    from mmcurate.annotation.predictions import motion_confidence, predictions
 
     flow = {"camera_pan": 0.09, "camera_tilt": -0.03, "camera_zoom": 0.0, "flow_speed": 0.1}
     assert motion_confidence(flow, "pan_left") == pytest.approx(0.09 / 0.12)  # its share of pan + tilt + zoom / 4

@@ -22,9 +22,10 @@ import pytest
 import yaml
 
 from mmcurate.annotation import server as ls_server
-from mmcurate.annotation.client import Pusher, motion_confidence, push, queue_rows
+from mmcurate.annotation.client import Pusher, push, queue_rows
 from mmcurate.annotation.derived import TEMPLATES
 from mmcurate.annotation.label_configs import config_hash, label_config
+from mmcurate.annotation.predictions import motion_confidence
 from mmcurate.cli import main
 from mmcurate.demo.video import Segment, make_video
 
@@ -378,6 +379,10 @@ def test_push_to_object_storage_with_presigned_urls(
         (again,) = push(Pusher(admin, str(run), "s3://ls-clips/clips", MEDIA_URL, "s3-run", presign=3600),
                         ["cinematic"])  # fmt: skip
         assert (again.project, again.imported, again.already, again.media_written) == (first.project, 0, 3, 0)
+        assert again.renewed == 3  # a push again signs the tasks already there anew (their URLs expire)
+        for task in admin.tasks.list(project=first.project, fields="all"):
+            with urllib.request.urlopen(task.data["video"], timeout=30) as got:
+                assert got.status == 200 and got.read()[4:8] == b"ftyp"
         (plain,) = push(Pusher(admin, str(run), "s3://ls-clips/clips", MEDIA_URL, "s3-run"), ["text"])
         videos = sorted(t.data["video"] for t in admin.tasks.list(project=plain.project, fields="all"))
         assert videos == sorted(f"s3://ls-clips/clips/{c}.mp4" for c in rows) and plain.media_written == 0

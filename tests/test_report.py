@@ -87,10 +87,18 @@ def test_caption_run_report_and_a_comparison(
     assert too_small and all((report / "img" / f"dropped-{i}.jpg").is_file() for i in too_small)
     for q in (r for r in ledger if r["fate"]["status"] == "quarantined"):
         assert q["id"] in seen["text"] and q["fate"]["reason"] in seen["text"]
-    # the sensitivity row of min_side is the ledger's arithmetic: min(width, height) >= 64 x 0.9 / 1 / 1.1
-    sides = [min(r["scores"]["width"], r["scores"]["height"]) for r in ledger if r["scores"].get("width") is not None]
-    shares = [f"{100 * sum(s >= round(64 * k) for s in sides) / len(sides):.1f} %" for k in (0.9, 1.0, 1.1)]
-    assert f"min_side\tmin=64\t{len(sides)}\t" + "\t".join(shares) in seen["text"]
+    # sensitivity rows are the filters' own decisions over the ledger, thresholds 10 % looser / as run /
+    # 10 % stricter: min_side's min 64 -> 57 / 64 / 71 (whole pixels), aspect_ratio's max 3 -> 3.3 / 3 / 2.7
+    scored = [r["scores"] for r in ledger if r["scores"].get("width") is not None]
+
+    def row(name: str, shown: str, keep: Any, limits: tuple[float, float, float]) -> str:
+        shares = [f"{100 * sum(keep(x, t) for x in scored) / len(scored):.1f} %" for t in limits]
+        return f"{name}\t{shown}\t{len(scored)}\t" + "\t".join(shares)
+
+    side = lambda x, t: min(x["width"], x["height"]) >= t  # noqa: E731
+    assert row("min_side", "min=64", side, (57, 64, 71)) in seen["text"]
+    ratio = lambda x, t: x["aspect_ratio"] <= t  # noqa: E731
+    assert row("aspect_ratio", "max=3", ratio, (3.3, 3.0, 2.7)) in seen["text"]
 
     # a stricter select of the same run, compared with it: what A keeps and B drops, with B's reason
     strict = tmp_path / "strict.yaml"
@@ -102,9 +110,9 @@ def test_caption_run_report_and_a_comparison(
     assert main(["report", str(out), str(sel), "--output", str(tmp_path / "cmp")]) == 0
     seen = _open(browser, tmp_path / "cmp" / "index.html", tmp_path / "compare.png")
     assert seen["sections"] == ["counts", "scores", "differ"]
-    lost = [r["id"] for r in _ledger(sel, "caption") if r["fate"]["reason"] == "too_small"]
     kept_a = {r["id"] for r in ledger if r["fate"]["status"] == "kept"}
-    assert lost and all(f"{i}\ttoo_small" in seen["text"] for i in lost if i in kept_a)
+    lost = [r["id"] for r in _ledger(sel, "caption") if r["fate"]["reason"] == "too_small" and r["id"] in kept_a]
+    assert lost and all(f"{i}\ttoo_small" in seen["text"] for i in lost)
 
 
 def test_video_demo_report_has_contact_sheets_and_hours(
@@ -130,22 +138,26 @@ def test_video_demo_report_has_contact_sheets_and_hours(
     )  # decoded from the source
 
 
-def test_no_report_flag_and_a_run_in_progress(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_report_flag_overwrite_and_a_run_in_progress(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--no-report writes none; --overwrite removes the earlier run's report with the rest of what it
+    wrote (a stale page must not describe data that is gone); a folder without a manifest has none."""
+    from PIL import Image
+
     from mmcurate.report import build_report
 
     monkeypatch.setenv("MMCURATE_REPORT", "1")
     corpus = tmp_path / "in"
     corpus.mkdir()
-    from PIL import Image
-
     Image.new("RGB", (96, 96), (10, 120, 200)).save(corpus / "a.jpg")
     (corpus / "a.txt").write_text("A plain blue square on its own, nothing else at all.")
     out = tmp_path / "out"
-    args = ["caption", "--input", str(corpus), "--output", str(out), "--no-progress", "--no-report"]
-    assert main([*args, "--config", str(_rules(tmp_path))]) == 0
-    assert not (out / "report").exists()
+    args = ["caption", "--input", str(corpus), "--output", str(out), "--no-progress", "--config", str(_rules(tmp_path))]
+    assert main(args) == 0 and (out / "report" / "index.html").is_file()
+    assert main([*args, "--overwrite", "--no-report"]) == 0
+    assert not (out / "report").exists() and (out / "manifest.json").is_file()
+    (out / "manifest.json").unlink()  # what a run in progress looks like: no manifest yet
     with pytest.raises(FileNotFoundError, match="not a finished run"):
-        build_report(str(tmp_path / "nothing-here"))
+        build_report(str(out))
 
 
 def _rules(tmp_path: Path) -> Path:

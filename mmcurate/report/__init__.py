@@ -14,11 +14,12 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader
 
+from mmcurate.pipelines.layout import REPORTS
 from mmcurate.stages.writers import atomic_write, join
 
 from .sections import build_sections, compare_sections
 
-REPORT_DIR = "report"
+REPORT_DIR, COMPARE_DIR = REPORTS
 
 
 def _env() -> Environment:
@@ -63,7 +64,7 @@ def compare_report(run_a: str, run_b: str, out: str | None = None) -> str:
     a, b = load_run(run_a), load_run(run_b)
     if a.corpus != b.corpus:
         raise ValueError(f"mmcurate report A B compares runs of one corpus: {a.corpus} and {b.corpus}")
-    out = out or join(run_a.rstrip("/"), f"{REPORT_DIR}-compare")
+    out = out or join(run_a.rstrip("/"), COMPARE_DIR)
     write = _Writer(out)
     page = _env().get_template("compare.html.j2").render(**compare_sections(a, b, write))
     write("index.html", page.encode("utf-8"))

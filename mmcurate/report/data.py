@@ -22,8 +22,8 @@ from mmcurate.pipelines import layout
 from mmcurate.stages.base import FILTERS, Filter, load_filters
 from mmcurate.stages.writers import join
 
-SENSITIVITY = (0.9, 1.0, 1.1)
-"""Threshold factors the sensitivity table compares: -10 %, the run's own, +10 %."""
+MAX_ROWS = 200_000
+"""Ledger rows read per kind: the report of a run of billions is drawn from its first rows, and says so."""
 
 
 @dataclass
@@ -62,13 +62,16 @@ def _json(uri: str) -> dict[str, Any] | None:
         return None
 
 
-def _rows(paths: list[str]) -> list[dict[str, Any]]:
-    """Parquet rows; `scores` and `labels` (structs: every name in every row) keep only the names
-    the record has (a struct's missing field reads as None)."""
+def _rows(paths: list[str], limit: int | None = None) -> list[dict[str, Any]]:
+    """Parquet rows (at most `limit`, file by file); `scores` and `labels` (structs: every name in
+    every row) keep only the names the record has (a struct's missing field reads as None)."""
     rows: list[dict[str, Any]] = []
     for path in paths:
+        if limit is not None and len(rows) >= limit:
+            break
         with fsspec.open(path, "rb") as f:
-            rows += pq.read_table(f).to_pylist()
+            table = pq.read_table(f)
+        rows += table.slice(0, None if limit is None else limit - len(rows)).to_pylist()
     for row in rows:
         for col in ("scores", "labels"):
             if isinstance(row.get(col), dict):
@@ -83,9 +86,9 @@ def load_run(root: str) -> RunData:
     if manifest is None:
         raise FileNotFoundError(f"{root}: no manifest.json (not a finished run?)")
     kinds = manifest.get("kinds", {})
-    ledgers = {kind: _rows(_files(root, f"{layout.LEDGER}/{kind}/part-*.parquet")) for kind in kinds}
+    ledgers = {kind: _rows(_files(root, f"{layout.LEDGER}/{kind}/part-*.parquet"), MAX_ROWS) for kind in kinds}
     data = RunData(root, manifest, ledgers)
-    data.index = _rows(_files(root, f"{layout.INDEX}/part-*.parquet"))
+    data.index = _rows(_files(root, f"{layout.INDEX}/part-*.parquet"), MAX_ROWS)
     data.metrics = _json(join(root, layout.METRICS)) or {}
     from mmcurate.pipelines.overlays import overlay_names, read_overlay
 
@@ -141,19 +144,29 @@ def run_filters(data: RunData, kind: str) -> list[Filter]:
 
 
 def thresholds(f: Filter) -> dict[str, float]:
-    """A filter's numeric parameters (its thresholds): min, max, min_prob, max_ratio, ..."""
+    """A filter's thresholds: its numeric `min*` / `max*` parameters that are set (0 and None mean
+    off), never its other numbers (a patch size, a window). A filter that keeps a fraction of the run
+    (`top_fraction`) decides against a cutoff the run computed: it has none here."""
     dumped = f.params.model_dump()
-    return {k: float(v) for k, v in dumped.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    if dumped.get("top_fraction") is not None or dumped.get("per"):
+        return {}
+    numeric = {k: v for k, v in dumped.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    return {k: float(v) for k, v in numeric.items() if k.startswith(("min", "max")) and v}
 
 
-def _scaled(f: Filter, factor: float) -> Filter:
+def _scaled(f: Filter, stricter: bool) -> Filter | None:
+    """The filter with every threshold moved 10 % (a min up and a max down when `stricter`, the
+    other way when not; integers to the next whole number), or None when that is no valid config."""
     params = f.params.model_dump()
-    changed = {k: type(v)(v * factor) if isinstance(v, float) else (round(v * factor) if isinstance(v, int) else v)
-               for k, v in params.items() if isinstance(v, int | float) and not isinstance(v, bool)}  # fmt: skip
+    changed = {}
+    for k, v in thresholds(f).items():
+        up = stricter == k.startswith("min")
+        x = v * (1.1 if up else 0.9)
+        changed[k] = (math.ceil(x) if up else math.floor(x)) if isinstance(params[k], int) else x
     try:
         return type(f)(type(f).Params(**{**params, **changed}))
     except (ValueError, TypeError):
-        return f
+        return None
 
 
 def present_scores(rows: list[dict[str, Any]]) -> set[str]:
@@ -161,23 +174,28 @@ def present_scores(rows: list[dict[str, Any]]) -> set[str]:
     return {s for r in rows for s in (r.get("scores") or {})}
 
 
+def _kept_share(f: Filter | None, judged: list[dict[str, Any]]) -> float | None:
+    if f is None:
+        return None
+    kept = 0
+    for row in judged:
+        try:
+            kept += f.decide(dict(row.get("scores") or {}), dict(row.get("labels") or {})) is None
+        except (KeyError, TypeError, ValueError):
+            continue
+    return kept / len(judged)
+
+
 def sensitivity(rows: list[dict[str, Any]], f: Filter, present: set[str]) -> dict[str, Any] | None:
-    """The share of the rows the filter judged (those with its scores) that it keeps at its
-    thresholds x 0.9, 1.0 and 1.1; None for a filter with no numeric threshold or no judged row."""
+    """The share of the rows the filter judged (those with its scores) that it keeps with its
+    thresholds 10 % looser, as run, and 10 % stricter (None where that is no valid config); None for
+    a filter with no threshold or no judged row."""
     mine = [s for s in f.scores if s in present]
     judged = [r for r in rows if mine and all(s in (r.get("scores") or {}) for s in mine)]
     if not judged or not thresholds(f):
         return None
-    shares = []
-    for factor in SENSITIVITY:
-        g = _scaled(f, factor)
-        kept = 0
-        for row in judged:
-            try:
-                kept += g.decide(dict(row.get("scores") or {}), dict(row.get("labels") or {})) is None
-            except (KeyError, TypeError, ValueError):
-                continue
-        shares.append(kept / len(judged))
+    shares = [_kept_share(_scaled(f, stricter=False), judged), _kept_share(f, judged),
+              _kept_share(_scaled(f, stricter=True), judged)]  # fmt: skip
     return {"filter": f.name, "thresholds": thresholds(f), "judged": len(judged), "shares": shares}
 
 

@@ -11,7 +11,6 @@ source video at its start and end times. What cannot be read again gets no pictu
 from __future__ import annotations
 
 import io
-import tarfile
 import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import fsspec
 from PIL import Image
 
+from mmcurate.annotation.client import shard_index
 from mmcurate.stages.writers import join
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
@@ -94,8 +94,7 @@ class Shards:
 
     def names(self, shard: str) -> dict[str, tuple[int, int]]:
         if shard not in self._index:
-            with fsspec.open(join(self.root, "shards", shard), "rb") as f, tarfile.open(fileobj=f, mode="r:") as tar:
-                self._index[shard] = {m.name: (m.offset_data, m.size) for m in tar.getmembers() if m.isfile()}
+            self._index[shard] = shard_index(self.root, f"shards/{shard}")
         return self._index[shard]
 
     def read(self, shard: str, name: str) -> bytes | None:

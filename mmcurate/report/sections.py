@@ -64,7 +64,9 @@ def scores_section(data: RunData, write: Write) -> list[dict[str, Any]]:
             plots_.append({"name": name, "n": len(vals), "img": write(f"img/score-{kind}-{name}.png", png),
                            "lines": lines.get(name, {})})  # fmt: skip
         table = [s for f in filters if (s := sensitivity(rows, f, present))]
-        out.append({"kind": kind, "plots": plots_, "sensitivity": table})
+        total = int(data.manifest.get("kinds", {}).get(kind, {}).get("counts", {}).get("input", len(rows)))
+        out.append({"kind": kind, "plots": plots_, "sensitivity": table, "rows": len(rows), "total": total,
+                    "truncated": len(rows) < total})  # fmt: skip
     return out
 
 
