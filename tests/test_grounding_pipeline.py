@@ -508,3 +508,18 @@ def test_recipe_in_a_test_pipeline(tmp_path: Path) -> None:
         manifest = CORPUS.build(p, units, config, new_run(CORPUS, config, inputs, units, str(tmp_path / "out")))
         counts = manifest | beam.Map(lambda m: (*_region_counts(m), m["accounting_ok"]))
         assert_that(counts, equal_to([(len(demo.EXPECTED), kept_regions, True)]))
+
+
+def test_report_draws_each_sampled_image_with_its_regions(demo_run: Path, tmp_path: Path) -> None:
+    """The run report's boxes section: each sampled kept image with its regions' boxes drawn, listed
+    with the expressions its KEY.json holds."""
+    from mmcurate.report import build_report
+
+    html = Path(build_report(str(demo_run), str(tmp_path / "rep"))).read_text()
+    assert '<section id="boxes">' in html
+    drawn = sorted((tmp_path / "rep" / "img").glob("boxes-*.jpg"))
+    samples = _samples(demo_run)
+    assert drawn
+    for pic in drawn:
+        meta = json.loads(samples[pic.stem.removeprefix("boxes-")]["json"])
+        assert meta["regions"] and all(f"<li>{r['phrase']}</li>" in html for r in meta["regions"][:12]), pic.name

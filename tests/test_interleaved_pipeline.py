@@ -421,3 +421,26 @@ def test_an_image_the_model_fails_on_is_quarantined_and_its_document_goes_on(tmp
                 ("2", "pending", (("model_error", None),)),  # its only image failed: the image, not the page
             ]),
         )  # fmt: skip
+
+
+def test_report_renders_sampled_documents_with_alignment_in_place(demo_run: Path, tmp_path: Path) -> None:
+    """The run report's documents section: each sampled kept document's texts in order, its images
+    in place, each with the alignment score the image ledger holds for its slot."""
+    import re
+
+    import pyarrow.parquet as pq
+
+    from mmcurate.report import build_report
+
+    html = Path(build_report(str(demo_run), str(tmp_path / "rep"))).read_text()
+    assert '<section id="documents">' in html
+    images = [
+        r for f in sorted((demo_run / "ledger" / "image").glob("*.parquet")) for r in pq.read_table(f).to_pylist()
+    ]
+    articles = re.findall(r'<article class="doc".*?</article>', html, flags=re.S)
+    assert articles
+    for art in articles:
+        doc = re.search(r"<b>([0-9a-f]{32})</b>", art).group(1)
+        want = [f"{r['scores']['alignment']:.3f}" for r in sorted(images, key=lambda r: r["slot"])
+                if r["doc_id"] == doc and r["fate"]["status"] == "kept"]  # fmt: skip
+        assert re.findall(r"alignment ([0-9.]+)", art) == want, doc

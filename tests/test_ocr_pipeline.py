@@ -211,3 +211,24 @@ def test_recipe_in_a_test_pipeline(tmp_path: Path) -> None:
         counts = manifest | beam.Map(lambda m: (m["kinds"]["ocr"]["counts"]["input"],
                                                 m["kinds"]["ocr"]["counts"]["kept"], m["accounting_ok"]))  # fmt: skip
         assert_that(counts, equal_to([(len(demo.EXPECTED), kept, True)]))
+
+
+def test_report_draws_each_sampled_image_with_its_lines(demo_run: Path, tmp_path: Path) -> None:
+    """The run report's boxes section: a kept image with its stored quads drawn, listed with the
+    transcripts its KEY.json holds (the page itself is opened in a browser in tests/test_report.py)."""
+    import tarfile
+
+    from mmcurate.report import build_report
+
+    html = Path(build_report(str(demo_run), str(tmp_path / "rep"))).read_text()
+    assert '<section id="boxes">' in html
+    drawn = sorted((tmp_path / "rep" / "img").glob("boxes-*.jpg"))
+    assert drawn
+    for pic in drawn:
+        key = pic.stem.removeprefix("boxes-")
+        for shard in sorted((demo_run / "shards").glob("*.tar")):
+            with tarfile.open(shard) as tar:
+                if f"{key}.json" in tar.getnames():
+                    lines = json.loads(tar.extractfile(f"{key}.json").read())["lines"]
+        texts = [ln["text"] or "(no text)" for ln in lines][:12]
+        assert all(f"<li>{t}</li>" in html for t in texts if "<" not in t and "&" not in t), key

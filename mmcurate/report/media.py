@@ -167,3 +167,58 @@ def reread_clip(row: Mapping[str, Any]) -> bytes | None:
         del exc
         return None
     return contact_sheet(frames) if frames else None
+
+
+def sample_json(shards: Shards, row: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The sample's `KEY.json` member (what a trainer reads beside the media), or None."""
+    import json
+
+    data = shards.read(str(row["shard"]), f"{row['key']}.json")
+    try:
+        return json.loads(data) if data else None
+    except ValueError:
+        return None
+
+
+def boxed_picture(shards: Shards, row: Mapping[str, Any], meta: Mapping[str, Any]) -> tuple[bytes, list[str]] | None:
+    """The stored image with its text lines' quads (OCR) or its regions' boxes (grounding) drawn,
+    as stored in `KEY.json` (stored pixels), and their transcripts or expressions; None without any."""
+    from PIL import ImageDraw
+
+    shapes = [(ln.get("quad"), ln.get("text", "")) for ln in meta.get("lines") or [] if ln.get("quad")]
+    shapes += [(r.get("box"), r.get("phrase", "")) for r in meta.get("regions") or [] if r.get("box")]
+    found = shards.media(str(row["shard"]), str(row["key"]))
+    if not shapes or found is None or found[0] == "mp4":
+        return None
+    try:
+        with Image.open(io.BytesIO(found[1])) as im:
+            im = im.convert("RGB")
+            draw = ImageDraw.Draw(im)
+            width = max(2, round(max(im.size) / 200))
+            for shape, _ in shapes:
+                if len(shape) == 4 and all(isinstance(v, int | float) for v in shape):
+                    draw.rectangle([float(v) for v in shape], outline=(255, 40, 40), width=width)  # x0, y0, x1, y1
+                else:
+                    draw.polygon([(float(x), float(y)) for x, y in shape], outline=(255, 40, 40), width=width)
+            out = io.BytesIO()
+            im.save(out, "JPEG", quality=90)
+    except (OSError, ValueError, TypeError):
+        return None
+    return thumbnail(out.getvalue(), 2 * THUMB), [str(t) for _, t in shapes]
+
+
+def document_items(shards: Shards, row: Mapping[str, Any], meta: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """An interleaved sample's items in order: text, or an image (its thumbnail bytes and slot)."""
+    out: list[dict[str, Any]] = []
+    for item in meta.get("items") or []:
+        if item.get("type") == "image" and item.get("image"):
+            data = shards.read(str(row["shard"]), f"{row['key']}.{item['image']}")
+            slot = str(item["image"]).split(".", 1)[0]
+            try:
+                pic = thumbnail(data, THUMB) if data else None
+            except (OSError, ValueError):
+                pic = None
+            out.append({"type": "image", "slot": int(slot) if slot.isdigit() else None, "data": pic})
+        elif item.get("text"):
+            out.append({"type": "text", "text": str(item["text"])})
+    return out

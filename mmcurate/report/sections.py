@@ -25,12 +25,14 @@ from .data import (
     source_ref,
     thresholds,
 )
-from .media import Shards, kept_picture, reread_clip, reread_images
+from .media import Shards, boxed_picture, document_items, kept_picture, reread_clip, reread_images, sample_json
 
 Write = Callable[[str, bytes], str]
 """Writes a file under the report folder, returns its path relative to the page."""
 SHOWN_SCORES = 4
 """Scores printed under a thumbnail (the rest are in the ledger)."""
+SHOWN_TEXTS = 12
+"""Transcripts or expressions listed beside a boxed image."""
 
 
 def counts_section(data: RunData, write: Write) -> dict[str, Any]:
@@ -123,6 +125,45 @@ def _reread(data: RunData, kind: str, rows: list[dict[str, Any]]) -> dict[str, b
     return {}
 
 
+def boxes_section(data: RunData, write: Write, per_reason: int) -> list[dict[str, Any]]:
+    """Sampled kept images with what their `KEY.json` locates drawn in (OCR lines, grounding
+    regions) and the transcripts or expressions beside them; [] for a run whose samples have none."""
+    shards, out = Shards(data.root), []
+    for row in sample([r for r in data.index if "key" in r], per_reason):
+        meta = sample_json(shards, row)
+        drawn = boxed_picture(shards, row, meta) if meta else None
+        if drawn:
+            pic, texts = drawn
+            shown = [t if t else "(no text)" for t in texts[:SHOWN_TEXTS]]
+            if len(texts) > SHOWN_TEXTS:
+                shown.append(f"... and {len(texts) - SHOWN_TEXTS} more")
+            out.append({"id": row["id"], "img": write(f"img/boxes-{row['id']}.jpg", pic), "texts": shown})
+    return out
+
+
+def documents_section(data: RunData, write: Write, n: int = 2) -> list[dict[str, Any]]:
+    """Sampled kept interleaved documents rendered in order, each image in place with its alignment
+    score (the image ledger's, joined by document id and slot)."""
+    if "document" not in data.ledgers:
+        return []
+    align = {(r.get("doc_id"), r.get("slot")): (r.get("scores") or {}).get("alignment")
+             for r in data.ledgers.get("image", [])}  # fmt: skip
+    shards, out = Shards(data.root), []
+    for row in sample([r for r in data.index if "key" in r], n):
+        meta = sample_json(shards, row)
+        if not meta or not meta.get("items"):
+            continue
+        items = []
+        for i, item in enumerate(document_items(shards, row, meta)):
+            if item["type"] == "image":
+                img = write(f"img/doc-{row['id']}-{i}.jpg", item["data"]) if item["data"] else None
+                items.append({"type": "image", "img": img, "alignment": align.get((row["id"], item["slot"]))})
+            else:
+                items.append(item)
+        out.append({"id": row["id"], "source": source_ref(row), "parts": items})
+    return out
+
+
 def quarantined_section(data: RunData, limit: int = 200) -> list[dict[str, Any]]:
     out = []
     for kind, rows in data.ledgers.items():
@@ -205,6 +246,7 @@ def build_sections(data: RunData, write: Write, per_reason: int) -> dict[str, An
         "run": data.root, "corpus": data.corpus, "manifest_ok": data.manifest.get("accounting_ok"),
         "counts": counts_section(data, write), "scores": scores_section(data, write),
         "samples": samples_section(data, write, per_reason), "quarantined": quarantined_section(data),
+        "boxes": boxes_section(data, write, per_reason), "documents": documents_section(data, write),
         "video": video_section(data, write, per_reason), "passrate": passrate_section(data, write),
         "annotation": annotation_section(data), "overlays": data.overlays, "lineage": lineage_section(data),
     }  # fmt: skip
