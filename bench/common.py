@@ -340,9 +340,39 @@ def environment(cores: int, load_before: float, load_after: float, **versions: s
 
     return {
         "cpu_count": cores,
+        "cpu_model": cpu_model(),
+        "gpu": gpu_name(),
         "loadavg_before_after": [round(load_before, 2), round(load_after, 2)],
         "python": platform.python_version(),
         "apache_beam": beam.__version__,
         **versions,
         "host": platform.node(),
     }
+
+
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), or the platform's word for it."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def gpu_name() -> str:
+    """The first CUDA device's name, or "" (none here: the GPU lines are "not measured")."""
+    import shutil
+    import subprocess
+
+    if not shutil.which("nvidia-smi"):
+        return ""
+    try:
+        done = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                              text=True, timeout=30, check=False)  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return done.stdout.strip().splitlines()[0] if done.returncode == 0 and done.stdout.strip() else ""

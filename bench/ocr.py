@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from common import OUT_DIR, VERDICT, runner_args, write_report
+from common import OUT_DIR, VERDICT, created, environment, runner_args, write_report
 from PIL import Image, ImageOps
 
 from mmcurate.pipelines.ocr import CORPUS
@@ -57,6 +58,7 @@ def _direct(root: Path, params: Any) -> float:
 
 
 def run(args: argparse.Namespace) -> bool:
+    load_before = os.getloadavg()[0]
     root = _corpus(args.ocr_samples)
     config = CORPUS.load_config(None)
     direct = _direct(root, config.models.ocr)
@@ -73,6 +75,9 @@ def run(args: argparse.Namespace) -> bool:
     print(f"ocr: {counts['input']} rendered samples; direct {direct:.2f} images/s, pipeline {pipe:.2f} images/s "
           f"({ratio:.2f}x, target >= {TARGET}x); kept {counts['kept']}  {VERDICT[ok]}")  # fmt: skip
     report = {"samples": counts["input"], "direct_images_per_s": direct, "pipeline_images_per_s": pipe}
-    report.update(ratio=ratio, target=TARGET, counts=counts, extras=manifest.get("extras", {}))
+    report.update(ratio=ratio, target=TARGET, counts=counts, extras=manifest.get("extras", {}),
+                  checks={f"ratio>={TARGET:g}": ratio >= TARGET, "accounting_ok": bool(manifest["accounting_ok"])},
+                  passed=ok, created=created(),
+                  env=environment(os.cpu_count() or 1, load_before, os.getloadavg()[0]))  # fmt: skip
     write_report("ocr", report)
     return ok

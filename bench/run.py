@@ -31,6 +31,7 @@ import interleaved  # noqa: E402
 import models  # noqa: E402
 import ocr  # noqa: E402
 import ocr_render  # noqa: E402
+import results  # noqa: E402
 import rollout  # noqa: E402
 import scale  # noqa: E402
 import video  # noqa: E402
@@ -65,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unknown benchmark(s) {unknown}; known: {', '.join(BENCHMARKS)}")
     common.OUT_DIR.mkdir(parents=True, exist_ok=True)
     passed = [BENCHMARKS[name].run(args) for name in names]
+    print(f"results table: {results.write_results()}")
     return 0 if all(passed) else 1
 
 
