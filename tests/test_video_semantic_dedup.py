@@ -76,8 +76,9 @@ def _key(uid: str, rank: int, semantic: int | None, near: int | None = None) -> 
     return DedupKey((rank,), uid, f"id-{uid}", 0, f"x-{uid}", near, None, None, semantic)
 
 
-def _dedup(keys: list[DedupKey], params: DedupParams, want: list[tuple[str, str, str]]) -> None:
-    """The run-wide `Dedup` transform on the DirectRunner: (uid, reason, duplicate_of) of each drop."""
+def assert_dedup_drops(keys: list[DedupKey], params: DedupParams, want: list[tuple[str, str, str]]) -> None:
+    """Assert that the run-wide `Dedup` transform, on the DirectRunner, drops exactly `want`:
+    (uid, reason, duplicate_of) of each drop (`assert_that` fails the pipeline on any difference)."""
     with TestPipeline() as p:
         found = (
             p
@@ -96,15 +97,15 @@ def test_dedup_drops_the_worse_of_two_semantically_close_keys() -> None:
         _key("other", 2, far << 20, near=far << 20),  # far on both
         _key("unhashed", 3, None, near=far << 10),  # no semantic hash: never compared by it
     ]
-    _dedup(keys, DedupParams(max_distance=4, semantic_distance=6), [("copy", "duplicate_near", "id-best")])
+    assert_dedup_drops(keys, DedupParams(max_distance=4, semantic_distance=6), [("copy", "duplicate_near", "id-best")])
     # outside the semantic distance, or no semantic pass (other corpora): nothing drops
-    _dedup(keys, DedupParams(max_distance=4, semantic_distance=4), [])
-    _dedup(keys, DedupParams(max_distance=4), [])
+    assert_dedup_drops(keys, DedupParams(max_distance=4, semantic_distance=4), [])
+    assert_dedup_drops(keys, DedupParams(max_distance=4), [])
     # c is near a by pHash and near b by SimHash: it points at the best of them; b is near no better one
     keys = [_key("a", 0, far, near=0b1), _key("b", 1, 0, near=far), _key("c", 2, 0b1, near=0)]
-    _dedup(keys, DedupParams(max_distance=4, semantic_distance=6), [("c", "duplicate_near", "id-a")])
+    assert_dedup_drops(keys, DedupParams(max_distance=4, semantic_distance=6), [("c", "duplicate_near", "id-a")])
     keys[0] = _key("a", 0, far, near=far << 20)  # now c is near b alone
-    _dedup(keys, DedupParams(max_distance=4, semantic_distance=6), [("c", "duplicate_near", "id-b")])
+    assert_dedup_drops(keys, DedupParams(max_distance=4, semantic_distance=6), [("c", "duplicate_near", "id-b")])
 
 
 def test_the_semantic_hash_travels_in_the_key() -> None:
