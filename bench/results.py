@@ -1,13 +1,15 @@
 """One table of every benchmark's verdicts: bench/results.md and bench/results.json, written by
 `bench/run.py` after its benchmarks from every bench/out/NAME.json there is (so a table holds the
 latest figures of each path, whether this call ran it or an earlier one did), and copied into the
-README between its `bench:start` / `bench:end` markers.
+README between its `bench:start` / `bench:end` markers. A benchmark with no report in bench/out/
+(a fresh checkout, which ignores bench/out/) keeps its rows from the committed results.json, each
+with the date and machine it was measured on.
 
 Each benchmark states its targets as checks named `METRIC>=TARGET` (or `<=`), e.g.
 `beam_vs_bare>=0.8`: the row gives the metric's measured value (found by name in its report), the
 target, and pass or miss; checks without a target (`no_records_lost`) are pass/miss alone. A
-benchmark that could not run its GPU lines here says so in its own checks (they are absent: "not
-measured").
+benchmark that could not run a line here (the GPU lines without CUDA) lists it under `not_measured`
+({check: why}): the row says "not measured" and why, neither pass nor miss.
 """
 
 from __future__ import annotations
@@ -68,10 +70,16 @@ def rows_of(name: str, report: dict[str, Any]) -> Iterator[dict[str, Any]]:
             metric = m["metric"].split("/")[-1]
             row.update(metric=m["metric"], op=m["op"], target=target, measured=_find(report, metric))
         yield row
+    for check, why in sorted((report.get("not_measured") or {}).items()):
+        m = CHECK.match(check)
+        yield {"benchmark": name, "check": check, "pass": None, "measured": None, "why": str(why),
+               "target": float(m["target"].replace(",", "").replace("_", "")) if m else None,
+               "op": m["op"] if m else None}  # fmt: skip
 
 
-def collect(out_dir: Path = OUT_DIR) -> dict[str, Any]:
-    """Every report in `out_dir`: its rows, when and where it was measured."""
+def collect(out_dir: Path = OUT_DIR, earlier: Path | None = BENCH_DIR / "results.json") -> dict[str, Any]:
+    """Every report in `out_dir`: its rows, when and where it was measured; the benchmarks that have
+    no report there keep their rows from `earlier` (the committed table)."""
     benches = []
     for path in sorted(out_dir.glob("*.json")):
         try:
@@ -84,7 +92,17 @@ def collect(out_dir: Path = OUT_DIR) -> dict[str, Any]:
         benches.append({"benchmark": path.stem, "created": report.get("created"), "passed": report.get("passed"),
                         "cores": env.get("cpu_count"), "cpu": env.get("cpu_model"), "gpu": env.get("gpu"),
                         "host": env.get("host"), "rows": list(rows_of(path.stem, report))})  # fmt: skip
-    return {"benchmarks": benches}
+    fresh = {b["benchmark"] for b in benches}
+    benches += [b for b in _earlier(earlier) if b.get("benchmark") not in fresh]
+    return {"benchmarks": sorted(benches, key=lambda b: b["benchmark"])}
+
+
+def _earlier(path: Path | None) -> list[dict[str, Any]]:
+    try:
+        benches = json.loads(path.read_text()).get("benchmarks") if path else None
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [b for b in benches if isinstance(b, dict) and isinstance(b.get("rows"), list)] if benches else []
 
 
 def _fmt(value: float | None) -> str:
@@ -101,6 +119,8 @@ def markdown(results: dict[str, Any]) -> str:
         for r in b["rows"]:
             target = f"{r.get('op', '')} {_fmt(r['target'])}" if r.get("target") is not None else ""
             verdict = "pass" if r["pass"] else "**miss**"
+            if r["pass"] is None:
+                verdict = f"not measured ({r.get('why') or 'not run here'})"
             lines.append(
                 f"| {b['benchmark']} | `{r['check']}` | {_fmt(r['measured'])} | {target} | {verdict} | {where} |"
             )
@@ -110,8 +130,9 @@ def markdown(results: dict[str, Any]) -> str:
 def write_results(
     out_dir: Path = OUT_DIR, readme: Path | None = BENCH_DIR.parent / "README.md", dest: Path = BENCH_DIR
 ) -> Path:
-    """DEST/results.md and .json from every report in `out_dir`; the README's table replaced."""
-    results = collect(out_dir)
+    """DEST/results.md and .json from every report in `out_dir` (and DEST/results.json's rows of the
+    benchmarks with none there); the README's table replaced."""
+    results = collect(out_dir, dest / "results.json")
     table = markdown(results)
     (dest / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     md = dest / "results.md"

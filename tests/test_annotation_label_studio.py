@@ -428,11 +428,17 @@ def test_combined_project_is_one_task_per_clip_and_agreement_per_family(server, 
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 PLAY = """async () => {
-  const v = document.querySelector('video'); v.muted = true;
+  // Label Studio re-renders the editor after load, so the <video> found first may be replaced:
+  // query it afresh until one is attached and has data (bounded), then play that one
   const wait = ms => new Promise(r => setTimeout(r, ms));
-  await Promise.race([new Promise(r => { if (v.readyState >= 2) r(); else v.addEventListener('loadeddata', r,
-                                                                                             {once: true}); }),
-                      wait(20000)]);
+  let v = null;
+  for (let i = 0; i < 200; i++) {
+    v = document.querySelector('video');
+    if (v && v.readyState >= 2) break;
+    await wait(100);
+  }
+  if (!v) return {played: 'no video element', ready: 0, time: 0, duration: 0, width: 0};
+  v.muted = true;
   // play() stays pending while the media stalls: bounded, so a clip that never loads fails the test
   const played = await Promise.race([v.play().then(() => 'ok', e => String(e)), wait(20000).then(() => 'timeout')]);
   await wait(700);

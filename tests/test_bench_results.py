@@ -41,3 +41,34 @@ def test_checks_become_rows_with_their_measured_values_and_the_readme_table(tmp_
     where = "2026-12-03T08:00:00, 2 cores, Test CPU, no GPU"
     assert f"| caption | `images_per_s_per_core>=300` | 250 | >= 300 | **miss** | {where} |" in text
     assert (tmp_path / "results.md").read_text().endswith(text.split(results.START)[1].split(results.END)[0].lstrip())
+
+
+def test_lines_not_run_here_say_so_and_earlier_benchmarks_keep_their_rows(tmp_path: Path) -> None:
+    """A GPU line without CUDA is 'not measured' (neither pass nor miss); a benchmark with no report
+    in bench/out (a fresh checkout) keeps its rows and date from the committed results.json, and a
+    fresh report replaces the earlier rows of its own benchmark."""
+    results = _results()
+    out = tmp_path / "out"
+    out.mkdir()
+    env = {"cpu_count": 2, "cpu_model": "Test CPU", "gpu": ""}
+    (out / "models.json").write_text(json.dumps({
+        "created": "2026-12-03T10:00:00", "env": env, "checks": {"no_records_lost": True},
+        "not_measured": {"gpu_beam_end_to_end>=3000": "no CUDA device here"}}))  # fmt: skip
+    earlier = {"benchmarks": [
+        {"benchmark": "scale", "created": "2026-12-01T08:00:00", "cores": 2, "cpu": "Old CPU", "gpu": "",
+         "rows": [{"benchmark": "scale", "check": "time_8000_over_800<=10.5", "pass": True, "measured": 6.0,
+                   "target": 10.5, "op": "<="}]},
+        {"benchmark": "models", "created": "2026-11-01T08:00:00", "rows": [
+            {"benchmark": "models", "check": "stale", "pass": False, "measured": None, "target": None}]}]}  # fmt: skip
+    (tmp_path / "results.json").write_text(json.dumps(earlier))
+    results.write_results(out, None, dest=tmp_path)
+    benches = {b["benchmark"]: b for b in json.loads((tmp_path / "results.json").read_text())["benchmarks"]}
+    assert sorted(benches) == ["models", "scale"]
+    assert [r["check"] for r in benches["models"]["rows"]] == ["no_records_lost", "gpu_beam_end_to_end>=3000"]
+    gpu = benches["models"]["rows"][1]
+    assert gpu["pass"] is None and (gpu["op"], gpu["target"]) == (">=", 3000.0)
+    assert benches["scale"]["created"] == "2026-12-01T08:00:00"
+    table = (tmp_path / "results.md").read_text()
+    assert "| models | `gpu_beam_end_to_end>=3000` |  | >= 3,000 | not measured (no CUDA device here) |" in table
+    assert "| scale | `time_8000_over_800<=10.5` | 6 | <= 10.5 | pass | 2026-12-01T08:00:00, 2 cores, Old CPU" in table
+    assert "stale" not in table
