@@ -53,6 +53,7 @@ from PIL import Image
 from mmcurate.pipelines import caption as caption_pipeline
 from mmcurate.pipelines.caption import CORPUS, CaptionConfig, OutputParams
 from mmcurate.pipelines.run import new_run
+from mmcurate.pipelines.spool import UnitEnd
 from mmcurate.stages.image_decode import DecodeParams, decode, encode, perceptual_hash, pixel_hash
 from mmcurate.stages.readers import ReadParams, Unit, list_units, read_unit
 
@@ -110,6 +111,7 @@ class CountInsteadOfFinish(beam.PTransform):
     def expand(self, records: beam.PCollection) -> beam.PCollection:
         return (
             records
+            | "Records" >> beam.Filter(lambda r: not isinstance(r, UnitEnd))  # a unit's end marker is no record
             | "Count" >> beam.combiners.Count.Globally()
             | "WriteCount" >> beam.Map(_write_count, self.count_file)
         )

@@ -6,11 +6,13 @@ A wrong key or value stops the run at once with a message naming the key path (e
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, ClassVar
 
 import yaml
 from pydantic import Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 
 from mmcurate.stages.base import Filter, Params, load_filters
 from mmcurate.stages.clip import AestheticParams, ClipParams
@@ -24,12 +26,81 @@ class ConfigError(ValueError):
     """Bad configuration: the message says which key and what to fix."""
 
 
+MODEL_STAGES = ("clip", "aesthetic", "ocr", "ocr_verify", "align")
+"""Names of the RunInference stages (`pipelines.models.STAGE_BUILDERS`), as `models.placement` keys."""
+ACCELERATOR = r"type:[A-Za-z0-9._-]+(;count:[1-9][0-9]*)?(;[A-Za-z0-9_-]+(:[A-Za-z0-9._-]+)?)*"
+"""Beam's accelerator hint as Dataflow reads it: `type:nvidia-l4;count:1;install-nvidia-driver`."""
+
+
+class PlacementParams(Params):
+    """Where one model stage runs on a cluster, as Beam resource hints on its RunInference (Dataflow
+    right-fitting puts the stage on workers that have them, the decode stages stay on plain CPU
+    workers), and how its model is shared among a worker's processes."""
+
+    accelerator: str | None = None
+    """e.g. `type:nvidia-l4;count:1;install-nvidia-driver`; null = no accelerator asked for."""
+    min_ram: str | None = None
+    """Least memory per worker, e.g. `16GB` (Beam's min_ram hint)."""
+    cpu_count: int | None = None
+    """Least vCPUs per worker (Beam's cpu_count hint)."""
+    share_model: bool | None = None
+    """One copy per machine shared by its SDK processes (RunInference's multi-process shared model,
+    for a model too large for one copy per process); null = the model handler's own default."""
+    model_copies: int | None = None
+    """With share_model: this many copies per machine (e.g. one per GPU)."""
+
+    @field_validator("accelerator")
+    @classmethod
+    def _accelerator(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(ACCELERATOR, value):
+            raise PydanticCustomError("placement", "must read type:NAME[;count:N][;install-nvidia-driver]")
+        return value
+
+    @field_validator("min_ram")
+    @classmethod
+    def _ram(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[0-9]+(\.[0-9]+)?\s*(B|[KMGT]i?B)?", value):
+            raise PydanticCustomError("placement", "must be a size such as 16GB or 512MiB")
+        return value
+
+    @field_validator("cpu_count", "model_copies")
+    @classmethod
+    def _positive(cls, value: int | None) -> int | None:
+        if value is not None and value < 1:
+            raise PydanticCustomError("placement", "must be at least 1")
+        return value
+
+    def hints(self) -> dict[str, Any]:
+        """The resource hints to set (Beam's names), only those configured."""
+        hints = {"accelerator": self.accelerator, "min_ram": self.min_ram, "cpu_count": self.cpu_count}
+        return {k: v for k, v in hints.items() if v is not None}
+
+
 class ModelsConfig(Params):
     """Models behind the model filters; a model runs only when a configured filter needs it."""
 
     clip: ClipParams = ClipParams()
     aesthetic: AestheticParams = AestheticParams()
     ocr: OcrParams = OcrParams()
+    placement: dict[str, PlacementParams] = {}
+    """Per model stage (clip, aesthetic, ocr, ocr_verify, align): resource hints and model sharing."""
+
+    @field_validator("placement")
+    @classmethod
+    def _stages(cls, value: dict[str, PlacementParams]) -> dict[str, PlacementParams]:
+        return check_placement(value, MODEL_STAGES)
+
+
+def check_placement(value: dict[str, PlacementParams], known: tuple[str, ...]) -> dict[str, PlacementParams]:
+    """A `placement` map names only stages the pipeline has."""
+    unknown = sorted(set(value) - set(known))
+    if unknown:
+        raise PydanticCustomError(
+            "placement",
+            "unknown model stage(s) {unknown}; known: {known}",
+            {"unknown": unknown, "known": ", ".join(known)},
+        )
+    return value
 
 
 def as_kinds(kind: str | tuple[str, ...]) -> tuple[str, ...]:

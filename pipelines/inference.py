@@ -32,11 +32,13 @@ class GuardedHandler(ModelHandler):
     Flattens with several workers.
     """
 
-    def __init__(self, inner: ModelHandler, per_record: int = 1, per_view: bool = False) -> None:
+    def __init__(self, inner: ModelHandler, per_record: int = 1, per_view: bool = False, placement: Any = None) -> None:
         """`per_view`: a failing record of several examples is retried example by example, and gets
-        a list with a `ModelFailure` where one failed (its `Views.failed` settles what they stand for)."""
+        a list with a `ModelFailure` where one failed (its `Views.failed` settles what they stand for).
+        `placement`: the stage's `models.placement` entry (model sharing across processes)."""
         super().__init__()
         self.inner, self.per_record, self.per_view = inner, max(1, per_record), per_view
+        self.placement = placement
 
     def load_model(self) -> Any:
         return self.inner.load_model()
@@ -104,10 +106,12 @@ class GuardedHandler(ModelHandler):
         return kw
 
     def share_model_across_processes(self) -> bool:
-        return self.inner.share_model_across_processes()
+        share = getattr(self.placement, "share_model", None)
+        return self.inner.share_model_across_processes() if share is None else share
 
     def model_copies(self) -> int:
-        return self.inner.model_copies()
+        copies = getattr(self.placement, "model_copies", None)
+        return self.inner.model_copies() if copies is None else copies
 
 
 def _examples(rec: Record, stage: ModelStage, views: Views) -> tuple[Record, list[Any] | None]:
@@ -144,6 +148,13 @@ def _merge(element: tuple[Record, Any], stage: ModelStage, views: Views) -> Reco
     return rec
 
 
+def placed(infer: beam.PTransform, placement: Any) -> beam.PTransform:
+    """`infer` with its stage's resource hints (`PlacementParams`), set on the model call alone so
+    that the decode and merge steps around it stay on plain CPU workers."""
+    hints = placement.hints() if placement is not None else {}
+    return infer.with_resource_hints(**hints) if hints else infer
+
+
 class ScoreWithModels(beam.PTransform):
     """Every stage in turn over every record; records that need no model pass through unscored."""
 
@@ -154,11 +165,11 @@ class ScoreWithModels(beam.PTransform):
 
     def expand(self, records: beam.PCollection) -> beam.PCollection:
         for st in self.stages:
-            handler = KeyedModelHandler(GuardedHandler(st.handler, self.views.per_record, self.views.per_view))
+            guarded = GuardedHandler(st.handler, self.views.per_record, self.views.per_view, st.placement)
             records = (
                 records
                 | f"Example[{st.name}]" >> beam.Map(_examples, stage=st, views=self.views)
-                | f"RunInference[{st.name}]" >> RunInference(handler)
+                | f"RunInference[{st.name}]" >> placed(RunInference(KeyedModelHandler(guarded)), st.placement)
                 | f"Merge[{st.name}]" >> beam.Map(_merge, stage=st, views=self.views)
             )
         return records

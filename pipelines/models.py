@@ -60,6 +60,8 @@ class ModelStage:
     """Writes one prediction into its view."""
     scores: tuple[str, ...]
     """Score names `merge` writes into a view."""
+    placement: Any = None
+    """Its `models.placement` entry (resource hints, model sharing), when configured."""
 
 
 class Views:
@@ -203,6 +205,9 @@ def model_stages(config: Any, embed: bool = False) -> list[ModelStage]:
     returns each image's embedding (into `View.embedding`; see `embed_images`)."""
     needed = needed_models(config.build_filters())
     stages = [st for names, build in STAGE_BUILDERS.items() if needed & set(names) for st in build(config, needed)]
+    placement = getattr(getattr(config, "models", None), "placement", None) or {}
+    for st in stages:
+        st.placement = placement.get(st.name)
     return embed_images(stages) if embed else stages
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import apache_beam as beam
 import fsspec
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from mmcurate.schemas import Fields, Question, Status
 from mmcurate.stages import passrate_select as sel
@@ -33,9 +33,9 @@ from mmcurate.stages.verify import VerifyParams
 from mmcurate.stages.writers import join
 
 from .common import ReadUnits
-from .config import CorpusConfig
+from .config import CorpusConfig, PlacementParams, check_placement
 from .finish import Finish, Run
-from .inference import GuardedHandler, ModelFailure
+from .inference import GuardedHandler, ModelFailure, placed
 from .passrate_outputs import TrainerOutputs
 from .rollouts import JoinCacheFn, VerifyFn, WriteRolloutsFn, decide, make_handler, read_cache
 from .thresholds import Thresholds
@@ -114,6 +114,13 @@ class PassRateConfig(CorpusConfig):
     ocr: OcrParams = Field(default_factory=OcrParams)
     select: SelectParams = Field(default_factory=SelectParams)
     output: PassRateOutput = Field(default_factory=PassRateOutput)
+    placement: dict[str, PlacementParams] = Field(default_factory=dict)
+    """Per model stage (rollout, ocr): resource hints and model sharing, as `models.placement`."""
+
+    @field_validator("placement")
+    @classmethod
+    def _stages(cls, value: dict[str, PlacementParams]) -> dict[str, PlacementParams]:
+        return check_placement(value, ("rollout", "ocr"))
 
     def cache_uri(self, out_root: str) -> str:
         return self.rollout.cache or join(out_root, "rollouts")
@@ -149,9 +156,9 @@ class GradeFn(beam.DoFn):
 class OcrText(beam.PTransform):
     """The OCR text of each question's images, keyed by question id (for answer-leak checks)."""
 
-    def __init__(self, params: OcrParams) -> None:
+    def __init__(self, params: OcrParams, placement: PlacementParams | None = None) -> None:
         super().__init__()
-        self.params = params
+        self.params, self.placement = params, placement
 
     def expand(self, questions: beam.PCollection) -> beam.PCollection:
         from PIL import Image
@@ -171,12 +178,9 @@ class OcrText(beam.PTransform):
         def text(qid: str, pred: Any) -> tuple[str, Any]:
             return qid, pred if isinstance(pred, ModelFailure) else " ".join(line.text for line in pred[0])
 
+        handler = KeyedModelHandler(GuardedHandler(OcrModelHandler(self.params), placement=self.placement))
         loaded = questions | "LoadImages" >> beam.FlatMap(images).with_outputs("unreadable", main="images")
-        texts = (
-            loaded.images
-            | "OCR" >> RunInference(KeyedModelHandler(GuardedHandler(OcrModelHandler(self.params))))
-            | "Texts" >> beam.MapTuple(text)
-        )
+        texts = loaded.images | "OCR" >> placed(RunInference(handler), self.placement) | "Texts" >> beam.MapTuple(text)
         return (texts, loaded.unreadable) | "AllTexts" >> beam.Flatten()
 
 
@@ -230,11 +234,12 @@ class PassRateCorpus(TrainerOutputs):
             >> beam.ParDo(JoinCacheFn(cfg.rollout)).with_outputs("settled", "rollouts", "graded", main="tasks")
         )
         inference = {"sampling": cfg.rollout.sampling.model_dump()}
-        handler = KeyedModelHandler(GuardedHandler(make_handler(cfg.rollout)))
+        placement = cfg.placement.get("rollout")
+        handler = KeyedModelHandler(GuardedHandler(make_handler(cfg.rollout), placement=placement))
         verified = (
             joined.tasks
             | "Prompt" >> beam.Map(lambda t: (t, [t.messages]))
-            | "Rollouts" >> RunInference(handler, inference_args=inference)
+            | "Rollouts" >> placed(RunInference(handler, inference_args=inference), placement)
             | "Verify" >> beam.ParDo(VerifyFn(cfg.verify)).with_outputs("failed", main="rollouts")
         )
         generated = verified.rollouts
@@ -242,7 +247,7 @@ class PassRateCorpus(TrainerOutputs):
         rollouts = (joined.rollouts, generated | "DropUnit" >> beam.Values()) | "AllRollouts" >> beam.Flatten()
         ocr = p | "NoOcr" >> beam.Create([])
         if cfg.leak.ocr:
-            ocr = joined.graded | "OcrImages" >> OcrText(cfg.ocr)
+            ocr = joined.graded | "OcrImages" >> OcrText(cfg.ocr, cfg.placement.get("ocr"))
         graded = (
             {
                 "q": joined.graded | "KeyGraded" >> beam.Map(lambda q: (q.id, q)),
