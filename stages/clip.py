@@ -16,6 +16,7 @@ import re
 from pathlib import Path
 
 from .base import Filter, ModelUnavailable, Params, register, require_hub
+from .io.weights import WeightsUnavailable, is_remote, local_copy, stat
 
 
 class ClipParams(Params):
@@ -105,14 +106,24 @@ def _check_pretrained_tag(params: ClipParams, key: str) -> None:
             raise ModelUnavailable(f"{key}.pretrained: {cached} missing (download {cfg['url']} there)")
 
 
+def weights_file(uri: str, key: str) -> str:
+    """A local path of a weights file or folder named by a path or a URL (`s3://`, `gs://`: copied
+    once into the machine's cache); ModelUnavailable naming the key when it cannot be had."""
+    try:
+        return local_copy(uri)
+    except (WeightsUnavailable, OSError) as exc:
+        raise ModelUnavailable(f"{key}: {exc}") from None
+
+
 def check_weights(params: ClipParams, key: str = "models.clip") -> None:
     """Fail before the run when the tower's weights cannot be had; say which file and which key."""
     import open_clip
 
     if params.architecture:
-        if not Path(params.architecture).is_file():
+        arch = weights_file(params.architecture, key + ".architecture")
+        if not Path(arch).is_file():
             raise ModelUnavailable(f"{key}.architecture: {params.architecture} does not exist")
-        open_clip.add_model_config(params.architecture)
+        open_clip.add_model_config(arch)
     if _check_named_model(params, key):
         return
     if params.model not in open_clip.list_models():
@@ -122,6 +133,12 @@ def check_weights(params: ClipParams, key: str = "models.clip") -> None:
         )
     if params.pretrained is None:
         raise ModelUnavailable(f"{key}.pretrained is null: random weights would give meaningless scores")
+    if is_remote(params.pretrained):  # a bucket's checkpoint: there (each worker copies it once)
+        try:
+            stat(params.pretrained)
+        except WeightsUnavailable as exc:
+            raise ModelUnavailable(f"{key}.pretrained: {exc}") from None
+        return
     if _is_path(params.pretrained):
         if not Path(params.pretrained).is_file():
             raise ModelUnavailable(f"{key}.pretrained: checkpoint {params.pretrained} does not exist")
@@ -157,7 +174,7 @@ def embed_dim(params: ClipParams) -> int | None:
         cfg = json.loads((Path(params.model.removeprefix("local-dir:")) / "open_clip_config.json").read_text())
         return cfg.get("model_cfg", {}).get("embed_dim")
     if params.architecture:
-        open_clip.add_model_config(params.architecture)
+        open_clip.add_model_config(weights_file(params.architecture, "architecture"))
     cfg = open_clip.get_model_config(params.model)
     return cfg.get("embed_dim") if cfg else None
 

@@ -21,7 +21,8 @@ from typing import Any
 from apache_beam.ml.inference.base import ModelHandler
 
 from .base import ModelUnavailable, resolve_device
-from .clip import ClipParams
+from .clip import ClipParams, weights_file
+from .io.weights import is_remote
 
 TEXT_BATCH = 256
 """Sentences encoded per forward pass of the text tower (a document can hold hundreds)."""
@@ -34,6 +35,7 @@ def _natural(key: str) -> list:
 def _state_dict(path: str, key: str) -> dict[str, Any]:
     import torch
 
+    path = weights_file(path, key)
     if not Path(path).is_file():
         raise ModelUnavailable(f"{key}: {path} does not exist")
     try:
@@ -114,8 +116,10 @@ class ClipModelHandler(ModelHandler):
         p = self.params
         device = resolve_device(p.device, "models.clip.device")
         if p.architecture:
-            open_clip.add_model_config(p.architecture)
+            open_clip.add_model_config(weights_file(p.architecture, "models.clip.architecture"))
         pretrained = None if p.model.startswith(("local-dir:", "hf-hub:")) else p.pretrained
+        if pretrained and is_remote(pretrained):
+            pretrained = weights_file(pretrained, "models.clip.pretrained")
         model, _, preprocess = open_clip.create_model_and_transforms(
             p.model, pretrained=pretrained, device=device, cache_dir=p.cache_dir
         )

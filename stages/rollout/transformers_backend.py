@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mmcurate.stages.base import ModelUnavailable, require_hub, resolve_device
+from mmcurate.stages.io.weights import WeightsUnavailable, is_remote, local_copy, stat
 
 from .handler import RolloutHandler
 from .params import SamplingParams, TransformersParams, sampling_of
@@ -34,11 +35,23 @@ def _is_local(model: str) -> bool:
     return model.startswith(("/", "./", "../", "~")) or Path(model).expanduser().exists()
 
 
+def _check_remote(model: str, key: str) -> None:
+    try:
+        if stat(model).get("type") != "directory":
+            raise ModelUnavailable(f"{key}: {model} is not a folder (written by save_pretrained)")
+        stat(model.rstrip("/") + "/config.json")
+    except WeightsUnavailable as exc:
+        raise ModelUnavailable(f"{key}: {exc}") from None
+
+
 def check_model(params: TransformersParams, key: str = "rollout.transformers.model") -> None:
     """Fail before the run when the model cannot be loaded: missing folder, config or weights, or a
     hub name that is neither cached nor downloadable."""
     if not params.model:
         raise ModelUnavailable(f"{key} is not set: a folder written by save_pretrained, or a hub name")
+    if is_remote(params.model):  # a save_pretrained folder in a bucket: each worker copies it once
+        _check_remote(params.model, key)
+        return
     if _is_local(params.model):
         folder = Path(params.model).expanduser()
         if not folder.is_dir():
@@ -198,15 +211,16 @@ class TransformersRolloutHandler(RolloutHandler):
         dtype_name = p.dtype if p.dtype != "auto" else ("bf16" if device.startswith("cuda") else "fp32")
         dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype_name]
         kw: dict[str, Any] = {"cache_dir": p.cache_dir, "trust_remote_code": p.trust_remote_code}
-        config = transformers.AutoConfig.from_pretrained(p.model, **kw)
+        source = local_copy(p.model) if is_remote(p.model) else p.model
+        config = transformers.AutoConfig.from_pretrained(source, **kw)
         processor = None
         if _is_vlm(config):
-            processor = transformers.AutoProcessor.from_pretrained(p.model, **kw)
+            processor = transformers.AutoProcessor.from_pretrained(source, **kw)
             tokenizer = processor.tokenizer
-            model = transformers.AutoModelForImageTextToText.from_pretrained(p.model, dtype=dtype, **kw)
+            model = transformers.AutoModelForImageTextToText.from_pretrained(source, dtype=dtype, **kw)
         else:
-            tokenizer = transformers.AutoTokenizer.from_pretrained(p.model, **kw)
-            model = transformers.AutoModelForCausalLM.from_pretrained(p.model, dtype=dtype, **kw)
+            tokenizer = transformers.AutoTokenizer.from_pretrained(source, **kw)
+            model = transformers.AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kw)
         model.to(device).eval()
         tokenizer.padding_side = "left"
         eos = model.generation_config.eos_token_id
