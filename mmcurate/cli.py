@@ -211,6 +211,14 @@ def parser() -> argparse.ArgumentParser:
     rep.add_argument("run", nargs="+", help="a finished run's folder (two: A B, compared side by side)")
     rep.add_argument("--output", help="where the page and its images go (default: RUN/report, A/report-compare)")
     rep.add_argument("--per-reason", type=int, default=6, help="sampled records shown per reason (default: 6)")
+    pl = add("plan", help="what a full run will cost: a sample run measured per stage, scaled to the whole input")
+    pl.add_argument("corpus", help="the corpus (caption, video, interleaved, ocr, grounding, sft, rl)")
+    pl.add_argument("--input", nargs="+", required=True, help="the inputs the run would read")
+    pl.add_argument("--config", help="YAML config; default: the embedded defaults of this corpus")
+    pl.add_argument("--sample", type=_limit, default=200, help="records of the sample run (default: 200)")
+    pl.add_argument("--workers", type=int, default=0, help="CPU worker cores for the wall-time figure (default: here)")
+    pl.add_argument("--gpus", type=_limit, default=1, help="GPUs for the wall-time figure (default: 1)")
+    pl.add_argument("--json", help="also write the figures to this JSON file")
     summ = add("summary", help="print the kept/dropped/quarantined tables of a manifest")
     summ.add_argument("manifest", help="manifest.json URI, or the run folder holding it")
     add("reasons", help="list every reason code: drop or quarantine, and what it means")
@@ -502,7 +510,7 @@ def _dispatch(args: argparse.Namespace, beam_args: list[str]) -> int:
 
     simple = {"summary": lambda: _summary(args.manifest), "reasons": _reasons, "report": lambda: _report(args),
               "overlay": lambda: _overlay(args), "annotate": lambda: _annotate(args),
-              "export": lambda: _export(args)}  # fmt: skip
+              "export": lambda: _export(args), "plan": lambda: _plan(args)}  # fmt: skip
     if args.command in simple:
         return int(simple[args.command]())
     from mmcurate.pipelines.corpus import TOOLS
@@ -547,6 +555,24 @@ def _after_run_report(args: argparse.Namespace) -> None:
         print(f"report:        {build_report(out)}")
     except Exception as exc:  # the report is a view of a finished run, not part of it
         logging.getLogger("mmcurate.report").warning("no report for %s: %s: %s", out, type(exc).__name__, exc)
+
+
+def _plan(args: argparse.Namespace) -> int:
+    import json
+
+    from mmcurate.pipelines import corpus as corpora
+    from mmcurate.plan import plan, print_plan
+
+    corpus = corpora.get(args.corpus)
+    config = corpus.load_config(args.config)
+    corpus.validate(config)
+    figures = plan(corpus, config, args.input, sample=args.sample, workers=args.workers, gpus=args.gpus)
+    print_plan(figures)
+    if args.json:
+        from pathlib import Path
+
+        Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
+    return 0
 
 
 def _export(args: argparse.Namespace) -> int:

@@ -21,8 +21,35 @@ from .corpus import Corpus
 from .resume import holds_run, run_identity, verdict
 
 
-def records_held(unit: Unit) -> int | None:
-    """The records a unit holds, where knowing it costs no more than a footer read; None for tars."""
+def tar_groups(uri: str) -> int | None:
+    """Member groups (webdataset samples: members sharing a key) of an uncompressed tar, from its
+    headers alone (the payloads are seeked over); None for a compressed or unreadable tar."""
+    import posixpath
+    import tarfile
+
+    import fsspec
+
+    if not uri.endswith(".tar"):
+        return None
+    try:
+        with fsspec.open(uri, "rb") as f, tarfile.open(fileobj=f, mode="r:") as tar:
+            groups, last = 0, None
+            for member in tar:
+                if not member.isfile():
+                    continue
+                folder, name = posixpath.split(member.name)
+                key = posixpath.join(folder, name.split(".", 1)[0])
+                groups, last = groups + (key != last), key
+            return groups
+    except Exception:  # a damaged tar: the run resyncs over it and counts; the plan cannot
+        return None
+
+
+def records_held(unit: Unit, tars: bool = False) -> int | None:
+    """The records a unit holds, where knowing it costs no more than a footer read (or, with `tars`,
+    a scan of a tar's headers); None where it does not."""
+    if unit.kind == "wds" and tars:
+        return tar_groups(unit.uri)
     if unit.kind in ("jsonl", "lines"):
         return unit.stop - unit.start if unit.stop >= 0 else None
     if unit.kind in ("folder", "videos"):

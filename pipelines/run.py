@@ -187,13 +187,15 @@ def execute(
     build: Callable[..., Any] | None = None,
     resume: bool = False,
     allow_memory: bool = False,
+    observe: Callable[[Any], None] | None = None,
 ) -> dict:
     """Build and run one pipeline to completion; return the manifest it wrote (with the run's metrics).
 
     `build` defaults to the corpus's recipe (`select` passes its own); `fields` to the corpus's
     declaration for this config (`select` passes the parent run's). `resume` goes on with the
     interrupted run in `out_root`; `overwrite` deletes what a run there wrote first. `allow_memory`:
-    the caller reads a memory:// output in this process (see `check_output_uri`)."""
+    the caller reads a memory:// output in this process (see `check_output_uri`). `observe` is given
+    the finished PipelineResult (`mmcurate plan` reads its per-step execution times)."""
     check_output_uri(out_root, beam_args, in_process=allow_memory)
     options = beam_options(beam_args)
     identity = run_identity(corpus.name, config, units, code_version(), lineage)
@@ -219,6 +221,8 @@ def execute(
             return failed  # the manifest says what went missing; the CLI prints it and exits 1
     with fsspec.open(join(out_root, layout.MANIFEST), "rt") as f:
         manifest = json.load(f)
+    if observe is not None:
+        observe(result)
     metrics = collect_metrics(result)
     atomic_write(join(out_root, layout.METRICS), json_bytes(metrics))
     manifest["metrics"] = metrics
