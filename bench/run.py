@@ -31,6 +31,7 @@ import interleaved  # noqa: E402
 import models  # noqa: E402
 import ocr  # noqa: E402
 import ocr_render  # noqa: E402
+import plan  # noqa: E402
 import results  # noqa: E402
 import rollout  # noqa: E402
 import scale  # noqa: E402
@@ -43,7 +44,7 @@ BENCHMARKS = {
     "caption": caption, "interleaved": interleaved, "scale": scale, "models": models, "rollout": rollout,
     "video": video, "video_cut": video_cut, "video_motion": video_motion,
     "video_memory": video_memory, "ocr": ocr, "ocr_render": ocr_render,
-    "grounding": grounding,
+    "grounding": grounding, "plan": plan,
 }  # fmt: skip
 
 
