@@ -30,6 +30,7 @@ from PIL import Image, ImageDraw
 from mmcurate.schemas import OcrLine
 
 from .base import Filter, ModelUnavailable, Params, register
+from .io.weights import WeightsUnavailable, is_remote, stat
 
 OCR_SCORES = ("ocr_text_area", "ocr_lines", "ocr_chars", "ocr_mean_confidence")
 
@@ -218,6 +219,12 @@ def _paddle_dir_problems(params: OcrParams) -> list[str]:
     for key in ("det_model_dir", "rec_model_dir", "cls_model_dir"):
         value = getattr(params, key)
         if not value:
+            continue
+        if is_remote(value):  # a model folder in a bucket: each worker copies it once
+            try:
+                stat(value.rstrip("/") + "/inference.yml")
+            except WeightsUnavailable as exc:
+                problems.append(f"models.ocr.{key} = {value!r}: {exc} (a PaddleX inference model directory)")
             continue
         path = Path(value).expanduser()
         if not path.is_dir():

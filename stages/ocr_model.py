@@ -25,6 +25,7 @@ from PIL import Image
 
 from mmcurate.schemas import OcrLine
 
+from .io.weights import is_remote, local_copy
 from .ocr import MIN_SIDE, TALL, OcrBackend, OcrFailed, OcrLines, OcrParams
 from .ocr_verify import crop_quad
 
@@ -241,12 +242,16 @@ class PaddleOcrBackend(_Backend):
         from paddleocr import PaddleOCR
 
         self.recogniser: Any = None
-        cls_dir = params.cls_model_dir
+        local = {k: local_copy(v) if v and is_remote(v) else v  # bucket folders: copied once per machine
+                 for k, v in (("det", params.det_model_dir), ("rec", params.rec_model_dir),
+                              ("cls", params.cls_model_dir))}  # fmt: skip
+        cls_dir = local["cls"]
+        self.rec_dir = local["rec"]
         self.ocr = PaddleOCR(
-            text_detection_model_dir=params.det_model_dir,
-            text_detection_model_name=_paddle_model_name(params.det_model_dir or ""),
-            text_recognition_model_dir=params.rec_model_dir,
-            text_recognition_model_name=_paddle_model_name(params.rec_model_dir or ""),
+            text_detection_model_dir=local["det"],
+            text_detection_model_name=_paddle_model_name(local["det"] or ""),
+            text_recognition_model_dir=local["rec"],
+            text_recognition_model_name=_paddle_model_name(local["rec"] or ""),
             textline_orientation_model_dir=cls_dir,
             textline_orientation_model_name=_paddle_model_name(cls_dir) if cls_dir else None,
             use_textline_orientation=cls_dir is not None,
@@ -268,7 +273,7 @@ class PaddleOcrBackend(_Backend):
         if self.recogniser is None:
             from paddleocr import TextRecognition
 
-            rec_dir = self.params.rec_model_dir
+            rec_dir = self.rec_dir
             self.recogniser = TextRecognition(
                 model_name=_paddle_model_name(rec_dir or ""),
                 model_dir=rec_dir,

@@ -110,3 +110,20 @@ def test_transformers_model_folder_from_s3_loads_as_the_local_one(s3, tmp_path: 
     copied = sorted(p.relative_to(entry / "llama") for p in (entry / "llama").rglob("*") if p.is_file())
     assert copied == sorted(p.relative_to(folder) for p in folder.rglob("*") if p.is_file())
     assert json.loads((entry / "llama" / "config.json").read_text()) == json.loads((folder / "config.json").read_text())
+
+
+def test_paddle_model_folders_on_s3_are_checked_where_they_are(s3, tmp_path: Path) -> None:
+    """PaddleOCR cannot run here; what can: the driver's check of bucket model folders (the worker
+    copies them once, through the same cache as the other weights)."""
+    from mmcurate.stages.ocr import OcrParams, check_backend
+
+    s3.pipe(f"{BUCKET}/paddle/det/inference.yml", b"Global: {model_name: PP-OCRv5_mobile_det}\n")
+    params = OcrParams(backend="paddleocr", det_model_dir=f"s3://{BUCKET}/paddle/det",
+                       rec_model_dir=f"s3://{BUCKET}/paddle/rec")  # fmt: skip
+    with pytest.raises(ModelUnavailable) as info:
+        check_backend(params)
+    problems = str(info.value)
+    assert f"models.ocr.rec_model_dir = 's3://{BUCKET}/paddle/rec'" in problems and "does not exist" in problems
+    assert "det_model_dir = " not in problems  # the folder that is there passes
+    copied = Path(local_copy(f"s3://{BUCKET}/paddle/det"))
+    assert (copied / "inference.yml").read_bytes().startswith(b"Global:")

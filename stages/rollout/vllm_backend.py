@@ -53,8 +53,11 @@ class VLLMRolloutHandler(RolloutHandler):
                 check_vllm()
             from apache_beam.ml.inference.vllm_inference import VLLMChatModelHandler
 
+            from mmcurate.stages.io.weights import is_remote, local_copy
+
+            model = self.params.model
             self._beam = VLLMChatModelHandler(
-                self.params.model,
+                local_copy(model) if is_remote(model) else model,  # a bucket folder: copied once per machine
                 chat_template_path=self.params.chat_template,
                 vllm_server_kwargs=dict(self.params.server_kwargs),
             )
