@@ -520,6 +520,11 @@ def run(args: argparse.Namespace) -> bool:
         },
         "preprocess_ms_per_image": round(preprocess_ms, 3),
         "gpu": gpu,
+        "measured": {
+            "clip_beam_vs_bare>=0.9": ratio(lines["clip"], "beam1"),
+            "ocr_beam_vs_bare>=0.9": ratio(lines["ocr"], "beam1"),
+            f"gpu_beam_end_to_end>={GPU_TARGET:.0f}": gpu.get("beam_images_per_s_end_to_end"),
+        },
         "checks": checks,
         "not_measured": {} if cuda else dict.fromkeys(NOT_MEASURED, "no CUDA device here"),
         "passed": all(checks.values()),

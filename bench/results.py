@@ -7,7 +7,8 @@ with the date and machine it was measured on.
 
 Each benchmark states its targets as checks named `METRIC>=TARGET` (or `<=`), e.g.
 `beam_vs_bare>=0.8`: the row gives the metric's measured value (found by name in its report), the
-target, and pass or miss; checks without a target (`no_records_lost`) are pass/miss alone. A
+target, and pass or miss (a report's `measured` map, {check: value}, names the figure where the
+metric's name alone does not find it); checks without a target (`no_records_lost`) are pass/miss alone. A
 benchmark that could not run a line here (the GPU lines without CUDA) lists it under `not_measured`
 ({check: why}): the row says "not measured" and why, neither pass nor miss.
 """
@@ -22,7 +23,7 @@ from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
 OUT_DIR = BENCH_DIR / "out"
-CHECK = re.compile(r"^(?P<metric>.+?)(?P<op>>=|<=)(?P<target>[0-9.,_]+)(?P<pct>%?)$")
+CHECK = re.compile(r"^(?P<metric>.+?)(?P<op>>=|<=)(?P<target>[0-9.,_]+)(?P<pct>%?)x?$")
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 
@@ -69,6 +70,9 @@ def rows_of(name: str, report: dict[str, Any]) -> Iterator[dict[str, Any]]:
             target = float(m["target"].replace(",", "").replace("_", "")) / (100 if m["pct"] else 1)
             metric = m["metric"].split("/")[-1]
             row.update(metric=m["metric"], op=m["op"], target=target, measured=_find(report, metric))
+        stated = _number((report.get("measured") or {}).get(check))
+        if stated is not None:  # the benchmark says which of its figures the check reads
+            row["measured"] = stated
         yield row
     for check, why in sorted((report.get("not_measured") or {}).items()):
         m = CHECK.match(check)

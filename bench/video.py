@@ -464,6 +464,9 @@ def run(args: argparse.Namespace) -> bool:
         "target_x_realtime_per_core_360p": VIDEO_TARGET,
         "results": results,
         "runs": runs,
+        "measured": {
+            TARGET_CHECK: ((results.get("360p") or {}).get("variants", {}).get("ours") or {}).get("x_realtime_per_core")
+        },
         "checks": checks,
         "passed": all(checks.values()),
         "env": environment(cores, load_before, load_after, **versions),

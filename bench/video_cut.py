@@ -142,6 +142,7 @@ def run(args: argparse.Namespace) -> bool:
     print(f"  {VERDICT[passed]}: {', '.join(f'{k}={v}' for k, v in checks.items())}")
     write_report("video_cut", {
         "benchmark": "video_cut", "created": created(), "reps": args.reps, "results": results, "checks": checks,
+        "measured": {f"speedup>={SPEEDUP_TARGET:.0f}x": min((r["speedup"] for r in results.values()), default=None)},
         "passed": passed, "env": environment(os.cpu_count() or 1, load_before, os.getloadavg()[0]),
     })  # fmt: skip
     return passed

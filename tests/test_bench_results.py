@@ -52,7 +52,8 @@ def test_lines_not_run_here_say_so_and_earlier_benchmarks_keep_their_rows(tmp_pa
     out.mkdir()
     env = {"cpu_count": 2, "cpu_model": "Test CPU", "gpu": ""}
     (out / "models.json").write_text(json.dumps({
-        "created": "2026-12-03T10:00:00", "env": env, "checks": {"no_records_lost": True},
+        "created": "2026-12-03T10:00:00", "env": env, "checks": {"no_records_lost": True, "speedup>=5x": False},
+        "results": {"360p": {"speedup": 6.2}, "720p": {"speedup": 4.1}}, "measured": {"speedup>=5x": 4.1},
         "not_measured": {"gpu_beam_end_to_end>=3000": "no CUDA device here"}}))  # fmt: skip
     earlier = {"benchmarks": [
         {"benchmark": "scale", "created": "2026-12-01T08:00:00", "cores": 2, "cpu": "Old CPU", "gpu": "",
@@ -64,8 +65,11 @@ def test_lines_not_run_here_say_so_and_earlier_benchmarks_keep_their_rows(tmp_pa
     results.write_results(out, None, dest=tmp_path)
     benches = {b["benchmark"]: b for b in json.loads((tmp_path / "results.json").read_text())["benchmarks"]}
     assert sorted(benches) == ["models", "scale"]
-    assert [r["check"] for r in benches["models"]["rows"]] == ["no_records_lost", "gpu_beam_end_to_end>=3000"]
-    gpu = benches["models"]["rows"][1]
+    checks = [r["check"] for r in benches["models"]["rows"]]
+    assert checks == ["no_records_lost", "speedup>=5x", "gpu_beam_end_to_end>=3000"]
+    speedup = benches["models"]["rows"][1]  # the figure the report names, not the first `speedup` found
+    assert (speedup["measured"], speedup["target"], speedup["pass"]) == (4.1, 5.0, False)
+    gpu = benches["models"]["rows"][2]
     assert gpu["pass"] is None and (gpu["op"], gpu["target"]) == (">=", 3000.0)
     assert benches["scale"]["created"] == "2026-12-01T08:00:00"
     table = (tmp_path / "results.md").read_text()
