@@ -23,7 +23,8 @@ from typing import Any
 
 from common import BENCH_DIR, created, environment, write_report
 
-TARGET = 1.5
+TARGET = 1.2
+"""Issue 17's growth bound (RSS(10 N) <= 1.2 RSS(N)), here at 60 N; issue 16 asked for 1.5."""
 REPEATS = 60  # minutes in the long input
 CONFIG = "filters: {clip_size: {min_side: 224}, flow_speed: {min: 0.0035}}\ndedup: {clips: false}\n"
 
@@ -115,7 +116,7 @@ def run(args: argparse.Namespace) -> bool:
         "target": TARGET,
         "time_per_input_second_ratio": per_second,
         "checks": {f"ratio<={TARGET:g}": ratio <= TARGET, "time_per_input_second_ratio<=1.05": per_second <= 1.05},
-        "passed": ratio <= TARGET,
+        "passed": ratio <= TARGET and per_second <= 1.05,
         "env": environment(os.cpu_count() or 1, load_before, os.getloadavg()[0]),
     }
     print(f"video_memory: peak RSS (process tree) 1 min input {minute['peak_rss_mb']:.0f} MiB "
