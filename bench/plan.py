@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> bool:
     inputs = [str(corpus / "*.tar")]
     units = CORPUS.list_units(inputs, config)
     counted, uncounted = full_count(units)
-    print(f"plan: {len(units)} shards, {counted} records counted from tar headers ({uncounted} uncounted)")
+    print(f"plan: {len(units)} shards, {counted} records counted from tar headers ({len(uncounted)} uncounted)")
     sample = measure(CORPUS, config, inputs, units, args.plan_sample)
     predicted = extrapolate(sample, counted, 1, 1, config)
     full = measure(CORPUS, config, inputs, units, args.plan_images)
@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> bool:
     for name, v in sorted(stages.items(), key=lambda kv: -kv[1]["share"]):
         print(f"  {name:18s} {v['share']:6.1%} {v['predicted_s_per_record']:11.5f} "
               f"{v['measured_s_per_record']:11.5f} {v['ratio'] if v['ratio'] is not None else '-':>6}")  # fmt: skip
-    print(f"  total: predicted / measured = {total_ratio:.2f}; output bytes {bytes_ratio:.2f}")
+    print(f"  total: predicted / measured = {total_ratio or 0:.2f}; output bytes {bytes_ratio or 0:.2f}")
     for name, ok in checks.items():
         print(f"  {name}: {VERDICT[ok]}")
     report = {

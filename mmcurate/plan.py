@@ -7,8 +7,13 @@ each step's code). Peak memory per stage is the highest resident size of the pro
 that stage held the worker thread (sampled every 10 ms), bytes out per record are the sample
 run's files. The full input is counted cheaply (listing, jsonl line counts, parquet footers, tar
 headers), and the per-record figures are scaled to it: core-hours, GPU-hours (the model stages,
-where they run on a GPU here), the CPU:GPU worker ratio that keeps the GPU stages fed, the output
-size and the wall time on a given number of workers.
+where they run on a GPU here), the CPU cores per GPU that keep the GPU stages fed, the output size
+and the wall time on a given number of workers. Units that cannot be counted cheaply (tars on object
+storage, compressed tars) are estimated from their size at the counted units' (or the sample's)
+records per byte.
+
+The stage times are the time a worker thread spent in each stage, I/O waits included (the sampled
+run's CPU seconds are reported beside them); a model stage's time includes its preprocessing.
 
 Stages are the recipe's labelled steps (`Read`, `DecodeAndScore`, ..., `Finish`), with each model
 call (`RunInference[clip]`, `Rollouts`) its own stage, since it is the one placed on GPU workers.
@@ -137,12 +142,15 @@ def measure(corpus: Corpus, config: Any, inputs: list[str], units: list[Unit], s
                            observe=results.append)  # fmt: skip
         wall, cpu = time.perf_counter() - t0, _cpu_seconds() - cpu0
         bytes_out = _files_bytes(Path(out))
+    if not results:  # the sample run failed its accounting: its manifest says what went missing
+        raise RuntimeError(f"the sample run lost records: {manifest.get('kinds')}")
     records = _records_read(manifest, corpus)
     stages: dict[str, float] = {}
     for step, seconds in step_seconds(results[0]).items():
         stages[stage_of(step)] = stages.get(stage_of(step), 0.0) + seconds
     return {
-        "records": records, "units": len(chosen), "wall_s": round(wall, 3), "cpu_s": round(cpu, 3),
+        "records": records, "units": len(chosen), "unit_bytes": _sizes(chosen), "wall_s": round(wall, 3),
+        "cpu_s": round(cpu, 3),
         "bytes_out": bytes_out, "accounting_ok": manifest.get("accounting_ok"),
         "stages": {name: {"seconds": round(s, 4), "peak_rss_mb": round(memory.peaks.get(name, 0) / 2**20, 1)}
                    for name, s in stages.items()},
@@ -161,10 +169,37 @@ def _records_read(manifest: dict[str, Any], corpus: Corpus) -> int:
     return int(manifest["kinds"][corpus.primary]["counts"]["input"])
 
 
-def full_count(units: list[Unit]) -> tuple[int, int]:
+def _sizes(units: list[Unit]) -> int:
+    """Bytes of the units' files (a listing's worth of metadata, not their contents)."""
+    import fsspec
+
+    total = 0
+    for unit in units:
+        for uri in unit.files or (unit.uri,):
+            try:
+                fs, path = fsspec.core.url_to_fs(uri)
+                total += int(fs.size(path) or 0)
+            except Exception:  # an unreadable file: the run quarantines it; it weighs nothing here
+                continue
+    return total
+
+
+def full_count(units: list[Unit]) -> tuple[int, list[Unit]]:
     """(records counted, units that could not be counted cheaply)."""
-    known = [records_held(u, tars=True) for u in units]
-    return sum(k for k in known if k is not None), sum(k is None for k in known)
+    known = [(u, records_held(u, tars=True)) for u in units]
+    return sum(k for _, k in known if k is not None), [u for u, k in known if k is None]
+
+
+def estimate(units: list[Unit], counted: int, uncounted: list[Unit], sample: dict[str, Any]) -> int:
+    """Records of the uncounted units, from their bytes at the counted units' records per byte, or
+    the sample's where nothing could be counted."""
+    if not uncounted:
+        return 0
+    counted_bytes = _sizes([u for u in units if u not in uncounted]) if counted else 0
+    per_byte = counted / counted_bytes if counted and counted_bytes else None
+    if per_byte is None:
+        per_byte = sample["records"] / sample["unit_bytes"] if sample["unit_bytes"] else 0.0
+    return round(_sizes(uncounted) * per_byte)
 
 
 def on_gpu(stage: str, config: Any) -> bool:
@@ -184,8 +219,9 @@ def on_gpu(stage: str, config: Any) -> bool:
         backend = getattr(rollout, "backend", "")
         device = getattr(getattr(rollout, "transformers", None), "device", "auto")
         return cuda and (backend == "vllm" or (backend == "transformers" and device != "cpu"))
-    if "ocr" in stage.lower():
-        return cuda and getattr(getattr(models, "ocr", None), "backend", "") == "paddleocr"
+    if "ocr" in stage.lower():  # models.ocr, or the pass-rate corpus's top-level ocr
+        ocr = getattr(models, "ocr", None) or getattr(config, "ocr", None)
+        return cuda and getattr(ocr, "backend", "") == "paddleocr"
     return cuda and clip != "cpu"
 
 
@@ -196,20 +232,20 @@ def extrapolate(sample: dict[str, Any], total: int, workers: int, gpus: int, con
     gpu_stages = {k for k in per if on_gpu(k, config)}
     cpu_s = sum(v for k, v in per.items() if k not in gpu_stages) * total
     gpu_s = sum(per[k] for k in gpu_stages) * total
-    ratio = (cpu_s / gpu_s) if gpu_s else None
+    ratio = (cpu_s / gpu_s) if gpu_s else None  # CPU-stage core-seconds per GPU-stage second
     cpu_wall = cpu_s / max(1, workers)
     gpu_wall = gpu_s / max(1, gpus) if gpu_s else 0.0
     return {
         "records": total,
         "per_record_s": {k: round(v, 6) for k, v in per.items()},
-        "core_hours": round(cpu_s / 3600, 3),
-        "gpu_hours": round(gpu_s / 3600, 3),
+        "core_hours": round(cpu_s / 3600, 6),
+        "gpu_hours": round(gpu_s / 3600, 6),
         "gpu_stages": sorted(gpu_stages),
-        "cpu_workers_per_gpu": round(ratio, 2) if ratio is not None else None,
+        "cpu_cores_per_gpu": round(ratio, 2) if ratio is not None else None,
         "output_bytes": int(sample["bytes_out"] / n * total),
         "workers": workers,
         "gpus": gpus,
-        "wall_hours": round(max(cpu_wall, gpu_wall) / 3600, 3),
+        "wall_hours": round(max(cpu_wall, gpu_wall) / 3600, 6),
         "bound_by": "GPU stages" if gpu_wall > cpu_wall else "CPU stages",
     }
 
@@ -221,11 +257,10 @@ def plan(
     units = corpus.list_units(inputs, config)
     counted, uncounted = full_count(units)
     measured = measure(corpus, config, inputs, units, sample)
-    total = counted
-    if uncounted:  # units nobody can count cheaply (compressed tars): as many records as the average unit
-        total += round(uncounted * counted / max(1, len(units) - uncounted)) if counted else uncounted * sample
+    total = counted + estimate(units, counted, uncounted, measured)
     workers = workers or os.cpu_count() or 1
-    return {"corpus": corpus.name, "units": len(units), "units_uncounted": uncounted, "sample": measured,
+    return {"corpus": corpus.name, "units": len(units), "units_uncounted": len(uncounted),
+            "records_counted": counted, "sample": measured,
             "full": extrapolate(measured, total, workers, gpus, config)}  # fmt: skip
 
 
@@ -246,9 +281,9 @@ def print_plan(p: dict[str, Any]) -> None:
         table.add_row(escape(name), f"{per:.5f}", f"{v['seconds'] / busy:.0%}", f"{v['peak_rss_mb']:.0f}", where,
                       f"{per * f['records'] / 3600:.3f}")  # fmt: skip
     console.print(table)
-    ratio = f["cpu_workers_per_gpu"]
+    ratio = f["cpu_cores_per_gpu"]
     console.print(f"core-hours {f['core_hours']:,}  GPU-hours {f['gpu_hours']:,}"
-                  + (f"  CPU workers per GPU to keep it fed: {ratio}" if ratio is not None
+                  + (f"  CPU cores per GPU to keep it fed: {ratio}" if ratio is not None
                      else "  (no stage on a GPU here: model stages are counted as CPU work)"))  # fmt: skip
     console.print(f"expected output {f['output_bytes'] / 1e9:,.2f} GB; wall time on {f['workers']} workers"
                   f"{', ' + str(f['gpus']) + ' GPUs' if f['gpu_stages'] else ''}: {f['wall_hours']:,} h "

@@ -72,7 +72,8 @@ class PlacementParams(Params):
 
     def hints(self) -> dict[str, Any]:
         """The resource hints to set (Beam's names), only those configured."""
-        hints = {"accelerator": self.accelerator, "min_ram": self.min_ram, "cpu_count": self.cpu_count}
+        cpus = str(self.cpu_count) if self.cpu_count is not None else None  # Beam parses hint strings
+        hints = {"accelerator": self.accelerator, "min_ram": self.min_ram, "cpu_count": cpus}
         return {k: v for k, v in hints.items() if v is not None}
 
 

@@ -29,15 +29,15 @@ def tar_groups(uri: str) -> int | None:
 
     import fsspec
 
-    if not uri.endswith(".tar"):
-        return None
+    if not uri.endswith(".tar") or ("://" in uri and not uri.startswith("file://")):
+        return None  # on object storage the header walk would fetch the whole file: not cheap
     try:
         with fsspec.open(uri, "rb") as f, tarfile.open(fileobj=f, mode="r:") as tar:
             groups, last = 0, None
             for member in tar:
-                if not member.isfile():
-                    continue
                 folder, name = posixpath.split(member.name)
+                if not member.isfile() or name.startswith(".") or "." not in name:
+                    continue  # what webdataset skips: hidden files (`._x.jpg`) and names with no extension
                 key = posixpath.join(folder, name.split(".", 1)[0])
                 groups, last = groups + (key != last), key
             return groups

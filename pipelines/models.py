@@ -206,9 +206,29 @@ def model_stages(config: Any, embed: bool = False) -> list[ModelStage]:
     needed = needed_models(config.build_filters())
     stages = [st for names, build in STAGE_BUILDERS.items() if needed & set(names) for st in build(config, needed)]
     placement = getattr(getattr(config, "models", None), "placement", None) or {}
+    check_placement_of(placement, {st.name: st.handler for st in stages}, "models.placement", needed)
     for st in stages:
         st.placement = placement.get(st.name)
     return embed_images(stages) if embed else stages
+
+
+def check_placement_of(placement: dict[str, Any], handlers: dict[str, Any], key: str, needed: set[str]) -> None:
+    """Fail fast on placement a stage cannot honour: model sharing across processes serves the model
+    through Beam's multi-process proxy, which passes method calls only, and our CLIP, OCR and
+    transformers models are read by attribute (so every record would fail); an `aesthetic` entry
+    when the aesthetic head rides on the CLIP stage (that stage's entry is `clip`)."""
+    from mmcurate.pipelines.config import ConfigError
+
+    if "aesthetic" in placement and "aesthetic" not in handlers and "aesthetic" in needed:
+        raise ConfigError(f"{key}.aesthetic: the aesthetic head shares the CLIP stage's tower; place `clip`")
+    for name, p in placement.items():
+        handler = handlers.get(name)
+        shares = p.share_model or p.model_copies is not None
+        if handler is not None and shares and not getattr(handler, "proxy_safe", False):
+            raise ConfigError(
+                f"{key}.{name}.share_model: the {name} model is loaded once per worker process and read by "
+                "attribute, which Beam's shared-model proxy does not pass; leave share_model and model_copies unset"
+            )
 
 
 def embed_images(stages: list[ModelStage]) -> list[ModelStage]:

@@ -205,6 +205,10 @@ class PassRateCorpus(TrainerOutputs):
             from mmcurate.stages.ocr import check_backend
 
             check_backend(cfg.ocr)
+        from .models import check_placement_of
+
+        handlers = {"rollout": make_handler(cfg.rollout), "ocr": object() if cfg.leak.ocr else None}
+        check_placement_of(cfg.placement, handlers, "placement", set())
 
     def list_units(self, inputs: list[str], cfg: PassRateConfig) -> list[Unit]:
         return list_units(

@@ -46,6 +46,17 @@ def _sha(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def identity_config(config: Any) -> dict[str, Any]:
+    """The config as the run's identity sees it: where its stages are placed on a cluster
+    (`models.placement`, the pass-rate `placement`) changes no output, so a failed cluster run may be
+    resumed with other resource hints."""
+    dump = config.model_dump(mode="json")
+    dump.pop("placement", None)
+    if isinstance(dump.get("models"), dict):
+        dump["models"].pop("placement", None)
+    return dump
+
+
 def run_identity(
     corpus: str, config: Any, units: list[Unit], code: dict[str, str], lineage: dict | None = None
 ) -> dict[str, str]:
@@ -53,7 +64,7 @@ def run_identity(
     The lineage of a select run names its parent's manifest and overlay files."""
     return {
         "corpus": corpus,
-        "config_sha256": _sha(config.model_dump(mode="json")),
+        "config_sha256": _sha(identity_config(config)),
         "units_sha256": _sha([dataclasses.asdict(u) for u in units]),
         "code_sha256": _sha(code),
         # where the parent is (however its path is spelled) is not what it is: its manifest and overlays are

@@ -5,7 +5,8 @@ and Dataflow drive Python workers, inside a network namespace that has only loop
 
 Beam's gRPC servers bind to all interfaces (no flag changes that), so they run here, in a namespace
 made by `unshare -n`, with `lo` brought up. COMMANDS.json is a list of {"argv": [...], "env": {...},
-"pool_env": {...}, "timeout": s}; `pool_env` is the worker pool's extra environment (the pool is
+"pool_env": {...}, "timeout": s, "count": GLOB}; `count` makes the result say how many files match
+GLOB after the command (a killed run's unit markers); `pool_env` is the worker pool's extra environment (the pool is
 started again when it changes or has died: a fail point kills the pool's process group, as a lost
 machine would be); each command gets the portable runner options appended (`--runner=PortableRunner
 --job_endpoint=... --environment_type=EXTERNAL --environment_config=...`) and runs in turn; RESULTS.json
@@ -16,6 +17,7 @@ finds another python hangs the job.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -30,18 +32,21 @@ JOB_PORT, WORKER_PORT = 18099, 18100
 START_TIMEOUT_S = 120.0
 
 
-def loopback_namespace_available() -> str | None:
-    """None when `unshare -n` can make a namespace with loopback up here, else why not."""
-    try:
-        done = subprocess.run(
-            ["unshare", "-n", "sh", "-c", "ip link set lo up && ip -o addr show lo"],
-            capture_output=True, text=True, timeout=30,
-        )  # fmt: skip
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"unshare -n could not run: {exc}"
-    if done.returncode != 0 or "127.0.0.1" not in done.stdout:
-        return f"no network namespace with loopback here (needs root or user namespaces): {done.stderr.strip()}"
-    return None
+def loopback_namespace() -> tuple[list[str] | None, str]:
+    """The command prefix that makes a network namespace with only loopback here (`unshare -n` as
+    root, `unshare -rn` through a user namespace otherwise), or None and why not."""
+    why = ""
+    for prefix in (["unshare", "-n"], ["unshare", "-rn"]):
+        try:
+            done = subprocess.run([*prefix, "sh", "-c", "ip link set lo up && ip -o addr show lo"],
+                                  capture_output=True, text=True, timeout=30)  # fmt: skip
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            why = f"{' '.join(prefix)} could not run: {exc}"
+            continue
+        if done.returncode == 0 and "127.0.0.1" in done.stdout:
+            return prefix, ""
+        why = f"{' '.join(prefix)}: {done.stderr.strip() or done.stdout.strip()}"
+    return None, f"no network namespace with only loopback here (needs root or user namespaces): {why}"
 
 
 def wheel_worker_env(root: Path, repo: Path) -> Path:
@@ -51,9 +56,15 @@ def wheel_worker_env(root: Path, repo: Path) -> Path:
     Returns its python."""
     import sysconfig
 
-    wheels, env = root / "wheel", root / "worker-env"
+    wheels, env, source = root / "wheel", root / "worker-env", root / "source"
+    listed = subprocess.run(["git", "-C", str(repo), "ls-files", "-co", "--exclude-standard", "-z"],
+                            check=True, capture_output=True, timeout=60).stdout.decode().split("\0")  # fmt: skip
+    for rel in filter(None, listed):  # the checkout's own files only: no build/ left by an earlier build
+        if (repo / rel).is_file():
+            (source / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(repo / rel, source / rel)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                    str(wheels), str(repo)], check=True, timeout=300, capture_output=True)  # fmt: skip
+                    str(wheels), str(source)], check=True, timeout=300, capture_output=True)  # fmt: skip
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True, timeout=120)
     python = env / "bin" / "python"
     site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
@@ -134,6 +145,8 @@ def main(commands_file: str, results_file: str) -> int:
                     capture_output=True, text=True, timeout=cmd.get("timeout", 600), start_new_session=True,
                 )  # fmt: skip
                 results.append({"rc": done.returncode, "tail": (done.stdout + done.stderr)[-4000:]})
+                if cmd.get("count"):  # files left matching a glob (a killed run's unit markers)
+                    results[-1]["counted"] = len(glob.glob(cmd["count"]))
             except subprocess.TimeoutExpired as exc:
                 results.append({"rc": 124, "tail": f"timed out after {exc.timeout} s"})
     finally:

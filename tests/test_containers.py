@@ -51,7 +51,11 @@ def _beam_tag(dockerfile: Path) -> str:
     return tag
 
 
-def test_cpu_image_pins_are_the_tested_environment_within_pyproject_and_constraints() -> None:
+def test_cpu_image_pins_sit_within_pyproject_and_constraints() -> None:
+    """Every package pyproject names for the CPU extras is pinned, inside its range, at the
+    constraints.txt pin where there is one. (Whether the lock is still this environment's closure is
+    `containers/lock.py --check`: a maintainer's step after an upgrade, not a test a fresh install
+    could fail by installing a newer patch release.)"""
     lock = _lock_module()
     pins = _lock(CONTAINERS / "cpu" / "requirements.lock")
     specs = _specs(lock.EXTRAS)
@@ -60,23 +64,23 @@ def test_cpu_image_pins_are_the_tested_environment_within_pyproject_and_constrai
     outside = {n: (pins[n], [str(r.specifier) for r in rs]) for n, rs in specs.items() if n in pins
                for r in rs if not r.specifier.contains(pins[n], prereleases=True)}  # fmt: skip
     assert not outside, f"lock pins outside pyproject's ranges: {outside}"
-    constraints = {canonicalize_name(r.name): r for r in map(Requirement, _lines(REPO / "constraints.txt"))}
-    assert constraints and all(pins[n] in c.specifier for n, c in constraints.items()), constraints
-    # the lock is this environment's closure (containers/lock.py writes it; rerun it after an upgrade)
-    current = {n: v.split("+")[0] for n, v in lock.closure().items()}
-    differ = {n: (pins.get(n), v) for n, v in current.items() if pins.get(n) != v}
-    assert not differ, f"rerun containers/lock.py: (lock, installed) = {differ}"
-    assert set(pins) == set(current)
+    constraints = _constraints()
+    assert {"torch", "apache-beam"} <= set(constraints)
+    assert pins["torch"] in constraints["torch"].specifier
+    assert not {"apache-beam", "opencv-python"} & set(pins)  # the base image's Beam; the GUI OpenCV never
 
 
 def test_both_images_run_the_drivers_beam_version() -> None:
-    beam = md.version("apache-beam")
-    assert _beam_tag(CONTAINERS / "cpu" / "Dockerfile") == beam
-    assert _beam_tag(CONTAINERS / "gpu" / "Dockerfile") == beam
+    beam = _constraints()["apache-beam"]
+    installed = md.version("apache-beam")
+    assert installed in beam.specifier  # make install honours constraints.txt
     for role in ("cpu", "gpu"):
-        text = (CONTAINERS / role / "Dockerfile").read_text()
+        dockerfile = CONTAINERS / role / "Dockerfile"
+        assert _beam_tag(dockerfile) in beam.specifier, (role, _beam_tag(dockerfile), str(beam))
+        text = dockerfile.read_text()
         assert f"COPY containers/{role}/requirements.lock" in text and 'ENTRYPOINT ["/opt/apache/beam/boot"]' in text
         assert "pip install --no-cache-dir --no-deps /opt/mmcurate/mmcurate-*.whl" in text  # the wheel, not a checkout
+        assert '"gcsfs==$FSSPEC_GCS"' in text  # gs:// inputs, outputs and weights (docs/cluster.md, Dataflow)
 
 
 def test_gpu_image_pins_sit_in_pyproject_ranges() -> None:
@@ -91,6 +95,10 @@ def test_gpu_image_pins_sit_in_pyproject_ranges() -> None:
         and "paddleocr" in pins
         and pins["torch"] != _lock(CONTAINERS / "cpu" / "requirements.lock")["torch"]
     )
+
+
+def _constraints() -> dict[str, Requirement]:
+    return {canonicalize_name(r.name): r for r in map(Requirement, _lines(REPO / "constraints.txt"))}
 
 
 def _lines(path: Path) -> list[str]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import apache_beam as beam
 import pytest
-from apache_beam.transforms.resources import AcceleratorHint, MinRamHint
+from apache_beam.transforms.resources import AcceleratorHint, CpuCountHint, MinRamHint
 from tiny_models import build_tiny_clip
 from webdataset import TarWriter
 
@@ -49,7 +49,7 @@ def test_resource_hints_sit_on_the_model_call_alone(tiny: dict[str, str], tmp_pa
     shard = tmp_path / "in.tar"
     with TarWriter(str(shard)) as w:
         w.write({"__key__": "a", "txt": "a caption here", "jpg": b"not decoded while building"})
-    config = _config(tiny, {"clip": {"accelerator": GPU, "min_ram": "16GB", "share_model": True}})
+    config = _config(tiny, {"clip": {"accelerator": GPU, "min_ram": "16GB"}})
     inputs = [str(shard)]
     units = list_units(inputs, config.read)
     p = beam.Pipeline()
@@ -63,10 +63,51 @@ def test_resource_hints_sit_on_the_model_call_alone(tiny: dict[str, str], tmp_pa
     assert not any(accel in h or ram in h for h in others.values())  # decode, merge, finish: plain workers
     assert any(name.startswith("DecodeAndScore") for name in others)
     (stage,) = model_stages(config)
-    guarded = GuardedHandler(stage.handler, placement=stage.placement)
-    assert guarded.share_model_across_processes() and guarded.model_copies() == 1
-    plain = GuardedHandler(stage.handler)
-    assert not plain.share_model_across_processes()
+    assert not GuardedHandler(stage.handler, placement=stage.placement).share_model_across_processes()
+
+
+def test_model_sharing_only_where_the_model_can_be_served_through_beams_proxy(tiny: dict[str, str]) -> None:
+    """Beam's shared model is a multi-process proxy that passes method calls only: a CLIP tower read
+    by attribute would fail every record, so it is refused naming the key; vLLM rollouts (a server
+    per machine) share, and GuardedHandler tells RunInference so."""
+    from mmcurate.pipelines.models import check_placement_of
+    from mmcurate.pipelines.passrate import PassRateConfig
+    from mmcurate.pipelines.rollouts import make_handler
+
+    with pytest.raises(ConfigError, match=r"^models\.placement\.clip\.share_model: "):
+        model_stages(_config(tiny, {"clip": {"share_model": True}}))
+    with pytest.raises(ConfigError, match=r"^models\.placement\.clip\.share_model: "):
+        model_stages(_config(tiny, {"clip": {"model_copies": 2}}))
+    rl = PassRateConfig.model_validate({
+        "rollout": {"backend": "vllm", "vllm": {"model": "org/model"}},
+        "placement": {"rollout": {"share_model": True, "model_copies": 2}}})  # fmt: skip
+    vllm = make_handler(rl.rollout)
+    check_placement_of(rl.placement, {"rollout": vllm}, "placement", set())
+    guarded = GuardedHandler(vllm, placement=rl.placement["rollout"])
+    assert guarded.share_model_across_processes() and guarded.model_copies() == 2
+    local = rl.model_copy(update={"rollout": rl.rollout.model_copy(update={"backend": "transformers"})})
+    with pytest.raises(ConfigError, match=r"^placement\.rollout\.share_model: "):
+        check_placement_of(local.placement, {"rollout": make_handler(local.rollout)}, "placement", set())
+
+
+def test_passrate_hints_sit_on_the_rollouts_alone(tmp_path: Path) -> None:
+    from mmcurate.pipelines import corpus as corpora
+    from mmcurate.pipelines.passrate import PassRateConfig
+
+    data = tmp_path / "q.jsonl"
+    data.write_text('{"question": "how many cats ?", "answer": "2"}\n')
+    cfg = PassRateConfig.model_validate({
+        "rollout": {"backend": "transformers", "transformers": {"model": str(tmp_path / "model")}},
+        "placement": {"rollout": {"accelerator": GPU, "cpu_count": 4}}})  # fmt: skip
+    rl = corpora.get("rl")
+    units = rl.list_units([str(data)], cfg)
+    p = beam.Pipeline()
+    rl.build(p, units, cfg, new_run(rl, cfg, [str(data)], units, str(tmp_path / "out")))
+    hints = _hints_by_step(p)
+    rollouts = {n: h for n, h in hints.items() if n.startswith("Rollouts")}
+    assert rollouts and all(h.get(AcceleratorHint.urn) == GPU.encode() for h in rollouts.values())
+    assert all(h.get(CpuCountHint.urn) == b"4" for h in rollouts.values())
+    assert not any(AcceleratorHint.urn in h for n, h in hints.items() if not n.startswith("Rollouts"))
 
 
 def test_without_placement_no_step_asks_for_an_accelerator(tiny: dict[str, str], tmp_path: Path) -> None:

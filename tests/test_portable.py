@@ -21,15 +21,15 @@ from typing import Any
 
 import pytest
 import yaml
-from portable import loopback_namespace_available, wheel_worker_env
+from portable import loopback_namespace, wheel_worker_env
 from test_resume import assert_same_run, caption_corpus, mmcurate, rules, shard_keys, video_corpus
 
 from mmcurate.pipelines.spool import FAILPOINT_ENV
 
 PORTABLE = Path(__file__).with_name("portable.py")
 REPO = Path(__file__).resolve().parents[1]
-WHY_NOT = loopback_namespace_available()
-pytestmark = pytest.mark.skipif(WHY_NOT is not None, reason=f"portable runner tests: {WHY_NOT}")
+NAMESPACE, WHY_NOT = loopback_namespace()
+pytestmark = pytest.mark.skipif(NAMESPACE is None, reason=f"portable runner tests: {WHY_NOT}")
 CLI = [sys.executable, "-m", "mmcurate.cli"]
 
 
@@ -77,13 +77,18 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
                 for name, args in jobs.items()]  # fmt: skip
     killed = [*CLI, *jobs["caption"], "--output", str(tmp / "resumed"), "--no-progress", "--no-report"]
     commands += [
-        {"argv": killed, "pool_env": {FAILPOINT_ENV: "spooled:2"}, "timeout": 300},
+        {
+            "argv": killed,
+            "pool_env": {FAILPOINT_ENV: "spooled:2"},
+            "timeout": 300,
+            "count": str(tmp / "resumed" / "_work" / "spooled" / "part-*.json"),
+        },
         {"argv": [*killed, "--resume"]},
     ]
     (tmp / "commands.json").write_text(json.dumps(commands))
     worker = wheel_worker_env(tmp, REPO)
     env = dict(os.environ, WORKER_PYTHON=str(worker))
-    subprocess.run(["unshare", "-n", sys.executable, str(PORTABLE), str(tmp / "commands.json"),
+    subprocess.run([*(NAMESPACE or []), sys.executable, str(PORTABLE), str(tmp / "commands.json"),
                     str(tmp / "results.json")], check=True, timeout=1500, env=env)  # fmt: skip
     results = json.loads((tmp / "results.json").read_text())
     return {
@@ -129,7 +134,7 @@ def test_portable_run_is_byte_identical_to_the_direct_runner(runs: dict[str, Any
 
 def test_portable_run_killed_with_its_worker_resumes_to_the_uninterrupted_output(runs: dict[str, Any]) -> None:
     killed, resumed = runs["results"]["killed"], runs["results"]["resumed"]
-    assert killed["rc"] != 0, "the fail point did not stop the run"
+    assert killed["rc"] not in (0, 124), f"the fail point did not stop the run: {killed['tail'][-500:]}"
     assert resumed["rc"] == 0, resumed["tail"]
     out, reference = runs["tmp"] / "resumed", runs["direct"]["caption"]
     assert_same_run(reference, out)
@@ -137,4 +142,5 @@ def test_portable_run_killed_with_its_worker_resumes_to_the_uninterrupted_output
     manifest = json.loads((out / "manifest.json").read_text())
     assert len(keys) == len(set(keys)) == manifest["kinds"]["caption"]["counts"]["kept"]  # every sample once
     units_read = json.loads((out / "metrics.json").read_text())["counters"].get("mmcurate/units.read", 0)
-    assert 0 < units_read < 6  # the resume read only the units the killed run had not spooled
+    spooled = killed["counted"]
+    assert 2 <= spooled < 6 and units_read == 6 - spooled  # the resume read only the units not spooled

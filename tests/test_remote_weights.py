@@ -48,7 +48,7 @@ def _scores(out: Path) -> dict[str, dict[str, float]]:
 
 
 def _cached(tmp_path: Path) -> list[Path]:
-    return sorted(p for p in (tmp_path / "weights-cache").rglob("*") if p.is_file())
+    return sorted(p for p in (tmp_path / "weights-cache").rglob("*") if p.is_file() and not p.name.startswith("."))
 
 
 def test_clip_and_aesthetic_weights_from_s3_score_as_the_local_files(s3, tmp_path: Path) -> None:

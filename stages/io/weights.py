@@ -2,14 +2,16 @@
 local cache, so that a cluster's workers load the same checkpoint from the bucket the run's config
 names, and the model libraries (open_clip, transformers, torch) get the local path they need.
 
-The cache entry is keyed by the URL and what the store says of the object (size, ETag or
-modification time), so a replaced checkpoint is fetched again; a copy is written to a temporary name
-and renamed into place, so concurrent workers on one machine never load a half-written file.
-Local paths pass through unchanged.
+The cache entry is keyed by the URL and what the store says of the object (size, ETag, generation
+or modification time), so a replaced checkpoint is fetched again. The SDK processes of one machine
+take a file lock on the entry: one downloads (to a temporary name, renamed into place), the others
+wait and load its copy. Local paths pass through unchanged. URLs in messages are redacted.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -20,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import fsspec
+
+from mmcurate.schemas.redact import redact_text
 
 CACHE_ENV = "MMCURATE_WEIGHTS_CACHE"
 """Where remote weights are cached; default ~/.cache/mmcurate/weights."""
@@ -48,7 +52,8 @@ def _identity(fs: fsspec.AbstractFileSystem, path: str, info: dict[str, Any]) ->
 
 
 def _version(info: dict[str, Any]) -> list[Any]:
-    stamp = info.get("ETag") or info.get("etag") or info.get("md5Hash") or info.get("mtime") or info.get("LastModified")
+    keys = ("ETag", "etag", "generation", "md5Hash", "sha256", "blob_id", "mtime", "LastModified", "last_modified")
+    stamp = next((info[k] for k in keys if info.get(k)), None)
     return [info.get("size"), str(stamp) if stamp is not None else None]
 
 
@@ -58,9 +63,9 @@ def stat(uri: str) -> dict[str, Any]:
     try:
         return fs.info(path)
     except FileNotFoundError:
-        raise WeightsUnavailable(f"{uri} does not exist") from None
+        raise WeightsUnavailable(f"{redact_text(uri)} does not exist") from None
     except Exception as exc:  # credentials, network, an unknown protocol: say which URL
-        raise WeightsUnavailable(f"{uri} cannot be read: {type(exc).__name__}: {exc}") from None
+        raise WeightsUnavailable(redact_text(f"{uri} cannot be read: {type(exc).__name__}: {exc}")) from None
 
 
 def local_copy(uri: str) -> str:
@@ -75,18 +80,30 @@ def local_copy(uri: str) -> str:
     if dest.exists():
         return str(dest)
     entry.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".part-", dir=entry))
+    with _locked(entry / ".lock"):
+        if not dest.exists():  # another process of this machine may have copied it while we waited
+            _download(fs, path, info, dest)
+    return str(dest)
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _download(fs: fsspec.AbstractFileSystem, path: str, info: dict[str, Any], dest: Path) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix=".part-", dir=dest.parent))
     try:
         target = tmp / dest.name
         if info.get("type") == "directory":
             fs.get(path.rstrip("/") + "/", str(target), recursive=True)
         else:
             fs.get(path, str(target))
-        try:
-            os.rename(target, dest)
-        except OSError:  # another worker of this machine renamed its copy first
-            if not dest.exists():
-                raise
+        os.rename(target, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return str(dest)

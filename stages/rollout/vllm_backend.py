@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from mmcurate.stages.base import ModelUnavailable
+from mmcurate.stages.io.weights import WeightsUnavailable, is_remote, local_copy, stat
 
 from .handler import RolloutHandler
 from .openai_backend import choice_text
@@ -19,6 +20,11 @@ def check_vllm(params: VLLMParams | None = None, key: str = "rollout.vllm") -> N
 
     if params is not None and not params.model:
         raise ModelUnavailable(f"{key}.model is not set: the hub name or folder vLLM should serve")
+    if params is not None and is_remote(params.model):  # a bucket folder: each worker copies it once
+        try:
+            stat(params.model.rstrip("/") + "/config.json")
+        except WeightsUnavailable as exc:
+            raise ModelUnavailable(f"{key}.model: {exc} (a folder written by save_pretrained)") from None
     missing = [name for name in ("vllm", "openai") if importlib.util.find_spec(name) is None]
     if missing:
         raise ModelUnavailable(
@@ -52,8 +58,6 @@ class VLLMRolloutHandler(RolloutHandler):
             if importlib.util.find_spec("openai") is None:  # Beam's vllm_inference imports it at the top
                 check_vllm()
             from apache_beam.ml.inference.vllm_inference import VLLMChatModelHandler
-
-            from mmcurate.stages.io.weights import is_remote, local_copy
 
             model = self.params.model
             self._beam = VLLMChatModelHandler(
@@ -89,6 +93,10 @@ class VLLMRolloutHandler(RolloutHandler):
             choices = sorted(result.inference.choices, key=lambda c: c.index)
             out.append([choice_text({"message": c.message.model_dump()}) for c in choices])
         return out
+
+    proxy_safe = True
+    """Beam's vLLM handler serves its model through methods (a server per machine), so it may be
+    shared across processes (`placement.rollout.share_model`): it is by default."""
 
     def share_model_across_processes(self) -> bool:
         return True
