@@ -31,6 +31,8 @@ REPO = Path(__file__).resolve().parents[1]
 NAMESPACE, WHY_NOT = loopback_namespace()
 pytestmark = pytest.mark.skipif(NAMESPACE is None, reason=f"portable runner tests: {WHY_NOT}")
 CLI = [sys.executable, "-m", "mmcurate.cli"]
+DEMOS = ("interleaved", "ocr", "grounding")
+"""Run through their demo commands: the corpus each builds, its embedded config (models included)."""
 
 
 def _passrate_inputs(root: Path) -> list[str]:
@@ -75,6 +77,11 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         direct[name] = _aside(tmp / name, tmp / f"{name}-direct")
     commands = [{"argv": [*CLI, *args, "--output", str(tmp / name), "--no-progress", "--no-report"]}
                 for name, args in jobs.items()]  # fmt: skip
+    for name in DEMOS:  # the other corpora's demos (their builders write the same corpus each time)
+        demo = ["demo", "--corpus", name, "--workdir", str(tmp / f"{name}-demo"), "--no-report"]
+        mmcurate(*demo)
+        direct[name] = _aside(tmp / f"{name}-demo" / f"{name}-output", tmp / f"{name}-direct")
+        commands.append({"argv": [*CLI, *demo, "--no-progress"]})
     killed = [*CLI, *jobs["caption"], "--output", str(tmp / "resumed"), "--no-progress", "--no-report"]
     commands += [
         {
@@ -91,12 +98,10 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     subprocess.run([*(NAMESPACE or []), sys.executable, str(PORTABLE), str(tmp / "commands.json"),
                     str(tmp / "results.json")], check=True, timeout=1500, env=env)  # fmt: skip
     results = json.loads((tmp / "results.json").read_text())
-    return {
-        "tmp": tmp,
-        "direct": direct,
-        "worker": worker,
-        "results": dict(zip([*jobs, "killed", "resumed"], results, strict=True)),
-    }
+    outputs = {**{n: tmp / n for n in jobs}, **{n: tmp / f"{n}-demo" / f"{n}-output" for n in DEMOS}}
+    names = [*jobs, *DEMOS, "killed", "resumed"]
+    return {"tmp": tmp, "direct": direct, "worker": worker, "outputs": outputs,
+            "results": dict(zip(names, results, strict=True))}  # fmt: skip
 
 
 def test_the_workers_run_mmcurate_from_its_wheel_not_the_checkout(runs: dict[str, Any]) -> None:
@@ -118,11 +123,11 @@ def test_the_workers_run_mmcurate_from_its_wheel_not_the_checkout(runs: dict[str
     assert not [p for p in path if p and Path(p, "mmcurate").is_dir() and not Path(p).is_relative_to(site)]
 
 
-@pytest.mark.parametrize("corpus", ["caption", "video", "rl"])
+@pytest.mark.parametrize("corpus", ["caption", "video", "rl", *DEMOS])
 def test_portable_run_is_byte_identical_to_the_direct_runner(runs: dict[str, Any], corpus: str) -> None:
     result = runs["results"][corpus]
     assert result["rc"] == 0, result["tail"]
-    out, reference = runs["tmp"] / corpus, runs["direct"][corpus]
+    out, reference = runs["outputs"][corpus], runs["direct"][corpus]
     assert_same_run(reference, out)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["accounting_ok"], manifest["kinds"]
