@@ -298,6 +298,9 @@ def run(args: argparse.Namespace) -> bool:
               "batch_size": clip.batch_size, "images_per_call": per_call, "pipe_nomodel": lines["nomodel"],
               "pipe_clip": lines["clip"], "direct_clip": direct, "ratios": ratios, "target": TARGET,
               "regions_compared_equal": same, "accounting_ok": accounted, "passed": ok, "steal_s": steal,
+              "checks": {f"regions_per_s_vs_direct>={TARGET:g}": ratios["regions_per_s"] >= TARGET,
+                         "regions_compared_equal": same, "accounting_ok": accounted},
+              "measured": {f"regions_per_s_vs_direct>={TARGET:g}": ratios["regions_per_s"]},
               "env": environment(os.cpu_count() or 1, load_before, load_after, torch=torch.__version__,
                                  torch_threads=torch.get_num_threads())}  # fmt: skip
     write_report("grounding", report)

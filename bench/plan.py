@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> bool:
     print(f"plan: {len(units)} shards, {counted} records counted from tar headers ({len(uncounted)} uncounted)")
     sample = measure(CORPUS, config, inputs, units, args.plan_sample)
     predicted = extrapolate(sample, counted, 1, 1, config)
-    full = measure(CORPUS, config, inputs, units, args.plan_images)
+    full = measure(CORPUS, config, inputs, units, args.plan_images, warm_up=False)  # warmed by the plan's run
     stages = _ratios(predicted, full)
     busy_full = sum(v["seconds"] for v in full["stages"].values())
     total_ratio = predicted["core_hours"] * 3600 / busy_full if busy_full else None
