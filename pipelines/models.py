@@ -264,6 +264,8 @@ def model_fields(config: Any, views: Views | None = None) -> tuple[str, ...]:
 def validate_models(config: Any) -> None:
     """Everything a model stage needs, checked on the driver before the pipeline starts."""
     needed = needed_models(config.build_filters())
+    if config.models.placement:  # the stages are built (no model loaded) to check what is placed on them
+        model_stages(config)
     clip, aesthetic = config.models.clip, config.models.aesthetic
     if needed & {"clip", "align"}:
         check_weights(clip, "models.clip")

@@ -150,3 +150,18 @@ def test_passrate_placement_names_its_own_stages(tmp_path: Path) -> None:
     cfg.write_text("placement: {clip: {min_ram: 8GB}}\n")
     with pytest.raises(ConfigError, match=r"yaml: placement: unknown model stage.*known: rollout, ocr"):
         load_config(str(cfg), PassRateConfig, "passrate.yaml")
+
+
+def test_unusable_placement_stops_the_cli_before_anything_is_written(tiny: dict[str, str], tmp_path: Path) -> None:
+    from mmcurate.cli import main
+
+    shard = tmp_path / "in.tar"
+    with TarWriter(str(shard)) as w:
+        w.write({"__key__": "a", "txt": "a caption here", "jpg": b"x"})
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"filters: {{clip_score: {{min: 0.1}}}}\\nmodels:\\n  clip: {{model: mmcurate-tiny-clip, "
+                   f"pretrained: {tiny['ckpt']}, architecture: {tiny['arch']}}}\\n"
+                   "  placement: {clip: {share_model: true}}\\n")  # fmt: skip
+    out = tmp_path / "out"
+    assert main(["caption", "--input", str(shard), "--output", str(out), "--config", str(cfg), "--no-progress"]) == 2
+    assert not out.exists()
