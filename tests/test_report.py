@@ -164,3 +164,23 @@ def _rules(tmp_path: Path) -> Path:
     cfg = tmp_path / "rules.yaml"
     cfg.write_text("filters:\n  min_side: {min: 64}\n")
     return cfg
+
+
+@pytest.mark.parametrize(
+    ("corpus", "section", "kind"),
+    [("interleaved", "documents", "document"), ("ocr", "boxes", "ocr"), ("grounding", "boxes", "grounding")],
+)
+def test_each_other_demo_report_opens_with_its_own_section(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, browser: Any, corpus: str, section: str, kind: str
+) -> None:
+    """The interleaved, OCR and grounding demos' reports in the same browser: the corpus's own
+    section (documents with their images in place; images with boxes drawn) and every image loads."""
+    monkeypatch.setenv("MMCURATE_REPORT", "1")
+    assert main(["demo", "--corpus", corpus, "--workdir", str(tmp_path), "--no-progress"]) == 0
+    out = tmp_path / f"{corpus}-output"
+    seen = _open(browser, out / "report" / "index.html", tmp_path / f"{corpus}-report.png")
+    assert {"counts", section, "lineage"} <= set(seen["sections"]), seen["sections"]
+    kept = [r for r in _ledger(out, kind) if r["fate"]["status"] == "kept"]
+    assert kept and any(r["id"] in seen["text"] for r in kept)  # sampled kept records, named by id
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert f"{manifest['kinds'][kind]['counts']['kept']}" in seen["text"]
