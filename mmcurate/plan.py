@@ -258,14 +258,14 @@ def extrapolate(sample: dict[str, Any], total: int, workers: int, gpus: int, con
     return {
         "records": total,
         "per_record_s": {k: round(v, 6) for k, v in per.items()},
-        "core_hours": round(cpu_s / 3600, 6),
-        "gpu_hours": round(gpu_s / 3600, 6),
+        "core_hours": cpu_s / 3600,
+        "gpu_hours": gpu_s / 3600,
         "gpu_stages": sorted(gpu_stages),
         "cpu_cores_per_gpu": round(ratio, 2) if ratio is not None else None,
         "output_bytes": int(sample["bytes_out"] / n * total),
         "workers": workers,
         "gpus": gpus,
-        "wall_hours": round(max(cpu_wall, gpu_wall) / 3600, 6),
+        "wall_hours": max(cpu_wall, gpu_wall) / 3600,
         "bound_by": "GPU stages" if gpu_wall > cpu_wall else "CPU stages",
     }
 
@@ -302,11 +302,11 @@ def print_plan(p: dict[str, Any]) -> None:
                       f"{per * f['records'] / 3600:.3f}")  # fmt: skip
     console.print(table)
     ratio = f["cpu_cores_per_gpu"]
-    console.print(f"core-hours {f['core_hours']:,}  GPU-hours {f['gpu_hours']:,}"
+    console.print(f"core-hours {f['core_hours']:,.4g}  GPU-hours {f['gpu_hours']:,.4g}"
                   + (f"  CPU cores per GPU to keep it fed: {ratio}" if ratio is not None
                      else "  (no stage on a GPU here: model stages are counted as CPU work)"))  # fmt: skip
     console.print(f"expected output {f['output_bytes'] / 1e9:,.2f} GB; wall time on {f['workers']} workers"
-                  f"{', ' + str(f['gpus']) + ' GPUs' if f['gpu_stages'] else ''}: {f['wall_hours']:,} h "
+                  f"{', ' + str(f['gpus']) + ' GPUs' if f['gpu_stages'] else ''}: {f['wall_hours']:,.4g} h "
                   f"(bound by the {f['bound_by']}); sample run {s['wall_s']} s wall, {s['cpu_s']} s CPU")  # fmt: skip
 
 
