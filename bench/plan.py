@@ -15,21 +15,12 @@ import os
 from typing import Any
 
 from common import VERDICT, caption_corpus, created, environment, write_report
+from scale import RULES  # the scale benchmark's rule filters, 256 px working and output side
 
 from mmcurate.pipelines.caption import CORPUS
 from mmcurate.pipelines.config import load_config
 from mmcurate.plan import extrapolate, full_count, measure
 
-RULES = """filters:
-  file_size: {min_bytes: 1024}
-  min_side: {min: 64}
-  aspect_ratio: {max: 3.0}
-  caption_length: {min_words: 2, max_words: 200}
-  caption_repetition: {max_ratio: 0.5}
-  language: {allowed: [en], min_prob: 0.5}
-decode: {working_side: 256}
-output: {max_side: 256}
-"""
 SHARE = 0.05
 
 
